@@ -1,0 +1,118 @@
+# herald — one non-recursive Makefile.
+#   make            build bin/, lib/ and the example handlers
+#   make test       unit + integration tests (Criterion), real programs over real sockets
+#   make run        install missing packages, build, run a broker + 2 workers on config/herald.cfg
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make SANITIZE=address,undefined test
+CC      ?= cc
+PREFIX  ?= /usr/local
+PKGS    := libzmq msgpack sqlite3 libconfig
+# Debian 12 packages the build, the tests and the examples need.
+DEB_PKGS := gcc make pkg-config libzmq3-dev libmsgpack-dev libsqlite3-dev libconfig-dev \
+            libcriterion-dev python3
+
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -MMD -MP -Iinclude -fPIC
+LDLIBS  += -lpthread
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS  += $(PKG_CFLAGS)
+ZMQ_LIBS     = $(shell pkg-config --libs libzmq msgpack 2>/dev/null)
+CONFIG_LIBS  = $(shell pkg-config --libs libconfig 2>/dev/null)
+SQLITE_LIBS  = $(shell pkg-config --libs sqlite3 2>/dev/null)
+
+B := build
+PROTO_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard proto/*.c))
+CONFIG_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard config/*.c))
+BROKER_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard broker/*.c))
+WORKER_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard worker/*.c))
+LIBH_OBJ   := $(patsubst %.c,$(B)/%.o,$(filter-out publisher/main.c,$(wildcard publisher/*.c)))
+PUB_OBJ    := $(B)/publisher/main.o
+CTL_OBJ    := $(patsubst %.c,$(B)/%.o,$(wildcard ctl/*.c))
+UNIT_OBJ   := $(patsubst %.c,$(B)/%.o,$(wildcard tests/unit/*.c))
+INTEG_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard tests/integration/*.c))
+EXAMPLES   := $(patsubst examples/handlers/%.c,examples/handlers/lib%.so,$(wildcard examples/handlers/*.c))
+TEST_HANDLERS := $(patsubst tests/handlers/%.c,$(B)/tests/handlers/lib%.so,$(wildcard tests/handlers/*.c))
+
+PROGS := bin/herald-broker bin/herald-worker bin/herald-publish bin/heraldctl
+LIBS  := lib/libherald.a lib/libherald.so lib/herald.pc
+
+all: $(PROGS) $(LIBS) $(EXAMPLES)
+
+# libherald carries proto/ so that apps link it with libzmq + msgpack only.
+lib/libherald.a: $(LIBH_OBJ) $(PROTO_OBJ) | lib
+	rm -f $@; ar rcs $@ $^
+lib/libherald.so: $(LIBH_OBJ) $(PROTO_OBJ) | lib
+	$(CC) $(LDFLAGS) -shared -o $@ $^ $(ZMQ_LIBS) $(LDLIBS)
+lib/herald.pc: Makefile | lib
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: herald\nDescription: herald client library\nVersion: 0.1\nRequires.private: libzmq msgpack\nLibs: -L$${libdir} -lherald\nCflags: -I$${includedir}\n' '$(PREFIX)' > $@
+
+bin/herald-broker: $(BROKER_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ) | bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS)
+bin/herald-worker: $(WORKER_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ) | bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS) -ldl
+bin/herald-publish: $(PUB_OBJ) lib/libherald.a | bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(LDLIBS)
+bin/heraldctl: $(CTL_OBJ) $(CONFIG_OBJ) lib/libherald.a | bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS)
+
+# Native example handlers depend on include/herald/handler.h only.
+examples/handlers/lib%.so: examples/handlers/%.c include/herald/handler.h
+	$(CC) $(OPT) -g -std=gnu11 -Wall -Wextra -Werror -Iinclude -shared -fPIC -o $@ $<
+
+$(B)/tests/handlers/lib%.so: tests/handlers/%.c include/herald/handler.h
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -std=gnu11 -Wall -Wextra -Werror -Iinclude -shared -fPIC -o $@ $<
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+bin lib:
+	mkdir -p $@
+
+# --- tests -----------------------------------------------------------------
+TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
+$(B)/test-unit: $(UNIT_OBJ) $(filter-out $(B)/broker/main.o,$(BROKER_OBJ)) \
+                $(filter-out $(B)/worker/main.o,$(WORKER_OBJ)) $(CONFIG_OBJ) $(PROTO_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS) -ldl
+$(B)/test-integration: $(INTEG_OBJ) lib/libherald.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(LDLIBS)
+
+TEST_JOBS ?= 2
+test: deps all $(TEST_HANDLERS) $(B)/test-unit $(B)/test-integration
+	$(B)/test-unit --jobs $(TEST_JOBS) -q
+	HERALD_ROOT=$(CURDIR) $(B)/test-integration --jobs $(TEST_JOBS)
+
+# --- running ---------------------------------------------------------------
+RUN_CFG ?= config/herald.cfg
+run: deps all
+	@tools/run.sh $(RUN_CFG)
+
+# Installs what is missing when root; otherwise prints the exact command.
+deps:
+	@miss=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || miss="$$miss $$p"; done; \
+	if [ -n "$$miss" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$miss"; \
+	    (apt-get install -y -qq $$miss || (apt-get update -qq && apt-get install -y -qq $$miss)) >/dev/null || exit 1; \
+	  else echo "missing packages; run: sudo apt-get install -y$$miss" >&2; exit 1; fi; \
+	fi
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/herald
+	install -m 755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 lib/libherald.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 lib/libherald.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 lib/herald.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 644 include/herald.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/herald/handler.h $(DESTDIR)$(PREFIX)/include/herald/
+
+clean:
+	rm -rf $(B) bin lib examples/handlers/*.so
+
+.PHONY: all test run deps install clean
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,131 @@
+/* config: the loader of herald's libconfig files (DESIGN §3), shared by every
+ * program.
+ *
+ * config_load() reads a whole file, checks every group it knows (broker,
+ * security, functions, topics, worker, gateway) — names, types, ranges,
+ * uniqueness, references — and reports each problem as "FILE:LINE: what is
+ * wrong". It never silently falls back to a default for a present but wrong
+ * value, and it re-scans the file text for integer literals beyond int32
+ * without an L suffix (libconfig 1.5 truncates them silently).
+ *
+ * A herald_config owns all its strings; relative paths (data_dir, keys) are
+ * already resolved against the config file's directory. exec program paths and
+ * native libraries are NOT resolved here: the worker resolves them against
+ * its --root.
+ */
+#ifndef HERALD_CONFIG_H
+#define HERALD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { JITTER_FULL, JITTER_EQUAL, JITTER_NONE } cfg_jitter;
+typedef enum { DURABILITY_FSYNC, DURABILITY_OS } cfg_durability;
+
+typedef struct { char *key, *value; } cfg_pair;
+
+typedef struct {
+    double initial_s;           /* default 1.0; > 0 */
+    double max_s;               /* default 300.0; ≥ initial */
+    double multiplier;          /* default 2.0; ≥ 1 */
+    cfg_jitter jitter;          /* default full */
+} cfg_backoff;
+
+typedef struct {
+    char *name;                 /* [A-Za-z0-9_.-]{1,128} */
+    bool native;
+    char **exec; size_t nexec;  /* argv, ≥ 1 element, when !native */
+    char *library, *symbol;     /* when native */
+    double timeout_s;           /* default 30, (0, 900] */
+    int memory_mb;              /* default 128, 16–10240 */
+    int concurrency;            /* 0 = unlimited (default), else 1–100000 */
+    int max_attempts;           /* default 3, 1–100 */
+    cfg_backoff backoff;
+    cfg_pair *env; size_t nenv; /* env names [A-Za-z_][A-Za-z0-9_]*, not HERALD_* */
+    int line;                   /* line of its group in the file, for messages */
+} cfg_function;
+
+typedef struct {
+    char *key;
+    char **values; size_t nvalues;   /* ≥ 1 */
+} cfg_filter;
+
+typedef struct {
+    char *function;             /* names a defined function */
+    cfg_filter *filters; size_t nfilters;   /* all must match (AND); 0 = all events */
+    int line;
+} cfg_subscription;
+
+typedef struct {
+    char *name;
+    cfg_subscription *subs; size_t nsubs;   /* a function at most once per topic */
+    int line;
+} cfg_topic;
+
+typedef struct {
+    char *publish_endpoint;     /* default tcp://127.0.0.1:7710 */
+    char *worker_endpoint;      /* default tcp://127.0.0.1:7711 */
+    char *admin_endpoint;       /* default tcp://127.0.0.1:7712 */
+    char *data_dir;             /* default "var/herald", resolved */
+    cfg_durability durability;  /* default fsync */
+    int64_t max_payload;        /* default 262144, 1 KiB – 64 MiB */
+    int64_t max_backlog;        /* default 10000000, ≥ 1 */
+    int64_t disk_min_free;      /* default 268435456, ≥ 0 */
+    double heartbeat_s;         /* default 1.0, 0.1 – 60 */
+} cfg_broker;
+
+typedef struct {
+    bool present;               /* the group was in the file */
+    bool curve;
+    char *secret_key;           /* resolved paths */
+    char *publishers, *workers, *admins;
+} cfg_security;
+
+typedef struct {
+    bool present;
+    char *broker;               /* default tcp://127.0.0.1:7711 */
+    char *key, *broker_key;     /* resolved paths, NULL if absent */
+    int concurrency;            /* 0: not set */
+    char **functions; size_t nfunctions;
+    char *root, *run_dir;       /* NULL if absent; resolved */
+} cfg_worker;
+
+typedef struct {
+    bool present;
+    char *listen;               /* default 127.0.0.1:7780 */
+    char *broker;               /* default tcp://127.0.0.1:7710 */
+    char *admin;                /* default tcp://127.0.0.1:7712 */
+    char *region;               /* default us-east-1 */
+    char *account;              /* default 000000000000 */
+    char *key, *broker_key;     /* resolved, NULL if absent */
+} cfg_gateway;
+
+typedef struct herald_config {
+    char *path;                 /* the file it was read from */
+    cfg_broker broker;
+    cfg_security security;
+    cfg_function *functions; size_t nfunctions;
+    cfg_topic *topics; size_t ntopics;
+    cfg_worker worker;
+    cfg_gateway gateway;
+} herald_config;
+
+/* Reads and checks FILE. Returns a config, or NULL after writing every problem
+ * found, one "FILE:LINE: what" line each, to errs (a FILE*-like sink: errors
+ * are appended to *errbuf, a malloc'ed NUL-terminated string the caller frees;
+ * errbuf may be NULL to print to stderr instead). */
+herald_config *config_load(const char *path, char **errbuf);
+
+/* The same, from a text in libconfig syntax; name stands for the file name in
+ * messages and base_dir resolves relative paths (for tests). */
+herald_config *config_load_string(const char *text, const char *name, const char *base_dir,
+                                  char **errbuf);
+
+void config_destroy(herald_config **c);
+
+const cfg_function *config_function(const herald_config *c, const char *name);
+const cfg_topic *config_topic(const herald_config *c, const char *name);
+const char *config_jitter_name(cfg_jitter j);
+
+#endif

@@ -1,0 +1,92 @@
+/* runner: runs handler attempts for the worker, isolated in child processes.
+ *
+ * runner_new() forks, before any ZeroMQ thread exists, one single-threaded
+ * launcher process; every handler process is created by it (a process with
+ * ZeroMQ threads must not fork except straight into exec).
+ *
+ * - exec functions: one supervisor process per attempt (the attempt's child
+ *   subreaper) that creates a fresh run directory, runs the command with the
+ *   payload on stdin and the DESIGN §4 environment, enforces the timeout on the
+ *   whole tree (setsid'd descendants too), caps stdout (6 MiB) and keeps the last
+ *   4 KiB of stderr, removes the run directory and reports.
+ * - native functions: a pool of host processes per function (about one per
+ *   CPU), each with the library dlopen'ed once, running one delivery at a time.
+ *   A host that crashes or overruns its deadline is killed and replaced; its
+ *   current delivery ends `crashed` / `timeout`, the ones it had not started come
+ *   back as OUT_RETURNED.
+ *
+ * The worker's loop polls one descriptor, runner_fd(), and calls
+ * runner_dispatch() when it is readable or when runner_next_timeout_ms() has
+ * passed. Results come back through a callback. Nothing here touches ZeroMQ.
+ */
+#ifndef HERALD_RUNNER_H
+#define HERALD_RUNNER_H
+
+#include "../proto/proto.h"
+
+typedef struct runner runner_t;
+
+typedef struct {
+    const char *root;           /* resolves relative exec paths (with '/') and libraries; NULL: cwd */
+    const char *run_dir;        /* parent of the per-attempt run dirs; NULL: $TMPDIR/herald-runs */
+    int hosts;                  /* native hosts per function; 0: the number of CPUs */
+} runner_opts;
+
+typedef struct {
+    uint64_t token;             /* the caller's id (the lease), echoed in the result */
+    const char *function;       /* a function given to runner_define() */
+    const char *topic;          /* "" for a direct invoke */
+    const char *message_id;
+    int attempt, max_attempts;
+    const proto_attr *attrs; size_t nattrs;
+    const void *payload; size_t payload_len;
+} runner_job;
+
+typedef struct {
+    uint64_t token;
+    proto_outcome outcome;      /* OUT_OK … OUT_CRASHED, or OUT_RETURNED (never started) */
+    int64_t started_ms;         /* Unix ms when the handler started (0 if never) */
+    uint32_t duration_us;
+    const char *error;          /* NULL when OK; borrowed for the callback's duration */
+    const void *output; size_t output_len;   /* borrowed for the callback's duration */
+} runner_result;
+
+typedef void runner_result_fn(void *arg, const runner_result *res);
+
+/* Forks the launcher. Call before creating any ZeroMQ context. NULL on failure
+ * (logged). Removes stale run directories left by dead workers. */
+runner_t *runner_new(const runner_opts *o);
+
+/* Kills every handler and host, stops the launcher, reaps everything, frees.
+ * Idempotent; nulls *r. Pending jobs are dropped without a callback. */
+void runner_destroy(runner_t **r);
+
+/* Adds or replaces a function definition (copied). A native function's hosts
+ * start lazily, on its first job. 0, or -1 with the reason logged (a missing
+ * library, herald_init() failing, …), in which case the function is refused. */
+int runner_define(runner_t *r, const proto_fndef *fn);
+
+/* Queues one attempt; everything is copied. 0, or -1 if the function is
+ * unknown/refused (no callback will come for it). */
+int runner_submit(runner_t *r, const runner_job *j);
+
+/* The one descriptor the caller polls for POLLIN. */
+int runner_fd(const runner_t *r);
+
+/* Milliseconds until the runner next needs runner_dispatch() for a deadline;
+ * -1 when none. */
+int runner_next_timeout_ms(const runner_t *r);
+
+/* Does whatever is ready (never blocks): reads results, reaps, enforces
+ * deadlines, replaces dead hosts, starts queued jobs. Calls cb once per
+ * finished job. */
+void runner_dispatch(runner_t *r, runner_result_fn *cb, void *arg);
+
+/* Fencing: kills every running handler and drops every queued job, without
+ * callbacks (the broker treats them as lost). Hosts are replaced lazily. */
+void runner_cancel_all(runner_t *r);
+
+/* Jobs submitted and not yet reported. */
+size_t runner_busy(const runner_t *r);
+
+#endif
