@@ -114,18 +114,31 @@ typedef struct herald_config {
 /* Reads and checks FILE. Returns a config, or NULL after writing every problem
  * found, one "FILE:LINE: what" line each, to errs (a FILE*-like sink: errors
  * are appended to *errbuf, a malloc'ed NUL-terminated string the caller frees;
- * errbuf may be NULL to print to stderr instead). */
+ * errbuf may be NULL to print to stderr instead). *errbuf must be NULL or a
+ * malloc'ed string; a successful load leaves it untouched. Lines are sorted
+ * by file (the main file first) and line. */
 herald_config *config_load(const char *path, char **errbuf);
 
 /* The same, from a text in libconfig syntax; name stands for the file name in
- * messages and base_dir resolves relative paths (for tests). */
+ * messages (NULL: "<string>") and base_dir resolves relative paths and
+ * @include names (NULL: paths are kept as written, relative to the current
+ * directory) (for tests). */
 herald_config *config_load_string(const char *text, const char *name, const char *base_dir,
                                   char **errbuf);
 
+/* Frees c and everything it owns, and nulls *c; NULL or *c NULL is a no-op.
+ * libconfig.h declares its own config_destroy(config_t *) and one program
+ * cannot hold two functions of that name, so ours is the symbol
+ * herald_config_destroy under the name callers use. A file that includes
+ * <libconfig.h> too (only config/ should) includes it before this header and
+ * calls libconfig's as (config_destroy)(&cf). */
+#define config_destroy(c) herald_config_destroy(c)
 void config_destroy(herald_config **c);
 
 const cfg_function *config_function(const herald_config *c, const char *name);
 const cfg_topic *config_topic(const herald_config *c, const char *name);
+/* Static names for logs and messages: "full", "equal", "none"; "fsync", "os". */
 const char *config_jitter_name(cfg_jitter j);
+const char *config_durability_name(cfg_durability d);
 
 #endif

@@ -1,0 +1,962 @@
+/* config/check.c: checks every group of a parsed config and fills the
+ * herald_config (DESIGN §3, §2 worker, §7 security, §10 gateway).
+ *
+ * Rules: every setting name is known (a typo must never become a default);
+ * every value has its type and range, or it is an error at its line (libconfig
+ * 1.5's lookups read a wrongly typed value as "absent", so this file never
+ * uses them: it looks at each setting's type itself); an absent setting gets
+ * its default. The whole tree is checked even after an error, so that one
+ * run reports every problem.
+ *
+ * State: none of its own; what it builds goes into x->c, which the caller
+ * frees whatever happens.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <math.h> /* isfinite only: a macro, no libm */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* DESIGN §1: an event carries at most 16 attributes, so a filter on more
+ * keys could never match. */
+#define FILTER_KEYS_MAX 16
+/* Backoff delays are turned into int64 milliseconds downstream; a day is far
+ * beyond any useful retry delay and far inside that range. */
+#define BACKOFF_MAX_S 86400.0
+#define NAME_MAX_LEN 128
+/* How much of a user's string a message quotes. */
+#define QUOTE_MAX 64
+
+/* Where a setting lives, for messages: pre + key names the setting
+ * ("broker." + "max_payload", "functions[0] (echo): " + "timeout"), and
+ * where names its group in "unknown setting 'X' in <where>". */
+typedef struct {
+    char pre[320];
+    char where[320];
+} scope;
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static bool name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > NAME_MAX_LEN)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '.' && *s != '-')
+            return false;
+    return true;
+}
+
+static bool ident_ok(const char *s)
+{
+    if (!isalpha((unsigned char)*s) && *s != '_')
+        return false;
+    for (s++; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_')
+            return false;
+    return true;
+}
+
+/* A user's string made safe and short for a one-line message. */
+static const char *quote(const char *s, char *buf, size_t size)
+{
+    size_t o = 0;
+    for (size_t i = 0; s[i] && o + 5 < size; i++) {
+        if (i == QUOTE_MAX) {
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch == 0x7f)
+            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", ch);
+        else
+            buf[o++] = (char)ch;
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* A number as a person wrote it: 1000, 0.5, 1e+300. */
+static const char *num(double v, char *buf, size_t size)
+{
+    /* No libm: the Makefile links none for config/. */
+    if (v > -1e15 && v < 1e15 && v == (double)(long long)v)
+        snprintf(buf, size, "%.0f", v);
+    else
+        snprintf(buf, size, "%g", v);
+    return buf;
+}
+
+/* Edit distance, for "did you mean": small strings only. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40)
+        return 99;
+    size_t row[41];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t cost = tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]) ? 0 : 1;
+            size_t best = diag + cost;
+            if (row[j] + 1 < best)
+                best = row[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* Reports every member of g whose name is not in known (NULL-terminated),
+ * with the closest known name when one is near. */
+static void check_names_list(cfg_ctx *x, const config_setting_t *g, const scope *sc,
+                             const char *const *known, bool list_known)
+{
+    int n = config_setting_length(g);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
+        const char *name = config_setting_name(m);
+        if (!name)
+            continue;
+        const char *guess = NULL;
+        size_t best = 3;
+        bool found = false;
+        for (const char *const *k = known; *k; k++) {
+            if (strcmp(*k, name) == 0) {
+                found = true;
+                break;
+            }
+            size_t d = distance(name, *k);
+            if (d < best) {
+                best = d;
+                guess = *k;
+            }
+        }
+        if (found)
+            continue;
+        if (guess) {
+            config_err(x, m, "unknown setting '%s' in %s (did you mean '%s'?)", name, sc->where, guess);
+        } else if (list_known) {
+            char list[256] = "";
+            for (const char *const *k = known; *k; k++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k == known ? "" : ", ", *k);
+            config_err(x, m, "unknown setting '%s' in %s (known: %s)", name, sc->where, list);
+        } else {
+            config_err(x, m, "unknown setting '%s' in %s", name, sc->where);
+        }
+    }
+}
+
+static void check_names(cfg_ctx *x, const config_setting_t *g, const scope *sc,
+                        const char *const *known)
+{
+    check_names_list(x, g, sc, known, false);
+}
+
+static const char *type_name(const config_setting_t *s)
+{
+    switch (config_setting_type(s)) {
+    case CONFIG_TYPE_GROUP: return "a group";
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64: return "an integer";
+    case CONFIG_TYPE_FLOAT: return "a float";
+    case CONFIG_TYPE_STRING: return "a string";
+    case CONFIG_TYPE_BOOL: return "a boolean";
+    case CONFIG_TYPE_ARRAY: return "an array";
+    case CONFIG_TYPE_LIST: return "a list";
+    }
+    return "nothing";
+}
+
+static void wrong_type(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key,
+                       const char *expected)
+{
+    config_err(x, s, "%s%s: expected %s, not %s", sc->pre, key, expected, type_name(s));
+}
+
+static bool is_int(const config_setting_t *s)
+{
+    return config_setting_type(s) == CONFIG_TYPE_INT || config_setting_type(s) == CONFIG_TYPE_INT64;
+}
+
+/* The getters: 0 absent (out untouched), 1 read, -1 reported. */
+
+static int get_int(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                   long long lo, long long hi, long long *out)
+{
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (!s)
+        return 0;
+    if (!is_int(s)) {
+        wrong_type(x, s, sc, key, "an integer");
+        return -1;
+    }
+    long long v = config_setting_get_int64(s);
+    if (config_line_marked(x, s))
+        return -1;
+    if (v < lo || v > hi) {
+        if (hi == INT64_MAX)
+            config_err(x, s, "%s%s: %lld is out of range (%s ≥ %lld)", sc->pre, key, v, key, lo);
+        else
+            config_err(x, s, "%s%s: %lld is out of range (%lld ≤ %s ≤ %lld)", sc->pre, key, v, lo,
+                       key, hi);
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+static int get_int32(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                     int lo, int hi, int *out)
+{
+    long long v;
+    int r = get_int(x, g, sc, key, lo, hi, &v);
+    if (r == 1)
+        *out = (int)v;
+    return r;
+}
+
+/* A number of seconds (or any real): integers are accepted. lo_open makes
+ * the lower bound exclusive; hi < 0 means no upper bound. */
+static int get_num(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                   const char *expected, double lo, bool lo_open, double hi, double *out)
+{
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (!s)
+        return 0;
+    double v;
+    if (is_int(s))
+        v = (double)config_setting_get_int64(s);
+    else if (config_setting_type(s) == CONFIG_TYPE_FLOAT)
+        v = config_setting_get_float(s);
+    else {
+        wrong_type(x, s, sc, key, expected);
+        return -1;
+    }
+    if (config_line_marked(x, s))
+        return -1;
+    if (!isfinite(v) || (lo_open ? v <= lo : v < lo) || (hi >= 0 && v > hi)) {
+        char a[32], b[32], c[32];
+        if (hi < 0)
+            config_err(x, s, "%s%s: %s is out of range (%s %s %s)", sc->pre, key,
+                       num(v, a, sizeof a), key, lo_open ? ">" : "≥", num(lo, b, sizeof b));
+        else
+            config_err(x, s, "%s%s: %s is out of range (%s %s %s ≤ %s)", sc->pre, key,
+                       num(v, a, sizeof a), num(lo, b, sizeof b), lo_open ? "<" : "≤", key,
+                       num(hi, c, sizeof c));
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+static int get_bool(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                    bool *out)
+{
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (!s)
+        return 0;
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        wrong_type(x, s, sc, key, "true or false");
+        return -1;
+    }
+    *out = config_setting_get_bool(s) != 0;
+    return 1;
+}
+
+/* A string; *out borrows libconfig's (copy what is kept). */
+static int get_str(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                   bool nonempty, const char **out)
+{
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (!s)
+        return 0;
+    if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+        wrong_type(x, s, sc, key, "a string");
+        return -1;
+    }
+    const char *v = config_setting_get_string(s);
+    if (nonempty && !*v) {
+        config_err(x, s, "%s%s: must not be empty", sc->pre, key);
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+/* A string kept as a copy, replacing *dst (which may hold a default). */
+static void take_str(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                     char **dst)
+{
+    const char *v;
+    if (get_str(x, g, sc, key, true, &v) == 1) {
+        free(*dst);
+        *dst = config_strdup(x, v);
+    }
+}
+
+/* A ZeroMQ endpoint: "tcp//host:1" must not become a silent bind failure. */
+static void take_endpoint(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                          char **dst)
+{
+    const char *v;
+    if (get_str(x, g, sc, key, true, &v) != 1)
+        return;
+    if (!strstr(v, "://")) {
+        char q[QUOTE_MAX * 4 + 8];
+        config_err(x, config_setting_get_member(g, key),
+                   "%s%s: '%s' is not a ZeroMQ endpoint (expected tcp://HOST:PORT or ipc://PATH)",
+                   sc->pre, key, quote(v, q, sizeof q));
+        return;
+    }
+    free(*dst);
+    *dst = config_strdup(x, v);
+}
+
+/* A path, resolved against the config file's directory. */
+static void take_path(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                      char **dst)
+{
+    const char *v;
+    if (get_str(x, g, sc, key, true, &v) == 1) {
+        free(*dst);
+        *dst = config_resolve(x, v);
+    }
+}
+
+/* A group member that must itself be a group; NULL when absent or reported. */
+static config_setting_t *get_group(cfg_ctx *x, const config_setting_t *g, const scope *sc,
+                                   const char *key, const char *example)
+{
+    config_setting_t *s = config_setting_get_member(g, key);
+    if (!s)
+        return NULL;
+    if (!config_setting_is_group(s)) {
+        wrong_type(x, s, sc, key, example);
+        return NULL;
+    }
+    return s;
+}
+
+/* Collects the strings of an array or list into a malloc'ed vector of copies.
+ * A bare string is a one-element list when one_ok. Returns -1 when reported. */
+static int get_strings(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key,
+                       bool one_ok, const char *expected, char ***out, size_t *nout)
+{
+    int n = 1; /* a bare string */
+    if (one_ok && config_setting_type(s) == CONFIG_TYPE_STRING) {
+    } else if (config_setting_is_array(s) || config_setting_is_list(s)) {
+        n = config_setting_length(s);
+        if (n == 0) {
+            config_err(x, s, "%s%s: expected %s, not an empty one", sc->pre, key, expected);
+            return -1;
+        }
+        for (int i = 0; i < n; i++) {
+            const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+            if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+                config_err(x, e, "%s%s[%d]: expected a string, not %s", sc->pre, key, i,
+                           type_name(e));
+                return -1;
+            }
+        }
+    } else {
+        wrong_type(x, s, sc, key, expected);
+        return -1;
+    }
+    char **v = calloc((size_t)n, sizeof *v);
+    if (!v) {
+        x->oom = true;
+        return -1;
+    }
+    *out = v;
+    *nout = (size_t)n;
+    if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+        v[0] = config_strdup(x, config_setting_get_string(s));
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        v[i] = config_strdup(x, config_setting_get_string_elem(s, (unsigned)i));
+    return 0;
+}
+
+/* A list of groups (functions, topics, subscriptions); an empty array is an
+ * empty list too. Returns its length, or -1 when reported. */
+static int get_list(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key,
+                    const char *expected)
+{
+    if (config_setting_is_list(s) ||
+        (config_setting_is_array(s) && config_setting_length(s) == 0))
+        return config_setting_length(s);
+    wrong_type(x, s, sc, key, expected);
+    return -1;
+}
+
+static void key_pair(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                     const char *other)
+{
+    bool a = config_setting_get_member(g, key) != NULL, b = config_setting_get_member(g, other) != NULL;
+    if (a && !b)
+        config_err(x, config_setting_get_member(g, key),
+                   "%s%s: is set but %s is not: a client needs both its own key and the broker's",
+                   sc->pre, key, other);
+}
+
+/* ---- broker ----------------------------------------------------------------- */
+
+static void check_broker(cfg_ctx *x, const config_setting_t *g)
+{
+    static const char *const known[] = { "publish_endpoint", "worker_endpoint", "admin_endpoint",
+                                         "data_dir", "durability", "max_payload", "max_backlog",
+                                         "disk_min_free", "heartbeat", NULL };
+    cfg_broker *b = &x->c->broker;
+    scope sc = { "broker.", "broker" };
+    if (!g)
+        return;
+    check_names(x, g, &sc, known);
+    take_endpoint(x, g, &sc, "publish_endpoint", &b->publish_endpoint);
+    take_endpoint(x, g, &sc, "worker_endpoint", &b->worker_endpoint);
+    take_endpoint(x, g, &sc, "admin_endpoint", &b->admin_endpoint);
+    take_path(x, g, &sc, "data_dir", &b->data_dir);
+    const char *d;
+    if (get_str(x, g, &sc, "durability", false, &d) == 1) {
+        if (strcmp(d, "fsync") == 0)
+            b->durability = DURABILITY_FSYNC;
+        else if (strcmp(d, "os") == 0)
+            b->durability = DURABILITY_OS;
+        else {
+            char q[QUOTE_MAX * 4 + 8];
+            config_err(x, config_setting_get_member(g, "durability"),
+                       "broker.durability: '%s' is not one of \"fsync\", \"os\"",
+                       quote(d, q, sizeof q));
+        }
+    }
+    long long v;
+    if (get_int(x, g, &sc, "max_payload", 1024, 64LL * 1024 * 1024, &v) == 1)
+        b->max_payload = v;
+    if (get_int(x, g, &sc, "max_backlog", 1, INT64_MAX, &v) == 1)
+        b->max_backlog = v;
+    if (get_int(x, g, &sc, "disk_min_free", 0, INT64_MAX, &v) == 1)
+        b->disk_min_free = v;
+    get_num(x, g, &sc, "heartbeat", "a number of seconds", 0.1, false, 60, &b->heartbeat_s);
+}
+
+/* ---- security ----------------------------------------------------------------- */
+
+static void check_security(cfg_ctx *x, const config_setting_t *g)
+{
+    static const char *const known[] = { "curve", "secret_key", "publishers", "workers", "admins",
+                                         NULL };
+    cfg_security *s = &x->c->security;
+    scope sc = { "security.", "security" };
+    if (!g)
+        return;
+    s->present = true;
+    check_names(x, g, &sc, known);
+    get_bool(x, g, &sc, "curve", &s->curve);
+    take_path(x, g, &sc, "secret_key", &s->secret_key);
+    take_path(x, g, &sc, "publishers", &s->publishers);
+    take_path(x, g, &sc, "workers", &s->workers);
+    take_path(x, g, &sc, "admins", &s->admins);
+    if (!s->curve)
+        return;
+    /* Without its key the broker cannot speak CURVE, and a missing role
+     * directory would shut that endpoint to everyone: both are mistakes. */
+    static const char *const need[] = { "secret_key", "publishers", "workers", "admins" };
+    for (size_t i = 0; i < sizeof need / sizeof *need; i++)
+        if (!config_setting_get_member(g, need[i]))
+            config_err(x, g, "security: curve = true needs %s", need[i]);
+}
+
+/* ---- functions ------------------------------------------------------------------ */
+
+static void check_backoff(cfg_ctx *x, const config_setting_t *g, const char *label, cfg_backoff *b)
+{
+    static const char *const known[] = { "initial", "max", "multiplier", "jitter", NULL };
+    scope sc;
+    snprintf(sc.pre, sizeof sc.pre, "%s: backoff.", label);
+    snprintf(sc.where, sizeof sc.where, "%s backoff", label);
+    check_names(x, g, &sc, known);
+    int ri = get_num(x, g, &sc, "initial", "a number of seconds", 0, true, BACKOFF_MAX_S, &b->initial_s);
+    int rm = get_num(x, g, &sc, "max", "a number of seconds", 0, true, BACKOFF_MAX_S, &b->max_s);
+    get_num(x, g, &sc, "multiplier", "a number", 1, false, -1, &b->multiplier);
+    const char *j;
+    if (get_str(x, g, &sc, "jitter", false, &j) == 1) {
+        if (strcmp(j, "full") == 0)
+            b->jitter = JITTER_FULL;
+        else if (strcmp(j, "equal") == 0)
+            b->jitter = JITTER_EQUAL;
+        else if (strcmp(j, "none") == 0)
+            b->jitter = JITTER_NONE;
+        else {
+            char q[QUOTE_MAX * 4 + 8];
+            config_err(x, config_setting_get_member(g, "jitter"),
+                       "%sjitter: '%s' is not one of \"full\", \"equal\", \"none\"", sc.pre,
+                       quote(j, q, sizeof q));
+        }
+    }
+    if (ri >= 0 && rm >= 0 && b->max_s < b->initial_s) {
+        char a[32], c[32];
+        const config_setting_t *at = config_setting_get_member(g, rm ? "max" : "initial");
+        config_err(x, at, "%smax: %s%s is less than backoff.initial (%s)", sc.pre,
+                   num(b->max_s, a, sizeof a), rm ? "" : " (the default)",
+                   num(b->initial_s, c, sizeof c));
+    }
+}
+
+static void check_env(cfg_ctx *x, const config_setting_t *g, const char *label, cfg_function *f)
+{
+    int n = config_setting_length(g);
+    if (n == 0)
+        return;
+    f->env = calloc((size_t)n, sizeof *f->env);
+    if (!f->env) {
+        x->oom = true;
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(g, (unsigned)i);
+        const char *k = config_setting_name(e);
+        bool ok = true;
+        if (!ident_ok(k)) {
+            config_err(x, e, "%s: env.%s: not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)", label, k);
+            ok = false;
+        } else if (strncmp(k, "HERALD_", 7) == 0) {
+            config_err(x, e, "%s: env.%s: HERALD_* variables are set by herald itself", label, k);
+            ok = false;
+        }
+        if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+            config_err(x, e, "%s: env.%s: expected a string, not %s", label, k, type_name(e));
+            ok = false;
+        }
+        if (!ok)
+            continue;
+        cfg_pair *p = &f->env[f->nenv++];
+        p->key = config_strdup(x, k);
+        p->value = config_strdup(x, config_setting_get_string(e));
+    }
+}
+
+static void check_native(cfg_ctx *x, const config_setting_t *g, const char *label, cfg_function *f)
+{
+    static const char *const known[] = { "library", "symbol", NULL };
+    scope sc;
+    snprintf(sc.pre, sizeof sc.pre, "%s: native.", label);
+    snprintf(sc.where, sizeof sc.where, "%s native", label);
+    check_names(x, g, &sc, known);
+    const char *v;
+    int r = get_str(x, g, &sc, "library", true, &v);
+    if (r == 1)
+        f->library = config_strdup(x, v);
+    else if (r == 0)
+        config_err(x, g, "%s: native: needs library (the .so to load)", label);
+    r = get_str(x, g, &sc, "symbol", true, &v);
+    if (r == 1) {
+        if (!ident_ok(v)) {
+            char q[QUOTE_MAX * 4 + 8];
+            config_err(x, config_setting_get_member(g, "symbol"),
+                       "%ssymbol: '%s' is not a C identifier", sc.pre, quote(v, q, sizeof q));
+        } else {
+            f->symbol = config_strdup(x, v);
+        }
+    } else if (r == 0) {
+        config_err(x, g, "%s: native: needs symbol (the handler function's name)", label);
+    }
+}
+
+static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_function *f)
+{
+    static const char *const known[] = { "name", "exec", "native", "timeout", "memory_mb",
+                                         "concurrency", "max_attempts", "backoff", "env", NULL };
+    f->timeout_s = 30.0;
+    f->memory_mb = 128;
+    f->max_attempts = 3;
+    f->backoff = (cfg_backoff){ .initial_s = 1.0, .max_s = 300.0, .multiplier = 2.0,
+                                .jitter = JITTER_FULL };
+    f->line = config_setting_source_line(g);
+    if (!config_setting_is_group(g)) {
+        config_err(x, g, "functions[%zu]: expected a group { name = \"...\"; exec = [...]; }, not %s",
+                   idx, type_name(g));
+        return;
+    }
+    char label[200];
+    snprintf(label, sizeof label, "functions[%zu]", idx);
+    scope sc;
+    snprintf(sc.pre, sizeof sc.pre, "%s: ", label);
+    const char *name;
+    int r = get_str(x, g, &sc, "name", false, &name);
+    if (r == 0) {
+        config_err(x, g, "%s: needs a name", label);
+    } else if (r == 1) {
+        char q[QUOTE_MAX * 4 + 8];
+        if (!name_ok(name)) {
+            config_err(x, config_setting_get_member(g, "name"),
+                       "%s: name '%s' is invalid (expected 1 to 128 of A-Z a-z 0-9 _ . -)", label,
+                       quote(name, q, sizeof q));
+        } else {
+            f->name = config_strdup(x, name);
+            snprintf(label, sizeof label, "functions[%zu] (%s)", idx, name);
+            snprintf(sc.pre, sizeof sc.pre, "%s: ", label);
+        }
+    }
+    snprintf(sc.where, sizeof sc.where, "%s", label);
+    check_names(x, g, &sc, known);
+
+    const config_setting_t *exec = config_setting_get_member(g, "exec");
+    const config_setting_t *native = config_setting_get_member(g, "native");
+    if (exec && native)
+        config_err(x, native, "%s: has both exec and native: give exactly one", label);
+    else if (!exec && !native)
+        config_err(x, g, "%s: has neither exec nor native: give exactly one", label);
+    if (exec && get_strings(x, exec, &sc, "exec", false, "a non-empty array of strings", &f->exec,
+                            &f->nexec) == 0 && f->exec[0] && !*f->exec[0])
+        config_err(x, exec, "%s: exec[0]: the program must not be empty", label);
+    if (native) {
+        if (!config_setting_is_group(native))
+            wrong_type(x, native, &sc, "native",
+                       "a group { library = \"...\"; symbol = \"...\"; }");
+        else
+            check_native(x, native, label, f);
+        f->native = !exec;
+    }
+
+    get_num(x, g, &sc, "timeout", "a number of seconds", 0, true, 900, &f->timeout_s);
+    get_int32(x, g, &sc, "memory_mb", 16, 10240, &f->memory_mb);
+    get_int32(x, g, &sc, "concurrency", 1, 100000, &f->concurrency);
+    get_int32(x, g, &sc, "max_attempts", 1, 100, &f->max_attempts);
+    const config_setting_t *b = get_group(x, g, &sc, "backoff",
+                                          "a group { initial = 1.0; max = 300.0; ... }");
+    if (b)
+        check_backoff(x, b, label, &f->backoff);
+    const config_setting_t *env = get_group(x, g, &sc, "env", "a group { NAME = \"value\"; }");
+    if (env)
+        check_env(x, env, label, f);
+}
+
+static void check_functions(cfg_ctx *x, const config_setting_t *s)
+{
+    scope sc = { "", "" };
+    if (!s)
+        return;
+    int n = get_list(x, s, &sc, "functions", "a list ( { name = ...; }, ... )");
+    if (n <= 0)
+        return;
+    x->c->functions = calloc((size_t)n, sizeof *x->c->functions);
+    if (!x->c->functions) {
+        x->oom = true;
+        return;
+    }
+    x->c->nfunctions = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        cfg_function *f = &x->c->functions[i];
+        check_function(x, config_setting_get_elem(s, (unsigned)i), (size_t)i, f);
+        for (int j = 0; f->name && j < i; j++)
+            if (x->c->functions[j].name && strcmp(x->c->functions[j].name, f->name) == 0) {
+                config_err(x, config_setting_get_member(config_setting_get_elem(s, (unsigned)i), "name"),
+                           "functions[%d]: name '%s' is already used by functions[%d] (line %d)",
+                           i, f->name, j, x->c->functions[j].line);
+                break;
+            }
+    }
+}
+
+/* ---- topics ------------------------------------------------------------------- */
+
+static void check_filter(cfg_ctx *x, const config_setting_t *g, const scope *sc,
+                         cfg_subscription *s)
+{
+    int n = config_setting_length(g);
+    if (n == 0)
+        return;
+    if (n > FILTER_KEYS_MAX) {
+        config_err(x, g, "%sfilter: %d keys, but an event carries at most %d attributes", sc->pre,
+                   n, FILTER_KEYS_MAX);
+        return;
+    }
+    s->filters = calloc((size_t)n, sizeof *s->filters);
+    if (!s->filters) {
+        x->oom = true;
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(g, (unsigned)i);
+        char key[200];
+        snprintf(key, sizeof key, "filter.%s", config_setting_name(e));
+        cfg_filter *f = &s->filters[s->nfilters];
+        if (get_strings(x, e, sc, key, true, "a string or a non-empty array of strings",
+                        &f->values, &f->nvalues) < 0)
+            continue;
+        f->key = config_strdup(x, config_setting_name(e));
+        s->nfilters++;
+    }
+}
+
+static void check_subscription(cfg_ctx *x, const config_setting_t *g, const char *label,
+                               cfg_topic *t)
+{
+    static const char *const known[] = { "function", "filter", NULL };
+    cfg_subscription *s = &t->subs[t->nsubs];
+    scope sc;
+    snprintf(sc.pre, sizeof sc.pre, "%s: subscription: ", label);
+    snprintf(sc.where, sizeof sc.where, "%s subscription", label);
+    if (!config_setting_is_group(g)) {
+        config_err(x, g, "%s: subscription: expected a group { function = \"...\"; }, not %s",
+                   label, type_name(g));
+        return;
+    }
+    s->line = config_setting_source_line(g);
+    check_names(x, g, &sc, known);
+    const char *fn;
+    int r = get_str(x, g, &sc, "function", false, &fn);
+    if (r == 0) {
+        config_err(x, g, "%s: subscription: needs a function", label);
+        return;
+    }
+    if (r < 0)
+        return;
+    const config_setting_t *fs = config_setting_get_member(g, "function");
+    char q[QUOTE_MAX * 4 + 8];
+    if (!config_function(x->c, fn)) {
+        config_err(x, fs, "%s: subscription: unknown function '%s'", label, quote(fn, q, sizeof q));
+        return;
+    }
+    for (size_t i = 0; i < t->nsubs; i++)
+        if (strcmp(t->subs[i].function, fn) == 0) {
+            config_err(x, fs, "%s: subscription: function '%s' already subscribes to this topic (line %d)",
+                       label, fn, t->subs[i].line);
+            return;
+        }
+    const config_setting_t *filter = get_group(x, g, &sc, "filter",
+                                               "a group { attribute = [\"value\", ...]; }");
+    t->nsubs++;
+    s->function = config_strdup(x, fn);
+    if (filter)
+        check_filter(x, filter, &sc, s);
+}
+
+static void check_topic(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_topic *t)
+{
+    static const char *const known[] = { "name", "subscriptions", NULL };
+    t->line = config_setting_source_line(g);
+    if (!config_setting_is_group(g)) {
+        config_err(x, g, "topics[%zu]: expected a group { name = \"...\"; subscriptions = (...); }, not %s",
+                   idx, type_name(g));
+        return;
+    }
+    char label[200];
+    snprintf(label, sizeof label, "topics[%zu]", idx);
+    scope sc;
+    snprintf(sc.pre, sizeof sc.pre, "%s: ", label);
+    const char *name;
+    int r = get_str(x, g, &sc, "name", false, &name);
+    if (r == 0) {
+        config_err(x, g, "%s: needs a name", label);
+    } else if (r == 1) {
+        char q[QUOTE_MAX * 4 + 8];
+        if (!name_ok(name)) {
+            config_err(x, config_setting_get_member(g, "name"),
+                       "%s: name '%s' is invalid (expected 1 to 128 of A-Z a-z 0-9 _ . -)", label,
+                       quote(name, q, sizeof q));
+        } else {
+            t->name = config_strdup(x, name);
+            snprintf(label, sizeof label, "topics[%zu] (%s)", idx, name);
+            snprintf(sc.pre, sizeof sc.pre, "%s: ", label);
+        }
+    }
+    snprintf(sc.where, sizeof sc.where, "%s", label);
+    check_names(x, g, &sc, known);
+    const config_setting_t *subs = config_setting_get_member(g, "subscriptions");
+    if (!subs)
+        return;
+    int n = get_list(x, subs, &sc, "subscriptions", "a list ( { function = ...; }, ... )");
+    if (n <= 0)
+        return;
+    t->subs = calloc((size_t)n, sizeof *t->subs);
+    if (!t->subs) {
+        x->oom = true;
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        check_subscription(x, config_setting_get_elem(subs, (unsigned)i), label, t);
+}
+
+static void check_topics(cfg_ctx *x, const config_setting_t *s)
+{
+    scope sc = { "", "" };
+    if (!s)
+        return;
+    int n = get_list(x, s, &sc, "topics", "a list ( { name = ...; }, ... )");
+    if (n <= 0)
+        return;
+    x->c->topics = calloc((size_t)n, sizeof *x->c->topics);
+    if (!x->c->topics) {
+        x->oom = true;
+        return;
+    }
+    x->c->ntopics = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        cfg_topic *t = &x->c->topics[i];
+        check_topic(x, config_setting_get_elem(s, (unsigned)i), (size_t)i, t);
+        for (int j = 0; t->name && j < i; j++)
+            if (x->c->topics[j].name && strcmp(x->c->topics[j].name, t->name) == 0) {
+                config_err(x, config_setting_get_member(config_setting_get_elem(s, (unsigned)i), "name"),
+                           "topics[%d]: name '%s' is already used by topics[%d] (line %d)", i,
+                           t->name, j, x->c->topics[j].line);
+                break;
+            }
+    }
+}
+
+/* ---- worker and gateway ------------------------------------------------------------- */
+
+static void check_worker(cfg_ctx *x, const config_setting_t *g)
+{
+    static const char *const known[] = { "broker", "key", "broker_key", "concurrency", "functions",
+                                         "root", "run_dir", NULL };
+    cfg_worker *w = &x->c->worker;
+    scope sc = { "worker.", "worker" };
+    if (!g)
+        return;
+    w->present = true;
+    check_names(x, g, &sc, known);
+    take_endpoint(x, g, &sc, "broker", &w->broker);
+    take_path(x, g, &sc, "key", &w->key);
+    take_path(x, g, &sc, "broker_key", &w->broker_key);
+    key_pair(x, g, &sc, "key", "broker_key");
+    key_pair(x, g, &sc, "broker_key", "key");
+    get_int32(x, g, &sc, "concurrency", 1, 100000, &w->concurrency);
+    take_path(x, g, &sc, "root", &w->root);
+    take_path(x, g, &sc, "run_dir", &w->run_dir);
+    const config_setting_t *fs = config_setting_get_member(g, "functions");
+    if (!fs || get_strings(x, fs, &sc, "functions", false, "a non-empty array of function names",
+                           &w->functions, &w->nfunctions) < 0)
+        return;
+    for (size_t i = 0; i < w->nfunctions; i++) {
+        const config_setting_t *e = config_setting_get_elem(fs, (unsigned)i);
+        const char *f = w->functions[i];
+        char q[QUOTE_MAX * 4 + 8];
+        if (!f)
+            continue;
+        if (!name_ok(f)) {
+            config_err(x, e, "worker.functions[%zu]: '%s' is not a valid function name", i,
+                       quote(f, q, sizeof q));
+            continue;
+        }
+        /* The worker learns definitions from the broker, so only a file that
+         * defines functions can tell a typo here. */
+        if (x->c->nfunctions && !config_function(x->c, f))
+            config_err(x, e, "worker.functions[%zu]: unknown function '%s'", i, f);
+        for (size_t j = 0; j < i; j++)
+            if (w->functions[j] && strcmp(w->functions[j], f) == 0) {
+                config_err(x, e, "worker.functions[%zu]: '%s' is listed twice", i, f);
+                break;
+            }
+    }
+}
+
+static void check_gateway(cfg_ctx *x, const config_setting_t *g)
+{
+    static const char *const known[] = { "listen", "broker", "admin", "region", "account", "key",
+                                         "broker_key", NULL };
+    cfg_gateway *gw = &x->c->gateway;
+    scope sc = { "gateway.", "gateway" };
+    char q[QUOTE_MAX * 4 + 8];
+    if (!g)
+        return;
+    gw->present = true;
+    check_names(x, g, &sc, known);
+    take_str(x, g, &sc, "listen", &gw->listen);
+    take_endpoint(x, g, &sc, "broker", &gw->broker);
+    take_endpoint(x, g, &sc, "admin", &gw->admin);
+    const char *v;
+    /* Both go into ARNs (arn:aws:sns:REGION:ACCOUNT:topic): a ':' would
+     * shift every field after it. */
+    if (get_str(x, g, &sc, "region", true, &v) == 1) {
+        bool ok = strlen(v) <= 64;
+        for (const char *p = v; *p; p++)
+            ok = ok && (islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '-');
+        if (ok) {
+            free(gw->region);
+            gw->region = config_strdup(x, v);
+        } else {
+            config_err(x, config_setting_get_member(g, "region"),
+                       "gateway.region: '%s' is not a region name (like us-east-1)", quote(v, q, sizeof q));
+        }
+    }
+    if (get_str(x, g, &sc, "account", true, &v) == 1) {
+        bool ok = strlen(v) == 12;
+        for (const char *p = v; *p; p++)
+            ok = ok && isdigit((unsigned char)*p);
+        if (ok) {
+            free(gw->account);
+            gw->account = config_strdup(x, v);
+        } else {
+            config_err(x, config_setting_get_member(g, "account"),
+                       "gateway.account: '%s' is not an account id (12 digits)", quote(v, q, sizeof q));
+        }
+    }
+    take_path(x, g, &sc, "key", &gw->key);
+    take_path(x, g, &sc, "broker_key", &gw->broker_key);
+    key_pair(x, g, &sc, "key", "broker_key");
+    key_pair(x, g, &sc, "broker_key", "key");
+}
+
+/* ---- root ---------------------------------------------------------------------- */
+
+static void set_defaults(cfg_ctx *x)
+{
+    herald_config *c = x->c;
+    c->broker.publish_endpoint = config_strdup(x, "tcp://127.0.0.1:7710");
+    c->broker.worker_endpoint = config_strdup(x, "tcp://127.0.0.1:7711");
+    c->broker.admin_endpoint = config_strdup(x, "tcp://127.0.0.1:7712");
+    c->broker.data_dir = config_resolve(x, "var/herald");
+    c->broker.durability = DURABILITY_FSYNC;
+    c->broker.max_payload = 262144;
+    c->broker.max_backlog = 10000000;
+    c->broker.disk_min_free = 268435456;
+    c->broker.heartbeat_s = 1.0;
+    c->worker.broker = config_strdup(x, "tcp://127.0.0.1:7711");
+    c->gateway.listen = config_strdup(x, "127.0.0.1:7780");
+    c->gateway.broker = config_strdup(x, "tcp://127.0.0.1:7710");
+    c->gateway.admin = config_strdup(x, "tcp://127.0.0.1:7712");
+    c->gateway.region = config_strdup(x, "us-east-1");
+    c->gateway.account = config_strdup(x, "000000000000");
+}
+
+/* A top-level group: NULL when absent or not a group (reported). */
+static const config_setting_t *top_group(cfg_ctx *x, const config_setting_t *root, const char *key)
+{
+    const config_setting_t *s = config_setting_get_member(root, key);
+    if (s && !config_setting_is_group(s)) {
+        config_err(x, s, "%s: expected a group { ... }, not %s", key, type_name(s));
+        return NULL;
+    }
+    return s;
+}
+
+void config_check_root(cfg_ctx *x, config_setting_t *root)
+{
+    static const char *const known[] = { "broker", "security", "functions", "topics", "worker",
+                                         "gateway", NULL };
+    scope sc = { "", "the top level" };
+    set_defaults(x);
+    check_names_list(x, root, &sc, known, true);
+    check_broker(x, top_group(x, root, "broker"));
+    check_security(x, top_group(x, root, "security"));
+    /* functions before topics and worker: both refer to function names. */
+    check_functions(x, config_setting_get_member(root, "functions"));
+    check_topics(x, config_setting_get_member(root, "topics"));
+    check_worker(x, top_group(x, root, "worker"));
+    check_gateway(x, top_group(x, root, "gateway"));
+}

@@ -1,0 +1,71 @@
+/* config/internal.h: the map of the config loader, private to the files of config/.
+ *
+ * config.c  entry points, the error list and its output, paths, destroy
+ * scan.c    re-scan of the raw file text for integer literals libconfig 1.5
+ *           truncates (beyond int32 without an L suffix)
+ * check.c   every group's names, types, ranges, defaults and references
+ *
+ * One cfg_ctx lives for one load: it owns the errors found so far and borrows
+ * the config being built. Errors are collected, not printed, so that they can
+ * be sorted by line and written in one piece at the end.
+ */
+#ifndef HERALD_CONFIG_INTERNAL_H
+#define HERALD_CONFIG_INTERNAL_H
+
+#include <libconfig.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+
+/* libconfig 1.5 refuses to nest includes deeper than this; the scan does too. */
+#define CONFIG_INCLUDE_DEPTH 10
+
+typedef struct {
+    char *file;                 /* as shown in messages */
+    int line;                   /* 0: the problem has no line (unreadable file) */
+    size_t seq;                 /* order found, to keep the sort stable */
+    char *text;                 /* the "what is wrong" part, one line */
+} cfg_err;
+
+typedef struct {
+    char *file;
+    int line;
+} cfg_mark;
+
+typedef struct {
+    const char *name;           /* main file, as shown in messages */
+    const char *inc_dir;        /* where libconfig looks for @include, or NULL */
+    char *base;                 /* relative paths are joined to it; NULL: kept */
+    bool base_canonical;        /* base came from realpath: "../" may be folded */
+    cfg_err *errs; size_t nerrs, caperrs;
+    cfg_mark *marks; size_t nmarks, capmarks;  /* lines holding a truncated integer */
+    char **names; size_t nnames;  /* included files' names as shown, for the ctx's life */
+    bool oom;                   /* an allocation failed; the load fails */
+    herald_config *c;           /* being built, borrowed */
+} cfg_ctx;
+
+/* config.c */
+void config_err_at(cfg_ctx *x, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void config_err(cfg_ctx *x, const config_setting_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The file a setting came from, as shown in messages (borrowed from x or s). */
+const char *config_file_of(cfg_ctx *x, const config_setting_t *s);
+/* A file named by @include, as shown in messages and as opened: malloc'ed. */
+char *config_include_path(cfg_ctx *x, const char *name);
+void config_mark_line(cfg_ctx *x, const char *file, int line);
+bool config_line_marked(cfg_ctx *x, const config_setting_t *s);
+char *config_strdup(cfg_ctx *x, const char *s);
+/* value resolved against the config file's directory (absolute kept). */
+char *config_resolve(cfg_ctx *x, const char *value);
+/* Reads a whole file; NULL with errno set. */
+char *config_read_text(const char *path);
+
+/* scan.c: reports every integer literal of text that libconfig truncated. */
+void config_scan_ints(cfg_ctx *x, const char *text, const char *file, int depth);
+
+/* check.c: checks root and fills x->c; reports through x. */
+void config_check_root(cfg_ctx *x, config_setting_t *root);
+
+#endif
