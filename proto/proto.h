@@ -18,6 +18,7 @@
 #ifndef HERALD_PROTO_H
 #define HERALD_PROTO_H
 
+#include <sys/socket.h>   /* before msgpack.h pulls it in: see MSG_CONFIRM below */
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,6 +35,19 @@
 #define PROTO_MAX_FRAMES (PROTO_MAX_BATCH + 1)   /* header + payloads */
 #define PROTO_OUTPUT_MAX (6u << 20) /* handler output cap: stdout / set_output */
 #define PROTO_ERROR_TEXT_MAX 4096   /* error text kept per failed attempt */
+/* Added with codec.c: */
+#define PROTO_PRODUCER_MAX 40       /* producer ids: [0-9A-Za-z_], no '-' since ids are "PRODUCER-SEQ" */
+#define PROTO_STR_MAX (64u << 10)   /* any string in a header frame */
+/* error texts on the wire (RESULT error, CONFIRM/ERROR text, ADMIN_REPLY error):
+ * the kept text plus room for a prefix such as "exit 3: "; longer is refused, never cut */
+#define PROTO_ERROR_WIRE_MAX (PROTO_ERROR_TEXT_MAX + 256)
+#define PROTO_FRAME_MAX ((64u << 20) + (64u << 10))   /* header frames above this are refused unread */
+
+/* glibc's <sys/socket.h> (included by msgpack.h) already declares an enum
+ * constant MSG_CONFIRM, a send(2) flag. Ours is really HERALD_MSG_CONFIRM; the
+ * macro makes MSG_CONFIRM name it in every file that includes this header. */
+#undef MSG_CONFIRM
+#define MSG_CONFIRM HERALD_MSG_CONFIRM
 
 /* Message types. The wire carries the name string (PROTOCOL.md). */
 typedef enum {
@@ -213,6 +227,10 @@ const char *proto_outcome_name(proto_outcome o);     /* "ok", "error", "rejected
 int proto_outcome_parse(const char *s);              /* -1 if unknown */
 bool proto_valid_name(const char *s);                /* [A-Za-z0-9_.-]{1,128} */
 bool proto_valid_id(const char *s);                  /* [0-9A-Za-z_-]{1,63} */
+bool proto_valid_producer(const char *s);            /* [0-9A-Za-z_]{1,40} */
+/* The same checks on counted bytes (a msgpack str); a NUL byte is invalid. */
+bool proto_valid_name_len(const char *s, size_t len);
+bool proto_valid_id_len(const char *s, size_t len);
 
 /* Encoders: each writes one complete header frame into sb (which it does not
  * reset). 0 or -1 (out of memory). */
@@ -266,7 +284,8 @@ int frames_send(void *sock, const void *rid, size_t rid_len, const msgpack_sbuff
 int64_t util_mono_ms(void);          /* CLOCK_MONOTONIC */
 int64_t util_mono_us(void);
 int64_t util_wall_ms(void);          /* Unix ms */
-/* Logs "herald-PROG: LEVEL file:line: message" to stderr. */
+/* Logs "PROGRAM: LEVEL: file:line: message\n" to stderr in one write(2);
+ * PROGRAM is util_set_program's name, "herald" until it is called. */
 void util_log(const char *level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void util_set_program(const char *name);
