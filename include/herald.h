@@ -48,6 +48,7 @@ enum {
     HERALD_E_INTERNAL    = -11,    /* broker-side failure (storage); nothing was stored */
 };
 
+/* message_id: the broker's id when status is 0, else "" (never NULL). */
 typedef void herald_confirm_fn(void *arg, int status, const char *message_id);
 
 herald_client *herald_connect(const herald_options *opts);   /* NULL opts: defaults */
@@ -56,13 +57,15 @@ int  herald_publish(herald_client *c, const char *topic, const void *payload, si
                     const herald_publish_opts *opts, char message_id[HERALD_ID_MAX]);
 int  herald_publish_async(herald_client *c, const char *topic, const void *payload, size_t len,
                           const herald_publish_opts *opts, herald_confirm_fn *cb, void *arg);
-int  herald_flush(herald_client *c, int timeout_ms);         /* every pending confirm in */
+int  herald_flush(herald_client *c, int timeout_ms);         /* every pending confirm in; <= 0: timeout_ms of c */
 int  herald_invoke(herald_client *c, const char *function, const void *payload, size_t len,
                    int timeout_ms, void **output, size_t *output_len);   /* caller frees output */
 int  herald_invoke_async(herald_client *c, const char *function, const void *payload, size_t len,
                          char message_id[HERALD_ID_MAX]);
 const char *herald_strerror(int status);                     /* status: 0 or a negative HERALD_E… */
-const char *herald_last_error(const herald_client *c);       /* the broker's words, if any */
+const char *herald_last_error(const herald_client *c);       /* the broker's words, if any; "" if none */
+/* herald_last_error(NULL): why the calling thread's latest herald_connect
+ * returned NULL (bad endpoint, unreadable or invalid key files). */
 
 #ifdef __cplusplus
 }
