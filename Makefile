@@ -14,7 +14,7 @@ DEB_PKGS := gcc make pkg-config libzmq3-dev libmsgpack-dev libsqlite3-dev libcon
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -MMD -MP -Iinclude -fPIC
-LDLIBS  += -lpthread
+LDLIBS  += -lpthread -lm
 ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
@@ -78,7 +78,7 @@ bin lib:
 # --- tests -----------------------------------------------------------------
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 $(B)/test-unit: $(UNIT_OBJ) $(filter-out $(B)/broker/main.o,$(BROKER_OBJ)) \
-                $(filter-out $(B)/worker/main.o,$(WORKER_OBJ)) $(CONFIG_OBJ) $(PROTO_OBJ)
+                $(filter-out $(B)/worker/main.o,$(WORKER_OBJ)) $(LIBH_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS) -ldl
 $(B)/test-integration: $(INTEG_OBJ) lib/libherald.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(LDLIBS)
@@ -91,7 +91,7 @@ test: deps all $(TEST_HANDLERS) $(B)/test-unit $(B)/test-integration
 # --- running ---------------------------------------------------------------
 RUN_CFG ?= config/herald.cfg
 run: deps all
-	@tools/run.sh $(RUN_CFG)
+	@examples/run.sh $(RUN_CFG)
 
 # Installs what is missing when root; otherwise prints the exact command.
 deps:

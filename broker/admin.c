@@ -1,0 +1,162 @@
+/* admin.c — the admin endpoint: ADMIN {command, args} → ADMIN_REPLY.
+ *
+ * Commands: "stats" (DESIGN §2 figures, every key of `heraldctl stats --json`),
+ * "ping". Replies are msgpack maps that heraldctl prints as JSON or tables.
+ * Everything here reads counters kept in memory: no query runs on the loop.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "broker.h"
+
+static void pk_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+/* Duration percentile (ms) from the log2 histogram: the bucket's upper edge. */
+static double percentile_ms(const function_t *fn, double q)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < 64; i++) total += fn->hist[i];
+    if (!total) return 0;
+    uint64_t want = (uint64_t)(q * (double)total + 0.5), seen = 0;
+    if (want == 0) want = 1;
+    for (int i = 0; i < 64; i++) {
+        seen += fn->hist[i];
+        if (seen >= want) return (double)(1ULL << i) / 1000.0;
+    }
+    return 0;
+}
+
+static void pack_stats(broker_t *b, msgpack_packer *pk)
+{
+    int64_t now = util_mono_ms();
+    msgpack_pack_map(pk, 5);
+    pk_str(pk, "topics");
+    msgpack_pack_array(pk, b->ntopics);
+    for (size_t i = 0; i < b->ntopics; i++) {
+        msgpack_pack_map(pk, 2);
+        pk_str(pk, "name"); pk_str(pk, b->topics[i].name);
+        pk_str(pk, "published"); msgpack_pack_uint64(pk, b->topics[i].published);
+    }
+    /* a function's own queue (async invoke, topic "") is listed once used */
+    size_t nsubs = 0;
+    for (size_t i = 0; i < b->nsubs; i++) {
+        sub_t *s = b->subs[i];
+        if (s->topic[0] || s->queued || s->delayed || s->dead || s->succeeded || s->failed) nsubs++;
+    }
+    pk_str(pk, "subscriptions");
+    msgpack_pack_array(pk, nsubs);
+    for (size_t i = 0; i < b->nsubs; i++) {
+        sub_t *s = b->subs[i];
+        if (!(s->topic[0] || s->queued || s->delayed || s->dead || s->succeeded || s->failed)) continue;
+        msgpack_pack_map(pk, 8);
+        pk_str(pk, "topic"); pk_str(pk, s->topic);
+        pk_str(pk, "function"); pk_str(pk, s->fn->name);
+        pk_str(pk, "ready"); msgpack_pack_int64(pk, s->queued - s->inflight);
+        pk_str(pk, "delayed"); msgpack_pack_int64(pk, s->delayed);
+        pk_str(pk, "inflight"); msgpack_pack_int64(pk, s->inflight);
+        pk_str(pk, "dead"); msgpack_pack_int64(pk, s->dead);
+        pk_str(pk, "succeeded"); msgpack_pack_uint64(pk, s->succeeded);
+        pk_str(pk, "failed"); msgpack_pack_uint64(pk, s->failed);
+    }
+    pk_str(pk, "functions");
+    msgpack_pack_array(pk, b->nfunctions);
+    for (size_t i = 0; i < b->nfunctions; i++) {
+        function_t *fn = &b->functions[i];
+        msgpack_pack_map(pk, 10);
+        pk_str(pk, "name"); pk_str(pk, fn->name);
+        pk_str(pk, "invocations"); msgpack_pack_uint64(pk, fn->invocations);
+        pk_str(pk, "errors"); msgpack_pack_uint64(pk, fn->errors);
+        pk_str(pk, "timeouts"); msgpack_pack_uint64(pk, fn->timeouts);
+        pk_str(pk, "rejected"); msgpack_pack_uint64(pk, fn->rejected);
+        pk_str(pk, "crashed"); msgpack_pack_uint64(pk, fn->crashed);
+        pk_str(pk, "lost"); msgpack_pack_uint64(pk, fn->lost);
+        pk_str(pk, "p50_ms"); msgpack_pack_double(pk, percentile_ms(fn, 0.50));
+        pk_str(pk, "p99_ms"); msgpack_pack_double(pk, percentile_ms(fn, 0.99));
+        /* GB-seconds: Σ duration × memory (Lambda's unit) */
+        pk_str(pk, "gb_seconds");
+        msgpack_pack_double(pk, (double)fn->duration_total_us / 1e6 * fn->cfg->memory_mb / 1024.0);
+    }
+    size_t nw = 0;
+    for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next)
+        if (!container_of(n, worker_t, link)->dead) nw++;
+    pk_str(pk, "workers");
+    msgpack_pack_array(pk, nw);
+    for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) {
+        worker_t *w = container_of(n, worker_t, link);
+        if (w->dead) continue;
+        msgpack_pack_map(pk, 7);
+        pk_str(pk, "id"); pk_str(pk, w->id);
+        pk_str(pk, "host"); pk_str(pk, w->host);
+        pk_str(pk, "pid"); msgpack_pack_uint32(pk, w->pid);
+        pk_str(pk, "functions");
+        size_t nf = 0;
+        for (size_t i = 0; i < b->nfunctions; i++) nf += !w->serves || w->serves[i];
+        msgpack_pack_array(pk, nf);
+        for (size_t i = 0; i < b->nfunctions; i++)
+            if (!w->serves || w->serves[i]) pk_str(pk, b->functions[i].name);
+        pk_str(pk, "slots"); msgpack_pack_uint32(pk, w->slots);
+        pk_str(pk, "busy"); msgpack_pack_uint32(pk, w->busy);
+        pk_str(pk, "last_seen_ms"); msgpack_pack_int64(pk, now - w->last_seen_ms);
+    }
+    pk_str(pk, "refused");
+    msgpack_pack_map(pk, 3);
+    pk_str(pk, "publish"); msgpack_pack_uint64(pk, b->refused_auth[0]);
+    pk_str(pk, "worker"); msgpack_pack_uint64(pk, b->refused_auth[1]);
+    pk_str(pk, "admin"); msgpack_pack_uint64(pk, b->refused_auth[2]);
+}
+
+void admin_handle(broker_t *b, proto_frames *f)
+{
+    char err[256];
+    proto_msg m;
+    if (f->n != 2) {
+        reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, "an admin request is exactly one frame");
+        return;
+    }
+    if (proto_decode(frames_data(f, 1), frames_size(f, 1), &m, err, sizeof err) != 0) {
+        reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
+        return;
+    }
+    if (m.type == MSG_HELLO) {
+        proto_welcome w = { .max_payload = (uint64_t)b->cfg->broker.max_payload,
+                            .max_batch = PROTO_MAX_BATCH, .heartbeat_ms = (uint32_t)b->heartbeat_ms };
+        msgpack_sbuffer_clear(&b->sb);
+        proto_encode_welcome(&b->sb, &w);
+        frames_send(b->adm_sock, frames_data(f, 0), frames_size(f, 0), &b->sb, NULL, 0, ZMQ_DONTWAIT);
+        proto_msg_clear(&m);
+        return;
+    }
+    if (m.type != MSG_ADMIN) {
+        snprintf(err, sizeof err, "%s is not accepted on the admin endpoint", proto_type_name(m.type));
+        reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
+        proto_msg_clear(&m);
+        return;
+    }
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init(&body);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
+    uint32_t status = PROTO_OK;
+    const char *why = NULL;
+    if (strcmp(m.u.admin.command, "stats") == 0) {
+        pack_stats(b, &pk);
+    } else if (strcmp(m.u.admin.command, "ping") == 0) {
+        msgpack_pack_true(&pk);
+    } else {
+        snprintf(err, sizeof err, "unknown admin command '%s'", m.u.admin.command);
+        status = PROTO_E_MALFORMED;
+        why = err;
+    }
+    msgpack_sbuffer_clear(&b->sb);
+    if (proto_encode_admin_reply(&b->sb, m.u.admin.req, status, why,
+                                 status == PROTO_OK ? body.data : NULL,
+                                 status == PROTO_OK ? body.size : 0) == 0)
+        frames_send(b->adm_sock, frames_data(f, 0), frames_size(f, 0), &b->sb, NULL, 0, ZMQ_DONTWAIT);
+    msgpack_sbuffer_destroy(&body);
+    proto_msg_clear(&m);
+}

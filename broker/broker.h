@@ -1,0 +1,270 @@
+/* broker.h — the map of herald-broker: every type first, then each file's
+ * functions, grouped by file, in the order to read them.
+ *
+ * The broker is one thread running one loop (loop.c). Each turn it drains the
+ * three ROUTER sockets, stages everything that must be durable into one open
+ * SQLite transaction (store.c), commits it, then sends the confirms for what is
+ * now on disk, then dispatches ready deliveries to workers (dispatch.c).
+ *
+ * Objects:
+ *   message_t   one stored event held in memory (payload + attributes), shared
+ *               by its deliveries through a reference count;
+ *   delivery_t  one message on one subscription's queue: READY, INFLIGHT or
+ *               RETRY_WAIT (DEAD deliveries live only in the database);
+ *   sub_t       a subscription (topic → function) with its in-memory window of
+ *               the durable queue and its counters;
+ *   function_t  a function's settings and counters;
+ *   worker_t    a connected worker session: slots, leases, liveness.
+ */
+#ifndef HERALD_BROKER_H
+#define HERALD_BROKER_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../config/config.h"
+#include "../proto/proto.h"
+
+/* Deliveries of one subscription held in memory, at most. The rest of its
+ * queue stays in SQLite and is read back in order as the window drains, so
+ * memory does not grow with the backlog. */
+#define SUB_WINDOW 2048
+/* Messages taken from one socket per loop turn before the others get a go. */
+#define DRAIN_CAP 256
+/* Message rows collected per GC pass once no delivery needs them (store_gc):
+ * enough to keep up with ~200k events/s at GC_EVERY_MS, small enough that one
+ * pass never holds the loop for long. */
+#define GC_BATCH 8192
+#define GC_EVERY_MS 20
+
+typedef struct list_node { struct list_node *prev, *next; } list_node;
+typedef struct { list_node head; size_t n; } list_t;
+
+typedef struct function function_t;
+typedef struct sub sub_t;
+typedef struct worker worker_t;
+typedef struct broker broker_t;
+
+typedef struct message {
+    int64_t id;                 /* messages.id (ours, never reused: meta.next_msg_id) */
+    int refs;                   /* deliveries in memory that point here */
+    char mid[PROTO_ID_MAX + 1]; /* message id "PRODUCER-SEQ" */
+    char *topic;                /* "" for an async invoke */
+    proto_attr *attrs; uint32_t nattrs;   /* in the same allocation as the message */
+    void *payload; size_t payload_len;    /* malloc'ed copy, or a zmq_msg_t's data */
+    zmq_msg_t zmsg;             /* the received frame when zmsg_owned (no copy) */
+    bool zmsg_owned;
+} message_t;
+
+typedef enum { DELIVERY_READY, DELIVERY_INFLIGHT, DELIVERY_RETRY_WAIT } delivery_state;
+
+typedef struct delivery {
+    list_node link;             /* in sub->ready, or worker->leases */
+    message_t *msg;
+    sub_t *sub;
+    delivery_state state;
+    bool in_delayed;            /* its row is in `delayed` (else in `queue`) */
+    uint32_t attempts;          /* failed attempts so far */
+    int64_t visible_ms;         /* wall ms: when a RETRY_WAIT delivery becomes ready */
+    uint64_t lease;             /* current lease id when INFLIGHT */
+    worker_t *worker;           /* holder when INFLIGHT */
+    int64_t dispatched_ms;      /* monotonic */
+    size_t heap_pos;            /* index in the timer heap when RETRY_WAIT */
+} delivery_t;
+
+struct function {
+    char *name;
+    const cfg_function *cfg;    /* owned by broker->cfg */
+    int index;                  /* position in broker->functions */
+    int running;                /* leases out now, for cfg->concurrency */
+    /* counters since start */
+    uint64_t invocations, errors, timeouts, rejected, crashed, lost;
+    uint64_t duration_total_us;
+    uint32_t hist[64];          /* duration histogram: bucket = log2(us) */
+};
+
+struct sub {
+    int64_t id;                 /* subs.id in the database */
+    char *topic;                /* "" for a function's own (async invoke) queue */
+    function_t *fn;
+    const cfg_subscription *cfg;   /* filter; NULL for an async-invoke queue */
+    list_t ready;               /* READY deliveries in memory, FIFO by message id */
+    int64_t cursor;             /* highest message id read into memory from `queue` */
+    bool caught_up;             /* every `queue` row past cursor is in memory */
+    /* counts of rows (database truth, kept in memory) */
+    int64_t queued;             /* rows in `queue` (ready + inflight ones) */
+    int64_t delayed;            /* rows in `delayed` */
+    int64_t dead;
+    int64_t inflight;
+    uint64_t succeeded, failed; /* since start */
+    int rr_skip;                /* dispatch fairness bookkeeping */
+};
+
+typedef struct {
+    char *name;
+    sub_t **subs; size_t nsubs;
+    uint64_t published;
+} topic_t;
+
+struct worker {
+    list_node link;             /* in broker->workers */
+    unsigned char rid[256]; size_t rid_len;   /* ZeroMQ routing id */
+    char *id, *host;
+    uint32_t pid, slots, busy;
+    bool *serves;               /* by function index; NULL: serves all */
+    bool draining;              /* DRAIN received: no new work */
+    bool dead;                  /* to be freed at the end of the turn */
+    int64_t last_seen_ms;       /* monotonic */
+    int64_t last_sent_ms;       /* monotonic, for heartbeats */
+    list_t leases;              /* INFLIGHT deliveries it holds */
+};
+
+/* One PUBLISH message's answers, sent after the commit. */
+typedef struct pending_confirm {
+    struct pending_confirm *next;
+    unsigned char rid[256]; size_t rid_len;
+    proto_confirm_entry *entries; uint32_t n;
+    char *text;                 /* storage of entries' texts */
+} pending_confirm;
+
+/* Prepared statements, one per write or read the loop does. */
+typedef struct {
+    sqlite3 *db;                /* the loop's connection (wal_autocheckpoint off) */
+    bool in_txn;
+    sqlite3_stmt *begin, *commit, *rollback;
+    sqlite3_stmt *ins_msg, *ins_queue, *ins_delayed, *del_queue, *del_delayed;
+    sqlite3_stmt *upd_producer, *get_producer, *set_meta;
+    sqlite3_stmt *load_window, *load_due, *min_queue, *min_delayed, *gc_msgs;
+    sqlite3_stmt *upd_delayed, *delayed_boundary, *ins_dead, *ins_failure;
+    int64_t next_msg_id;        /* ids are ours so they are never reused */
+    bool next_id_dirty;         /* write meta.next_msg_id in this transaction */
+    int64_t gc_floor;           /* message ids below it are already collected */
+    int64_t *sub_ids; size_t nsub_ids;   /* every row of `subs`, for store_gc */
+    char *path;
+    bool checkpoint_stop;       /* checkpoint thread */
+    pthread_t checkpointer;
+    bool checkpointer_started;
+} store_t;
+
+typedef struct { uint64_t key; void *val; } lease_slot;
+typedef struct { lease_slot *slots; size_t cap, n; } lease_map;
+
+struct broker {
+    herald_config *cfg;
+    store_t store;
+    void *zctx;
+    void *pub_sock, *wrk_sock, *adm_sock;
+    function_t *functions; size_t nfunctions;
+    topic_t *topics; size_t ntopics;
+    sub_t **subs; size_t nsubs;          /* every subscription, fixed order */
+    list_t workers;
+    lease_map leases;                    /* lease id → delivery_t* */
+    uint64_t next_lease;
+    delivery_t **timers; size_t ntimers, timers_cap;   /* min-heap by visible_ms */
+    pending_confirm *confirms, **confirms_tail;
+    size_t dispatch_rr;                  /* fairness: first sub to serve */
+    int64_t heartbeat_ms;
+    int64_t started_ms;                  /* wall */
+    int64_t last_gc_ms, last_tick_ms;
+    int64_t backlog;                     /* deliveries stored (queue + delayed) */
+    uint64_t dropped[3];                 /* malformed messages dropped per endpoint */
+    uint64_t refused_auth[3];
+    msgpack_sbuffer sb;                  /* scratch for headers */
+    proto_frames in;                     /* scratch for received messages */
+    volatile sig_atomic_t *stop, *reload;
+};
+
+/* --- list.c: intrusive doubly linked lists --- */
+void list_init(list_t *l);
+void list_push_back(list_t *l, list_node *n);
+void list_remove(list_t *l, list_node *n);
+list_node *list_pop_front(list_t *l);
+#define list_first(l) ((l)->n ? (l)->head.next : NULL)
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+/* --- leases.c: lease id → delivery --- */
+int lease_put(lease_map *m, uint64_t key, void *val);
+void *lease_get(const lease_map *m, uint64_t key);
+void *lease_del(lease_map *m, uint64_t key);
+void lease_map_free(lease_map *m);
+
+/* --- store.c: SQLite — schema, statements, transactions, recovery --- */
+int store_open(store_t *s, const char *data_dir, cfg_durability durability);
+void store_close(store_t *s);
+int store_begin(store_t *s);             /* BEGIN IMMEDIATE unless already open */
+int store_commit(store_t *s);            /* 0, or -1 after rolling back */
+/* Returns the subscription's database id, creating its row. */
+int64_t store_sub_id(store_t *s, const char *topic, const char *function);
+int store_insert_message(store_t *s, const char *mid, const char *topic,
+                         const void *attrs, size_t attrs_len,
+                         const void *payload, size_t len, int64_t now_ms, int64_t *id);
+int store_insert_queue(store_t *s, int64_t sub, int64_t msg, uint32_t attempts);
+int store_insert_delayed(store_t *s, int64_t sub, int64_t msg, int64_t visible_ms,
+                         uint32_t attempts);
+int store_delete_delivery(store_t *s, const delivery_t *d);
+int store_producer_get(store_t *s, const char *producer, uint64_t *seq);
+int store_producer_set(store_t *s, const char *producer, uint64_t seq);
+int store_counts(store_t *s, broker_t *b);   /* fills sub counts at start */
+int store_gc(store_t *s, broker_t *b);
+/* msgpack-encoded attributes ⇄ proto_attr */
+int attrs_pack(msgpack_sbuffer *sb, const proto_attr *a, uint32_t n);
+
+/* --- message.c: in-memory messages --- */
+message_t *message_new(int64_t id, const char *mid, const char *topic,
+                       const proto_attr *attrs, uint32_t nattrs);
+void message_unref(message_t **m);
+
+/* --- delivery.c: the state machine (see the diagram there) --- */
+delivery_t *delivery_new(broker_t *b, sub_t *sub, message_t *m, uint32_t attempts);
+void delivery_dispatch(broker_t *b, delivery_t *d, worker_t *w);   /* READY → INFLIGHT */
+void delivery_succeed(broker_t *b, delivery_t *d, const proto_result_entry *r);
+void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *error,
+                   const proto_result_entry *r, int64_t now_ms);
+void delivery_return(broker_t *b, delivery_t *d);   /* INFLIGHT → READY, no attempt counted */
+void delivery_wake(broker_t *b, delivery_t *d);     /* RETRY_WAIT → READY */
+void delivery_free(broker_t *b, delivery_t *d);
+/* Backoff in ms before attempt n+1 after n failures; rnd in [0,1). Pure. */
+int64_t backoff_ms(const cfg_backoff *p, uint32_t failures, double rnd);
+
+/* --- queue.c: the bounded in-memory window of each subscription --- */
+void queue_refill(broker_t *b, sub_t *s);
+bool queue_take_new(const sub_t *s);   /* may a just-published delivery go to memory? */
+int queue_load_delayed(broker_t *b);   /* at start */
+
+/* --- publish.c: PUBLISH handling (stage, fan-out) --- */
+void publish_handle(broker_t *b, proto_frames *f);
+bool filter_match(const cfg_subscription *s, const proto_attr *attrs, uint32_t n);
+void confirms_send(broker_t *b, bool committed);
+
+/* --- workers.c: worker sessions, results, liveness --- */
+void workers_handle(broker_t *b, proto_frames *f);
+void workers_tick(broker_t *b, int64_t now);
+void workers_reap(broker_t *b);   /* frees dead sessions at the end of a turn */
+worker_t *worker_find(broker_t *b, const void *rid, size_t len);
+
+/* --- dispatch.c: the one place that hands READY work to workers --- */
+void dispatch_pump(broker_t *b);
+
+/* --- timers.c: RETRY_WAIT deliveries by visible_ms --- */
+void timers_add(broker_t *b, delivery_t *d);
+void timers_remove(broker_t *b, delivery_t *d);
+int64_t timers_run(broker_t *b, int64_t now_wall);   /* returns ms until the next, or -1 */
+
+/* --- admin.c: the admin endpoint --- */
+void admin_handle(broker_t *b, proto_frames *f);
+
+/* --- setup.c: from config to functions/topics/subs --- */
+int broker_setup(broker_t *b, herald_config *cfg);
+void broker_teardown(broker_t *b);
+function_t *broker_function(broker_t *b, const char *name);
+topic_t *broker_topic(broker_t *b, const char *name);
+
+/* --- loop.c --- */
+int loop_run(broker_t *b);
+void reply_error(broker_t *b, void *sock, proto_frames *f, uint32_t status, const char *text);
+
+#endif

@@ -1,0 +1,106 @@
+/* loop.c — the broker's one loop. Each turn, in this order:
+ *   1. run due timers: retry wake-ups, worker heartbeats and liveness; the
+ *      next deadline becomes the poll timeout;
+ *   2. poll the three sockets;
+ *   3. drain each socket up to DRAIN_CAP messages; handlers stage work into
+ *      the open transaction and stage answers, they never send confirms;
+ *   4. commit → send the confirms for what is now on disk (or errors if the
+ *      commit failed) → dispatch → free dead worker sessions.
+ * Never confirm what is not on disk; never dispatch what is not on disk.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "broker.h"
+
+void reply_error(broker_t *b, void *sock, proto_frames *f, uint32_t status, const char *text)
+{
+    int ep = sock == b->pub_sock ? 0 : sock == b->wrk_sock ? 1 : 2;
+    b->dropped[ep]++;
+    if (f->n < 1) return;
+    msgpack_sbuffer_clear(&b->sb);
+    if (proto_encode_error(&b->sb, status, text) == 0)
+        frames_send(sock, frames_data(f, 0), frames_size(f, 0), &b->sb, NULL, 0, ZMQ_DONTWAIT);
+    LOG_DEBUG("refused a message: %s", text);
+}
+
+/* A failed commit rolled back the whole turn: forget what memory holds of
+ * READY deliveries and read the queues again from the database, which is the
+ * truth. Rows of deliveries acked in the lost turn come back (at-least-once). */
+static void reset_windows(broker_t *b)
+{
+    for (size_t i = 0; i < b->nsubs; i++) {
+        sub_t *s = b->subs[i];
+        list_node *n;
+        while ((n = list_pop_front(&s->ready)) != NULL) delivery_free(b, container_of(n, delivery_t, link));
+        s->cursor = 0;
+        s->caught_up = false;
+    }
+}
+
+/* Takes up to DRAIN_CAP messages from one socket. Returns how many. */
+static int drain(broker_t *b, void *sock, void (*handle)(broker_t *, proto_frames *))
+{
+    int k = 0;
+    for (; k < DRAIN_CAP; k++) {
+        if (frames_recv(sock, &b->in, PROTO_MAX_FRAMES + 1, ZMQ_DONTWAIT) != 0) {
+            if (zmq_errno() != EAGAIN && zmq_errno() != EINTR)
+                LOG_WARN("receive: %s", zmq_strerror(zmq_errno()));
+            break;
+        }
+        handle(b, &b->in);
+        frames_close(&b->in);
+    }
+    return k;
+}
+
+int loop_run(broker_t *b)
+{
+    zmq_pollitem_t items[3] = {
+        { b->pub_sock, 0, ZMQ_POLLIN, 0 },
+        { b->wrk_sock, 0, ZMQ_POLLIN, 0 },
+        { b->adm_sock, 0, ZMQ_POLLIN, 0 },
+    };
+    bool busy = false;
+    while (!*b->stop) {
+        /* 1. timers */
+        int64_t now = util_mono_ms();
+        int64_t next = timers_run(b, util_wall_ms());
+        workers_tick(b, now);
+        long timeout = b->heartbeat_ms / 2;
+        if (next >= 0 && next < timeout) timeout = (long)next;
+        if (busy) timeout = 0;
+        if (*b->reload) {
+            *b->reload = 0;
+            LOG_WARN("SIGHUP: reloading the config is not supported by this version; "
+                     "the running config stays");
+        }
+        /* 2. poll */
+        if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) {
+            LOG_ERROR("poll: %s", zmq_strerror(zmq_errno()));
+            return -1;
+        }
+        /* 3. drain (try every socket: a message may have come since the poll) */
+        int got = drain(b, b->wrk_sock, workers_handle);   /* results first: they free slots */
+        got += drain(b, b->pub_sock, publish_handle);
+        got += drain(b, b->adm_sock, admin_handle);
+        busy = got > 0;
+        if (now - b->last_gc_ms >= GC_EVERY_MS) {
+            b->last_gc_ms = now;
+            store_gc(&b->store, b);
+        }
+        /* 4. commit → confirms → dispatch → reap */
+        bool committed = store_commit(&b->store) == 0;
+        if (!committed) {
+            LOG_ERROR("commit failed: this turn's publishes are refused, queues reloaded");
+            reset_windows(b);
+        }
+        confirms_send(b, committed);
+        dispatch_pump(b);
+        workers_reap(b);
+    }
+    if (store_commit(&b->store) != 0) LOG_ERROR("final commit failed");
+    confirms_send(b, true);
+    return 0;
+}

@@ -1,0 +1,123 @@
+/* main.c — herald-broker -c FILE: load the config, open the database, bind
+ * the three endpoints, run the loop until SIGTERM/SIGINT, commit, exit 0.
+ * Exit 2: usage or config error (every config error printed as FILE:LINE);
+ * exit 1: runtime failure (database, endpoint in use). */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+
+static volatile sig_atomic_t stop_flag, reload_flag;
+static void on_stop(int sig) { (void)sig; stop_flag = 1; }
+static void on_hup(int sig) { (void)sig; reload_flag = 1; }
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: herald-broker -c FILE [--verbose]\n");
+}
+
+static void *bind_router(broker_t *b, const char *what, const char *endpoint, int64_t maxmsg)
+{
+    void *s = zmq_socket(b->zctx, ZMQ_ROUTER);
+    if (!s) return NULL;
+    int one = 1, zero = 0, linger = 2000;
+    zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);   /* EHOSTUNREACH, not a silent drop */
+    zmq_setsockopt(s, ZMQ_ROUTER_HANDOVER, &one, sizeof one);    /* a reconnecting worker keeps its id */
+    zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof zero);           /* credits bound what we send */
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);       /* last confirms go out at exit */
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (zmq_bind(s, endpoint) != 0) {
+        fprintf(stderr, "herald-broker: cannot bind %s %s: %s\n", what, endpoint, zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    util_set_program("herald-broker");
+    const char *path = NULL;
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': path = optarg; break;
+        case 'v': util_verbose = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!path || optind != argc) { usage(stderr); return 2; }
+
+    herald_config *cfg = config_load(path, NULL);
+    if (!cfg) return 2;
+
+    broker_t b;
+    memset(&b, 0, sizeof b);
+    b.stop = &stop_flag;
+    b.reload = &reload_flag;
+    list_init(&b.workers);
+    b.confirms_tail = &b.confirms;
+    msgpack_sbuffer_init(&b.sb);
+    frames_init(&b.in);
+    b.heartbeat_ms = (int64_t)(cfg->broker.heartbeat_s * 1000.0 + 0.5);
+    b.started_ms = util_wall_ms();
+    /* lease ids of this run start above any of an earlier run, so a late
+     * result from before a restart can never end a new lease */
+    b.next_lease = (uint64_t)b.started_ms << 20;
+    int rc = 1;
+
+    struct sigaction sa = { .sa_handler = on_stop };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (store_open(&b.store, cfg->broker.data_dir, cfg->broker.durability) != 0) goto out_cfg;
+    if (broker_setup(&b, cfg) != 0 || store_counts(&b.store, &b) != 0 || queue_load_delayed(&b) != 0) {
+        LOG_ERROR("cannot rebuild the queues from %s", b.store.path);
+        goto out_store;
+    }
+    b.zctx = zmq_ctx_new();
+    int64_t mp = cfg->broker.max_payload, head = 64 * 1024;
+    int64_t wmax = (mp > (int64_t)PROTO_OUTPUT_MAX ? mp : (int64_t)PROTO_OUTPUT_MAX) + head;
+    int64_t amax = (mp > (1 << 20) ? mp : (1 << 20)) + head;
+    b.pub_sock = bind_router(&b, "publish_endpoint", cfg->broker.publish_endpoint, mp + head);
+    if (b.pub_sock) b.wrk_sock = bind_router(&b, "worker_endpoint", cfg->broker.worker_endpoint, wmax);
+    if (b.wrk_sock) b.adm_sock = bind_router(&b, "admin_endpoint", cfg->broker.admin_endpoint, amax);
+    if (!b.adm_sock) goto out_zmq;
+
+    int64_t ready = 0;
+    for (size_t i = 0; i < b.nsubs; i++) ready += b.subs[i]->queued;
+    LOG_INFO("ready: %zu topics, %zu functions, %lld queued, %zu delayed; publish %s, workers %s, admin %s",
+             b.ntopics, b.nfunctions, (long long)ready, b.ntimers, cfg->broker.publish_endpoint,
+             cfg->broker.worker_endpoint, cfg->broker.admin_endpoint);
+    rc = loop_run(&b) == 0 ? 0 : 1;
+    LOG_INFO("stopped");
+out_zmq:
+    if (b.pub_sock) zmq_close(b.pub_sock);
+    if (b.wrk_sock) zmq_close(b.wrk_sock);
+    if (b.adm_sock) zmq_close(b.adm_sock);
+    zmq_ctx_term(b.zctx);
+out_store:
+    broker_teardown(&b);
+    store_close(&b.store);
+out_cfg:
+    frames_close(&b.in);
+    free(b.in.parts);
+    msgpack_sbuffer_destroy(&b.sb);
+    config_destroy(&cfg);
+    return rc;
+}

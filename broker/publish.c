@@ -1,0 +1,231 @@
+/* publish.c — PUBLISH on the publish endpoint: checks each event, stores it
+ * once with one delivery row per matching subscription (fan-out), and stages
+ * its answer. Answers are sent by confirms_send() only after the turn's commit:
+ * confirming before the commit would let a crash lose a confirmed event.
+ *
+ * Message ids are "PRODUCER-SEQ". A publish whose seq is at or below the
+ * producer's recorded high-water mark was stored before (the client re-sent
+ * it after a reconnect): it is answered with the same id and not stored again.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+
+bool filter_match(const cfg_subscription *s, const proto_attr *attrs, uint32_t n)
+{
+    if (!s) return true;
+    for (size_t i = 0; i < s->nfilters; i++) {
+        const cfg_filter *f = &s->filters[i];
+        const char *v = NULL;
+        for (uint32_t k = 0; k < n && !v; k++)
+            if (strcmp(attrs[k].key, f->key) == 0) v = attrs[k].value;
+        if (!v) return false;
+        bool any = false;
+        for (size_t j = 0; j < f->nvalues && !any; j++) any = strcmp(f->values[j], v) == 0;
+        if (!any) return false;
+    }
+    return true;
+}
+
+static pending_confirm *confirm_new(const void *rid, size_t rid_len, uint32_t n)
+{
+    /* texts: a message id (≤ 63) or a reason (≤ 191) per entry */
+    pending_confirm *c = calloc(1, sizeof *c + n * sizeof(proto_confirm_entry) + (size_t)n * 192);
+    if (!c) return NULL;
+    memcpy(c->rid, rid, rid_len);
+    c->rid_len = rid_len;
+    c->entries = (proto_confirm_entry *)(c + 1);
+    c->text = (char *)(c->entries + n);
+    c->n = n;
+    for (uint32_t i = 0; i < n; i++) c->entries[i].text = c->text + (size_t)i * 192;
+    return c;
+}
+
+static void answer(proto_confirm_entry *e, uint64_t seq, uint32_t status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void answer(proto_confirm_entry *e, uint64_t seq, uint32_t status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    e->seq = seq;
+    e->status = status;
+    vsnprintf(e->text, 192, fmt, ap);
+    va_end(ap);
+}
+
+/* Stores one event; its payload frame is moved into the in-memory message
+ * when any delivery of it stays in memory. */
+static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
+                            zmq_msg_t *frame, char *why, size_t whylen)
+{
+    sub_t *targets[256];
+    size_t nt = 0;
+    topic_t *t = NULL;
+    if (p->topic[0]) {
+        t = broker_topic(b, p->topic);
+        if (!t) { snprintf(why, whylen, "unknown topic '%s'", p->topic); return PROTO_E_UNKNOWN_TOPIC; }
+        for (size_t i = 0; i < t->nsubs && nt < 256; i++)
+            if (filter_match(t->subs[i]->cfg, p->attrs, p->nattrs)) targets[nt++] = t->subs[i];
+    } else {
+        function_t *fn = broker_function(b, p->function);
+        if (!fn) { snprintf(why, whylen, "unknown function '%s'", p->function); return PROTO_E_UNKNOWN_FUNCTION; }
+        for (size_t i = 0; i < b->nsubs; i++)
+            if (b->subs[i]->fn == fn && !b->subs[i]->topic[0]) targets[nt++] = b->subs[i];
+    }
+    size_t len = zmq_msg_size(frame);
+    if ((int64_t)len > b->cfg->broker.max_payload) {
+        snprintf(why, whylen, "payload of %zu bytes is larger than max_payload (%lld bytes)",
+                 len, (long long)b->cfg->broker.max_payload);
+        return PROTO_E_TOO_LARGE;
+    }
+    if (b->backlog + (int64_t)nt > b->cfg->broker.max_backlog) {
+        snprintf(why, whylen, "throttled: the backlog is at max_backlog (%lld deliveries)",
+                 (long long)b->cfg->broker.max_backlog);
+        return PROTO_E_THROTTLED;
+    }
+    if (t) t->published++;
+    if (nt == 0) return PROTO_OK;   /* matched no subscription: counted, not stored */
+
+    store_t *s = &b->store;
+    if (store_begin(s) != 0) goto internal;
+    msgpack_sbuffer_clear(&b->sb);
+    if (p->nattrs && attrs_pack(&b->sb, p->attrs, p->nattrs) != 0) goto internal;
+    int64_t id;
+    int64_t now = util_wall_ms();
+    if (store_insert_message(s, mid, p->topic, b->sb.data, p->nattrs ? b->sb.size : 0,
+                             zmq_msg_data(frame), len, now, &id) != 0)
+        goto internal;
+    message_t *m = NULL;
+    for (size_t i = 0; i < nt; i++) {
+        sub_t *sub = targets[i];
+        bool delayed = p->delay_ms > 0;
+        int rc = delayed ? store_insert_delayed(s, sub->id, id, now + p->delay_ms, 0)
+                         : store_insert_queue(s, sub->id, id, 0);
+        if (rc != 0) goto internal;
+        b->backlog++;
+        if (delayed) sub->delayed++;
+        else sub->queued++;
+        /* Delayed deliveries always go to the timer heap (debt: see
+         * queue_load_delayed); ready ones only while the window has room. */
+        if (!delayed && !queue_take_new(sub)) { sub->caught_up = false; continue; }
+        if (!m) {
+            m = message_new(id, mid, p->topic, p->attrs, p->nattrs);
+            if (!m) goto internal;
+            zmq_msg_init(&m->zmsg);
+            zmq_msg_move(&m->zmsg, frame);
+            m->zmsg_owned = true;
+            m->payload = zmq_msg_data(&m->zmsg);
+            m->payload_len = len;
+        }
+        delivery_t *d = delivery_new(b, sub, m, 0);
+        if (!d) goto internal;
+        if (delayed) {
+            d->in_delayed = true;
+            d->state = DELIVERY_RETRY_WAIT;
+            d->visible_ms = now + p->delay_ms;
+            timers_add(b, d);
+        } else {
+            list_push_back(&sub->ready, &d->link);
+            sub->cursor = id;
+        }
+    }
+    return PROTO_OK;
+internal:
+    snprintf(why, whylen, "storage failed: %s", sqlite3_errmsg(s->db));
+    return PROTO_E_INTERNAL;
+}
+
+void publish_handle(broker_t *b, proto_frames *f)
+{
+    char err[256];
+    proto_msg m;
+    /* part 0: routing id, part 1: header, then the payloads */
+    if (f->n < 2 || f->truncated) {
+        reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED,
+                    f->truncated ? "too many frames in one message" : "empty message");
+        return;
+    }
+    if (proto_decode(frames_data(f, 1), frames_size(f, 1), &m, err, sizeof err) != 0) {
+        reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, err);
+        return;
+    }
+    if (m.type == MSG_HELLO) {
+        proto_welcome w = {
+            .max_payload = (uint64_t)b->cfg->broker.max_payload,
+            .max_batch = PROTO_MAX_BATCH,
+            .heartbeat_ms = (uint32_t)b->heartbeat_ms,
+        };
+        msgpack_sbuffer_clear(&b->sb);
+        proto_encode_welcome(&b->sb, &w);
+        frames_send(b->pub_sock, frames_data(f, 0), frames_size(f, 0), &b->sb, NULL, 0, ZMQ_DONTWAIT);
+        proto_msg_clear(&m);
+        return;
+    }
+    if (m.type != MSG_PUBLISH) {
+        snprintf(err, sizeof err, "%s is not accepted on the publish endpoint", proto_type_name(m.type));
+        reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, err);
+        proto_msg_clear(&m);
+        return;
+    }
+    const proto_publish *p = &m.u.publish;
+    if ((uint32_t)f->n != 2 + p->npubs) {
+        snprintf(err, sizeof err, "PUBLISH declares %u payload frames but %d came", p->npubs, f->n - 2);
+        reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, err);
+        proto_msg_clear(&m);
+        return;
+    }
+    pending_confirm *c = confirm_new(frames_data(f, 0), frames_size(f, 0), p->npubs);
+    if (!c) { proto_msg_clear(&m); return; }   /* no reply: the client re-sends */
+
+    uint64_t hw = 0;
+    if (store_producer_get(&b->store, p->producer, &hw) != 0) hw = 0;
+    uint64_t top = hw;
+    for (uint32_t i = 0; i < p->npubs; i++) {
+        const proto_pub *e = &p->pubs[i];
+        char mid[PROTO_ID_MAX + 1], why[160];
+        snprintf(mid, sizeof mid, "%s-%llu", p->producer, (unsigned long long)e->seq);
+        if (e->seq <= hw) {   /* stored before: same id, not stored twice */
+            answer(&c->entries[i], e->seq, PROTO_OK, "%s", mid);
+            continue;
+        }
+        uint32_t st = store_event(b, e, mid, &f->parts[2 + i], why, sizeof why);
+        if (st == PROTO_OK) {
+            answer(&c->entries[i], e->seq, PROTO_OK, "%s", mid);
+            if (e->seq > top) top = e->seq;
+        } else {
+            answer(&c->entries[i], e->seq, st, "%s", why);
+        }
+    }
+    /* one high-water write per PUBLISH, in the same transaction as its events */
+    if (top > hw && (store_begin(&b->store) != 0 || store_producer_set(&b->store, p->producer, top) != 0))
+        LOG_ERROR("recording producer %s: %s", p->producer, sqlite3_errmsg(b->store.db));
+    *b->confirms_tail = c;
+    b->confirms_tail = &c->next;
+    proto_msg_clear(&m);
+}
+
+/* After the commit: every staged answer goes out. If the commit failed,
+ * nothing of the turn is on disk, so every OK becomes an internal error. */
+void confirms_send(broker_t *b, bool committed)
+{
+    pending_confirm *c = b->confirms, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (!committed)
+            for (uint32_t i = 0; i < c->n; i++)
+                if (c->entries[i].status == PROTO_OK) {
+                    c->entries[i].status = PROTO_E_INTERNAL;
+                    snprintf(c->entries[i].text, 192, "storage failed: the commit did not succeed");
+                }
+        proto_confirm pc = { .entries = c->entries, .n = c->n };
+        msgpack_sbuffer_clear(&b->sb);
+        if (proto_encode_confirm(&b->sb, &pc) == 0)
+            frames_send(b->pub_sock, c->rid, c->rid_len, &b->sb, NULL, 0, ZMQ_DONTWAIT);
+        free(c);
+    }
+    b->confirms = NULL;
+    b->confirms_tail = &b->confirms;
+}

@@ -1,0 +1,437 @@
+/* store.c — the broker's SQLite database: schema, prepared statements, the
+ * one write transaction per loop turn, recovery counts and message collection.
+ *
+ * Tables (see docs in proto/PROTOCOL.md for the state machine):
+ *   messages  one row per stored event (payload once, whatever the fan-out)
+ *   queue     (sub, msg) → attempts: deliveries that are READY or INFLIGHT.
+ *             WITHOUT ROWID with that key, so a delivery costs one B-tree
+ *             insert and one delete, and a subscription's queue reads back in
+ *             message order from its key.
+ *   delayed   (msg, sub) → visible_ms, attempts: deliveries waiting for a
+ *             delay or a retry (the rare path; indexed by visible_ms too)
+ *   dead, failures   dead letters (payload copied) and every failed attempt
+ *   producers        high-water publish sequence per producer id
+ *   meta             next_msg_id: message ids are never reused
+ *
+ * Message rows are not deleted one by one: store_gc() removes, a batch per
+ * turn, every id below the smallest one any queue or delayed row still needs.
+ *
+ * Invariant: every write happens inside store_begin()/store_commit(); the loop
+ * confirms nothing before store_commit() returned 0.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "broker.h"
+
+static const char *SCHEMA =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS subs(id INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
+    "  function TEXT NOT NULL, UNIQUE(topic, function));"
+    "CREATE TABLE IF NOT EXISTS messages(id INTEGER PRIMARY KEY, mid TEXT NOT NULL,"
+    "  topic TEXT NOT NULL, attrs BLOB, payload BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS queue(sub INTEGER NOT NULL, msg INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL, PRIMARY KEY(sub, msg)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS delayed(msg INTEGER NOT NULL, sub INTEGER NOT NULL,"
+    "  visible_ms INTEGER NOT NULL, attempts INTEGER NOT NULL, PRIMARY KEY(msg, sub)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS delayed_by_time ON delayed(visible_ms);"
+    "CREATE TABLE IF NOT EXISTS producers(id TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS dead(id INTEGER PRIMARY KEY AUTOINCREMENT, msg INTEGER NOT NULL,"
+    "  sub INTEGER NOT NULL, mid TEXT NOT NULL, topic TEXT NOT NULL, function TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL, outcome TEXT NOT NULL, error TEXT, failed_ms INTEGER NOT NULL,"
+    "  attrs BLOB, payload BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS failures(msg INTEGER NOT NULL, sub INTEGER NOT NULL,"
+    "  n INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL, worker TEXT,"
+    "  started_ms INTEGER, duration_ms INTEGER, error TEXT, PRIMARY KEY(msg, sub, n)) WITHOUT ROWID;";
+
+static int prep(store_t *s, sqlite3_stmt **st, const char *sql)
+{
+    if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
+        LOG_ERROR("%s: preparing \"%s\": %s", s->path, sql, sqlite3_errmsg(s->db));
+        return -1;
+    }
+    return 0;
+}
+
+static int exec_sql(store_t *s, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        LOG_ERROR("%s: %s", s->path, err ? err : sqlite3_errmsg(s->db));
+        sqlite3_free(err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs a statement that returns no rows; resets it. 0 or -1 (logged). */
+static int step_done(store_t *s, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) {
+        LOG_ERROR("%s: %s", s->path, sqlite3_errmsg(s->db));
+        return -1;
+    }
+    return 0;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return -1;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return (mkdir(buf, 0700) == 0 || errno == EEXIST) ? 0 : -1;
+}
+
+/* WAL checkpoints run here, on their own connection, so the loop never waits
+ * for the database file's fsync (the loop's connection has autocheckpoint off). */
+static void *checkpointer(void *arg)
+{
+    store_t *s = arg;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        LOG_ERROR("%s: checkpoint connection: %s", s->path, db ? sqlite3_errmsg(db) : "no memory");
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 100);
+    /* a connection opens the WAL only once it has read the database */
+    sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+    while (!__atomic_load_n(&s->checkpoint_stop, __ATOMIC_ACQUIRE)) {
+        int log = 0, done = 0;
+        int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            LOG_WARN("%s: checkpoint: %s", s->path, sqlite3_errmsg(db));
+        /* A WAL that grows past ~64 MiB is truncated once the loop lets it:
+         * PASSIVE alone lets the file reuse its space, not shrink. */
+        if (log > 16384 && done == log)
+            sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        usleep(log > 4096 ? 20000 : 200000);
+    }
+    sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    sqlite3_close(db);
+    return NULL;
+}
+
+int store_open(store_t *s, const char *data_dir, cfg_durability durability)
+{
+    memset(s, 0, sizeof *s);
+    if (mkdir_p(data_dir) != 0) {
+        LOG_ERROR("data_dir %s: cannot create: %s", data_dir, strerror(errno));
+        return -1;
+    }
+    size_t n = strlen(data_dir) + 16;
+    s->path = malloc(n);
+    if (!s->path) return -1;
+    snprintf(s->path, n, "%s/herald.db", data_dir);
+    if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        LOG_ERROR("%s: %s", s->path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    /* FULL fsyncs the WAL at every commit: a confirmed event survives power
+     * loss. NORMAL writes the WAL at commit without fsync: it survives a crash
+     * of the process, not of the machine. */
+    const char *sync = durability == DURABILITY_FSYNC ? "FULL" : "NORMAL";
+    char pragmas[256];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA wal_autocheckpoint=0;"
+             "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;", sync);
+    if (exec_sql(s, pragmas) != 0 || exec_sql(s, SCHEMA) != 0) goto fail;
+
+    if (prep(s, &s->begin, "BEGIN IMMEDIATE") || prep(s, &s->commit, "COMMIT") ||
+        prep(s, &s->rollback, "ROLLBACK") ||
+        prep(s, &s->ins_msg, "INSERT INTO messages(id, mid, topic, attrs, payload, created_ms)"
+                             " VALUES(?,?,?,?,?,?)") ||
+        prep(s, &s->ins_queue, "INSERT INTO queue(sub, msg, attempts) VALUES(?,?,?)") ||
+        prep(s, &s->ins_delayed, "INSERT INTO delayed(msg, sub, visible_ms, attempts) VALUES(?,?,?,?)") ||
+        prep(s, &s->del_queue, "DELETE FROM queue WHERE sub=? AND msg=?") ||
+        prep(s, &s->del_delayed, "DELETE FROM delayed WHERE msg=? AND sub=?") ||
+        prep(s, &s->get_producer, "SELECT seq FROM producers WHERE id=?") ||
+        prep(s, &s->upd_producer, "INSERT INTO producers(id, seq, updated_ms) VALUES(?,?,?)"
+                                  " ON CONFLICT(id) DO UPDATE SET seq=max(seq, excluded.seq),"
+                                  " updated_ms=excluded.updated_ms") ||
+        prep(s, &s->set_meta, "INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)") ||
+        prep(s, &s->load_window, "SELECT q.msg, q.attempts, m.mid, m.topic, m.attrs, m.payload"
+                                 " FROM queue q JOIN messages m ON m.id = q.msg"
+                                 " WHERE q.sub=? AND q.msg>? ORDER BY q.msg LIMIT ?") ||
+        prep(s, &s->load_due, "SELECT d.msg, d.sub, d.visible_ms, d.attempts, m.mid, m.topic,"
+                              " m.attrs, m.payload FROM delayed d JOIN messages m ON m.id = d.msg"
+                              " WHERE d.visible_ms > ? AND d.visible_ms <= ?") ||
+        prep(s, &s->min_queue, "SELECT msg FROM queue WHERE sub=? ORDER BY msg LIMIT 1") ||
+        prep(s, &s->min_delayed, "SELECT msg FROM delayed ORDER BY msg LIMIT 1") ||
+        prep(s, &s->gc_msgs, "DELETE FROM messages WHERE id >= ? AND id < ?") ||
+        prep(s, &s->upd_delayed, "UPDATE delayed SET visible_ms=?, attempts=? WHERE msg=? AND sub=?") ||
+        prep(s, &s->delayed_boundary, "SELECT visible_ms FROM delayed WHERE visible_ms > ?"
+                                     " ORDER BY visible_ms LIMIT 1 OFFSET ?") ||
+        prep(s, &s->ins_dead, "INSERT INTO dead(msg, sub, mid, topic, function, attempts, outcome,"
+                              " error, failed_ms, attrs, payload) SELECT id, ?2, mid, topic, ?3, ?4,"
+                              " ?5, ?6, ?7, attrs, payload FROM messages WHERE id = ?1") ||
+        prep(s, &s->ins_failure, "INSERT OR REPLACE INTO failures(msg, sub, n, attempt, outcome,"
+                                 " worker, started_ms, duration_ms, error)"
+                                 " VALUES(?,?,(SELECT count(*) FROM failures WHERE msg=?1 AND sub=?2),"
+                                 " ?,?,?,?,?,?)"))
+        goto fail;
+
+    /* Message ids continue from the larger of the recorded next id and the
+     * largest row, so an id is never handed out twice even after the rows
+     * holding the highest ids were collected. */
+    sqlite3_stmt *st = NULL;
+    if (prep(s, &st, "SELECT max(coalesce((SELECT value FROM meta WHERE key='next_msg_id'), 1),"
+                     " coalesce((SELECT max(id) FROM messages), 0) + 1),"
+                     " coalesce((SELECT min(id) FROM messages), 1)") != 0)
+        goto fail;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        s->next_msg_id = sqlite3_column_int64(st, 0);
+        s->gc_floor = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+
+    s->checkpoint_stop = false;
+    if (pthread_create(&s->checkpointer, NULL, checkpointer, s) != 0) {
+        LOG_ERROR("cannot start the checkpoint thread");
+        goto fail;
+    }
+    s->checkpointer_started = true;
+    return 0;
+fail:
+    store_close(s);
+    return -1;
+}
+
+void store_close(store_t *s)
+{
+    if (s->checkpointer_started) {
+        __atomic_store_n(&s->checkpoint_stop, true, __ATOMIC_RELEASE);
+        pthread_join(s->checkpointer, NULL);
+        s->checkpointer_started = false;
+    }
+    sqlite3_stmt **all[] = {
+        &s->begin, &s->commit, &s->rollback, &s->ins_msg, &s->ins_queue, &s->ins_delayed,
+        &s->del_queue, &s->del_delayed, &s->upd_producer, &s->get_producer, &s->set_meta,
+        &s->load_window, &s->load_due, &s->min_queue, &s->min_delayed, &s->gc_msgs,
+        &s->upd_delayed, &s->delayed_boundary, &s->ins_dead, &s->ins_failure,
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        sqlite3_finalize(*all[i]);
+        *all[i] = NULL;
+    }
+    free(s->sub_ids);
+    s->sub_ids = NULL;
+    s->nsub_ids = 0;
+    if (s->db) sqlite3_close(s->db);
+    s->db = NULL;
+    free(s->path);
+    s->path = NULL;
+}
+
+int store_begin(store_t *s)
+{
+    if (s->in_txn) return 0;
+    if (step_done(s, s->begin) != 0) return -1;
+    s->in_txn = true;
+    return 0;
+}
+
+int store_commit(store_t *s)
+{
+    if (!s->in_txn) return 0;
+    if (s->next_id_dirty) {
+        sqlite3_bind_text(s->set_meta, 1, "next_msg_id", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s->set_meta, 2, s->next_msg_id);
+        step_done(s, s->set_meta);
+        s->next_id_dirty = false;
+    }
+    s->in_txn = false;
+    if (step_done(s, s->commit) == 0) return 0;
+    step_done(s, s->rollback);
+    return -1;
+}
+
+int64_t store_sub_id(store_t *s, const char *topic, const char *function)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t id = -1;
+    if (prep(s, &st, "INSERT INTO subs(topic, function) VALUES(?1, ?2)"
+                     " ON CONFLICT(topic, function) DO NOTHING") != 0)
+        return -1;
+    sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, function, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        LOG_ERROR("%s: %s", s->path, sqlite3_errmsg(s->db));
+        return -1;
+    }
+    if (prep(s, &st, "SELECT id FROM subs WHERE topic=?1 AND function=?2") != 0) return -1;
+    sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, function, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return id;
+}
+
+int store_insert_message(store_t *s, const char *mid, const char *topic,
+                         const void *attrs, size_t attrs_len,
+                         const void *payload, size_t len, int64_t now_ms, int64_t *id)
+{
+    sqlite3_stmt *st = s->ins_msg;
+    *id = s->next_msg_id;
+    sqlite3_bind_int64(st, 1, *id);
+    sqlite3_bind_text(st, 2, mid, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, topic, -1, SQLITE_STATIC);
+    if (attrs_len) sqlite3_bind_blob(st, 4, attrs, (int)attrs_len, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 4);
+    /* zeroblob-safe: an empty payload is a blob of length 0, not NULL */
+    sqlite3_bind_blob64(st, 5, len ? payload : "", len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, now_ms);
+    if (step_done(s, st) != 0) return -1;
+    s->next_msg_id++;
+    s->next_id_dirty = true;
+    return 0;
+}
+
+int store_insert_queue(store_t *s, int64_t sub, int64_t msg, uint32_t attempts)
+{
+    sqlite3_bind_int64(s->ins_queue, 1, sub);
+    sqlite3_bind_int64(s->ins_queue, 2, msg);
+    sqlite3_bind_int64(s->ins_queue, 3, attempts);
+    return step_done(s, s->ins_queue);
+}
+
+int store_insert_delayed(store_t *s, int64_t sub, int64_t msg, int64_t visible_ms, uint32_t attempts)
+{
+    sqlite3_bind_int64(s->ins_delayed, 1, msg);
+    sqlite3_bind_int64(s->ins_delayed, 2, sub);
+    sqlite3_bind_int64(s->ins_delayed, 3, visible_ms);
+    sqlite3_bind_int64(s->ins_delayed, 4, attempts);
+    return step_done(s, s->ins_delayed);
+}
+
+int store_delete_delivery(store_t *s, const delivery_t *d)
+{
+    if (d->in_delayed) {
+        sqlite3_bind_int64(s->del_delayed, 1, d->msg->id);
+        sqlite3_bind_int64(s->del_delayed, 2, d->sub->id);
+        return step_done(s, s->del_delayed);
+    }
+    sqlite3_bind_int64(s->del_queue, 1, d->sub->id);
+    sqlite3_bind_int64(s->del_queue, 2, d->msg->id);
+    return step_done(s, s->del_queue);
+}
+
+int store_producer_get(store_t *s, const char *producer, uint64_t *seq)
+{
+    *seq = 0;
+    sqlite3_bind_text(s->get_producer, 1, producer, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s->get_producer);
+    if (rc == SQLITE_ROW) *seq = (uint64_t)sqlite3_column_int64(s->get_producer, 0);
+    sqlite3_reset(s->get_producer);
+    sqlite3_clear_bindings(s->get_producer);
+    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : -1;
+}
+
+int store_producer_set(store_t *s, const char *producer, uint64_t seq)
+{
+    sqlite3_bind_text(s->upd_producer, 1, producer, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->upd_producer, 2, (int64_t)seq);
+    sqlite3_bind_int64(s->upd_producer, 3, util_wall_ms());
+    return step_done(s, s->upd_producer);
+}
+
+/* At start only (the loop never counts rows): fills each subscription's
+ * queued / delayed / dead counts and the total backlog. */
+int store_counts(store_t *s, broker_t *b)
+{
+    static const char *q[] = {
+        "SELECT sub, count(*) FROM queue GROUP BY sub",
+        "SELECT sub, count(*) FROM delayed GROUP BY sub",
+        "SELECT sub, count(*) FROM dead GROUP BY sub",
+    };
+    b->backlog = 0;
+    /* every subscription the database knows, configured or not: GC must not
+     * collect messages that a removed subscription's rows still need */
+    sqlite3_stmt *ids = NULL;
+    if (prep(s, &ids, "SELECT id FROM subs") != 0) return -1;
+    while (sqlite3_step(ids) == SQLITE_ROW) {
+        int64_t *v = realloc(s->sub_ids, (s->nsub_ids + 1) * sizeof *v);
+        if (!v) { sqlite3_finalize(ids); return -1; }
+        s->sub_ids = v;
+        s->sub_ids[s->nsub_ids++] = sqlite3_column_int64(ids, 0);
+    }
+    sqlite3_finalize(ids);
+    for (int k = 0; k < 3; k++) {
+        sqlite3_stmt *st = NULL;
+        if (prep(s, &st, q[k]) != 0) return -1;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            int64_t id = sqlite3_column_int64(st, 0), n = sqlite3_column_int64(st, 1);
+            if (k < 2) b->backlog += n;
+            for (size_t i = 0; i < b->nsubs; i++) {
+                if (b->subs[i]->id != id) continue;
+                if (k == 0) b->subs[i]->queued = n;
+                else if (k == 1) b->subs[i]->delayed = n;
+                else b->subs[i]->dead = n;
+            }
+        }
+        sqlite3_finalize(st);
+    }
+    return 0;
+}
+
+/* Collects message rows no delivery needs any more: every id below the
+ * smallest one still in `queue` (per subscription: an index seek each) or in
+ * `delayed` (its key starts with msg). Dead letters hold their own copy.
+ * At most GC_BATCH ids per call, inside the turn's transaction. */
+int store_gc(store_t *s, broker_t *b)
+{
+    int64_t low = s->next_msg_id;
+    for (size_t i = 0; i < s->nsub_ids; i++) {
+        sqlite3_bind_int64(s->min_queue, 1, s->sub_ids[i]);
+        if (sqlite3_step(s->min_queue) == SQLITE_ROW) {
+            int64_t m = sqlite3_column_int64(s->min_queue, 0);
+            if (m < low) low = m;
+        }
+        sqlite3_reset(s->min_queue);
+    }
+    if (sqlite3_step(s->min_delayed) == SQLITE_ROW) {
+        int64_t m = sqlite3_column_int64(s->min_delayed, 0);
+        if (m < low) low = m;
+    }
+    sqlite3_reset(s->min_delayed);
+    (void)b;
+    if (low <= s->gc_floor) return 0;
+    int64_t hi = low;
+    if (hi - s->gc_floor > GC_BATCH) hi = s->gc_floor + GC_BATCH;
+    if (store_begin(s) != 0) return -1;
+    sqlite3_bind_int64(s->gc_msgs, 1, s->gc_floor);
+    sqlite3_bind_int64(s->gc_msgs, 2, hi);
+    if (step_done(s, s->gc_msgs) != 0) return -1;
+    s->gc_floor = hi;
+    return 0;
+}
+
+int attrs_pack(msgpack_sbuffer *sb, const proto_attr *a, uint32_t n)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    if (msgpack_pack_map(&pk, n) != 0) return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t kl = strlen(a[i].key), vl = strlen(a[i].value);
+        if (msgpack_pack_str(&pk, kl) || msgpack_pack_str_body(&pk, a[i].key, kl) ||
+            msgpack_pack_str(&pk, vl) || msgpack_pack_str_body(&pk, a[i].value, vl))
+            return -1;
+    }
+    return 0;
+}

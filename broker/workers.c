@@ -1,0 +1,193 @@
+/* workers.c — worker sessions on the worker endpoint.
+ *
+ * REGISTER creates a session (answered with CONFIG: the definitions of the
+ * functions it serves); RESULT ends leases; HEARTBEAT and every other message
+ * prove liveness; DRAIN stops new work. A worker silent for 3 heartbeats is
+ * dead; 2 heartbeats later (longer than the worker's own kill deadline, which
+ * is 3 heartbeats of silence from the broker) its leases end as `lost` and
+ * follow the retry policy. A message from an unknown routing id (say, after a
+ * broker restart) gets an ERROR, and the worker registers again.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+
+worker_t *worker_find(broker_t *b, const void *rid, size_t len)
+{
+    for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) {
+        worker_t *w = container_of(n, worker_t, link);
+        if (!w->dead && w->rid_len == len && memcmp(w->rid, rid, len) == 0) return w;
+    }
+    return NULL;
+}
+
+static void send_config(broker_t *b, worker_t *w)
+{
+    proto_fndef defs[b->nfunctions ? b->nfunctions : 1];
+    uint32_t n = 0;
+    for (size_t i = 0; i < b->nfunctions; i++) {
+        if (w->serves && !w->serves[i]) continue;
+        const cfg_function *c = b->functions[i].cfg;
+        proto_fndef *d = &defs[n++];
+        memset(d, 0, sizeof *d);
+        d->name = c->name;
+        d->native = c->native;
+        d->exec = c->exec;
+        d->nexec = (uint32_t)c->nexec;
+        d->library = c->library;
+        d->symbol = c->symbol;
+        d->timeout_ms = (uint32_t)(c->timeout_s * 1000.0 + 0.5);
+        d->memory_mb = (uint32_t)c->memory_mb;
+        d->max_attempts = (uint32_t)c->max_attempts;
+        d->env = (proto_attr *)c->env;   /* same layout: two char * */
+        d->nenv = (uint32_t)c->nenv;
+    }
+    proto_config pc = { .heartbeat_ms = (uint32_t)b->heartbeat_ms,
+                        .max_payload = (uint64_t)b->cfg->broker.max_payload,
+                        .fns = defs, .nfns = n };
+    msgpack_sbuffer_clear(&b->sb);
+    if (proto_encode_config(&b->sb, &pc) == 0 &&
+        frames_send(b->wrk_sock, w->rid, w->rid_len, &b->sb, NULL, 0, ZMQ_DONTWAIT) == 0)
+        w->last_sent_ms = util_mono_ms();
+}
+
+static void worker_register(broker_t *b, proto_frames *f, const proto_register *r)
+{
+    const void *rid = frames_data(f, 0);
+    size_t rid_len = frames_size(f, 0);
+    bool *serves = NULL;
+    if (r->nfunctions) {
+        serves = calloc(b->nfunctions ? b->nfunctions : 1, sizeof *serves);
+        if (!serves) return;
+        for (uint32_t i = 0; i < r->nfunctions; i++) {
+            function_t *fn = broker_function(b, r->functions[i]);
+            if (!fn) {
+                char why[256];
+                snprintf(why, sizeof why, "unknown function '%s': the broker's config does not define it",
+                         r->functions[i]);
+                reply_error(b, b->wrk_sock, f, PROTO_E_UNKNOWN_FUNCTION, why);
+                free(serves);
+                return;
+            }
+            serves[fn->index] = true;
+        }
+    }
+    worker_t *old = worker_find(b, rid, rid_len);
+    if (old) old->dead = true;   /* a re-register replaces the session; reap returns its leases */
+    worker_t *w = calloc(1, sizeof *w);
+    if (!w) { free(serves); return; }
+    memcpy(w->rid, rid, rid_len);
+    w->rid_len = rid_len;
+    w->id = strdup(r->worker_id);
+    w->host = strdup(r->host);
+    w->pid = r->pid;
+    w->slots = r->slots;
+    w->serves = serves;
+    w->last_seen_ms = util_mono_ms();
+    list_init(&w->leases);
+    list_push_back(&b->workers, &w->link);
+    LOG_INFO("worker %s (%s pid %u) registered with %u slots", w->id, w->host, w->pid, w->slots);
+    send_config(b, w);
+}
+
+static void worker_results(broker_t *b, worker_t *w, const proto_result *r)
+{
+    int64_t now = util_wall_ms();
+    for (uint32_t i = 0; i < r->n; i++) {
+        const proto_result_entry *e = &r->rs[i];
+        delivery_t *d = lease_get(&b->leases, e->lease);
+        if (!d || d->worker != w) continue;   /* an ended lease: ignored */
+        switch ((proto_outcome)e->outcome) {
+        case OUT_OK: delivery_succeed(b, d, e); break;
+        case OUT_RETURNED: delivery_return(b, d); break;
+        default: delivery_fail(b, d, (proto_outcome)e->outcome, e->error, e, now); break;
+        }
+    }
+}
+
+void workers_handle(broker_t *b, proto_frames *f)
+{
+    char err[256];
+    proto_msg m;
+    if (f->n < 2 || f->truncated) {
+        reply_error(b, b->wrk_sock, f, PROTO_E_MALFORMED, f->truncated ? "too many frames" : "empty message");
+        return;
+    }
+    if (proto_decode(frames_data(f, 1), frames_size(f, 1), &m, err, sizeof err) != 0) {
+        reply_error(b, b->wrk_sock, f, PROTO_E_MALFORMED, err);
+        return;
+    }
+    if ((uint32_t)f->n != 2 + m.nframes) {
+        snprintf(err, sizeof err, "%s declares %u payload frames but %d came",
+                 proto_type_name(m.type), m.nframes, f->n - 2);
+        reply_error(b, b->wrk_sock, f, PROTO_E_MALFORMED, err);
+        proto_msg_clear(&m);
+        return;
+    }
+    if (m.type == MSG_REGISTER) {
+        worker_register(b, f, &m.u.reg);
+        proto_msg_clear(&m);
+        return;
+    }
+    worker_t *w = worker_find(b, frames_data(f, 0), frames_size(f, 0));
+    if (!w) {
+        reply_error(b, b->wrk_sock, f, PROTO_E_CONFLICT, "not registered: send REGISTER");
+        proto_msg_clear(&m);
+        return;
+    }
+    w->last_seen_ms = util_mono_ms();
+    switch (m.type) {
+    case MSG_HEARTBEAT: break;
+    case MSG_RESULT: worker_results(b, w, &m.u.result); break;
+    case MSG_DRAIN: w->draining = true; break;
+    default:
+        snprintf(err, sizeof err, "%s is not accepted on the worker endpoint", proto_type_name(m.type));
+        reply_error(b, b->wrk_sock, f, PROTO_E_MALFORMED, err);
+    }
+    proto_msg_clear(&m);
+}
+
+void workers_tick(broker_t *b, int64_t now)
+{
+    for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) {
+        worker_t *w = container_of(n, worker_t, link);
+        if (w->dead) continue;
+        if (now - w->last_seen_ms > 3 * b->heartbeat_ms) {
+            LOG_WARN("worker %s (%s pid %u) missed 3 heartbeats: dead", w->id, w->host, w->pid);
+            w->dead = true;
+            continue;
+        }
+        if (now - w->last_sent_ms >= b->heartbeat_ms) {
+            msgpack_sbuffer_clear(&b->sb);
+            proto_encode_heartbeat(&b->sb);
+            if (frames_send(b->wrk_sock, w->rid, w->rid_len, &b->sb, NULL, 0, ZMQ_DONTWAIT) == 0)
+                w->last_sent_ms = now;
+        }
+    }
+}
+
+/* Dead sessions: their leases end as `lost` once the grace has passed (the
+ * worker has killed its handlers by then), then the session is freed. */
+void workers_reap(broker_t *b)
+{
+    int64_t now = util_mono_ms(), wall = util_wall_ms();
+    list_node *n = b->workers.head.next;
+    while (n != &b->workers.head) {
+        worker_t *w = container_of(n, worker_t, link);
+        n = n->next;
+        if (!w->dead) continue;
+        if (w->leases.n && now - w->last_seen_ms <= 5 * b->heartbeat_ms) continue;
+        list_node *l;
+        while ((l = list_first(&w->leases)) != NULL) {
+            delivery_t *d = container_of(l, delivery_t, link);
+            delivery_fail(b, d, OUT_LOST, "worker lost: it missed 3 heartbeats", NULL, wall);
+        }
+        list_remove(&b->workers, &w->link);
+        free(w->id);
+        free(w->host);
+        free(w->serves);
+        free(w);
+    }
+}

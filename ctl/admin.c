@@ -1,0 +1,86 @@
+/* admin.c — heraldctl's admin client: a DEALER on the admin endpoint, one
+ * request at a time, each answered within the timeout or reported as
+ * "unreachable". Replies are matched by request id; stale ones are skipped. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+
+int admin_open(admin_client *a, const char *endpoint, int timeout_ms)
+{
+    memset(a, 0, sizeof *a);
+    a->endpoint = endpoint;
+    a->timeout_ms = timeout_ms;
+    frames_init(&a->in);
+    a->zctx = zmq_ctx_new();
+    a->sock = a->zctx ? zmq_socket(a->zctx, ZMQ_DEALER) : NULL;
+    if (!a->sock) {
+        snprintf(a->error, sizeof a->error, "cannot create a socket: %s", zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    int zero = 0;
+    int64_t maxmsg = (64LL << 20) + (64 << 10);
+    zmq_setsockopt(a->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(a->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (zmq_connect(a->sock, endpoint) != 0) {
+        snprintf(a->error, sizeof a->error, "bad endpoint %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    return 0;
+}
+
+int admin_call(admin_client *a, const char *command, const void *args, size_t args_len)
+{
+    static uint64_t next_req = 1;
+    uint64_t req = next_req++;
+    if (a->have_reply) { proto_msg_clear(&a->reply); a->have_reply = false; }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    proto_encode_admin(&sb, req, command, args, args_len);
+    int rc = frames_send(a->sock, NULL, 0, &sb, NULL, 0, 0);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc != 0) {
+        snprintf(a->error, sizeof a->error, "cannot send to %s: %s", a->endpoint, zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    int64_t deadline = util_mono_ms() + a->timeout_ms;
+    for (;;) {
+        int64_t left = deadline - util_mono_ms();
+        if (left <= 0) break;
+        zmq_pollitem_t it = { a->sock, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll(&it, 1, (long)left) <= 0) continue;
+        if (frames_recv(a->sock, &a->in, 2, ZMQ_DONTWAIT) != 0) continue;
+        char err[256];
+        int ok = a->in.n >= 1 &&
+                 proto_decode(frames_data(&a->in, 0), frames_size(&a->in, 0), &a->reply, err, sizeof err) == 0;
+        frames_close(&a->in);
+        if (!ok) continue;
+        if (a->reply.type == MSG_ERROR) {
+            snprintf(a->error, sizeof a->error, "the broker refused the request: %s", a->reply.u.error.text);
+            proto_msg_clear(&a->reply);
+            return -1;
+        }
+        if (a->reply.type == MSG_ADMIN_REPLY && a->reply.u.admin_reply.req == req) {
+            a->have_reply = true;
+            return 0;
+        }
+        proto_msg_clear(&a->reply);
+    }
+    snprintf(a->error, sizeof a->error, "broker unreachable at %s: no answer within %d s",
+             a->endpoint, (a->timeout_ms + 999) / 1000);
+    return -1;
+}
+
+void admin_close(admin_client *a)
+{
+    if (a->have_reply) proto_msg_clear(&a->reply);
+    a->have_reply = false;
+    frames_close(&a->in);
+    free(a->in.parts);
+    a->in.parts = NULL;
+    if (a->sock) zmq_close(a->sock);
+    if (a->zctx) zmq_ctx_term(a->zctx);
+    a->sock = a->zctx = NULL;
+}

@@ -1,0 +1,33 @@
+/* ctl.h — heraldctl's map: the admin client, JSON/table output, commands. */
+#ifndef HERALD_CTL_H
+#define HERALD_CTL_H
+
+#include <stdio.h>
+
+#include "../proto/proto.h"
+
+/* --- json.c --- */
+void json_print(FILE *out, const msgpack_object *o);
+void json_string(FILE *out, const char *s, size_t n);
+const msgpack_object *mp_get(const msgpack_object *map, const char *key);
+void mp_text(const msgpack_object *o, char *buf, size_t n);
+
+/* --- admin.c: one request/reply on the admin endpoint --- */
+typedef struct {
+    void *zctx, *sock;
+    const char *endpoint;
+    int timeout_ms;
+    proto_frames in;
+    proto_msg reply;            /* valid after admin_call() returned 0 */
+    bool have_reply;
+    char error[512];            /* why admin_call() failed */
+} admin_client;
+
+int admin_open(admin_client *a, const char *endpoint, int timeout_ms);
+/* Sends command with packed msgpack args (NULL: {}) and waits for its reply.
+ * 0: a->reply.u.admin_reply holds it (status may be an error).
+ * -1: unreachable / timeout, a->error says so. */
+int admin_call(admin_client *a, const char *command, const void *args, size_t args_len);
+void admin_close(admin_client *a);
+
+#endif

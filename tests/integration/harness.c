@@ -1,0 +1,303 @@
+/* harness.c — see harness.h. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+char *h_path(h_env *e, const char *name)
+{
+    static char bufs[8][512];
+    static int k;
+    char *b = bufs[k++ % 8];
+    snprintf(b, 512, "%s/%s", e->dir, name);
+    return b;
+}
+
+void h_setup(h_env *e)
+{
+    memset(e, 0, sizeof *e);
+    snprintf(e->dir, sizeof e->dir, "/tmp/herald-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(e->dir), "mkdtemp");
+    const char *root = getenv("HERALD_ROOT");
+    if (root) snprintf(e->root, sizeof e->root, "%s", root);
+    else cr_assert_not_null(getcwd(e->root, sizeof e->root));
+    snprintf(e->pub, sizeof e->pub, "ipc://%s/pub.sock", e->dir);
+    snprintf(e->wrk, sizeof e->wrk, "ipc://%s/wrk.sock", e->dir);
+    snprintf(e->adm, sizeof e->adm, "ipc://%s/adm.sock", e->dir);
+    snprintf(e->cfg, sizeof e->cfg, "%s/herald.cfg", e->dir);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+void h_teardown(h_env *e)
+{
+    for (int i = 0; i < e->npids; i++)
+        if (e->pids[i] > 0) kill(-e->pids[i], SIGTERM);
+    for (int i = 0; i < e->npids; i++) {
+        if (e->pids[i] <= 0) continue;
+        if (h_wait_exit(e->pids[i], 5000) < 0) {
+            kill(-e->pids[i], SIGKILL);
+            h_wait_exit(e->pids[i], 5000);
+        }
+        e->pids[i] = 0;
+    }
+    if (getenv("HERALD_KEEP_TEST_DIR")) {
+        fprintf(stderr, "kept %s\n", e->dir);
+        return;
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", e->dir);
+}
+
+void h_write(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+void h_config(h_env *e, const char *durability, const char *body)
+{
+    FILE *f = fopen(e->cfg, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "broker = { publish_endpoint = \"%s\"; worker_endpoint = \"%s\"; admin_endpoint = \"%s\";\n"
+               "  data_dir = \"%s/data\"; durability = \"%s\"; heartbeat = 0.5; };\n%s\n",
+            e->pub, e->wrk, e->adm, e->dir, durability ? durability : "os", body);
+    fclose(f);
+}
+
+static pid_t spawn(h_env *e, const char *log, const char *in_path, int out_fd, int err_fd,
+                   const char *prog, char **argv)
+{
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork");
+    if (pid == 0) {
+        setpgid(0, 0);
+        int in = open(in_path ? in_path : "/dev/null", O_RDONLY);
+        if (in >= 0) dup2(in, 0);
+        if (out_fd < 0 && log) {
+            char p[600];
+            snprintf(p, sizeof p, "%s/%s.out", e->dir, log);
+            out_fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0644);
+            snprintf(p, sizeof p, "%s/%s.err", e->dir, log);
+            err_fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        }
+        if (out_fd >= 0) dup2(out_fd, 1);
+        if (err_fd >= 0) dup2(err_fd, 2);
+        char path[700];
+        if (prog[0] == '/') snprintf(path, sizeof path, "%s", prog);
+        else snprintf(path, sizeof path, "%s/%s", e->root, prog);
+        execv(path, argv);
+        dprintf(2, "exec %s: %s\n", path, strerror(errno));
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    return pid;
+}
+
+static char **collect(const char *prog, va_list ap)
+{
+    static char *argv[64];
+    int n = 0;
+    argv[n++] = (char *)prog;
+    char *a;
+    while ((a = va_arg(ap, char *)) != NULL && n < 63) argv[n++] = a;
+    argv[n] = NULL;
+    return argv;
+}
+
+pid_t h_start(h_env *e, const char *log, const char *prog, ...)
+{
+    va_list ap;
+    va_start(ap, prog);
+    char **argv = collect(prog, ap);
+    va_end(ap);
+    cr_assert(e->npids < H_MAX_PROCS);
+    pid_t pid = spawn(e, log, NULL, -1, -1, prog, argv);
+    e->pids[e->npids++] = pid;
+    return pid;
+}
+
+static bool broker_answers(void *arg)
+{
+    h_env *e = arg;
+    char *out = NULL;
+    int rc = h_run(e, NULL, &out, NULL, "bin/heraldctl", "--broker", e->adm, "--timeout", "0.5", "stats",
+                   "--json", NULL);
+    free(out);
+    return rc == 0;
+}
+
+pid_t h_broker(h_env *e)
+{
+    pid_t pid = h_start(e, "broker", "bin/herald-broker", "-c", e->cfg, NULL);
+    cr_assert(h_wait(broker_answers, e, 20000), "the broker did not come up (see %s/broker.err)", e->dir);
+    return pid;
+}
+
+pid_t h_worker(h_env *e, const char *functions, int concurrency)
+{
+    char conc[16], log[32];
+    snprintf(conc, sizeof conc, "%d", concurrency);
+    snprintf(log, sizeof log, "worker%d", e->npids);
+    if (functions)
+        return h_start(e, log, "bin/herald-worker", "--broker", e->wrk, "--root", e->root, "--run-dir",
+                       h_path(e, "runs"), "--concurrency", conc, "--functions", functions, NULL);
+    return h_start(e, log, "bin/herald-worker", "--broker", e->wrk, "--root", e->root, "--run-dir",
+                   h_path(e, "runs"), "--concurrency", conc, NULL);
+}
+
+int h_wait_exit(pid_t pid, int timeout_ms)
+{
+    long end = now_ms() + timeout_ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r < 0) return -1;
+        if (now_ms() > end) return -1;
+        usleep(2000);
+    }
+}
+
+void h_kill(h_env *e, pid_t pid, int sig)
+{
+    kill(pid, sig);
+    if (sig == SIGKILL || sig == SIGTERM) {
+        int st = h_wait_exit(pid, 15000);
+        cr_assert(st >= 0, "pid %d did not exit after signal %d", pid, sig);
+        kill(-pid, SIGKILL);   /* anything left in its group */
+        for (int i = 0; i < e->npids; i++)
+            if (e->pids[i] == pid) e->pids[i] = 0;
+    }
+}
+
+static char *slurp_fd(int fd)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (len + 1 >= cap) buf = realloc(buf, cap *= 2);
+        ssize_t n = read(fd, buf + len, cap - len - 1);
+        if (n <= 0) break;
+        len += (size_t)n;
+    }
+    buf[len] = 0;
+    return buf;
+}
+
+int h_run(h_env *e, const char *in_path, char **out, char **err, const char *prog, ...)
+{
+    va_list ap;
+    va_start(ap, prog);
+    char **argv = collect(prog, ap);
+    va_end(ap);
+    char op[600], ep[600];
+    static int seq;
+    snprintf(op, sizeof op, "%s/run%d.%d.out", e->dir, getpid(), seq);
+    snprintf(ep, sizeof ep, "%s/run%d.%d.err", e->dir, getpid(), seq++);
+    int ofd = open(op, O_RDWR | O_CREAT | O_TRUNC, 0644), efd = open(ep, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    pid_t pid = spawn(e, NULL, in_path, ofd, efd, prog, argv);
+    int st = h_wait_exit(pid, 120000);
+    if (st < 0) { kill(-pid, SIGKILL); st = h_wait_exit(pid, 5000); }
+    if (out) { lseek(ofd, 0, SEEK_SET); *out = slurp_fd(ofd); }
+    if (err) { lseek(efd, 0, SEEK_SET); *err = slurp_fd(efd); }
+    close(ofd);
+    close(efd);
+    unlink(op);
+    unlink(ep);
+    return st;
+}
+
+bool h_wait(bool (*cond)(void *arg), void *arg, int timeout_ms)
+{
+    long end = now_ms() + timeout_ms;
+    while (now_ms() < end) {
+        if (cond(arg)) return true;
+        usleep(20000);
+    }
+    return cond(arg);
+}
+
+char *h_read(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return NULL;
+    char *s = slurp_fd(fd);
+    close(fd);
+    if (len) *len = strlen(s);
+    return s;
+}
+
+size_t h_count_lines(const char *path)
+{
+    char *s = h_read(path, NULL);
+    if (!s) return 0;
+    size_t n = 0;
+    for (char *p = s; *p; p++) n += *p == '\n';
+    free(s);
+    return n;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+size_t h_lines_sorted(const char *path, char ***lines, size_t *total)
+{
+    char *s = h_read(path, NULL);
+    *lines = NULL;
+    if (total) *total = 0;
+    if (!s) return 0;
+    size_t n = 0, cap = 1024;
+    char **v = malloc(cap * sizeof *v);
+    char *save = NULL;
+    for (char *t = strtok_r(s, "\n", &save); t; t = strtok_r(NULL, "\n", &save)) {
+        if (n == cap) v = realloc(v, (cap *= 2) * sizeof *v);
+        v[n++] = strdup(t);
+    }
+    free(s);
+    if (total) *total = n;
+    qsort(v, n, sizeof *v, cmp_str);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (u && strcmp(v[u - 1], v[i]) == 0) { free(v[i]); continue; }
+        v[u++] = v[i];
+    }
+    *lines = v;
+    return u;
+}
+
+void h_free_lines(char **lines, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(lines[i]);
+    free(lines);
+}
+
+char *h_stats(h_env *e)
+{
+    char *out = NULL;
+    int rc = h_run(e, NULL, &out, NULL, "bin/heraldctl", "--broker", e->adm, "stats", "--json", NULL);
+    if (rc != 0) { free(out); return NULL; }
+    return out;
+}

@@ -1,0 +1,59 @@
+/* harness.h — what integration tests use to run the real programs.
+ *
+ * Each test gets its own temp dir with ipc:// endpoints inside it (tests never
+ * collide on ports), writes its config there, and starts bin/ programs as
+ * children, each in its own process group. h_teardown() kills those groups by
+ * PID (SIGTERM, then SIGKILL) and removes the dir. Waiting is always "until a
+ * condition holds or a deadline passes" — never a bare sleep.
+ */
+#ifndef HERALD_TEST_HARNESS_H
+#define HERALD_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define H_MAX_PROCS 32
+
+typedef struct {
+    char dir[256];              /* the test's temp dir */
+    char root[512];             /* the checkout: $HERALD_ROOT or cwd */
+    char pub[300], wrk[300], adm[300];   /* endpoints */
+    char cfg[300];              /* path of the config written by h_config */
+    pid_t pids[H_MAX_PROCS]; int npids;
+} h_env;
+
+void h_setup(h_env *e);
+void h_teardown(h_env *e);
+
+/* Writes DIR/herald.cfg: the broker group (these endpoints, data_dir DIR/data,
+ * the given durability) followed by body (functions, topics). */
+void h_config(h_env *e, const char *durability, const char *body);
+
+/* Starts a program of bin/ (or any path) with argv (NULL-terminated after the
+ * program name), stdout/stderr to DIR/<log>.out and .err. Returns its pid. */
+pid_t h_start(h_env *e, const char *log, const char *prog, ...);
+pid_t h_broker(h_env *e);                       /* bin/herald-broker -c cfg, waits until it answers */
+pid_t h_worker(h_env *e, const char *functions, int concurrency);   /* functions may be NULL */
+void h_kill(h_env *e, pid_t pid, int sig);      /* sends sig and, for a stop, waits for the exit */
+int h_wait_exit(pid_t pid, int timeout_ms);     /* exit status, 128+sig, or -1 on timeout */
+
+/* Runs a program to its end, stdin from in_path (or /dev/null), stdout and
+ * stderr captured (malloc'ed, caller frees; may be NULL). Returns the exit code. */
+int h_run(h_env *e, const char *in_path, char **out, char **err, const char *prog, ...);
+
+/* Polls cond(arg) every few ms until it is true or timeout_ms passes. */
+bool h_wait(bool (*cond)(void *arg), void *arg, int timeout_ms);
+
+/* Reads a whole file (NULL if missing). */
+char *h_read(const char *path, size_t *len);
+void h_write(const char *path, const char *text);
+size_t h_count_lines(const char *path);
+/* Lines of a file as a sorted, de-duplicated array; returns the count. */
+size_t h_lines_sorted(const char *path, char ***lines, size_t *total);
+void h_free_lines(char **lines, size_t n);
+char *h_path(h_env *e, const char *name);   /* DIR/name, static buffer rotated 8 ways */
+/* heraldctl stats --json, as text (caller frees). */
+char *h_stats(h_env *e);
+
+#endif
