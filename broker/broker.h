@@ -266,5 +266,6 @@ topic_t *broker_topic(broker_t *b, const char *name);
 /* --- loop.c --- */
 int loop_run(broker_t *b);
 void reply_error(broker_t *b, void *sock, proto_frames *f, uint32_t status, const char *text);
+void send_welcome(broker_t *b, void *sock, proto_frames *f);
 
 #endif

@@ -25,6 +25,19 @@ void reply_error(broker_t *b, void *sock, proto_frames *f, uint32_t status, cons
     LOG_DEBUG("refused a message: %s", text);
 }
 
+/* Every endpoint answers HELLO with the limits a client must respect. */
+void send_welcome(broker_t *b, void *sock, proto_frames *f)
+{
+    proto_welcome w = {
+        .max_payload = (uint64_t)b->cfg->broker.max_payload,
+        .max_batch = PROTO_MAX_BATCH,
+        .heartbeat_ms = (uint32_t)b->heartbeat_ms,
+    };
+    msgpack_sbuffer_clear(&b->sb);
+    if (proto_encode_welcome(&b->sb, &w) == 0)
+        frames_send(sock, frames_data(f, 0), frames_size(f, 0), &b->sb, NULL, 0, ZMQ_DONTWAIT);
+}
+
 /* A failed commit rolled back the whole turn: forget what memory holds of
  * READY deliveries and read the queues again from the database, which is the
  * truth. Rows of deliveries acked in the lost turn come back (at-least-once). */

@@ -153,14 +153,7 @@ void publish_handle(broker_t *b, proto_frames *f)
         return;
     }
     if (m.type == MSG_HELLO) {
-        proto_welcome w = {
-            .max_payload = (uint64_t)b->cfg->broker.max_payload,
-            .max_batch = PROTO_MAX_BATCH,
-            .heartbeat_ms = (uint32_t)b->heartbeat_ms,
-        };
-        msgpack_sbuffer_clear(&b->sb);
-        proto_encode_welcome(&b->sb, &w);
-        frames_send(b->pub_sock, frames_data(f, 0), frames_size(f, 0), &b->sb, NULL, 0, ZMQ_DONTWAIT);
+        send_welcome(b, b->pub_sock, f);
         proto_msg_clear(&m);
         return;
     }

@@ -126,6 +126,11 @@ void workers_handle(broker_t *b, proto_frames *f)
         proto_msg_clear(&m);
         return;
     }
+    if (m.type == MSG_HELLO) {
+        send_welcome(b, b->wrk_sock, f);
+        proto_msg_clear(&m);
+        return;
+    }
     if (m.type == MSG_REGISTER) {
         worker_register(b, f, &m.u.reg);
         proto_msg_clear(&m);
