@@ -1,0 +1,750 @@
+/* test_runner: the worker's handler runner (worker/runner.h), end to end.
+ *
+ * Each test makes its own runner over a fresh run directory and destroys it.
+ * Handlers are the scripts and the library in tests/handlers/ (the library is
+ * built to build/tests/handlers/libnative.so), found from $HERALD_ROOT
+ * (default: the current directory). Waiting is always "poll runner_fd until a
+ * condition holds or a deadline passes", never a fixed sleep.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../worker/runner.h"
+
+#define MAXRES 4096
+
+typedef struct {
+    int n;
+    runner_result res[MAXRES];  /* error/output point at the copies below */
+    char *err[MAXRES];
+    char *out[MAXRES];
+} collected;
+
+typedef struct {
+    runner_t *r;
+    char dir[256];              /* the test's scratch dir; run_dir is dir/runs */
+    char runs[300];
+    collected *c;
+} fixture;
+
+static const char *root(void)
+{
+    const char *r = getenv("HERALD_ROOT");
+    return r && *r ? r : ".";
+}
+
+static void collect(void *arg, const runner_result *res)
+{
+    collected *c = arg;
+    cr_assert(c->n < MAXRES);
+    c->res[c->n] = *res;
+    c->err[c->n] = res->error ? strdup(res->error) : NULL;
+    c->out[c->n] = malloc(res->output_len + 1);
+    if (res->output_len)
+        memcpy(c->out[c->n], res->output, res->output_len);
+    c->out[c->n][res->output_len] = '\0';
+    c->res[c->n].error = c->err[c->n];
+    c->res[c->n].output = c->out[c->n];
+    c->n++;
+}
+
+static void rm_rf(const char *path)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    cr_assert(system(cmd) == 0);
+}
+
+static void setup(fixture *f, int hosts)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/herald-test-runner-XXXXXX");
+    cr_assert(mkdtemp(f->dir));
+    snprintf(f->runs, sizeof f->runs, "%s/runs", f->dir);
+    runner_opts o = { .root = root(), .run_dir = f->runs, .hosts = hosts };
+    f->r = runner_new(&o);
+    cr_assert(f->r);
+    f->c = calloc(1, sizeof *f->c);
+}
+
+static void teardown(fixture *f)
+{
+    runner_destroy(&f->r);
+    cr_assert_null(f->r);
+    /* The worker's own run dir is gone with it. */
+    DIR *d = opendir(f->runs);
+    cr_assert(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        cr_assert(e->d_name[0] == '.', "left behind in the run dir: %s", e->d_name);
+    closedir(d);
+    for (int i = 0; i < f->c->n; i++) {
+        free(f->c->err[i]);
+        free(f->c->out[i]);
+    }
+    free(f->c);
+    rm_rf(f->dir);
+}
+
+/* Dispatches until pred(arg) holds; fails the test after ms. */
+static void wait_for(fixture *f, bool (*pred)(fixture *, void *), void *arg, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t end = ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + ms;
+    for (;;) {
+        runner_dispatch(f->r, collect, f->c);
+        if (pred(f, arg))
+            return;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t left = end - (ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+        cr_assert(left > 0, "timed out after %d ms (%d results)", ms, f->c->n);
+        int t = runner_next_timeout_ms(f->r);
+        if (t < 0 || t > left)
+            t = (int)left;
+        if (t > 50)
+            t = 50;   /* predicates on files need a look now and then */
+        struct pollfd p = { .fd = runner_fd(f->r), .events = POLLIN };
+        poll(&p, 1, t);
+    }
+}
+
+static bool have_n(fixture *f, void *arg)
+{
+    return f->c->n >= *(int *)arg;
+}
+
+static void wait_results(fixture *f, int n, int ms)
+{
+    wait_for(f, have_n, &n, ms);
+}
+
+static bool file_exists(fixture *f, void *arg)
+{
+    (void)f;
+    return access(arg, F_OK) == 0;
+}
+
+static bool pid_gone(fixture *f, void *arg)
+{
+    (void)f;
+    return kill(*(pid_t *)arg, 0) < 0 && errno == ESRCH;
+}
+
+static pid_t read_pid(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    cr_assert(fp, "no pid file %s", path);
+    int pid = 0;
+    cr_assert(fscanf(fp, "%d", &pid) == 1);
+    fclose(fp);
+    cr_assert(pid > 1);
+    return pid;
+}
+
+static void define_exec(fixture *f, const char *name, const char *const *argv, uint32_t timeout_ms,
+                        uint32_t memory_mb, proto_attr *env, uint32_t nenv)
+{
+    uint32_t n = 0;
+    while (argv[n])
+        n++;
+    proto_fndef d = { .name = (char *)name, .native = false, .exec = (char **)argv, .nexec = n,
+                      .timeout_ms = timeout_ms, .memory_mb = memory_mb, .max_attempts = 3,
+                      .env = env, .nenv = nenv };
+    cr_assert_eq(runner_define(f->r, &d), 0, "define %s", name);
+}
+
+static void define_native(fixture *f, const char *name, uint32_t timeout_ms, proto_attr *env, uint32_t nenv)
+{
+    proto_fndef d = { .name = (char *)name, .native = true,
+                      .library = "build/tests/handlers/libnative.so", .symbol = "handle",
+                      .timeout_ms = timeout_ms, .memory_mb = 256, .max_attempts = 3,
+                      .env = env, .nenv = nenv };
+    cr_assert_eq(runner_define(f->r, &d), 0, "define %s", name);
+}
+
+static void submit(fixture *f, const char *fn, uint64_t token, const void *payload, size_t len)
+{
+    runner_job j = { .token = token, .function = fn, .topic = "t", .message_id = "m1",
+                     .attempt = 1, .max_attempts = 3, .payload = payload, .payload_len = len };
+    cr_assert_eq(runner_submit(f->r, &j), 0);
+}
+
+static void submit_str(fixture *f, const char *fn, uint64_t token, const char *payload)
+{
+    submit(f, fn, token, payload, strlen(payload));
+}
+
+static const runner_result *by_token(fixture *f, uint64_t token)
+{
+    for (int i = 0; i < f->c->n; i++)
+        if (f->c->res[i].token == token)
+            return &f->c->res[i];
+    cr_assert_fail("no result for token %llu", (unsigned long long)token);
+    return NULL;
+}
+
+/* --- exec ------------------------------------------------------------------ */
+
+Test(runner, exec_env_cwd_exact, .timeout = 30)
+{
+    setenv("SECRET", "do-not-leak", 1);
+    setenv("LANG", "C.UTF-8", 1);
+    setenv("TZ", "UTC", 1);
+    fixture f;
+    setup(&f, 1);
+    proto_attr env[] = { { "FOO", "bar baz" } };
+    const char *argv[] = { "tests/handlers/env.sh", NULL };
+    define_exec(&f, "envfn", argv, 10000, 128, env, 1);
+    proto_attr attrs[] = { { "content-type", "text/plain" }, { "x.y", "1" } };
+    runner_job j = { .token = 7, .function = "envfn", .topic = "uploads", .message_id = "abc-1",
+                     .attempt = 2, .max_attempts = 5, .attrs = attrs, .nattrs = 2,
+                     .payload = "", .payload_len = 0 };
+    cr_assert_eq(runner_submit(f.r, &j), 0);
+    cr_assert_eq(runner_busy(f.r), 1);
+    wait_results(&f, 1, 10000);
+    const runner_result *r = &f.c->res[0];
+    cr_assert_eq(r->token, 7);
+    cr_assert_eq(r->outcome, OUT_OK, "outcome %d: %s", r->outcome, r->error);
+    cr_assert_null(r->error);
+    cr_assert_eq(runner_busy(f.r), 0);
+    cr_assert(r->started_ms > 1600000000000LL);
+
+    char *out = strdup(r->output), *save = NULL;
+    char *cwd = NULL;
+    int lines = 0, envs = 0;
+    bool seen[14] = { 0 };
+    for (char *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save), lines++) {
+        if (lines == 0) {
+            cr_assert(!strncmp(l, "cwd=", 4));
+            cwd = l + 4;
+            cr_assert(!strncmp(cwd, f.runs, strlen(f.runs)), "cwd %s not under %s", cwd, f.runs);
+            continue;
+        }
+        if (lines == 1) {
+            cr_assert_str_eq(l, "entries=0");
+            continue;
+        }
+        envs++;
+        char want[600];
+        const char *expect[13][2] = {
+            { "PATH", getenv("PATH") }, { "LANG", "C.UTF-8" }, { "TZ", "UTC" },
+            { "HOME", cwd }, { "TMPDIR", cwd }, { "FOO", "bar baz" },
+            { "HERALD_FUNCTION", "envfn" }, { "HERALD_TOPIC", "uploads" },
+            { "HERALD_MESSAGE_ID", "abc-1" }, { "HERALD_ATTEMPT", "2" },
+            { "HERALD_MAX_ATTEMPTS", "5" }, { "HERALD_ATTR_CONTENT_TYPE", "text/plain" },
+            { "HERALD_ATTR_X_Y", "1" },
+        };
+        bool ok = false;
+        for (int i = 0; i < 13 && !ok; i++) {
+            snprintf(want, sizeof want, "%s=%s", expect[i][0], expect[i][1]);
+            if (!strcmp(l, want)) {
+                cr_assert(!seen[i], "twice: %s", l);
+                seen[i] = ok = true;
+            }
+        }
+        if (!ok && !strncmp(l, "HERALD_DEADLINE=", 16)) {
+            long long dl = atoll(l + 16);
+            cr_assert(dl >= r->started_ms + 10000 - 5 && dl <= r->started_ms + 10000 + 1000,
+                      "deadline %lld vs start %lld", dl, (long long)r->started_ms);
+            cr_assert(!seen[13]);
+            seen[13] = ok = true;
+        }
+        cr_assert(ok, "unexpected environment entry: %s", l);
+    }
+    cr_assert_eq(envs, 14, "%d environment entries:\n%s", envs, (const char *)r->output);
+    struct stat st;
+    cr_assert(stat(cwd, &st) < 0 && errno == ENOENT, "run dir %s still there", cwd);
+    free(out);
+    teardown(&f);
+}
+
+Test(runner, exec_output_byte_for_byte, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *argv[] = { "cat", NULL };
+    define_exec(&f, "cat", argv, 10000, 0, NULL, 0);
+    size_t n = 3u << 20;   /* larger than any pipe: the write must interleave with reading */
+    unsigned char *p = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * 2654435761u >> 13);
+    submit(&f, "cat", 1, p, n);
+    submit(&f, "cat", 2, "", 0);
+    wait_results(&f, 2, 10000);
+    const runner_result *r = by_token(&f, 1);
+    cr_assert_eq(r->outcome, OUT_OK);
+    cr_assert_eq(r->output_len, n);
+    cr_assert(memcmp(r->output, p, n) == 0);
+    r = by_token(&f, 2);
+    cr_assert_eq(r->outcome, OUT_OK);
+    cr_assert_eq(r->output_len, 0);
+    free(p);
+    teardown(&f);
+}
+
+/* A handler that never reads its stdin: the payload write ends in EPIPE, not a hang. */
+Test(runner, exec_unread_payload, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *argv[] = { "true", NULL };
+    define_exec(&f, "true", argv, 10000, 0, NULL, 0);
+    size_t n = 4u << 20;
+    char *p = calloc(1, n);
+    submit(&f, "true", 1, p, n);
+    wait_results(&f, 1, 10000);
+    cr_assert_eq(f.c->res[0].outcome, OUT_OK, "%s", f.c->res[0].error);
+    free(p);
+    teardown(&f);
+}
+
+Test(runner, exec_exit_codes, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *a65[] = { "tests/handlers/fail.sh", "65", NULL };
+    const char *a3[] = { "sh", "tests/handlers/fail.sh", "3", NULL };
+    const char *segv[] = { "sh", "-c", "kill -SEGV $$", NULL };
+    const char *quiet[] = { "sh", "-c", "exit 4", NULL };
+    define_exec(&f, "rej", a65, 10000, 0, NULL, 0);
+    define_exec(&f, "err", a3, 10000, 0, NULL, 0);
+    define_exec(&f, "segv", segv, 10000, 0, NULL, 0);
+    define_exec(&f, "quiet", quiet, 10000, 0, NULL, 0);
+    submit_str(&f, "rej", 1, "x");
+    submit_str(&f, "err", 2, "x");
+    submit_str(&f, "segv", 3, "x");
+    submit_str(&f, "quiet", 4, "x");
+    wait_results(&f, 4, 10000);
+    const runner_result *r = by_token(&f, 1);
+    cr_assert_eq(r->outcome, OUT_REJECTED);
+    cr_assert_str_eq(r->error, "failing with 65\n");
+    r = by_token(&f, 2);
+    cr_assert_eq(r->outcome, OUT_ERROR);
+    cr_assert_str_eq(r->error, "failing with 3\n");
+    cr_assert_eq(r->output_len, 0);
+    r = by_token(&f, 3);
+    cr_assert_eq(r->outcome, OUT_CRASHED);
+    cr_assert_str_eq(r->error, "killed by signal SIGSEGV");
+    r = by_token(&f, 4);
+    cr_assert_eq(r->outcome, OUT_ERROR);
+    cr_assert_str_eq(r->error, "exit status 4");
+    teardown(&f);
+}
+
+Test(runner, exec_refuses_missing_program, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *a[] = { "tests/handlers/no-such-handler.sh", NULL };
+    const char *b[] = { "no-such-program-anywhere", NULL };
+    proto_fndef d = { .name = "missing", .exec = (char **)a, .nexec = 1, .timeout_ms = 1000 };
+    cr_assert_eq(runner_define(f.r, &d), -1);
+    d.exec = (char **)b;
+    cr_assert_eq(runner_define(f.r, &d), -1);
+    runner_job j = { .token = 1, .function = "missing", .topic = "", .message_id = "m" };
+    cr_assert_eq(runner_submit(f.r, &j), -1);
+    teardown(&f);
+}
+
+Test(runner, exec_timeout_kills_setsid_grandchild, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    char pidfile[400];
+    snprintf(pidfile, sizeof pidfile, "%s/gc.pid", f.dir);
+    proto_attr env[] = { { "PIDFILE", pidfile } };
+    const char *argv[] = { "tests/handlers/timeout.sh", NULL };
+    define_exec(&f, "slow", argv, 1000, 0, env, 1);
+    submit_str(&f, "slow", 1, "x");
+    wait_results(&f, 1, 10000);
+    const runner_result *r = &f.c->res[0];
+    cr_assert_eq(r->outcome, OUT_TIMEOUT);
+    cr_assert_str_eq(r->error, "timeout after 1 s");
+    cr_assert(r->duration_us >= 1000000, "duration %u", r->duration_us);
+    pid_t gc = read_pid(pidfile);
+    cr_assert(kill(gc, 0) < 0 && errno == ESRCH, "grandchild %d survived", (int)gc);
+    teardown(&f);
+}
+
+Test(runner, exec_flood_is_capped, .timeout = 60)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *argv[] = { "tests/handlers/flood.sh", NULL };
+    define_exec(&f, "flood", argv, 50000, 0, NULL, 0);
+    submit_str(&f, "flood", 1, "x");
+    wait_results(&f, 1, 50000);
+    const runner_result *r = &f.c->res[0];
+    cr_assert_eq(r->outcome, OUT_OK, "outcome %d: %s", r->outcome, r->error);
+    cr_assert_eq(r->output_len, PROTO_OUTPUT_MAX);
+    for (size_t i = 0; i < r->output_len; i++)
+        cr_assert_eq(((const char *)r->output)[i], 0);
+    teardown(&f);
+}
+
+Test(runner, exec_memory_limit, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *argv[] = { "python3", "tests/handlers/mem.py", NULL };
+    define_exec(&f, "mem", argv, 20000, 64, NULL, 0);
+    submit_str(&f, "mem", 1, "");
+    wait_results(&f, 1, 20000);
+    const runner_result *r = &f.c->res[0];
+    cr_assert_eq(r->outcome, OUT_ERROR, "outcome %d: %s", r->outcome, r->error);
+    cr_assert(r->error && strstr(r->error, "MemoryError"), "error: %s", r->error);
+    teardown(&f);
+}
+
+Test(runner, exec_only_fds_0_1_2, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    int extra = open("/dev/null", O_RDONLY);   /* not CLOEXEC: must not leak anyway */
+    const char *argv[] = { "python3", "tests/handlers/fds.py", NULL };
+    define_exec(&f, "fds", argv, 20000, 0, NULL, 0);
+    submit_str(&f, "fds", 1, "");
+    wait_results(&f, 1, 20000);
+    const runner_result *r = &f.c->res[0];
+    cr_assert_eq(r->outcome, OUT_OK, "outcome %d: %s", r->outcome, r->error);
+    cr_assert_str_eq((const char *)r->output, "0 1 2\n");
+    close(extra);
+    teardown(&f);
+}
+
+Test(runner, exec_cancel_all_leaves_no_process, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    char pe[400], pn[400];
+    snprintf(pe, sizeof pe, "%s/exec.pid", f.dir);
+    snprintf(pn, sizeof pn, "%s/native.pid", f.dir);
+    proto_attr enve[] = { { "PIDFILE", pe } };
+    proto_attr envn[] = { { "NATIVE_PID_FILE", pn } };
+    const char *argv[] = { "tests/handlers/sleep.sh", NULL };
+    define_exec(&f, "sleeper", argv, 60000, 0, enve, 1);
+    define_native(&f, "nsleeper", 60000, envn, 1);
+    submit_str(&f, "sleeper", 1, "");
+    submit_str(&f, "nsleeper", 2, "sleep");
+    submit_str(&f, "nsleeper", 3, "queued behind");
+    wait_for(&f, file_exists, pe, 10000);
+    wait_for(&f, file_exists, pn, 10000);
+    pid_t pexec = read_pid(pe), pnat = read_pid(pn);
+    cr_assert_eq(runner_busy(f.r), 3);
+    runner_cancel_all(f.r);
+    cr_assert_eq(runner_busy(f.r), 0);
+    wait_for(&f, pid_gone, &pexec, 5000);
+    wait_for(&f, pid_gone, &pnat, 5000);
+    cr_assert_eq(f.c->n, 0, "a cancelled job reported");
+    /* The runner still works afterwards (a fresh host replaces the killed one). */
+    submit_str(&f, "nsleeper", 4, "after");
+    wait_results(&f, 1, 10000);
+    cr_assert_eq(f.c->res[0].token, 4);
+    cr_assert_eq(f.c->res[0].outcome, OUT_OK);
+    teardown(&f);
+}
+
+Test(runner, destroy_leaves_nothing, .timeout = 30)
+{
+    int fds_before = 0, fds_after = 0;
+    DIR *d = opendir("/proc/self/fd");
+    while (readdir(d))
+        fds_before++;
+    closedir(d);
+    fixture f;
+    setup(&f, 2);
+    char pe[400];
+    snprintf(pe, sizeof pe, "%s/exec.pid", f.dir);
+    proto_attr enve[] = { { "PIDFILE", pe } };
+    const char *argv[] = { "tests/handlers/sleep.sh", NULL };
+    define_exec(&f, "sleeper", argv, 60000, 0, enve, 1);
+    define_native(&f, "echo", 5000, NULL, 0);
+    submit_str(&f, "echo", 1, "hi");
+    wait_results(&f, 1, 10000);
+    submit_str(&f, "sleeper", 2, "");
+    wait_for(&f, file_exists, pe, 10000);
+    pid_t pexec = read_pid(pe);
+    teardown(&f);   /* checks the run dir is empty */
+    cr_assert(kill(pexec, 0) < 0 && errno == ESRCH, "handler %d survived destroy", (int)pexec);
+    cr_assert(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD, "a child left behind");
+    d = opendir("/proc/self/fd");
+    while (readdir(d))
+        fds_after++;
+    closedir(d);
+    cr_assert_eq(fds_after, fds_before);
+}
+
+Test(runner, removes_stale_run_dirs, .timeout = 30)
+{
+    char dir[] = "/tmp/herald-test-stale-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char stale[200], other[200];
+    snprintf(stale, sizeof stale, "%s/4194304-1-0", dir);   /* above pid_max: dead */
+    snprintf(other, sizeof other, "%s/not-a-worker", dir);
+    cr_assert(mkdir(stale, 0700) == 0);
+    char inner[300];
+    snprintf(inner, sizeof inner, "%s/17", stale);
+    cr_assert(mkdir(inner, 0700) == 0);
+    cr_assert(mkdir(other, 0700) == 0);
+    runner_opts o = { .root = root(), .run_dir = dir, .hosts = 1 };
+    runner_t *r = runner_new(&o);
+    cr_assert(r);
+    cr_assert(access(stale, F_OK) < 0, "stale dir kept");
+    cr_assert(access(other, F_OK) == 0);
+    runner_destroy(&r);
+    runner_destroy(&r);   /* idempotent */
+    rm_rf(dir);
+}
+
+/* --- native ---------------------------------------------------------------- */
+
+Test(runner, native_outcomes, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 2);
+    proto_attr env[] = { { "GREETING", "hello" } };
+    define_native(&f, "echo", 5000, env, 1);
+    submit_str(&f, "echo", 1, "payload\x01\x02 bytes");
+    submit_str(&f, "echo", 2, "retry");
+    submit_str(&f, "echo", 3, "retry-plain");
+    submit_str(&f, "echo", 4, "reject");
+    submit_str(&f, "echo", 5, "env:GREETING");
+    submit(&f, "echo", 6, "", 0);
+    wait_results(&f, 6, 10000);
+    const runner_result *r = by_token(&f, 1);
+    cr_assert_eq(r->outcome, OUT_OK);
+    cr_assert_eq(r->output_len, strlen("payload\x01\x02 bytes"));
+    cr_assert(!memcmp(r->output, "payload\x01\x02 bytes", r->output_len));
+    cr_assert_null(r->error);
+    cr_assert(r->started_ms > 1600000000000LL);
+    r = by_token(&f, 2);
+    cr_assert_eq(r->outcome, OUT_ERROR);
+    cr_assert_str_eq(r->error, "asked to retry");
+    r = by_token(&f, 3);
+    cr_assert_eq(r->outcome, OUT_ERROR);
+    cr_assert_str_eq(r->error, "handler returned HERALD_RETRY");
+    r = by_token(&f, 4);
+    cr_assert_eq(r->outcome, OUT_REJECTED);
+    r = by_token(&f, 5);
+    cr_assert_eq(r->outcome, OUT_OK);
+    cr_assert_str_eq((const char *)r->output, "hello");
+    r = by_token(&f, 6);
+    cr_assert_eq(r->outcome, OUT_OK);
+    cr_assert_eq(r->output_len, 0);
+    teardown(&f);
+}
+
+Test(runner, native_crash_only_that_job, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    define_native(&f, "echo", 5000, NULL, 0);
+    submit_str(&f, "echo", 1, "pid");
+    wait_results(&f, 1, 10000);
+    const char *pid1 = f.c->out[0];
+    for (uint64_t t = 2; t <= 5; t++) {
+        submit_str(&f, "echo", t, t == 3 ? "boom" : "pid");
+        wait_results(&f, (int)t, 10000);
+    }
+    cr_assert_eq(by_token(&f, 2)->outcome, OUT_OK);
+    cr_assert_str_eq((const char *)by_token(&f, 2)->output, pid1);
+    const runner_result *r = by_token(&f, 3);
+    cr_assert_eq(r->outcome, OUT_CRASHED);
+    cr_assert_str_eq(r->error, "handler crashed: signal 11 (Segmentation fault)");
+    cr_assert(r->started_ms > 0);
+    for (uint64_t t = 4; t <= 5; t++) {
+        cr_assert_eq(by_token(&f, t)->outcome, OUT_OK);
+        cr_assert_str_neq((const char *)by_token(&f, t)->output, pid1, "host not replaced");
+    }
+    teardown(&f);
+}
+
+/* Jobs written into a host behind the one that crashes it never started: they
+ * come back OUT_RETURNED (DESIGN §4), and are not run by the replacement. */
+Test(runner, native_queued_behind_crash_are_returned, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    define_native(&f, "echo", 5000, NULL, 0);
+    submit_str(&f, "echo", 1, "warm");
+    wait_results(&f, 1, 10000);   /* the host is up and idle: the next ones are pipelined into it */
+    submit_str(&f, "echo", 2, "boom");
+    submit_str(&f, "echo", 3, "c");
+    submit_str(&f, "echo", 4, "d");
+    submit_str(&f, "echo", 5, "e");
+    submit_str(&f, "echo", 6, "f");   /* beyond the pipeline depth: waits in main */
+    wait_results(&f, 6, 10000);
+    cr_assert_eq(by_token(&f, 1)->outcome, OUT_OK);
+    cr_assert_eq(by_token(&f, 2)->outcome, OUT_CRASHED);
+    for (uint64_t t = 3; t <= 5; t++) {
+        cr_assert_eq(by_token(&f, t)->outcome, OUT_RETURNED);
+        cr_assert_eq(by_token(&f, t)->started_ms, 0);
+        cr_assert_null(by_token(&f, t)->error);
+    }
+    const runner_result *r = by_token(&f, 6);   /* main still held it: runs on the replacement */
+    cr_assert_eq(r->outcome, OUT_OK, "outcome %d: %s", r->outcome, r->error);
+    cr_assert_str_eq((const char *)r->output, "f");
+    cr_assert_eq(runner_busy(f.r), 0);
+    teardown(&f);
+}
+
+Test(runner, native_timeout_replaces_host, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    define_native(&f, "slow", 500, NULL, 0);
+    submit_str(&f, "slow", 1, "sleep");
+    wait_results(&f, 1, 10000);
+    const runner_result *r = by_token(&f, 1);
+    cr_assert_eq(r->outcome, OUT_TIMEOUT);
+    cr_assert_str_eq(r->error, "timeout after 0.5 s");
+    cr_assert(r->duration_us >= 450000, "duration %u", r->duration_us);
+    /* SIGALRM blocked by the handler: main's backstop (timeout + 1 s) kills the host. */
+    submit_str(&f, "slow", 2, "block-alarm");
+    wait_results(&f, 2, 10000);
+    r = by_token(&f, 2);
+    cr_assert_eq(r->outcome, OUT_TIMEOUT);
+    cr_assert(r->duration_us >= 1400000, "duration %u", r->duration_us);
+    submit_str(&f, "slow", 3, "fine");
+    wait_results(&f, 3, 10000);
+    cr_assert_eq(by_token(&f, 3)->outcome, OUT_OK);
+    teardown(&f);
+}
+
+/* A changed definition: hosts of the old one finish and go, new jobs see the new one. */
+Test(runner, native_redefine_replaces_hosts, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 2);
+    proto_attr a[] = { { "GREETING", "first" } };
+    proto_attr b[] = { { "GREETING", "second" } };
+    define_native(&f, "echo", 5000, a, 1);
+    submit_str(&f, "echo", 1, "env:GREETING");
+    wait_results(&f, 1, 10000);
+    cr_assert_str_eq((const char *)by_token(&f, 1)->output, "first");
+    define_native(&f, "echo", 5000, a, 1);   /* the same again: nothing changes */
+    submit_str(&f, "echo", 2, "env:GREETING");
+    wait_results(&f, 2, 10000);
+    cr_assert_str_eq((const char *)by_token(&f, 2)->output, "first");
+    define_native(&f, "echo", 5000, b, 1);
+    submit_str(&f, "echo", 3, "env:GREETING");
+    wait_results(&f, 3, 10000);
+    cr_assert_str_eq((const char *)by_token(&f, 3)->output, "second");
+    teardown(&f);
+}
+
+Test(runner, native_exit_in_handler, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    define_native(&f, "echo", 5000, NULL, 0);
+    submit_str(&f, "echo", 1, "exit");
+    wait_results(&f, 1, 10000);
+    cr_assert_eq(by_token(&f, 1)->outcome, OUT_CRASHED);
+    cr_assert_str_eq(by_token(&f, 1)->error, "handler ended its host: exit status 3");
+    teardown(&f);
+}
+
+/* herald_init failing refuses the function: the jobs waiting for its first
+ * host fail (OUT_ERROR, counted), later submits are refused (-1). */
+Test(runner, native_init_failure_refuses, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    proto_attr env[] = { { "NATIVE_INIT_FAIL", "1" } };
+    define_native(&f, "bad", 5000, env, 1);
+    submit_str(&f, "bad", 1, "x");
+    submit_str(&f, "bad", 2, "y");
+    wait_results(&f, 2, 10000);
+    for (uint64_t t = 1; t <= 2; t++) {
+        cr_assert_eq(by_token(&f, t)->outcome, OUT_ERROR);
+        cr_assert_str_eq(by_token(&f, t)->error, "function refused: herald_init returned 7");
+    }
+    runner_job j = { .token = 3, .function = "bad", .topic = "", .message_id = "m" };
+    cr_assert_eq(runner_submit(f.r, &j), -1);
+    proto_fndef d = { .name = "nolib", .native = true, .library = "build/tests/handlers/libnope.so",
+                      .symbol = "handle", .timeout_ms = 1000 };
+    cr_assert_eq(runner_define(f.r, &d), -1);
+    teardown(&f);
+}
+
+/* --- throughput (printed; the floors only catch a collapse) ------------------ */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+typedef struct { int n, bad; int first_bad_outcome; } counter;
+
+static void count(void *arg, const runner_result *res)
+{
+    counter *c = arg;
+    c->n++;
+    if (res->outcome != OUT_OK && c->bad++ == 0)
+        c->first_bad_outcome = res->outcome;
+}
+
+static double run_many(fixture *f, const char *fn, int total, int inflight, const char *payload)
+{
+    counter c = { 0 };
+    double t0 = now_s();
+    int sent = 0;
+    while (c.n < total) {
+        while (sent < total && sent - c.n < inflight) {
+            submit_str(f, fn, (uint64_t)sent + 1, payload);
+            sent++;
+        }
+        struct pollfd p = { .fd = runner_fd(f->r), .events = POLLIN };
+        poll(&p, 1, 1000);
+        runner_dispatch(f->r, count, &c);
+        cr_assert(now_s() - t0 < 60, "stuck at %d/%d", c.n, total);
+    }
+    double rate = total / (now_s() - t0);
+    cr_assert_eq(c.bad, 0, "%d failed (first: outcome %d)", c.bad, c.first_bad_outcome);
+    return rate;
+}
+
+Test(runner, exec_throughput, .timeout = 60)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *argv[] = { "true", NULL };
+    define_exec(&f, "true", argv, 10000, 0, NULL, 0);
+    run_many(&f, "true", 200, 32, "");   /* warm-up */
+    double rate = run_many(&f, "true", 2000, 32, "");
+    cr_log_info("exec throughput: %.0f invocations/s", rate);
+    fprintf(stderr, "exec throughput: %.0f invocations/s\n", rate);
+    cr_assert(rate > 100);
+    teardown(&f);
+}
+
+Test(runner, native_throughput, .timeout = 60)
+{
+    fixture f;
+    setup(&f, 0);
+    define_native(&f, "echo", 5000, NULL, 0);
+    run_many(&f, "echo", 1000, 256, "x");
+    double rate = run_many(&f, "echo", 50000, 256, "payload");
+    cr_log_info("native throughput: %.0f invocations/s", rate);
+    fprintf(stderr, "native throughput: %.0f invocations/s\n", rate);
+    cr_assert(rate > 1000);
+    teardown(&f);
+}

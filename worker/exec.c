@@ -1,0 +1,542 @@
+/* exec: the supervisor of one exec attempt (DESIGN §4), a fork of the launcher.
+ *
+ * It is the attempt's child subreaper, so every process the handler starts,
+ * setsid() or not, re-parents to it when its parent dies. Killing the tree:
+ * SIGKILL the handler's group while the handler is an unreaped zombie (so the
+ * group id cannot be reused), then kill and reap our children by PID until
+ * none is left. It owns the run directory (WDIR/(id % 8)/id, fresh, removed
+ * before reporting), the payload (written without blocking, interleaved with
+ * reading), stdout (6 MiB kept, the rest read and dropped), stderr (last 4 KiB
+ * kept) and the deadline (SIGTERM at the timeout, SIGKILL 1 s later).
+ * Invariant: exactly one CH_RESULT to main, or none when main closed the
+ * channel (a cancel). The handler starts by vfork+execve from a helper that
+ * writes only its context struct (posix_spawn's technique; posix_spawn itself
+ * cannot set RLIMIT_DATA in the child alone).
+ */
+#define _GNU_SOURCE
+#include "runner_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_ARGS 4096       /* argv entries accepted from main */
+#define MAX_ENV 4096        /* environment entries */
+#define IO_CHUNK (1 << 16)  /* read/write size: one default pipe buffer */
+#define REAP_MAX_MS 5000    /* give up killing a tree after this (D-state processes) */
+
+typedef struct {
+    const char *path;
+    char **argv, **envp;
+    const char *dir;
+    int in, out, err;       /* pipe ends that become 0, 1, 2 */
+    rlim_t data;            /* RLIMIT_DATA bytes; 0: unchanged */
+    volatile int err_no;    /* set by the child when execve fails (shared memory: vfork) */
+} spawn_ctx;
+
+const char *exec_signame(int sig, char buf[static 32])
+{
+    const char *a = sigabbrev_np(sig);
+    if (a)
+        snprintf(buf, 32, "SIG%s", a);
+    else
+        snprintf(buf, 32, "signal %d", sig);
+    return buf;
+}
+
+static int rm_at(int dfd, const char *name, bool dir_first)
+{
+    /* An attempt's dir is usually left empty: try rmdir first there. */
+    if (dir_first && unlinkat(dfd, name, AT_REMOVEDIR) == 0)
+        return 0;
+    if (unlinkat(dfd, name, 0) == 0 || errno == ENOENT)
+        return 0;
+    if (errno != EISDIR && errno != EPERM)
+        return -1;
+    if (unlinkat(dfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+        return 0;
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES) {   /* a handler may chmod 000 its own dirs */
+        fchmodat(dfd, name, 0700, 0);
+        fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return -1;
+    fchmod(fd, 0700);
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -1;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            rm_at(dirfd(d), e->d_name, false);
+    closedir(d);
+    return unlinkat(dfd, name, AT_REMOVEDIR);
+}
+
+int exec_rmtree(const char *path)
+{
+    return rm_at(AT_FDCWD, path, true);
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Runs in the vfork child: only syscalls, only ctx written. */
+__attribute__((noinline, noreturn)) static void child_exec(spawn_ctx *c)
+{
+    setpgid(0, 0);
+    if (dup2(c->in, 0) < 0 || dup2(c->out, 1) < 0 || dup2(c->err, 2) < 0 || chdir(c->dir) < 0)
+        goto fail;
+    if (syscall(SYS_close_range, 3u, ~0u, 0) < 0)
+        for (int fd = 3; fd < 65536; fd++)
+            close(fd);
+    if (c->data) {
+        struct rlimit rl = { c->data, c->data };
+        if (setrlimit(RLIMIT_DATA, &rl) < 0)
+            goto fail;
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(c->path, c->argv, c->envp);
+fail:
+    c->err_no = errno ? errno : EINVAL;
+    _exit(127);
+}
+
+static pid_t spawn(spawn_ctx *c)
+{
+    pid_t pid = vfork();
+    if (pid == 0)
+        child_exec(c);
+    return pid;
+}
+
+/* Adds "K=V", replacing an earlier entry with the same key (later wins). */
+static void env_set(char **env, size_t *n, char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    size_t klen = eq ? (size_t)(eq - kv) : strlen(kv);
+    for (size_t i = 0; i < *n; i++)
+        if (!strncmp(env[i], kv, klen) && env[i][klen] == '=') {
+            env[i] = kv;
+            return;
+        }
+    env[(*n)++] = kv;   /* the caller sized env for every entry */
+}
+
+static char *fmt(const char *f, const char *a, const char *b)
+{
+    size_t n = strlen(f) + strlen(a) + strlen(b) + 1;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, f, a, b);
+    return s;
+}
+
+/* execvp's search, but with the handler's PATH rather than ours. */
+static char *find_program(const char *name, char **env, size_t nenv)
+{
+    if (strchr(name, '/'))
+        return strdup(name);
+    const char *path = "/usr/local/bin:/usr/bin:/bin";
+    for (size_t i = 0; i < nenv; i++)
+        if (!strncmp(env[i], "PATH=", 5))
+            path = env[i] + 5;
+    while (*path) {
+        const char *end = strchrnul(path, ':');
+        if (end > path) {
+            size_t dl = (size_t)(end - path);
+            char *full = malloc(dl + strlen(name) + 2);
+            if (!full)
+                return NULL;
+            memcpy(full, path, dl);
+            full[dl] = '/';
+            strcpy(full + dl + 1, name);
+            struct stat st;
+            if (stat(full, &st) == 0 && S_ISREG(st.st_mode) && access(full, X_OK) == 0)
+                return full;
+            free(full);
+        }
+        path = *end ? end + 1 : end;
+    }
+    return NULL;
+}
+
+static void report(int fd, proto_outcome o, int64_t started_ms, uint32_t dur_us,
+                   const char *error, const void *out, size_t outlen)
+{
+    wbuf b = { 0 };
+    size_t at = msg_begin(&b, CH_RESULT);
+    put_u64(&b, 0);
+    put_u8(&b, (uint8_t)o);
+    put_i64(&b, started_ms);
+    put_u32(&b, dur_us);
+    put_u8(&b, error != NULL);
+    put_str(&b, error);
+    put_bytes(&b, out, outlen);
+    if (msg_end(&b, at) == 0)
+        launcher_write_all(fd, b.p, b.len);
+    wbuf_free(&b);
+}
+
+/* Fails before the handler started. */
+__attribute__((noreturn)) static void fail(int fd, const char *dir, const char *why)
+{
+    if (dir)
+        exec_rmtree(dir);
+    report(fd, OUT_ERROR, wall_ms(), 0, why, NULL, 0);
+    _exit(0);
+}
+
+typedef struct {
+    char *out;              /* stdout kept, ≤ PROTO_OUTPUT_MAX */
+    size_t outlen, outcap;
+    uint64_t out_dropped;   /* stdout bytes past the cap */
+    char err[STDERR_KEEP];  /* ring of the last stderr bytes */
+    uint64_t errtotal;      /* stderr bytes seen */
+} capture;
+
+/* Reads what is there: 1 at EOF (fd closed and set to -1), -1 when nothing
+ * more is there now (EAGAIN), 0 when it stopped to let the other fds run. */
+static int drain(int *fd, capture *c, bool is_out)
+{
+    static char scratch[IO_CHUNK];
+    for (int rounds = 0; rounds < 64; rounds++) {   /* bounded: let the others run */
+        char *dst = scratch;
+        size_t want = sizeof scratch;
+        if (is_out && c->outlen < PROTO_OUTPUT_MAX) {
+            if (c->outcap - c->outlen < IO_CHUNK && c->outcap < PROTO_OUTPUT_MAX) {
+                size_t cap = c->outcap ? c->outcap * 2 : IO_CHUNK;
+                if (cap > PROTO_OUTPUT_MAX)
+                    cap = PROTO_OUTPUT_MAX;
+                char *p = realloc(c->out, cap);
+                if (p) {
+                    c->out = p;
+                    c->outcap = cap;
+                }
+            }
+            if (c->outcap > c->outlen) {
+                dst = c->out + c->outlen;
+                want = c->outcap - c->outlen;
+                if (want > IO_CHUNK)
+                    want = IO_CHUNK;
+            }
+        }
+        ssize_t n = read(*fd, dst, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return -1;
+        if (n <= 0) {
+            close(*fd);
+            *fd = -1;
+            return 1;
+        }
+        if (is_out) {
+            if (dst == scratch)
+                c->out_dropped += (uint64_t)n;
+            else
+                c->outlen += (size_t)n;
+        } else {
+            for (ssize_t i = 0; i < n; i++)
+                c->err[(c->errtotal + (uint64_t)i) % STDERR_KEEP] = scratch[i];
+            c->errtotal += (uint64_t)n;
+        }
+    }
+    return 0;
+}
+
+/* The last STDERR_KEEP bytes of stderr as a C string, or NULL when empty. */
+static char *stderr_text(const capture *c)
+{
+    if (c->errtotal == 0)
+        return NULL;
+    size_t n = c->errtotal < STDERR_KEEP ? (size_t)c->errtotal : STDERR_KEEP;
+    char *s = malloc(n + 1);
+    if (!s)
+        return NULL;
+    size_t start = (size_t)((c->errtotal - n) % STDERR_KEEP);
+    for (size_t i = 0; i < n; i++)
+        s[i] = c->err[(start + i) % STDERR_KEEP];
+    s[n] = '\0';
+    return s;
+}
+
+static void set_nonblock(int fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
+{
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    rd r = { b, n, false };
+    uint64_t id = rd_u64(&r);
+    uint32_t timeout_ms = rd_u32(&r);
+    uint32_t memory_mb = rd_u32(&r);
+    uint32_t argc = rd_u32(&r);
+    if (argc == 0 || argc > MAX_ARGS)
+        fail(rep, NULL, "runner: bad exec request");
+    char **argv = calloc(argc + 1, sizeof *argv);
+    for (uint32_t i = 0; argv && i < argc; i++)
+        argv[i] = (char *)rd_str(&r);
+    const char *resolved = rd_str(&r);   /* main's PATH lookup; "" to search here */
+    uint32_t nfenv = rd_u32(&r);
+    if (nfenv > MAX_ENV)
+        r.bad = true;
+    char **env = calloc((nfenv <= MAX_ENV ? nfenv : 0) + 9, sizeof *env);
+    size_t nenv = 0;
+    const char **fenv = calloc(nfenv + 1, sizeof *fenv);
+    for (uint32_t i = 0; fenv && i < nfenv && !r.bad; i++)
+        fenv[i] = rd_str(&r);
+    size_t paylen;
+    const char *payload = rd_bytes(&r, &paylen);
+    if (r.bad || !argv || !env || !fenv)
+        fail(rep, NULL, "runner: bad exec request");
+
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/%llu/%llu", wdir, (unsigned long long)(id % RUN_SHARDS),
+             (unsigned long long)id);
+    if (mkdir(dir, 0700) < 0) {
+        char why[4200];
+        snprintf(why, sizeof why, "runner: mkdir %s: %s", dir, strerror(errno));
+        fail(rep, NULL, why);
+    }
+
+    /* The environment, exactly (DESIGN §4); later entries win. */
+    static const char *const keep[] = { "PATH", "LANG", "TZ" };
+    for (size_t i = 0; i < 3; i++) {
+        const char *v = getenv(keep[i]);
+        if (v)
+            env_set(env, &nenv, fmt("%s=%s", keep[i], v));
+    }
+    env_set(env, &nenv, fmt("%s=%s", "HOME", dir));
+    env_set(env, &nenv, fmt("%s=%s", "TMPDIR", dir));
+    for (uint32_t i = 0; i < nfenv; i++)
+        env_set(env, &nenv, (char *)fenv[i]);
+    int64_t started_ms = wall_ms();
+    char dl[32];
+    snprintf(dl, sizeof dl, "%lld", (long long)(started_ms + timeout_ms));
+    env_set(env, &nenv, fmt("%s=%s", "HERALD_DEADLINE", dl));
+    for (size_t i = 0; i < nenv; i++)
+        if (!env[i])
+            fail(rep, dir, "runner: out of memory");
+    env[nenv] = NULL;
+
+    char *prog = resolved[0] ? strdup(resolved) : find_program(argv[0], env, nenv);
+    if (!prog) {
+        char why[512];
+        snprintf(why, sizeof why, "exec %.400s: command not found", argv[0]);
+        fail(rep, dir, why);
+    }
+
+    int pin[2], pout[2], perr[2];
+    if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0)
+        fail(rep, dir, "runner: pipe failed");
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGPIPE);   /* a handler that closes stdin gives us EPIPE, not death */
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    sigdelset(&set, SIGPIPE);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        fail(rep, dir, "runner: signalfd failed");
+
+    spawn_ctx sc = { .path = prog, .argv = argv, .envp = env, .dir = dir,
+                     .in = pin[0], .out = pout[1], .err = perr[1],
+                     .data = (rlim_t)memory_mb << 20, .err_no = 0 };
+    int64_t t0 = mono_us();
+    pid_t pid = spawn(&sc);
+    close(pin[0]);
+    close(pout[1]);
+    close(perr[1]);
+    if (pid < 0 || sc.err_no) {
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+        char why[600];
+        snprintf(why, sizeof why, "exec %.400s: %s", prog, strerror(pid < 0 ? errno : sc.err_no));
+        fail(rep, dir, why);
+    }
+    setpgid(pid, pid);   /* the child did it too; whichever runs first wins the race */
+
+    int in = pin[1], out = pout[0], err = perr[0];
+    set_nonblock(in);
+    set_nonblock(out);
+    set_nonblock(err);
+    size_t payoff = 0;
+    if (paylen == 0) {
+        close(in);
+        in = -1;
+    }
+    capture cap = { 0 };
+    int64_t deadline_us = timeout_ms ? t0 + (int64_t)timeout_ms * 1000 : 0;
+    int64_t kill_at_us = 0;
+    bool timed_out = false, cancelled = false;
+    siginfo_t si = { 0 };
+    int64_t end_us = 0;
+
+    for (;;) {
+        int64_t now = mono_us();
+        if (deadline_us && !timed_out && now >= deadline_us) {
+            timed_out = true;
+            kill(-pid, SIGTERM);
+            launcher_signal_children(SIGTERM);
+            kill_at_us = now + KILL_GRACE_MS * 1000;
+        }
+        if (kill_at_us && now >= kill_at_us) {
+            kill(-pid, SIGKILL);
+            launcher_signal_children(SIGKILL);
+            kill_at_us = now + KILL_GRACE_MS * 1000;   /* and again, should one survive */
+        }
+        int64_t next = kill_at_us ? kill_at_us : (timed_out ? 0 : deadline_us);
+        int tmo = -1;
+        if (next) {
+            int64_t left = (next - now + 999) / 1000;
+            tmo = left < 0 ? 0 : (int)left;
+        }
+        struct pollfd pf[5] = {
+            { .fd = sfd, .events = POLLIN },
+            { .fd = rep, .events = POLLIN },
+            { .fd = in, .events = POLLOUT },
+            { .fd = out, .events = POLLIN },
+            { .fd = err, .events = POLLIN },
+        };
+        if (poll(pf, 5, tmo) < 0 && errno != EINTR)
+            break;
+        if (pf[1].revents) {
+            char c;
+            ssize_t k = recv(rep, &c, 1, MSG_DONTWAIT);
+            if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
+                cancelled = true;
+                break;
+            }
+        }
+        if (pf[2].revents && in >= 0) {
+            while (payoff < paylen) {
+                size_t chunk = paylen - payoff < IO_CHUNK ? paylen - payoff : IO_CHUNK;
+                ssize_t w = write(in, payload + payoff, chunk);
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w < 0 && errno == EAGAIN)
+                    break;
+                if (w < 0) {   /* EPIPE: the handler does not want the rest */
+                    payoff = paylen;
+                    break;
+                }
+                payoff += (size_t)w;
+            }
+            if (payoff == paylen) {
+                close(in);
+                in = -1;
+            }
+        }
+        if (pf[3].revents && out >= 0)
+            drain(&out, &cap, true);
+        if (pf[4].revents && err >= 0)
+            drain(&err, &cap, false);
+        if (pf[0].revents) {
+            struct signalfd_siginfo ssi;
+            while (read(sfd, &ssi, sizeof ssi) > 0)
+                ;
+            /* WNOWAIT: the zombie keeps the group id from being reused until
+             * the group is killed below. */
+            si.si_pid = 0;
+            if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid) {
+                end_us = mono_us();
+                break;
+            }
+        }
+    }
+
+    /* Whatever remains of the tree goes: the group, then every orphan that
+     * re-parented to us, until we have no child left. */
+    kill(-pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    if (launcher_kill_children(mono_us() / 1000 + REAP_MAX_MS) < 0)
+        LOG_ERROR("supervisor: attempt %llu: processes survived SIGKILL", (unsigned long long)id);
+    if (in >= 0)
+        close(in);
+    if (cancelled) {
+        exec_rmtree(dir);
+        _exit(0);
+    }
+    /* Every writer is gone, so reads end in EOF; EAGAIN would mean a
+     * process survived SIGKILL and still holds the pipe: stop there. */
+    while (out >= 0 && drain(&out, &cap, true) == 0)
+        ;
+    while (err >= 0 && drain(&err, &cap, false) == 0)
+        ;
+    if (exec_rmtree(dir) < 0)
+        LOG_WARN("supervisor: rm -r %s: %s", dir, strerror(errno));
+
+    if (!end_us)
+        end_us = mono_us();
+    int64_t d = end_us - t0;
+    uint32_t dur = d < 0 ? 0 : d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+    char *etext = stderr_text(&cap);
+    char buf[96], sn[32];
+    proto_outcome o;
+    if (timed_out) {
+        o = OUT_TIMEOUT;
+        free(etext);
+        if (timeout_ms % 1000 == 0)
+            snprintf(buf, sizeof buf, "timeout after %u s", timeout_ms / 1000);
+        else
+            snprintf(buf, sizeof buf, "timeout after %g s", timeout_ms / 1000.0);
+        etext = strdup(buf);
+    } else if (si.si_pid == 0) {
+        o = OUT_CRASHED;   /* poll failed: should not happen */
+        free(etext);
+        etext = strdup("supervisor: lost track of the handler");
+    } else if (si.si_code == CLD_EXITED && si.si_status == 0) {
+        o = OUT_OK;
+        free(etext);
+        etext = NULL;
+    } else if (si.si_code == CLD_EXITED) {
+        o = si.si_status == 65 ? OUT_REJECTED : OUT_ERROR;
+        if (!etext) {
+            snprintf(buf, sizeof buf, "exit status %d", si.si_status);
+            etext = strdup(buf);
+        }
+    } else {
+        o = OUT_CRASHED;
+        if (!etext) {
+            snprintf(buf, sizeof buf, "killed by signal %s", exec_signame(si.si_status, sn));
+            etext = strdup(buf);
+        }
+    }
+    if (cap.out_dropped)
+        LOG_DEBUG("supervisor: attempt %llu: %llu stdout bytes past the cap dropped",
+                  (unsigned long long)id, (unsigned long long)cap.out_dropped);
+    report(rep, o, started_ms, dur, o == OUT_OK ? NULL : (etext ? etext : "handler failed"),
+           o == OUT_OK ? cap.out : NULL, o == OUT_OK ? cap.outlen : 0);
+    _exit(0);
+}

@@ -1,0 +1,286 @@
+/* host: a native function's host process (DESIGN §4 "native"), a fork of the launcher.
+ *
+ * It applies the function's env and RLIMIT_DATA, dlopens the library once,
+ * finds the handler symbol, calls the optional herald_init (non-zero:
+ * CH_H_INITFAIL, exit, and main refuses the function), says CH_H_READY, then
+ * runs main's CH_H_JOBs in order, one at a time, each under ITIMER_REAL (the
+ * default SIGALRM action kills the host; main keeps a backstop), writing each
+ * CH_RESULT as it finishes, so main may pipeline jobs. EOF from main: herald_fini,
+ * exit 0. State: the read buffer and the current response (output ≤ 6 MiB,
+ * error ≤ 4 KiB). stdout goes to stderr, stdin is /dev/null. RLIMIT_DATA is
+ * skipped, with a warning, only when the host already exceeds it before
+ * dlopen (a sanitizer build's shadow memory).
+ */
+#define _GNU_SOURCE
+#include "runner_int.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "herald/handler.h"
+
+#define MAX_JOB_ATTRS 256   /* attributes accepted per job (events carry ≤ 16) */
+
+typedef struct {
+    herald_response pub;    /* what the handler sees; must stay first */
+    char *out;              /* set_output copy, ≤ PROTO_OUTPUT_MAX */
+    size_t outlen;
+    char *err;              /* set_error copy (last PROTO_ERROR_TEXT_MAX bytes); NULL: none */
+} response;
+
+static void set_output(herald_response *hr, const void *data, size_t len)
+{
+    response *r = (response *)hr;
+    if (len > PROTO_OUTPUT_MAX)
+        len = PROTO_OUTPUT_MAX;   /* the cap: the rest is dropped */
+    char *p = len ? malloc(len) : NULL;
+    if (len && !p)
+        return;
+    if (len)
+        memcpy(p, data, len);
+    free(r->out);
+    r->out = p;
+    r->outlen = len;
+}
+
+static void set_error(herald_response *hr, const char *msg)
+{
+    response *r = (response *)hr;
+    if (!msg)
+        return;
+    size_t n = strlen(msg);
+    if (n > PROTO_ERROR_TEXT_MAX)
+        msg += n - PROTO_ERROR_TEXT_MAX;   /* keep the end, where the cause usually is */
+    char *p = strdup(msg);
+    if (!p)
+        return;
+    free(r->err);
+    r->err = p;
+}
+
+static int64_t clock_us(clockid_t c)
+{
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* This process's VmData (what RLIMIT_DATA counts), in KiB; -1 if unknown. */
+static long vm_data_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f)
+        return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmData: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+__attribute__((noreturn)) static void init_fail(int sock, const char *why)
+{
+    wbuf b = { 0 };
+    size_t at = msg_begin(&b, CH_H_INITFAIL);
+    put_str(&b, why);
+    if (msg_end(&b, at) == 0)
+        launcher_write_all(sock, b.p, b.len);
+    _exit(0);
+}
+
+static void arm(uint32_t ms)
+{
+    struct itimerval it = { { 0, 0 }, { ms / 1000, (ms % 1000) * 1000 } };
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
+/* Runs one job and writes its result. -1 if the job is malformed or the
+ * result cannot be written (main is gone). */
+static int run_job(int sock, herald_handler_fn *fn, const char *function, uint32_t timeout_ms,
+                   const char *body, uint32_t n)
+{
+    rd r = { body, n, false };
+    herald_event ev = { .function = function };
+    uint64_t seq = rd_u64(&r);
+    ev.topic = rd_str(&r);
+    ev.message_id = rd_str(&r);
+    ev.attempt = (int)rd_u32(&r);
+    ev.max_attempts = (int)rd_u32(&r);
+    uint32_t nattrs = rd_u32(&r);
+    if (nattrs > MAX_JOB_ATTRS)
+        return -1;
+    herald_handler_attr attrs[MAX_JOB_ATTRS];
+    for (uint32_t i = 0; i < nattrs; i++) {
+        attrs[i].key = rd_str(&r);
+        attrs[i].value = rd_str(&r);
+    }
+    ev.attrs = attrs;
+    ev.nattrs = nattrs;
+    ev.payload = rd_bytes(&r, &ev.payload_len);
+    if (r.bad)
+        return -1;
+
+    response resp = { .pub = { .set_output = set_output, .set_error = set_error } };
+    resp.pub.worker_private = &resp;
+    int64_t started_ms = clock_us(CLOCK_REALTIME) / 1000;
+    ev.deadline_ms = started_ms + timeout_ms;
+    int64_t t0 = clock_us(CLOCK_MONOTONIC);
+    if (timeout_ms)
+        arm(timeout_ms);
+    int rc = fn(&ev, &resp.pub);
+    if (timeout_ms)
+        arm(0);
+    int64_t d = clock_us(CLOCK_MONOTONIC) - t0;
+
+    proto_outcome o;
+    const char *error = NULL;
+    char buf[64];
+    switch (rc) {
+    case HERALD_OK:
+        o = OUT_OK;
+        break;
+    case HERALD_REJECT:
+        o = OUT_REJECTED;
+        error = resp.err ? resp.err : "handler returned HERALD_REJECT";
+        break;
+    case HERALD_RETRY:
+        o = OUT_ERROR;
+        error = resp.err ? resp.err : "handler returned HERALD_RETRY";
+        break;
+    default:
+        o = OUT_ERROR;
+        snprintf(buf, sizeof buf, "handler returned %d", rc);
+        error = resp.err ? resp.err : buf;
+        break;
+    }
+    wbuf b = { 0 };
+    size_t at = msg_begin(&b, CH_RESULT);
+    put_u64(&b, seq);
+    put_u8(&b, (uint8_t)o);
+    put_i64(&b, started_ms);
+    put_u32(&b, d < 0 ? 0 : d > UINT32_MAX ? UINT32_MAX : (uint32_t)d);
+    put_u8(&b, error != NULL);
+    put_str(&b, error);
+    if (o == OUT_OK)
+        put_bytes(&b, resp.out, resp.outlen);
+    else
+        put_bytes(&b, "", 0);
+    int ret = -1;
+    if (msg_end(&b, at) == 0)
+        ret = launcher_write_all(sock, b.p, b.len);
+    else
+        LOG_ERROR("host %s: out of memory writing a result", function);
+    wbuf_free(&b);
+    free(resp.out);
+    free(resp.err);
+    return ret;
+}
+
+void host_main(int sock, const char *b, uint32_t n)
+{
+    util_set_program("herald-host");
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    int nul = open("/dev/null", O_RDONLY);
+    if (nul >= 0 && nul != 0) {
+        dup2(nul, 0);
+        close(nul);
+    }
+    dup2(2, 1);
+
+    rd r = { b, n, false };
+    rd_u64(&r);   /* main's id for us: the launcher's business */
+    uint32_t timeout_ms = rd_u32(&r);
+    uint32_t memory_mb = rd_u32(&r);
+    char *function = strdup(rd_str(&r));
+    char *library = strdup(rd_str(&r));
+    char *symbol = strdup(rd_str(&r));
+    uint32_t nenv = rd_u32(&r);
+    for (uint32_t i = 0; i < nenv && !r.bad; i++) {
+        char *kv = strdup(rd_str(&r));
+        if (kv && strchr(kv, '='))
+            putenv(kv);   /* stays ours for the process's life, as putenv wants */
+    }
+    if (r.bad || !function || !library || !symbol)
+        init_fail(sock, "runner: bad host request");
+    prctl(PR_SET_NAME, "herald-host");
+
+    if (memory_mb) {
+        long data_kb = vm_data_kb();
+        struct rlimit rl = { (rlim_t)memory_mb << 20, (rlim_t)memory_mb << 20 };
+        if (data_kb > (long)memory_mb * 1024)
+            /* Only a sanitizer build gets here (ASan's shadow counts as data):
+             * the limit would make every allocation fail. */
+            LOG_WARN("host %s: memory_mb %u not applied: already %ld KiB of data", function,
+                     memory_mb, data_kb);
+        else if (setrlimit(RLIMIT_DATA, &rl) < 0)
+            LOG_WARN("host %s: setrlimit: %s", function, strerror(errno));
+    }
+    char why[1024];
+    void *h = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(why, sizeof why, "dlopen: %s", dlerror());
+        init_fail(sock, why);
+    }
+    herald_handler_fn *fn = (herald_handler_fn *)dlsym(h, symbol);
+    if (!fn) {
+        snprintf(why, sizeof why, "dlsym %s: %s", symbol, dlerror());
+        init_fail(sock, why);
+    }
+    int (*init)(void) = (int (*)(void))dlsym(h, "herald_init");
+    void (*fini)(void) = (void (*)(void))dlsym(h, "herald_fini");
+    if (init) {
+        int rc = init();
+        if (rc != 0) {
+            snprintf(why, sizeof why, "herald_init returned %d", rc);
+            init_fail(sock, why);
+        }
+    }
+    wbuf out = { 0 };
+    size_t at = msg_begin(&out, CH_H_READY);
+    if (msg_end(&out, at) < 0 || launcher_write_all(sock, out.p, out.len) < 0)
+        _exit(1);
+    wbuf_free(&out);
+
+    wbuf in = { 0 };
+    for (;;) {
+        if (!wbuf_reserve(&in, 1 << 16)) {
+            LOG_ERROR("host %s: out of memory reading jobs", function);
+            _exit(1);
+        }
+        ssize_t got = recv(sock, in.p + in.len, in.cap - in.len, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;   /* EOF: main wants us gone */
+        in.len += (size_t)got;
+        const char *body;
+        uint32_t len;
+        bool bad = false;
+        while (msg_next(&in, &body, &len, &bad)) {
+            if (body[0] != CH_H_JOB || run_job(sock, fn, function, timeout_ms, body + 1, len - 1) < 0) {
+                LOG_ERROR("host %s: bad job or main gone", function);
+                _exit(1);
+            }
+        }
+        if (bad) {
+            LOG_ERROR("host %s: malformed job stream", function);
+            _exit(1);
+        }
+    }
+    if (fini)
+        fini();
+    _exit(0);
+}

@@ -1,0 +1,216 @@
+/* runner_int.h: the runner's internal map (runner.c, launcher.c, exec.c, host.c).
+ *
+ * Four kinds of process take part:
+ *   main      the worker; runner.c. Talks to the launcher over one socketpair,
+ *             to each exec supervisor and each native host over its own.
+ *   launcher  launcher.c. Forked once by runner_new(); single-threaded; forks
+ *             every supervisor and host, reaps them, kills hosts on request.
+ *   supervisor exec.c. One per exec attempt; child subreaper of the handler tree.
+ *   host      host.c. One per native pool slot; dlopens the function's library.
+ * Every channel carries length-prefixed messages: u32 body length (native
+ * byte order: all ends are on one machine), then the body, whose first byte is
+ * the message type. Main creates every socketpair itself and hands the child's
+ * end to the launcher with SCM_RIGHTS on the message that needs it, so fds only
+ * ever flow main → launcher and results flow straight back to main.
+ */
+#ifndef HERALD_RUNNER_INT_H
+#define HERALD_RUNNER_INT_H
+
+#include "runner.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+/* --- message types (the first body byte) --- */
+enum {
+    /* main → launcher */
+    CH_L_EXEC = 'E',     /* + fd: start a supervisor for one exec attempt */
+    CH_L_HOST = 'H',     /* + fd: start a native host */
+    CH_L_KILL = 'K',     /* SIGKILL a host (by the id main gave it) */
+    CH_L_QUIT = 'Q',     /* stop: wait for children briefly, kill the rest, exit */
+    /* launcher → main */
+    CH_L_HOSTEXIT = 'X', /* a host was reaped: id + wait status */
+    /* main → host */
+    CH_H_JOB = 'J',
+    /* host → main */
+    CH_H_READY = 'Y',    /* library loaded, herald_init passed */
+    CH_H_INITFAIL = 'I', /* the function is refused: reason */
+    /* host / supervisor → main */
+    CH_RESULT = 'R',
+};
+
+#define CHAN_MSG_MAX ((uint32_t)(80u << 20))  /* a body above this is a protocol error:
+                                                 payloads are ≤ 64 MiB, outputs ≤ 6 MiB */
+#define STDERR_KEEP PROTO_ERROR_TEXT_MAX       /* stderr bytes kept for the error text */
+#define KILL_GRACE_MS 1000                     /* SIGTERM → SIGKILL, and main's host backstop */
+#define RUN_SHARDS 8                           /* attempt dirs live in WDIR/(id % 8)/id: mkdir and
+                                                  rmdir lock the parent, so one parent would
+                                                  serialize every concurrent attempt */
+
+/* --- growable byte buffer (outgoing and incoming channel data) --- */
+typedef struct {
+    char *p;
+    size_t len, cap;    /* bytes held / allocated */
+    size_t off;         /* bytes already consumed (written out or parsed) */
+    bool failed;        /* an allocation failed: the buffer's content is incomplete */
+} wbuf;
+
+static inline bool wbuf_reserve(wbuf *b, size_t n)
+{
+    if (b->failed)
+        return false;
+    if (b->off > 0 && b->off == b->len)
+        b->off = b->len = 0;
+    if (b->len + n <= b->cap)
+        return true;
+    if (b->off > 0 && b->off >= b->len / 2) {   /* compact before growing */
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->len + n <= b->cap)
+            return true;
+    }
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->failed = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+static inline void wbuf_put(wbuf *b, const void *d, size_t n)
+{
+    if (n && wbuf_reserve(b, n)) {
+        memcpy(b->p + b->len, d, n);
+        b->len += n;
+    }
+}
+static inline void wbuf_free(wbuf *b) { free(b->p); memset(b, 0, sizeof *b); }
+static inline size_t wbuf_pending(const wbuf *b) { return b->len - b->off; }
+static inline void put_u8(wbuf *b, uint8_t v) { wbuf_put(b, &v, 1); }
+static inline void put_u32(wbuf *b, uint32_t v) { wbuf_put(b, &v, 4); }
+static inline void put_u64(wbuf *b, uint64_t v) { wbuf_put(b, &v, 8); }
+static inline void put_i64(wbuf *b, int64_t v) { wbuf_put(b, &v, 8); }
+/* Bytes: u32 length, the bytes, then a NUL (so a reader can hand out C strings). */
+static inline void put_bytes(wbuf *b, const void *d, size_t n)
+{
+    put_u32(b, (uint32_t)n);
+    wbuf_put(b, d, n);
+    put_u8(b, 0);
+}
+static inline void put_str(wbuf *b, const char *s) { put_bytes(b, s ? s : "", s ? strlen(s) : 0); }
+/* Starts a message; returns where its length goes, for msg_end(). */
+static inline size_t msg_begin(wbuf *b, uint8_t type)
+{
+    size_t at = b->len;
+    put_u32(b, 0);
+    put_u8(b, type);
+    return at;
+}
+/* Fills in the length. -1 if the buffer failed (the message is unusable). */
+static inline int msg_end(wbuf *b, size_t at)
+{
+    if (b->failed)
+        return -1;
+    uint32_t n = (uint32_t)(b->len - at - 4);
+    memcpy(b->p + at, &n, 4);
+    return 0;
+}
+/* The next complete message in b (body pointer and length), or false. */
+static inline bool msg_next(wbuf *b, const char **body, uint32_t *n, bool *bad)
+{
+    size_t have = b->len - b->off;
+    if (have < 4)
+        return false;
+    uint32_t len;
+    memcpy(&len, b->p + b->off, 4);
+    if (len == 0 || len > CHAN_MSG_MAX) {
+        *bad = true;
+        return false;
+    }
+    if (have - 4 < len)
+        return false;
+    *body = b->p + b->off + 4;
+    *n = len;
+    b->off += 4 + (size_t)len;
+    return true;
+}
+
+/* --- reader over one message body --- */
+typedef struct {
+    const char *p;
+    size_t n;
+    bool bad;           /* read past the end or malformed: ignore the message */
+} rd;
+
+static inline const void *rd_take(rd *r, size_t n)
+{
+    if (r->bad || r->n < n) {
+        r->bad = true;
+        return NULL;
+    }
+    const void *p = r->p;
+    r->p += n;
+    r->n -= n;
+    return p;
+}
+static inline uint8_t rd_u8(rd *r) { const void *p = rd_take(r, 1); return p ? *(const uint8_t *)p : 0; }
+static inline uint32_t rd_u32(rd *r) { uint32_t v = 0; const void *p = rd_take(r, 4); if (p) memcpy(&v, p, 4); return v; }
+static inline uint64_t rd_u64(rd *r) { uint64_t v = 0; const void *p = rd_take(r, 8); if (p) memcpy(&v, p, 8); return v; }
+static inline int64_t rd_i64(rd *r) { int64_t v = 0; const void *p = rd_take(r, 8); if (p) memcpy(&v, p, 8); return v; }
+/* Bytes written by put_bytes; NUL-terminated in place. "" on error. */
+static inline const char *rd_bytes(rd *r, size_t *len)
+{
+    uint32_t n = rd_u32(r);
+    const char *p = rd_take(r, (size_t)n + 1);
+    if (!p || p[n] != '\0') {
+        r->bad = true;
+        if (len)
+            *len = 0;
+        return "";
+    }
+    if (len)
+        *len = n;
+    return p;
+}
+static inline const char *rd_str(rd *r) { return rd_bytes(r, NULL); }
+
+/* --- launcher.c: the launcher process and the process-tree helpers --- */
+
+/* Body of the launcher (never returns). sock: its end of the main channel;
+ * wdir: this worker's run directory (parent of each attempt's). */
+__attribute__((noreturn)) void launcher_main(int sock, const char *wdir);
+/* Blocking: sends a whole buffer; -1 on error (EPIPE included, no SIGPIPE). */
+int launcher_write_all(int fd, const void *p, size_t n);
+/* SIGKILLs every child of the calling process (found through /proc, since
+ * orphans re-parent to a subreaper), reaps them, and repeats until none is
+ * left or deadline_ms (monotonic) passes. 0 when none is left. */
+int launcher_kill_children(int64_t deadline_ms);
+/* Sends sig to every direct child of the calling process (a /proc scan). */
+void launcher_signal_children(int sig);
+/* Closes every fd ≥ from. */
+void launcher_close_from(int from);
+
+/* --- exec.c: one exec attempt's supervisor --- */
+
+/* Runs one attempt described by the CH_L_EXEC body (b, n) and reports on the
+ * report fd; never returns. Called in a fresh fork of the launcher. */
+__attribute__((noreturn)) void exec_supervise(int report, const char *wdir, const char *b, uint32_t n);
+/* Removes a directory tree without following symlinks. 0 or -1 (errno). */
+int exec_rmtree(const char *path);
+/* The last path element of a signal's abbreviation, e.g. "SIGSEGV". */
+const char *exec_signame(int sig, char buf[static 32]);
+
+/* --- host.c: a native host --- */
+
+/* Runs a host described by the CH_L_HOST body (b, n) on sock; never returns. */
+__attribute__((noreturn)) void host_main(int sock, const char *b, uint32_t n);
+
+#endif
