@@ -85,7 +85,7 @@ $(B)/test-integration: $(INTEG_OBJ) lib/libherald.a
 
 TEST_JOBS ?= 2
 test: deps all $(TEST_HANDLERS) $(B)/test-unit $(B)/test-integration
-	$(B)/test-unit --jobs $(TEST_JOBS) -q
+	$(B)/test-unit --jobs $(TEST_JOBS)
 	HERALD_ROOT=$(CURDIR) $(B)/test-integration --jobs $(TEST_JOBS)
 
 # --- running ---------------------------------------------------------------

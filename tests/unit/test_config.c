@@ -255,8 +255,8 @@ Test(config, default_config_loads)
     free(repo);
     cr_assert_eq(c->broker.durability, DURABILITY_FSYNC);
     cr_assert_eq(c->nfunctions, 4);
-    expect_str(config_function(c, "echo")->exec[1], "examples/handlers/echo.sh");
-    expect_str(config_function(c, "hello")->exec[0], "python3");
+    expect_str(config_function(c, "echo")->exec[0], "examples/handlers/echo.sh");
+    expect_str(config_function(c, "hello")->exec[0], "examples/handlers/hello.py");
     cr_assert(config_function(c, "count")->native);
     expect_str(config_function(c, "noop")->symbol, "noop");
     const cfg_topic *g = config_topic(c, "greetings");
