@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -92,6 +93,9 @@ static pid_t spawn(h_env *e, const char *log, const char *in_path, int out_fd, i
     cr_assert(pid >= 0, "fork");
     if (pid == 0) {
         setpgid(0, 0);
+        /* a test killed by its timeout never runs its teardown: take the
+         * program down with it rather than leak it */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int in = open(in_path ? in_path : "/dev/null", O_RDONLY);
         if (in >= 0) dup2(in, 0);
         if (out_fd < 0 && log) {
