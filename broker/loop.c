@@ -82,6 +82,7 @@ int loop_run(broker_t *b)
         int64_t next = timers_run(b, util_wall_ms());
         workers_tick(b, now);
         long timeout = b->heartbeat_ms / 2;
+        if (b->store.in_txn && timeout > ACK_COMMIT_MS) timeout = ACK_COMMIT_MS;
         if (next >= 0 && next < timeout) timeout = (long)next;
         if (busy) timeout = 0;
         if (*b->reload) {
@@ -103,8 +104,11 @@ int loop_run(broker_t *b)
             b->last_gc_ms = now;
             store_gc(&b->store, b);
         }
-        /* 4. commit → confirms → dispatch → reap */
-        bool committed = store_commit(&b->store) == 0;
+        /* 4. commit → confirms → dispatch → reap. A turn with answers to
+         * send commits now (never confirm what is not on disk); one with only
+         * acks may wait for ACK_COMMIT_MS to share an fsync with later turns. */
+        bool must = b->confirms != NULL || (b->store.in_txn && now - b->store.txn_started_ms >= ACK_COMMIT_MS);
+        bool committed = !must || store_commit(&b->store) == 0;
         if (!committed) {
             LOG_ERROR("commit failed: this turn's publishes are refused, queues reloaded");
             reset_windows(b);
