@@ -57,7 +57,7 @@ bin/herald-worker: $(WORKER_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ) | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS) -ldl
 bin/herald-publish: $(PUB_OBJ) lib/libherald.a | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(LDLIBS)
-bin/heraldctl: $(CTL_OBJ) $(CONFIG_OBJ) lib/libherald.a | bin
+bin/heraldctl: $(CTL_OBJ) $(B)/broker/dlq.o $(CONFIG_OBJ) lib/libherald.a | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS)
 
 # Native example handlers depend on include/herald/handler.h only.

@@ -1,13 +1,15 @@
 /* admin.c — the admin endpoint: ADMIN {command, args} → ADMIN_REPLY.
  *
  * Commands: "stats" (DESIGN §2 figures, every key of `heraldctl stats --json`),
- * "ping". Replies are msgpack maps that heraldctl prints as JSON or tables.
+ * "dlq.list" {function?, topic?, limit?}, "dlq.show" {id}, "ping".
+ * Dead letters are read through a read-only connection of their own. Replies are msgpack maps that heraldctl prints as JSON or tables.
  * Everything here reads counters kept in memory: no query runs on the loop.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "broker.h"
+#include "dlq.h"
 
 static void pk_str(msgpack_packer *pk, const char *s)
 {
@@ -110,6 +112,66 @@ static void pack_stats(broker_t *b, msgpack_packer *pk)
     pk_str(pk, "admin"); msgpack_pack_uint64(pk, b->refused_auth[2]);
 }
 
+/* A string or integer argument of an admin request; NULL / dflt when absent. */
+static const msgpack_object *arg(const proto_admin *a, const char *key)
+{
+    if (a->args.type != MSGPACK_OBJECT_MAP) return NULL;
+    size_t kl = strlen(key);
+    for (uint32_t i = 0; i < a->args.via.map.size; i++) {
+        const msgpack_object *k = &a->args.via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl && memcmp(k->via.str.ptr, key, kl) == 0)
+            return &a->args.via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+static int arg_str(const proto_admin *a, const char *key, char *buf, size_t n, const char **out)
+{
+    const msgpack_object *o = arg(a, key);
+    *out = NULL;
+    if (!o || o->type == MSGPACK_OBJECT_NIL) return 0;
+    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= n) return -1;
+    memcpy(buf, o->via.str.ptr, o->via.str.size);
+    buf[o->via.str.size] = 0;
+    *out = buf;
+    return 0;
+}
+
+static int arg_int(const proto_admin *a, const char *key, int64_t dflt, int64_t *out)
+{
+    const msgpack_object *o = arg(a, key);
+    *out = dflt;
+    if (!o || o->type == MSGPACK_OBJECT_NIL) return 0;
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > INT64_MAX) return -1;
+    *out = (int64_t)o->via.u64;
+    return 0;
+}
+
+static uint32_t dlq_command(broker_t *b, const proto_admin *a, msgpack_sbuffer *body, char *err, size_t n)
+{
+    if (!b->dlq_db) {
+        snprintf(err, n, "dead letters cannot be read: the read-only connection failed at start");
+        return PROTO_E_INTERNAL;
+    }
+    if (strcmp(a->command, "dlq.list") == 0) {
+        char fn[PROTO_NAME_MAX + 1], tp[PROTO_NAME_MAX + 1];
+        dlq_filter f = { 0 };
+        if (arg_str(a, "function", fn, sizeof fn, &f.function) || arg_str(a, "topic", tp, sizeof tp, &f.topic) ||
+            arg_int(a, "limit", 100, &f.limit)) {
+            snprintf(err, n, "dlq.list: bad arguments (function, topic: names; limit: an integer ≥ 0)");
+            return PROTO_E_MALFORMED;
+        }
+        return dlq_list(b->dlq_db, &f, body, err, n) == 0 ? PROTO_OK : PROTO_E_INTERNAL;
+    }
+    int64_t id;
+    if (arg_int(a, "id", -1, &id) || id < 0) {
+        snprintf(err, n, "dlq.show: needs an integer id");
+        return PROTO_E_MALFORMED;
+    }
+    int rc = dlq_show(b->dlq_db, id, body, err, n);
+    return rc == 0 ? PROTO_OK : rc == 1 ? PROTO_E_NOT_FOUND : PROTO_E_INTERNAL;
+}
+
 void admin_handle(broker_t *b, proto_frames *f)
 {
     char err[256];
@@ -141,6 +203,9 @@ void admin_handle(broker_t *b, proto_frames *f)
     const char *why = NULL;
     if (strcmp(m.u.admin.command, "stats") == 0) {
         pack_stats(b, &pk);
+    } else if (strcmp(m.u.admin.command, "dlq.list") == 0 || strcmp(m.u.admin.command, "dlq.show") == 0) {
+        status = dlq_command(b, &m.u.admin, &body, err, sizeof err);
+        if (status != PROTO_OK) why = err;
     } else if (strcmp(m.u.admin.command, "ping") == 0) {
         msgpack_pack_true(&pk);
     } else {

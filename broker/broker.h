@@ -178,6 +178,7 @@ struct broker {
     int64_t backlog;                     /* deliveries stored (queue + delayed) */
     uint64_t dropped[3];                 /* malformed messages dropped per endpoint */
     uint64_t refused_auth[3];
+    sqlite3 *dlq_db;                     /* read-only connection for dead-letter reads */
     msgpack_sbuffer sb;                  /* scratch for headers */
     proto_frames in;                     /* scratch for received messages */
     volatile sig_atomic_t *stop, *reload;

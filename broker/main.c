@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "dlq.h"
 
 static volatile sig_atomic_t stop_flag, reload_flag;
 static void on_stop(int sig) { (void)sig; stop_flag = 1; }
@@ -86,6 +87,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if (store_open(&b.store, cfg->broker.data_dir, cfg->broker.durability) != 0) goto out_cfg;
+    char why[512];
+    b.dlq_db = dlq_open(b.store.path, why, sizeof why);
+    if (!b.dlq_db) LOG_WARN("dead letters will not be readable over the admin endpoint: %s", why);
     if (broker_setup(&b, cfg) != 0 || store_counts(&b.store, &b) != 0 || queue_load_delayed(&b) != 0) {
         LOG_ERROR("cannot rebuild the queues from %s", b.store.path);
         goto out_store;
@@ -113,6 +117,7 @@ out_zmq:
     zmq_ctx_term(b.zctx);
 out_store:
     broker_teardown(&b);
+    sqlite3_close(b.dlq_db);
     store_close(&b.store);
 out_cfg:
     frames_close(&b.in);

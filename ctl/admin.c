@@ -68,8 +68,8 @@ int admin_call(admin_client *a, const char *command, const void *args, size_t ar
         }
         proto_msg_clear(&a->reply);
     }
-    snprintf(a->error, sizeof a->error, "broker unreachable at %s: no answer within %d s",
-             a->endpoint, (a->timeout_ms + 999) / 1000);
+    snprintf(a->error, sizeof a->error, "broker unreachable at %s: no answer within %g s",
+             a->endpoint, a->timeout_ms / 1000.0);
     return -1;
 }
 

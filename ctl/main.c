@@ -1,7 +1,8 @@
 /* main.c — heraldctl [--broker ADMIN_ENDPOINT] [-c FILE] [--timeout S] COMMAND
  *
  * Commands in this version: `stats [--json]`, `workers [--json]`,
- * `check FILE`. Exit codes: 0 success, 1 runtime failure (broker unreachable,
+ * `dlq list [--function F] [--topic T] [--limit N] [--json] [--db PATH]`,
+ * `dlq show ID [--json] [--db PATH]`, `check FILE`. Exit codes: 0 success, 1 runtime failure (broker unreachable,
  * refused), 2 usage or config error. Errors: one line on stderr.
  */
 #include <getopt.h>
@@ -9,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
+#include "../broker/dlq.h"
 #include "../config/config.h"
 #include "ctl.h"
 
@@ -19,6 +23,10 @@ static void usage(FILE *f)
             "commands:\n"
             "  stats [--json]      topics, subscriptions, functions, workers\n"
             "  workers [--json]    connected workers\n"
+            "  dlq list [--function F] [--topic T] [--limit N] [--json] [--db PATH]\n"
+            "                      dead letters, newest first (default limit 100; 0: all)\n"
+            "  dlq show ID [--json] [--db PATH]\n"
+            "                      one dead letter: payload, attributes, every failed attempt\n"
             "  check FILE          validate a config file; every error as FILE:LINE\n");
 }
 
@@ -62,15 +70,230 @@ static void table(const msgpack_object *list, const char *const *cols, size_t nc
     for (size_t r = 0; r < nrows; r++) {
         for (size_t c = 0; c < ncols; c++) {
             mp_text(mp_get(&list->via.array.ptr[r], cols[c]), cell, sizeof cell);
-            /* names left-aligned, numbers right-aligned */
-            if (c == 0 || (c == 1 && strcmp(cols[1], "function") == 0) || strcmp(cols[c], "functions") == 0 ||
-                strcmp(cols[c], "host") == 0)
-                printf("%s%-*s", c ? "  " : "", (int)width[c], cell);
-            else
-                printf("%s%*s", c ? "  " : "", (int)width[c], cell);
+            /* numbers right-aligned, text left-aligned */
+            char *end;
+            bool num = cell[0] && (strtod(cell, &end), *end == 0);
+            printf("%s%*s", c ? "  " : "", num ? (int)width[c] : -(int)width[c], cell);
         }
         putchar('\n');
     }
+}
+
+/* Options of every command, parsed once (GNU getopt permutes, so they may
+ * come before or after the command words). */
+typedef struct {
+    const char *endpoint, *cfg_path, *db, *function, *topic;
+    double timeout_s;
+    int64_t limit;
+    bool json;
+} ctl_opts;
+
+/* Where dead letters are read from: the broker's admin endpoint, or with
+ * --db (or a config whose broker is down) the database file itself. */
+typedef struct {
+    admin_client a;
+    bool admin_open;
+    sqlite3 *db;
+    herald_config *cfg;
+} dlq_source;
+
+/* --db PATH: the database file, or a data dir holding herald.db. */
+static sqlite3 *open_db(const char *path, char *err, size_t n)
+{
+    struct stat st;
+    char buf[4200];
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(buf, sizeof buf, "%s/herald.db", path);
+        path = buf;
+    } else if (stat(path, &st) != 0) {
+        snprintf(err, n, "%s: no such database", path);
+        return NULL;
+    }
+    return dlq_open(path, err, n);
+}
+
+static void print_dlq_table(const msgpack_object *list)
+{
+    static const char *const cols[] = { "id", "message_id", "topic", "function", "attempts", "outcome",
+                                        "failed_at", "error" };
+    if (!list || list->type != MSGPACK_OBJECT_ARRAY) return;
+    if (list->via.array.size == 0) { printf("no dead letters\n"); return; }
+    /* the error column: its first line, cut to fit a terminal */
+    for (uint32_t i = 0; i < list->via.array.size; i++) {
+        msgpack_object *e = (msgpack_object *)mp_get(&list->via.array.ptr[i], "error");
+        if (!e || e->type != MSGPACK_OBJECT_STR) continue;
+        uint32_t len = 0;
+        while (len < e->via.str.size && e->via.str.ptr[len] != '\n' && len < 60) len++;
+        e->via.str.size = len;
+    }
+    table(list, cols, 8);
+}
+
+static void print_dlq_show(const msgpack_object *d)
+{
+    char v[256];
+    static const char *const keys[] = { "id", "message_id", "topic", "function", "attempts", "outcome",
+                                        "failed_at", "payload_bytes", "payload_encoding" };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        mp_text(mp_get(d, keys[i]), v, sizeof v);
+        printf("%-17s %s\n", keys[i], v);
+    }
+    const msgpack_object *at = mp_get(d, "attributes");
+    printf("%-17s", "attributes");
+    if (at && at->type == MSGPACK_OBJECT_MAP && at->via.map.size) {
+        for (uint32_t i = 0; i < at->via.map.size; i++) {
+            char k[256];
+            mp_text(&at->via.map.ptr[i].key, k, sizeof k);
+            mp_text(&at->via.map.ptr[i].val, v, sizeof v);
+            printf(" %s=%s", k, v);
+        }
+    } else {
+        printf(" -");
+    }
+    const msgpack_object *p = mp_get(d, "payload");
+    printf("\npayload\n");
+    if (p && p->type == MSGPACK_OBJECT_STR) {
+        fwrite(p->via.str.ptr, 1, p->via.str.size, stdout);
+        if (!p->via.str.size || p->via.str.ptr[p->via.str.size - 1] != '\n') putchar('\n');
+    }
+    const msgpack_object *h = mp_get(d, "history");
+    uint32_t nh = h && h->type == MSGPACK_OBJECT_ARRAY ? h->via.array.size : 0;
+    printf("history (%u failed attempts)\n", nh);
+    for (uint32_t i = 0; i < nh; i++) {
+        const msgpack_object *e = &h->via.array.ptr[i];
+        char a[32], o[32], w[80], s[40], du[32];
+        mp_text(mp_get(e, "attempt"), a, sizeof a);
+        mp_text(mp_get(e, "outcome"), o, sizeof o);
+        mp_text(mp_get(e, "worker"), w, sizeof w);
+        mp_text(mp_get(e, "started_at"), s, sizeof s);
+        mp_text(mp_get(e, "duration_ms"), du, sizeof du);
+        printf("  #%s %-8s %s on %s, %s ms\n", a, o, s, w[0] ? w : "-", du);
+        const msgpack_object *er = mp_get(e, "error");
+        if (er && er->type == MSGPACK_OBJECT_STR && er->via.str.size) {
+            /* the error text indented, line by line */
+            const char *q = er->via.str.ptr, *end = q + er->via.str.size;
+            while (q < end) {
+                const char *nl = memchr(q, '\n', (size_t)(end - q));
+                size_t len = nl ? (size_t)(nl - q) : (size_t)(end - q);
+                printf("      %.*s\n", (int)len, q);
+                q += len + (nl ? 1 : 0);
+            }
+        }
+    }
+}
+
+static int cmd_dlq(const ctl_opts *o, int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "heraldctl: usage: heraldctl dlq list|show ...\n");
+        return 2;
+    }
+    bool list = strcmp(argv[1], "list") == 0, show = strcmp(argv[1], "show") == 0;
+    if (!list && !show) {
+        fprintf(stderr, "heraldctl: unknown dlq command '%s' (list, show)\n", argv[1]);
+        return 2;
+    }
+    int64_t id = 0;
+    if (show) {
+        char *end;
+        if (argc != 3 || (id = strtoll(argv[2], &end, 10)) < 0 || *end || end == argv[2]) {
+            fprintf(stderr, "heraldctl: usage: heraldctl dlq show ID (an integer id from dlq list)\n");
+            return 2;
+        }
+    } else if (argc != 2) {
+        fprintf(stderr, "heraldctl: dlq list takes no arguments (filters: --function, --topic, --limit)\n");
+        return 2;
+    }
+    if ((o->function && !proto_valid_name(o->function)) || (o->topic && !proto_valid_name(o->topic))) {
+        fprintf(stderr, "heraldctl: --function and --topic take names of [A-Za-z0-9_.-]{1,128}\n");
+        return 2;
+    }
+    char err[1024] = "";
+    msgpack_sbuffer out;
+    msgpack_sbuffer_init(&out);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    const msgpack_object *result = NULL;
+    int rc = 1;
+    herald_config *cfg = NULL;
+    admin_client a;
+    bool opened = false;
+    const char *db_path = o->db;
+    if (!db_path) {
+        const char *endpoint = o->endpoint;
+        if (o->cfg_path) {
+            cfg = config_load(o->cfg_path, NULL);
+            if (!cfg) return 2;
+            if (!endpoint) endpoint = cfg->broker.admin_endpoint;
+        }
+        if (!endpoint) endpoint = "tcp://127.0.0.1:7712";
+        opened = true;
+        if (admin_open(&a, endpoint, (int)(o->timeout_s * 1000)) == 0) {
+            msgpack_sbuffer args;
+            msgpack_sbuffer_init(&args);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
+            if (list) {
+                msgpack_pack_map(&pk, 3);
+                msgpack_pack_str_with_body(&pk, "function", 8);
+                if (o->function) msgpack_pack_str_with_body(&pk, o->function, strlen(o->function));
+                else msgpack_pack_nil(&pk);
+                msgpack_pack_str_with_body(&pk, "topic", 5);
+                if (o->topic) msgpack_pack_str_with_body(&pk, o->topic, strlen(o->topic));
+                else msgpack_pack_nil(&pk);
+                msgpack_pack_str_with_body(&pk, "limit", 5);
+                msgpack_pack_int64(&pk, o->limit);
+            } else {
+                msgpack_pack_map(&pk, 1);
+                msgpack_pack_str_with_body(&pk, "id", 2);
+                msgpack_pack_int64(&pk, id);
+            }
+            int ok = admin_call(&a, list ? "dlq.list" : "dlq.show", args.data, args.size);
+            msgpack_sbuffer_destroy(&args);
+            if (ok == 0) {
+                const proto_admin_reply *r = &a.reply.u.admin_reply;
+                if (r->status != PROTO_OK) {
+                    fprintf(stderr, "heraldctl: %s\n", r->error ? r->error : proto_status_name(r->status));
+                    goto out;
+                }
+                result = &r->result;
+            }
+        }
+        if (!result) {
+            /* the broker is down: a config names the database to read instead */
+            if (!cfg) {
+                fprintf(stderr, "heraldctl: %s (with the broker stopped, read the database: --db PATH or -c FILE)\n",
+                        a.error);
+                goto out;
+            }
+            db_path = cfg->broker.data_dir;
+        }
+    }
+    if (!result) {
+        sqlite3 *db = open_db(db_path, err, sizeof err);
+        if (!db) { fprintf(stderr, "heraldctl: %s\n", err); goto out; }
+        dlq_filter f = { .function = o->function, .topic = o->topic, .limit = o->limit };
+        int r = list ? dlq_list(db, &f, &out, err, sizeof err) : dlq_show(db, id, &out, err, sizeof err);
+        sqlite3_close(db);
+        if (r != 0) { fprintf(stderr, "heraldctl: %s\n", err); goto out; }
+        if (msgpack_unpack_next(&up, out.data, out.size, NULL) != MSGPACK_UNPACK_SUCCESS) goto out;
+        result = &up.data;
+    }
+    if (o->json) {
+        json_print(stdout, result);
+        putchar('\n');
+    } else if (list) {
+        print_dlq_table(result);
+    } else {
+        print_dlq_show(result);
+    }
+    rc = 0;
+out:
+    if (opened) admin_close(&a);
+    msgpack_unpacked_destroy(&up);
+    msgpack_sbuffer_destroy(&out);
+    config_destroy(&cfg);
+    return rc;
 }
 
 static int cmd_stats(admin_client *a, bool json, bool workers_only)
@@ -115,30 +338,39 @@ static int cmd_stats(admin_client *a, bool json, bool workers_only)
 int main(int argc, char **argv)
 {
     util_set_program("heraldctl");
-    const char *endpoint = NULL, *cfg_path = NULL;
-    double timeout_s = 5.0;
-    bool json = false;
+    ctl_opts o = { .timeout_s = 5.0, .limit = 100 };
+    enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT };
     static const struct option opts[] = {
         { "broker", required_argument, NULL, 'b' }, { "config", required_argument, NULL, 'c' },
         { "timeout", required_argument, NULL, 't' }, { "json", no_argument, NULL, 'j' },
+        { "db", required_argument, NULL, O_DB }, { "function", required_argument, NULL, O_FUNCTION },
+        { "topic", required_argument, NULL, O_TOPIC }, { "limit", required_argument, NULL, O_LIMIT },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
     };
     int c;
-    /* options anywhere (before or after the command) */
+    char *end;
     while ((c = getopt_long(argc, argv, "b:c:t:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'b': endpoint = optarg; break;
-        case 'c': cfg_path = optarg; break;
-        case 't': {
-            char *end;
-            timeout_s = strtod(optarg, &end);
-            if (*end || timeout_s <= 0 || timeout_s > 3600) {
-                fprintf(stderr, "heraldctl: --timeout must be a number of seconds (0 < S ≤ 3600)\n");
+        case 'b': o.endpoint = optarg; break;
+        case 'c': o.cfg_path = optarg; break;
+        case 't':
+            o.timeout_s = strtod(optarg, &end);
+            if (*end || end == optarg || o.timeout_s <= 0 || o.timeout_s > 3600) {
+                fprintf(stderr, "heraldctl: --timeout must be a number of seconds (0 < S <= 3600)\n");
                 return 2;
             }
             break;
-        }
-        case 'j': json = true; break;
+        case 'j': o.json = true; break;
+        case O_DB: o.db = optarg; break;
+        case O_FUNCTION: o.function = optarg; break;
+        case O_TOPIC: o.topic = optarg; break;
+        case O_LIMIT:
+            o.limit = strtoll(optarg, &end, 10);
+            if (*end || end == optarg || o.limit < 0) {
+                fprintf(stderr, "heraldctl: --limit must be an integer >= 0 (0: all)\n");
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -146,6 +378,7 @@ int main(int argc, char **argv)
     if (optind >= argc) { usage(stderr); return 2; }
     const char *cmd = argv[optind];
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - optind, argv + optind);
+    if (strcmp(cmd, "dlq") == 0) return cmd_dlq(&o, argc - optind, argv + optind);
     bool stats = strcmp(cmd, "stats") == 0, workers = strcmp(cmd, "workers") == 0;
     if (!stats && !workers) {
         fprintf(stderr, "heraldctl: unknown command '%s' (try --help)\n", cmd);
@@ -156,18 +389,19 @@ int main(int argc, char **argv)
         return 2;
     }
     herald_config *cfg = NULL;
-    if (cfg_path) {
-        cfg = config_load(cfg_path, NULL);
+    const char *endpoint = o.endpoint;
+    if (o.cfg_path) {
+        cfg = config_load(o.cfg_path, NULL);
         if (!cfg) return 2;
         if (!endpoint) endpoint = cfg->broker.admin_endpoint;
     }
     if (!endpoint) endpoint = "tcp://127.0.0.1:7712";
     admin_client a;
     int rc = 1;
-    if (admin_open(&a, endpoint, (int)(timeout_s * 1000)) != 0)
+    if (admin_open(&a, endpoint, (int)(o.timeout_s * 1000)) != 0)
         fprintf(stderr, "heraldctl: %s\n", a.error);
     else
-        rc = cmd_stats(&a, json, workers);
+        rc = cmd_stats(&a, o.json, workers);
     admin_close(&a);
     config_destroy(&cfg);
     return rc;
