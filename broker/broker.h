@@ -44,6 +44,13 @@
  * transaction open this long: losing those in a crash only means a delivery
  * runs again (at-least-once), and it saves an fsync per result batch. */
 #define ACK_COMMIT_MS 50
+/* --dedup-id: a second publish with the same topic and id within this window
+ * is answered with the first one's message id and not stored (DESIGN §5). */
+#define DEDUP_WINDOW_MS (5 * 60 * 1000)
+/* Producer high-water marks and remembered refusals older than this are
+ * pruned: far beyond any client's re-send horizon (its timeout_ms). */
+#define PRODUCER_TTL_MS (60 * 60 * 1000)
+#define PRUNE_EVERY_MS 10000
 
 typedef struct list_node { struct list_node *prev, *next; } list_node;
 typedef struct { list_node head; size_t n; } list_t;
@@ -145,6 +152,7 @@ typedef struct {
     sqlite3_stmt *upd_producer, *get_producer, *set_meta;
     sqlite3_stmt *load_window, *load_due, *min_queue, *min_delayed, *gc_msgs;
     sqlite3_stmt *upd_delayed, *delayed_boundary, *ins_dead, *ins_failure;
+    sqlite3_stmt *get_refusal, *ins_refusal, *get_dedup, *ins_dedup, *prune[3];
     int64_t next_msg_id;        /* ids are ours so they are never reused */
     bool next_id_dirty;         /* write meta.next_msg_id in this transaction */
     int64_t gc_floor;           /* message ids below it are already collected */
@@ -174,7 +182,9 @@ struct broker {
     size_t dispatch_rr;                  /* fairness: first sub to serve */
     int64_t heartbeat_ms;
     int64_t started_ms;                  /* wall */
-    int64_t last_gc_ms, last_tick_ms;
+    int64_t last_gc_ms, last_prune_ms, last_disk_ms;   /* monotonic */
+    bool disk_alarm;                     /* free space below disk_min_free: refuse publishes */
+    int64_t disk_free;                   /* bytes free on data_dir at the last check */
     int64_t backlog;                     /* deliveries stored (queue + delayed) */
     uint64_t dropped[3];                 /* malformed messages dropped per endpoint */
     uint64_t refused_auth[3];
@@ -214,7 +224,14 @@ int store_insert_delayed(store_t *s, int64_t sub, int64_t msg, int64_t visible_m
 int store_delete_delivery(store_t *s, const delivery_t *d);
 int store_producer_get(store_t *s, const char *producer, uint64_t *seq);
 int store_producer_set(store_t *s, const char *producer, uint64_t seq);
-int store_counts(store_t *s, broker_t *b);   /* fills sub counts at start */
+int store_counts(store_t *s, broker_t *b);
+/* 1 and status/text filled when (producer, seq) was refused before; 0 if not. */
+int store_refusal_get(store_t *s, const char *producer, uint64_t seq, uint32_t *status, char *text, size_t n);
+int store_refusal_set(store_t *s, const char *producer, uint64_t seq, uint32_t status, const char *text);
+/* 1 and mid filled when (topic, id) was published within DEDUP_WINDOW_MS. */
+int store_dedup_get(store_t *s, const char *topic, const char *id, int64_t now_ms, char *mid, size_t n);
+int store_dedup_set(store_t *s, const char *topic, const char *id, const char *mid, int64_t now_ms);
+int store_prune(store_t *s, int64_t now_ms);   /* fills sub counts at start */
 int store_gc(store_t *s, broker_t *b);
 /* msgpack-encoded attributes ⇄ proto_attr */
 int attrs_pack(msgpack_sbuffer *sb, const proto_attr *a, uint32_t n);
@@ -251,6 +268,7 @@ void workers_handle(broker_t *b, proto_frames *f);
 void workers_tick(broker_t *b, int64_t now);
 void workers_reap(broker_t *b);   /* frees dead sessions at the end of a turn */
 worker_t *worker_find(broker_t *b, const void *rid, size_t len);
+void workers_send_config(broker_t *b);   /* after a reload */
 
 /* --- dispatch.c: the one place that hands READY work to workers --- */
 void dispatch_pump(broker_t *b);
@@ -263,8 +281,9 @@ int64_t timers_run(broker_t *b, int64_t now_wall);   /* returns ms until the nex
 /* --- admin.c: the admin endpoint --- */
 void admin_handle(broker_t *b, proto_frames *f);
 
-/* --- setup.c: from config to functions/topics/subs --- */
+/* --- setup.c: from config to functions/topics/subs, at start and on SIGHUP --- */
 int broker_setup(broker_t *b, herald_config *cfg);
+int broker_reload(broker_t *b);   /* SIGHUP: 0, or -1 with the running config kept (logged) */
 void broker_teardown(broker_t *b);
 function_t *broker_function(broker_t *b, const char *name);
 topic_t *broker_topic(broker_t *b, const char *name);

@@ -1,6 +1,7 @@
 /* loop.c — the broker's one loop. Each turn, in this order:
  *   1. run due timers: retry wake-ups, worker heartbeats and liveness; the
- *      next deadline becomes the poll timeout;
+ *      next deadline becomes the poll timeout; (after the drain, the periodic
+ *      chores: message GC, pruning, the disk alarm check)
  *   2. poll the three sockets;
  *   3. drain each socket up to DRAIN_CAP messages; handlers stage work into
  *      the open transaction and stage answers, they never send confirms;
@@ -11,6 +12,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "broker.h"
 
@@ -52,6 +54,22 @@ static void reset_windows(broker_t *b)
     }
 }
 
+/* The disk alarm (like RabbitMQ's): below disk_min_free bytes free in the
+ * data dir, publishes are refused "throttled" — SQLite in WAL mode cannot
+ * free space by itself once the disk is truly full. Checked once a second. */
+static void check_disk(broker_t *b)
+{
+    struct statvfs v;
+    if (statvfs(b->cfg->broker.data_dir, &v) != 0) return;
+    b->disk_free = (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+    bool alarm = b->disk_free < b->cfg->broker.disk_min_free;
+    if (alarm != b->disk_alarm)
+        LOG_WARN(alarm ? "disk alarm: %lld bytes free in %s, below disk_min_free (%lld): refusing publishes"
+                       : "disk alarm cleared: %lld bytes free in %s (disk_min_free %lld): publishing again",
+                 (long long)b->disk_free, b->cfg->broker.data_dir, (long long)b->cfg->broker.disk_min_free);
+    b->disk_alarm = alarm;
+}
+
 /* Takes up to DRAIN_CAP messages from one socket. Returns how many. */
 static int drain(broker_t *b, void *sock, void (*handle)(broker_t *, proto_frames *))
 {
@@ -76,6 +94,7 @@ int loop_run(broker_t *b)
         { b->adm_sock, 0, ZMQ_POLLIN, 0 },
     };
     bool busy = false;
+    check_disk(b);
     while (!*b->stop) {
         /* 1. timers */
         int64_t now = util_mono_ms();
@@ -87,8 +106,7 @@ int loop_run(broker_t *b)
         if (busy) timeout = 0;
         if (*b->reload) {
             *b->reload = 0;
-            LOG_WARN("SIGHUP: reloading the config is not supported by this version; "
-                     "the running config stays");
+            broker_reload(b);
         }
         /* 2. poll */
         if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) {
@@ -103,6 +121,14 @@ int loop_run(broker_t *b)
         if (now - b->last_gc_ms >= GC_EVERY_MS) {
             b->last_gc_ms = now;
             store_gc(&b->store, b);
+        }
+        if (now - b->last_prune_ms >= PRUNE_EVERY_MS) {
+            b->last_prune_ms = now;
+            store_prune(&b->store, util_wall_ms());
+        }
+        if (now - b->last_disk_ms >= 1000) {
+            b->last_disk_ms = now;
+            check_disk(b);
         }
         /* 4. commit → confirms → dispatch → reap. A turn with answers to
          * send commits now (never confirm what is not on disk); one with only

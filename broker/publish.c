@@ -4,8 +4,11 @@
  * confirming before the commit would let a crash lose a confirmed event.
  *
  * Message ids are "PRODUCER-SEQ". A publish whose seq is at or below the
- * producer's recorded high-water mark was stored before (the client re-sent
- * it after a reconnect): it is answered with the same id and not stored again.
+ * producer's recorded high-water mark was answered before (the client re-sent
+ * it after a reconnect): it gets the same answer — its refusal if it was
+ * refused (remembered in `refusals`), else its id — and is not stored again.
+ * A --dedup-id seen on the same topic within 5 minutes gets the first
+ * event's id and is not stored again.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -80,6 +83,11 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
         snprintf(why, whylen, "payload of %zu bytes is larger than max_payload (%lld bytes)",
                  len, (long long)b->cfg->broker.max_payload);
         return PROTO_E_TOO_LARGE;
+    }
+    if (b->disk_alarm) {
+        snprintf(why, whylen, "throttled: disk alarm: %lld bytes free in data_dir, below disk_min_free (%lld)",
+                 (long long)b->disk_free, (long long)b->cfg->broker.disk_min_free);
+        return PROTO_E_THROTTLED;
     }
     if (b->backlog + (int64_t)nt > b->cfg->broker.max_backlog) {
         snprintf(why, whylen, "throttled: the backlog is at max_backlog (%lld deliveries)",
@@ -180,17 +188,35 @@ void publish_handle(broker_t *b, proto_frames *f)
         const proto_pub *e = &p->pubs[i];
         char mid[PROTO_ID_MAX + 1], why[160];
         snprintf(mid, sizeof mid, "%s-%llu", p->producer, (unsigned long long)e->seq);
-        if (e->seq <= hw) {   /* stored before: same id, not stored twice */
-            answer(&c->entries[i], e->seq, PROTO_OK, "%s", mid);
+        uint32_t st;
+        if (e->seq <= hw) {
+            /* a re-send (the client reconnected): refused before → the same
+             * refusal; otherwise stored before → the same id, not stored twice */
+            if (store_refusal_get(&b->store, p->producer, e->seq, &st, why, sizeof why) == 1)
+                answer(&c->entries[i], e->seq, st, "%s", why);
+            else
+                answer(&c->entries[i], e->seq, PROTO_OK, "%s", mid);
             continue;
         }
-        uint32_t st = store_event(b, e, mid, &f->parts[2 + i], why, sizeof why);
+        char key[PROTO_NAME_MAX + 8], first[PROTO_ID_MAX + 1];
+        int64_t now = util_wall_ms();
+        if (e->dedup_id) {
+            snprintf(key, sizeof key, "%s%s", e->topic[0] ? "" : "fn:", e->topic[0] ? e->topic : e->function);
+            if (store_dedup_get(&b->store, key, e->dedup_id, now, first, sizeof first) == 1) {
+                answer(&c->entries[i], e->seq, PROTO_OK, "%s", first);
+                if (e->seq > top) top = e->seq;
+                continue;
+            }
+        }
+        st = store_event(b, e, mid, &f->parts[2 + i], why, sizeof why);
         if (st == PROTO_OK) {
             answer(&c->entries[i], e->seq, PROTO_OK, "%s", mid);
-            if (e->seq > top) top = e->seq;
+            if (e->dedup_id) store_dedup_set(&b->store, key, e->dedup_id, mid, now);
         } else {
             answer(&c->entries[i], e->seq, st, "%s", why);
+            store_refusal_set(&b->store, p->producer, e->seq, st, why);
         }
+        if (e->seq > top) top = e->seq;
     }
     /* one high-water write per PUBLISH, in the same transaction as its events */
     if (top > hw && (store_begin(&b->store) != 0 || store_producer_set(&b->store, p->producer, top) != 0))

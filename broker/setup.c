@@ -1,10 +1,19 @@
 /* setup.c — from a loaded config to the broker's functions, topics and
- * subscriptions (each subscription bound to its row in `subs`), and back.
+ * subscriptions (each subscription bound to its row in `subs`), at start and
+ * again on SIGHUP.
  *
  * Every function also gets a queue of its own with topic "" (async invoke:
  * deliveries stored for the function itself). Subscriptions are kept in one
- * fixed array (b->subs) that dispatch walks for fairness.
+ * array (b->subs) that dispatch walks for fairness.
+ *
+ * A reload keeps what is running: a subscription present in both configs keeps
+ * its sub_t (its in-memory window, its leases, its counters) and a function
+ * keeps its counters; only their settings are repointed at the new config. The
+ * reload is refused — the running config stays — when it would remove a
+ * subscription or function that still has ready, delayed or in-flight
+ * deliveries, or change what needs a restart (endpoints, data_dir, durability).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,48 +32,196 @@ static sub_t *sub_new(broker_t *b, const char *topic, function_t *fn, const cfg_
     return s;
 }
 
-int broker_setup(broker_t *b, herald_config *cfg)
-{
-    b->cfg = cfg;
-    b->nfunctions = cfg->nfunctions;
-    b->functions = calloc(cfg->nfunctions ? cfg->nfunctions : 1, sizeof *b->functions);
-    b->ntopics = cfg->ntopics;
-    b->topics = calloc(cfg->ntopics ? cfg->ntopics : 1, sizeof *b->topics);
-    size_t total = cfg->nfunctions;
-    for (size_t i = 0; i < cfg->ntopics; i++) total += cfg->topics[i].nsubs;
-    b->subs = calloc(total ? total : 1, sizeof *b->subs);
-    if (!b->functions || !b->topics || !b->subs) return -1;
-    for (size_t i = 0; i < cfg->nfunctions; i++) {
-        b->functions[i].name = cfg->functions[i].name;
-        b->functions[i].cfg = &cfg->functions[i];
-        b->functions[i].index = (int)i;
-    }
-    for (size_t i = 0; i < cfg->ntopics; i++) {
-        const cfg_topic *ct = &cfg->topics[i];
-        topic_t *t = &b->topics[i];
-        t->name = ct->name;
-        t->subs = calloc(ct->nsubs ? ct->nsubs : 1, sizeof *t->subs);
-        if (!t->subs) return -1;
-        for (size_t j = 0; j < ct->nsubs; j++) {
-            function_t *fn = broker_function(b, ct->subs[j].function);
-            sub_t *s = fn ? sub_new(b, ct->name, fn, &ct->subs[j]) : NULL;
-            if (!s) return -1;
-            t->subs[t->nsubs++] = s;
-            b->subs[b->nsubs++] = s;
-        }
-    }
-    for (size_t i = 0; i < b->nfunctions; i++) {
-        sub_t *s = sub_new(b, "", &b->functions[i], NULL);
-        if (!s) return -1;
-        b->subs[b->nsubs++] = s;
-    }
-    return 0;
-}
-
-static void drop_list(broker_t *b, list_t *l)
+static void sub_free(broker_t *b, sub_t *s)
 {
     list_node *n;
-    while ((n = list_pop_front(l)) != NULL) delivery_free(b, container_of(n, delivery_t, link));
+    while ((n = list_pop_front(&s->ready)) != NULL) delivery_free(b, container_of(n, delivery_t, link));
+    free(s->topic);
+    free(s);
+}
+
+/* The subscription (topic, function) among the old ones, taken out of the
+ * array so it is not freed; NULL if it is new. */
+static sub_t *take_old(sub_t **old, size_t nold, const char *topic, const char *function)
+{
+    for (size_t i = 0; i < nold; i++)
+        if (old[i] && strcmp(old[i]->topic, topic) == 0 && strcmp(old[i]->fn->name, function) == 0) {
+            sub_t *s = old[i];
+            old[i] = NULL;
+            return s;
+        }
+    return NULL;
+}
+
+/* Builds b's functions, topics and subs from cfg, reusing the old ones by
+ * name. On failure b is unchanged (-1). */
+static int build(broker_t *b, herald_config *cfg)
+{
+    size_t nf = cfg->nfunctions, nt = cfg->ntopics, total = nf;
+    for (size_t i = 0; i < nt; i++) total += cfg->topics[i].nsubs;
+    function_t *fns = calloc(nf ? nf : 1, sizeof *fns);
+    topic_t *tps = calloc(nt ? nt : 1, sizeof *tps);
+    sub_t **subs = calloc(total ? total : 1, sizeof *subs);
+    sub_t **fresh = calloc(total ? total : 1, sizeof *fresh);   /* created here: freed on failure */
+    size_t nsubs = 0, nfresh = 0;
+    if (!fns || !tps || !subs || !fresh) goto fail;
+    for (size_t i = 0; i < nf; i++) {
+        function_t *old = broker_function(b, cfg->functions[i].name);
+        if (old) fns[i] = *old;   /* counters and running leases carry over */
+        fns[i].name = cfg->functions[i].name;
+        fns[i].cfg = &cfg->functions[i];
+        fns[i].index = (int)i;
+    }
+    /* which old sub becomes which new one: decided before anything moves */
+    sub_t **old = calloc(b->nsubs ? b->nsubs : 1, sizeof *old);
+    if (!old) goto fail;
+    memcpy(old, b->subs, b->nsubs * sizeof *old);
+    for (size_t i = 0; i < nt; i++) {
+        const cfg_topic *ct = &cfg->topics[i];
+        tps[i].name = ct->name;
+        tps[i].subs = calloc(ct->nsubs ? ct->nsubs : 1, sizeof *tps[i].subs);
+        topic_t *ot = broker_topic(b, ct->name);
+        if (ot) tps[i].published = ot->published;
+        if (!tps[i].subs) { free(old); goto fail; }
+        for (size_t j = 0; j < ct->nsubs; j++) {
+            function_t *fn = NULL;
+            for (size_t k = 0; k < nf; k++)
+                if (strcmp(fns[k].name, ct->subs[j].function) == 0) fn = &fns[k];
+            sub_t *s = take_old(old, b->nsubs, ct->name, ct->subs[j].function);
+            if (!s) {
+                s = fn ? sub_new(b, ct->name, fn, &ct->subs[j]) : NULL;
+                if (!s) { free(old); goto fail; }
+                fresh[nfresh++] = s;
+            }
+            s->cfg = &ct->subs[j];
+            tps[i].subs[tps[i].nsubs++] = s;
+            subs[nsubs++] = s;
+        }
+    }
+    for (size_t k = 0; k < nf; k++) {
+        sub_t *s = take_old(old, b->nsubs, "", fns[k].name);
+        if (!s) {
+            s = sub_new(b, "", &fns[k], NULL);
+            if (!s) { free(old); goto fail; }
+            fresh[nfresh++] = s;
+        }
+        subs[nsubs++] = s;
+    }
+    /* commit: repoint every kept sub at its new function, free the dropped */
+    for (size_t i = 0; i < nsubs; i++)
+        for (size_t k = 0; k < nf; k++)
+            if (strcmp(fns[k].name, subs[i]->fn->name) == 0) subs[i]->fn = &fns[k];
+    for (size_t i = 0; i < b->nsubs; i++)
+        if (old[i]) sub_free(b, old[i]);
+    free(old);
+    for (size_t i = 0; i < b->ntopics; i++) free(b->topics[i].subs);
+    free(b->topics);
+    free(b->functions);
+    free(b->subs);
+    free(fresh);
+    b->functions = fns; b->nfunctions = nf;
+    b->topics = tps; b->ntopics = nt;
+    b->subs = subs; b->nsubs = nsubs;
+    b->dispatch_rr = 0;
+    b->cfg = cfg;
+    return 0;
+fail:
+    for (size_t i = 0; i < nfresh; i++) sub_free(b, fresh[i]);
+    for (size_t i = 0; tps && i < nt; i++) free(tps[i].subs);
+    free(fresh); free(subs); free(tps); free(fns);
+    return -1;
+}
+
+int broker_setup(broker_t *b, herald_config *cfg)
+{
+    return build(b, cfg);
+}
+
+/* What a reload cannot change without a restart. */
+static int restart_only(const cfg_broker *a, const cfg_broker *n, char *why, size_t len)
+{
+    const char *what = strcmp(a->publish_endpoint, n->publish_endpoint) ? "publish_endpoint"
+                       : strcmp(a->worker_endpoint, n->worker_endpoint) ? "worker_endpoint"
+                       : strcmp(a->admin_endpoint, n->admin_endpoint)   ? "admin_endpoint"
+                       : strcmp(a->data_dir, n->data_dir)               ? "data_dir"
+                       : a->durability != n->durability                 ? "durability"
+                                                                        : NULL;
+    if (what) snprintf(why, len, "broker.%s changed: that needs a restart", what);
+    return what ? -1 : 0;
+}
+
+int broker_reload(broker_t *b)
+{
+    char *errs = NULL, why[1024];
+    herald_config *nc = config_load(b->cfg->path, &errs);
+    if (!nc) {
+        LOG_ERROR("SIGHUP: %s is refused, the running config stays:\n%s", b->cfg->path, errs ? errs : "");
+        free(errs);
+        return -1;
+    }
+    free(errs);
+    if (restart_only(&b->cfg->broker, &nc->broker, why, sizeof why) != 0) goto refuse;
+    /* a subscription (or a function's own queue) that goes away must be empty */
+    for (size_t i = 0; i < b->nsubs; i++) {
+        sub_t *s = b->subs[i];
+        bool kept = false;
+        if (!s->topic[0]) {
+            kept = config_function(nc, s->fn->name) != NULL;
+        } else {
+            const cfg_topic *t = config_topic(nc, s->topic);
+            for (size_t j = 0; t && j < t->nsubs && !kept; j++) kept = strcmp(t->subs[j].function, s->fn->name) == 0;
+        }
+        if (kept || (s->queued == 0 && s->delayed == 0 && s->inflight == 0)) continue;
+        if (s->topic[0])
+            snprintf(why, sizeof why, "it removes subscription %s → %s, which still has %lld ready, %lld delayed, "
+                     "%lld in flight", s->topic, s->fn->name, (long long)(s->queued - s->inflight),
+                     (long long)s->delayed, (long long)s->inflight);
+        else
+            snprintf(why, sizeof why, "it removes function %s, whose own queue still has %lld ready, "
+                     "%lld delayed, %lld in flight", s->fn->name, (long long)(s->queued - s->inflight),
+                     (long long)s->delayed, (long long)s->inflight);
+        goto refuse;
+    }
+    /* workers keep serving the functions they asked for, by name */
+    size_t nw = 0;
+    for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) nw++;
+    bool **serves = calloc(nw ? nw : 1, sizeof *serves);
+    if (!serves) { snprintf(why, sizeof why, "out of memory"); goto refuse; }
+    size_t k = 0;
+    for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next, k++) {
+        worker_t *w = container_of(n, worker_t, link);
+        if (!w->serves) continue;
+        serves[k] = calloc(nc->nfunctions ? nc->nfunctions : 1, sizeof **serves);
+        if (!serves[k]) { snprintf(why, sizeof why, "out of memory"); goto refuse_serves; }
+        for (size_t i = 0; i < b->nfunctions; i++)
+            for (size_t j = 0; w->serves[i] && j < nc->nfunctions; j++)
+                if (strcmp(b->functions[i].name, nc->functions[j].name) == 0) serves[k][j] = true;
+    }
+    herald_config *old = b->cfg;
+    if (build(b, nc) != 0) { snprintf(why, sizeof why, "out of memory"); goto refuse_serves; }
+    k = 0;
+    for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next, k++) {
+        worker_t *w = container_of(n, worker_t, link);
+        if (!w->serves) continue;
+        free(w->serves);
+        w->serves = serves[k];
+    }
+    free(serves);
+    b->heartbeat_ms = (int64_t)(nc->broker.heartbeat_s * 1000.0 + 0.5);
+    config_destroy(&old);
+    workers_send_config(b);   /* new definitions for every worker */
+    size_t nsubs = 0;
+    for (size_t i = 0; i < nc->ntopics; i++) nsubs += nc->topics[i].nsubs;
+    LOG_INFO("SIGHUP: reloaded %s: %zu functions, %zu topics, %zu subscriptions", nc->path, nc->nfunctions,
+             nc->ntopics, nsubs);
+    return 0;
+refuse_serves:
+    for (size_t i = 0; i < nw; i++) free(serves[i]);
+    free(serves);
+refuse:
+    LOG_ERROR("SIGHUP: reload of %s refused, the running config stays: %s", nc->path, why);
+    config_destroy(&nc);
+    return -1;
 }
 
 void broker_teardown(broker_t *b)
@@ -72,18 +229,14 @@ void broker_teardown(broker_t *b)
     list_node *n;
     while ((n = list_pop_front(&b->workers)) != NULL) {
         worker_t *w = container_of(n, worker_t, link);
-        drop_list(b, &w->leases);
+        while ((n = list_pop_front(&w->leases)) != NULL) delivery_free(b, container_of(n, delivery_t, link));
         free(w->id); free(w->host); free(w->serves); free(w);
     }
     for (size_t i = 0; i < b->ntimers; i++) delivery_free(b, b->timers[i]);
     free(b->timers);
     b->timers = NULL;
     b->ntimers = b->timers_cap = 0;
-    for (size_t i = 0; i < b->nsubs; i++) {
-        drop_list(b, &b->subs[i]->ready);
-        free(b->subs[i]->topic);
-        free(b->subs[i]);
-    }
+    for (size_t i = 0; i < b->nsubs; i++) sub_free(b, b->subs[i]);
     for (size_t i = 0; i < b->ntopics; i++) free(b->topics[i].subs);
     free(b->subs); free(b->topics); free(b->functions);
     b->subs = NULL; b->topics = NULL; b->functions = NULL;

@@ -11,6 +11,9 @@
  *             delay or a retry (the rare path; indexed by visible_ms too)
  *   dead, failures   dead letters (payload copied) and every failed attempt
  *   producers        high-water publish sequence per producer id
+ *   refusals         refused (producer, seq): a re-sent refused publish is
+ *                    refused again, never answered "already stored"
+ *   dedup            explicit --dedup-id ids per topic, for DEDUP_WINDOW_MS
  *   meta             next_msg_id: message ids are never reused
  *
  * Message rows are not deleted one by one: store_gc() removes, a batch per
@@ -41,6 +44,14 @@ static const char *SCHEMA =
     "CREATE INDEX IF NOT EXISTS delayed_by_time ON delayed(visible_ms);"
     "CREATE TABLE IF NOT EXISTS producers(id TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
     "  updated_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS producers_by_age ON producers(updated_ms);"
+    "CREATE TABLE IF NOT EXISTS refusals(producer TEXT NOT NULL, seq INTEGER NOT NULL,"
+    "  status INTEGER NOT NULL, text TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY(producer, seq)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS refusals_by_age ON refusals(created_ms);"
+    "CREATE TABLE IF NOT EXISTS dedup(topic TEXT NOT NULL, id TEXT NOT NULL, mid TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL, PRIMARY KEY(topic, id)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS dedup_by_age ON dedup(created_ms);"
     "CREATE TABLE IF NOT EXISTS dead(id INTEGER PRIMARY KEY AUTOINCREMENT, msg INTEGER NOT NULL,"
     "  sub INTEGER NOT NULL, mid TEXT NOT NULL, topic TEXT NOT NULL, function TEXT NOT NULL,"
     "  attempts INTEGER NOT NULL, outcome TEXT NOT NULL, error TEXT, failed_ms INTEGER NOT NULL,"
@@ -163,6 +174,14 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
         prep(s, &s->upd_producer, "INSERT INTO producers(id, seq, updated_ms) VALUES(?,?,?)"
                                   " ON CONFLICT(id) DO UPDATE SET seq=max(seq, excluded.seq),"
                                   " updated_ms=excluded.updated_ms") ||
+        prep(s, &s->get_refusal, "SELECT status, text FROM refusals WHERE producer=? AND seq=?") ||
+        prep(s, &s->ins_refusal, "INSERT OR REPLACE INTO refusals(producer, seq, status, text, created_ms)"
+                                 " VALUES(?,?,?,?,?)") ||
+        prep(s, &s->get_dedup, "SELECT mid FROM dedup WHERE topic=? AND id=? AND created_ms >= ?") ||
+        prep(s, &s->ins_dedup, "INSERT OR REPLACE INTO dedup(topic, id, mid, created_ms) VALUES(?,?,?,?)") ||
+        prep(s, &s->prune[0], "DELETE FROM dedup WHERE created_ms < ?") ||
+        prep(s, &s->prune[1], "DELETE FROM refusals WHERE created_ms < ?") ||
+        prep(s, &s->prune[2], "DELETE FROM producers WHERE updated_ms < ?") ||
         prep(s, &s->set_meta, "INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)") ||
         prep(s, &s->load_window, "SELECT q.msg, q.attempts, m.mid, m.topic, m.attrs, m.payload"
                                  " FROM queue q JOIN messages m ON m.id = q.msg"
@@ -223,6 +242,8 @@ void store_close(store_t *s)
         &s->del_queue, &s->del_delayed, &s->upd_producer, &s->get_producer, &s->set_meta,
         &s->load_window, &s->load_due, &s->min_queue, &s->min_delayed, &s->gc_msgs,
         &s->upd_delayed, &s->delayed_boundary, &s->ins_dead, &s->ins_failure,
+        &s->get_refusal, &s->ins_refusal, &s->get_dedup, &s->ins_dedup,
+        &s->prune[0], &s->prune[1], &s->prune[2],
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         sqlite3_finalize(*all[i]);
@@ -281,6 +302,15 @@ int64_t store_sub_id(store_t *s, const char *topic, const char *function)
     sqlite3_bind_text(st, 2, function, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
+    /* store_gc must know every subscription, including ones added on SIGHUP */
+    bool known = false;
+    for (size_t i = 0; i < s->nsub_ids && !known; i++) known = s->sub_ids[i] == id;
+    if (id >= 0 && !known) {
+        int64_t *v = realloc(s->sub_ids, (s->nsub_ids + 1) * sizeof *v);
+        if (!v) return -1;
+        s->sub_ids = v;
+        s->sub_ids[s->nsub_ids++] = id;
+    }
     return id;
 }
 
@@ -352,6 +382,75 @@ int store_producer_set(store_t *s, const char *producer, uint64_t seq)
     return step_done(s, s->upd_producer);
 }
 
+int store_refusal_get(store_t *s, const char *producer, uint64_t seq, uint32_t *status,
+                      char *text, size_t n)
+{
+    sqlite3_stmt *st = s->get_refusal;
+    sqlite3_bind_text(st, 1, producer, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (int64_t)seq);
+    int found = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *status = (uint32_t)sqlite3_column_int(st, 0);
+        snprintf(text, n, "%s", (const char *)sqlite3_column_text(st, 1));
+        found = 1;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return found;
+}
+
+int store_refusal_set(store_t *s, const char *producer, uint64_t seq, uint32_t status, const char *text)
+{
+    if (store_begin(s) != 0) return -1;
+    sqlite3_stmt *st = s->ins_refusal;
+    sqlite3_bind_text(st, 1, producer, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (int64_t)seq);
+    sqlite3_bind_int(st, 3, (int)status);
+    sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, util_wall_ms());
+    return step_done(s, st);
+}
+
+int store_dedup_get(store_t *s, const char *topic, const char *id, int64_t now_ms, char *mid, size_t n)
+{
+    sqlite3_stmt *st = s->get_dedup;
+    sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_ms - DEDUP_WINDOW_MS);
+    int found = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(mid, n, "%s", (const char *)sqlite3_column_text(st, 0));
+        found = 1;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return found;
+}
+
+int store_dedup_set(store_t *s, const char *topic, const char *id, const char *mid, int64_t now_ms)
+{
+    if (store_begin(s) != 0) return -1;
+    sqlite3_stmt *st = s->ins_dedup;
+    sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, mid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, now_ms);
+    return step_done(s, st);
+}
+
+/* Drops dedup ids past their window, refusals and producers past any
+ * client's retry horizon (PRODUCER_TTL_MS). Index range deletes. */
+int store_prune(store_t *s, int64_t now_ms)
+{
+    int64_t before[3] = { now_ms - DEDUP_WINDOW_MS, now_ms - PRODUCER_TTL_MS, now_ms - PRODUCER_TTL_MS };
+    if (store_begin(s) != 0) return -1;
+    for (int i = 0; i < 3; i++) {
+        sqlite3_bind_int64(s->prune[i], 1, before[i]);
+        if (step_done(s, s->prune[i]) != 0) return -1;
+    }
+    return 0;
+}
+
 /* At start only (the loop never counts rows): fills each subscription's
  * queued / delayed / dead counts and the total backlog. */
 int store_counts(store_t *s, broker_t *b)
@@ -367,10 +466,14 @@ int store_counts(store_t *s, broker_t *b)
     sqlite3_stmt *ids = NULL;
     if (prep(s, &ids, "SELECT id FROM subs") != 0) return -1;
     while (sqlite3_step(ids) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(ids, 0);
+        bool known = false;
+        for (size_t i = 0; i < s->nsub_ids && !known; i++) known = s->sub_ids[i] == id;
+        if (known) continue;
         int64_t *v = realloc(s->sub_ids, (s->nsub_ids + 1) * sizeof *v);
         if (!v) { sqlite3_finalize(ids); return -1; }
         s->sub_ids = v;
-        s->sub_ids[s->nsub_ids++] = sqlite3_column_int64(ids, 0);
+        s->sub_ids[s->nsub_ids++] = id;
     }
     sqlite3_finalize(ids);
     for (int k = 0; k < 3; k++) {

@@ -53,6 +53,14 @@ static void send_config(broker_t *b, worker_t *w)
         w->last_sent_ms = util_mono_ms();
 }
 
+void workers_send_config(broker_t *b)
+{
+    for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) {
+        worker_t *w = container_of(n, worker_t, link);
+        if (!w->dead) send_config(b, w);
+    }
+}
+
 static void worker_register(broker_t *b, proto_frames *f, const proto_register *r)
 {
     const void *rid = frames_data(f, 0);
