@@ -1,8 +1,12 @@
 /* admin.c — the admin endpoint: ADMIN {command, args} → ADMIN_REPLY.
  *
  * Commands: "stats" (DESIGN §2 figures, every key of `heraldctl stats --json`),
- * "dlq.list" {function?, topic?, limit?}, "dlq.show" {id}, "ping".
- * Dead letters are read through a read-only connection of their own. Replies are msgpack maps that heraldctl prints as JSON or tables.
+ * "dlq.list" {function?, topic?, limit?}, "dlq.show" {id},
+ * "dlq.replay" {ids?, function?, topic?, rate?, dry_run?},
+ * "dlq.purge" {ids?, function?, topic?, older_than?, dry_run?}, "ping".
+ * Dead letters are read through a read-only connection of their own. A
+ * replay or purge writes in the loop's transaction; its answer is deferred
+ * until that transaction is committed (admin_flush), like a publish confirm. Replies are msgpack maps that heraldctl prints as JSON or tables.
  * Everything here reads counters kept in memory: no query runs on the loop.
  */
 #include <stdio.h>
@@ -172,6 +176,103 @@ static uint32_t dlq_command(broker_t *b, const proto_admin *a, msgpack_sbuffer *
     return rc == 0 ? PROTO_OK : rc == 1 ? PROTO_E_NOT_FOUND : PROTO_E_INTERNAL;
 }
 
+/* Which dead letters a replay/purge request selects: ids, or filters. */
+static int selection(const proto_admin *a, dead_select *sel, int64_t **ids, char *fn, char *tp, size_t n)
+{
+    memset(sel, 0, sizeof *sel);
+    *ids = NULL;
+    const msgpack_object *o = arg(a, "ids");
+    if (o && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size) {
+        *ids = calloc(o->via.array.size, sizeof **ids);
+        if (!*ids) return -1;
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            if (o->via.array.ptr[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER) return -1;
+            (*ids)[i] = (int64_t)o->via.array.ptr[i].via.u64;
+        }
+        sel->ids = *ids;
+        sel->nids = o->via.array.size;
+    }
+    int64_t older = 0;
+    if (arg_str(a, "function", fn, n, &sel->function) || arg_str(a, "topic", tp, n, &sel->topic) ||
+        arg_int(a, "older_than", 0, &older))
+        return -1;
+    sel->older_than_ms = older * 1000;
+    return 0;
+}
+
+typedef struct pending_reply {
+    struct pending_reply *next;
+    unsigned char rid[256]; size_t rid_len;
+    uint64_t req;
+    msgpack_sbuffer body;
+} pending_reply;
+
+static void reply(broker_t *b, const void *rid, size_t rid_len, uint64_t req, uint32_t status,
+                  const char *why, const msgpack_sbuffer *body)
+{
+    msgpack_sbuffer_clear(&b->sb);
+    if (proto_encode_admin_reply(&b->sb, req, status, why, status == PROTO_OK ? body->data : NULL,
+                                 status == PROTO_OK ? body->size : 0) == 0)
+        frames_send(b->adm_sock, rid, rid_len, &b->sb, NULL, 0, ZMQ_DONTWAIT);
+}
+
+/* After the commit: answers to replays/purges (an error if it failed). */
+void admin_flush(broker_t *b, bool committed)
+{
+    pending_reply *p = b->admin_pending, *next;
+    for (; p; p = next) {
+        next = p->next;
+        reply(b, p->rid, p->rid_len, p->req, committed ? PROTO_OK : PROTO_E_INTERNAL,
+              committed ? NULL : "storage failed: the commit did not succeed; nothing changed", &p->body);
+        msgpack_sbuffer_destroy(&p->body);
+        free(p);
+    }
+    b->admin_pending = NULL;
+}
+
+static uint32_t dead_write(broker_t *b, proto_frames *f, const proto_admin *a, msgpack_sbuffer *body,
+                           bool *deferred, char *err, size_t n)
+{
+    bool replay = strcmp(a->command, "dlq.replay") == 0;
+    char fn[PROTO_NAME_MAX + 1], tp[PROTO_NAME_MAX + 1];
+    dead_select sel;
+    int64_t *ids = NULL;
+    const msgpack_object *r = arg(a, "rate"), *dry = arg(a, "dry_run");
+    double rate = 0;
+    if (r && (r->type == MSGPACK_OBJECT_FLOAT64 || r->type == MSGPACK_OBJECT_FLOAT32)) rate = r->via.f64;
+    else if (r && r->type == MSGPACK_OBJECT_POSITIVE_INTEGER) rate = (double)r->via.u64;
+    bool dry_run = dry && dry->type == MSGPACK_OBJECT_BOOLEAN && dry->via.boolean;
+    if (selection(a, &sel, &ids, fn, tp, sizeof fn) != 0 || rate < 0) {
+        free(ids);
+        snprintf(err, n, "%s: bad arguments", a->command);
+        return PROTO_E_MALFORMED;
+    }
+    dead_result res;
+    int rc = replay ? dead_replay(b, &sel, rate, dry_run, &res, err, n) : dead_purge(b, &sel, dry_run, &res, err, n);
+    free(ids);
+    if (rc != 0) return PROTO_E_INTERNAL;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, body, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, replay ? 3 : 1);
+    pk_str(&pk, "count"); msgpack_pack_int64(&pk, res.count);
+    if (replay) {
+        pk_str(&pk, "skipped"); msgpack_pack_int64(&pk, res.skipped);
+        pk_str(&pk, "why"); pk_str(&pk, res.why);
+    }
+    if (dry_run) return PROTO_OK;
+    pending_reply *p = calloc(1, sizeof *p);
+    if (!p) return PROTO_OK;   /* answered now: the commit follows this turn anyway */
+    memcpy(p->rid, frames_data(f, 0), frames_size(f, 0));
+    p->rid_len = frames_size(f, 0);
+    p->req = a->req;
+    p->body = *body;           /* takes the buffer */
+    msgpack_sbuffer_init(body);
+    p->next = b->admin_pending;
+    b->admin_pending = p;
+    *deferred = true;
+    return PROTO_OK;
+}
+
 void admin_handle(broker_t *b, proto_frames *f)
 {
     char err[256];
@@ -206,6 +307,15 @@ void admin_handle(broker_t *b, proto_frames *f)
     } else if (strcmp(m.u.admin.command, "dlq.list") == 0 || strcmp(m.u.admin.command, "dlq.show") == 0) {
         status = dlq_command(b, &m.u.admin, &body, err, sizeof err);
         if (status != PROTO_OK) why = err;
+    } else if (strcmp(m.u.admin.command, "dlq.replay") == 0 || strcmp(m.u.admin.command, "dlq.purge") == 0) {
+        bool deferred = false;
+        status = dead_write(b, f, &m.u.admin, &body, &deferred, err, sizeof err);
+        if (status != PROTO_OK) why = err;
+        if (deferred) {
+            msgpack_sbuffer_destroy(&body);
+            proto_msg_clear(&m);
+            return;
+        }
     } else if (strcmp(m.u.admin.command, "ping") == 0) {
         msgpack_pack_true(&pk);
     } else {

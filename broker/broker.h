@@ -179,6 +179,7 @@ struct broker {
     uint64_t next_lease;
     delivery_t **timers; size_t ntimers, timers_cap;   /* min-heap by visible_ms */
     pending_confirm *confirms, **confirms_tail;
+    struct pending_reply *admin_pending; /* replay/purge answers, sent after the commit */
     size_t dispatch_rr;                  /* fairness: first sub to serve */
     int64_t heartbeat_ms;
     int64_t started_ms;                  /* wall */
@@ -278,8 +279,24 @@ void timers_add(broker_t *b, delivery_t *d);
 void timers_remove(broker_t *b, delivery_t *d);
 int64_t timers_run(broker_t *b, int64_t now_wall);   /* returns ms until the next, or -1 */
 
+/* --- deadletter.c: dlq replay / purge (all or nothing, in the turn's transaction) --- */
+typedef struct {
+    const int64_t *ids; size_t nids;    /* when nids > 0: exactly these */
+    const char *function, *topic;       /* else all, filtered (NULL: any) */
+    int64_t older_than_ms;              /* purge: failed before now - this (0: any age) */
+} dead_select;
+typedef struct {
+    int64_t count;                      /* replayed / purged (or would be, dry run) */
+    int64_t skipped;                    /* replay: left in place (subscription gone) */
+    char why[2048];                     /* one line per skipped dead letter */
+} dead_result;
+int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, dead_result *res,
+                char *err, size_t n);
+int dead_purge(broker_t *b, const dead_select *sel, bool dry_run, dead_result *res, char *err, size_t n);
+
 /* --- admin.c: the admin endpoint --- */
 void admin_handle(broker_t *b, proto_frames *f);
+void admin_flush(broker_t *b, bool committed);   /* after the commit */
 
 /* --- setup.c: from config to functions/topics/subs, at start and on SIGHUP --- */
 int broker_setup(broker_t *b, herald_config *cfg);

@@ -140,7 +140,7 @@ void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
 
     /* every failed attempt is kept, with its class, for `dlq show` */
     sqlite3_stmt *f = s->ins_failure;
-    sqlite3_bind_int64(f, 1, d->msg->id);
+    sqlite3_bind_text(f, 1, d->msg->mid, -1, SQLITE_STATIC);
     sqlite3_bind_int64(f, 2, d->sub->id);
     sqlite3_bind_int64(f, 3, d->attempts);
     sqlite3_bind_text(f, 4, proto_outcome_name(o), -1, SQLITE_STATIC);

@@ -136,7 +136,7 @@ int dlq_show(sqlite3 *db, int64_t id, msgpack_sbuffer *out, char *err, size_t er
     if (sqlite3_prepare_v2(db, "SELECT " DLQ_COLUMNS ", attrs, payload, msg, sub FROM dead WHERE id = ?",
                            -1, &st, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "SELECT attempt, outcome, worker, started_ms, duration_ms, error FROM failures"
-                               " WHERE msg = ? AND sub = ? ORDER BY n", -1, &hs, NULL) != SQLITE_OK) {
+                               " WHERE mid = ? AND sub = ? ORDER BY n", -1, &hs, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "reading dead letters: %s", sqlite3_errmsg(db));
         goto out;
     }
@@ -184,7 +184,7 @@ int dlq_show(sqlite3 *db, int64_t id, msgpack_sbuffer *out, char *err, size_t er
     pk_str(&pk, "payload_encoding");
     pk_str(&pk, text ? "utf-8" : "base64");
 
-    sqlite3_bind_int64(hs, 1, sqlite3_column_int64(st, 11));
+    sqlite3_bind_text(hs, 1, (const char *)sqlite3_column_text(st, 1), -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(hs, 2, sqlite3_column_int64(st, 12));
     msgpack_sbuffer hist;
     msgpack_sbuffer_init(&hist);

@@ -133,17 +133,20 @@ int loop_run(broker_t *b)
         /* 4. commit → confirms → dispatch → reap. A turn with answers to
          * send commits now (never confirm what is not on disk); one with only
          * acks may wait for ACK_COMMIT_MS to share an fsync with later turns. */
-        bool must = b->confirms != NULL || (b->store.in_txn && now - b->store.txn_started_ms >= ACK_COMMIT_MS);
+        bool must = b->confirms != NULL || b->admin_pending != NULL || (b->store.in_txn && now - b->store.txn_started_ms >= ACK_COMMIT_MS);
         bool committed = !must || store_commit(&b->store) == 0;
         if (!committed) {
             LOG_ERROR("commit failed: this turn's publishes are refused, queues reloaded");
             reset_windows(b);
         }
         confirms_send(b, committed);
+        admin_flush(b, committed);
         dispatch_pump(b);
         workers_reap(b);
     }
-    if (store_commit(&b->store) != 0) LOG_ERROR("final commit failed");
-    confirms_send(b, true);
+    bool ok = store_commit(&b->store) == 0;
+    if (!ok) LOG_ERROR("final commit failed");
+    confirms_send(b, ok);
+    admin_flush(b, ok);
     return 0;
 }

@@ -9,7 +9,8 @@
  *             message order from its key.
  *   delayed   (msg, sub) → visible_ms, attempts: deliveries waiting for a
  *             delay or a retry (the rare path; indexed by visible_ms too)
- *   dead, failures   dead letters (payload copied) and every failed attempt
+ *   dead, failures   dead letters (payload copied) and every failed attempt,
+ *                    keyed by message id so the history survives replays
  *   producers        high-water publish sequence per producer id
  *   refusals         refused (producer, seq): a re-sent refused publish is
  *                    refused again, never answered "already stored"
@@ -56,9 +57,9 @@ static const char *SCHEMA =
     "  sub INTEGER NOT NULL, mid TEXT NOT NULL, topic TEXT NOT NULL, function TEXT NOT NULL,"
     "  attempts INTEGER NOT NULL, outcome TEXT NOT NULL, error TEXT, failed_ms INTEGER NOT NULL,"
     "  attrs BLOB, payload BLOB NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS failures(msg INTEGER NOT NULL, sub INTEGER NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS failures(mid TEXT NOT NULL, sub INTEGER NOT NULL,"
     "  n INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL, worker TEXT,"
-    "  started_ms INTEGER, duration_ms INTEGER, error TEXT, PRIMARY KEY(msg, sub, n)) WITHOUT ROWID;";
+    "  started_ms INTEGER, duration_ms INTEGER, error TEXT, PRIMARY KEY(mid, sub, n)) WITHOUT ROWID;";
 
 static int prep(store_t *s, sqlite3_stmt **st, const char *sql)
 {
@@ -198,9 +199,9 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
         prep(s, &s->ins_dead, "INSERT INTO dead(msg, sub, mid, topic, function, attempts, outcome,"
                               " error, failed_ms, attrs, payload) SELECT id, ?2, mid, topic, ?3, ?4,"
                               " ?5, ?6, ?7, attrs, payload FROM messages WHERE id = ?1") ||
-        prep(s, &s->ins_failure, "INSERT OR REPLACE INTO failures(msg, sub, n, attempt, outcome,"
+        prep(s, &s->ins_failure, "INSERT OR REPLACE INTO failures(mid, sub, n, attempt, outcome,"
                                  " worker, started_ms, duration_ms, error)"
-                                 " VALUES(?,?,(SELECT count(*) FROM failures WHERE msg=?1 AND sub=?2),"
+                                 " VALUES(?,?,(SELECT count(*) FROM failures WHERE mid=?1 AND sub=?2),"
                                  " ?,?,?,?,?,?)"))
         goto fail;
 

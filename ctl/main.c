@@ -27,6 +27,9 @@ static void usage(FILE *f)
             "                      dead letters, newest first (default limit 100; 0: all)\n"
             "  dlq show ID [--json] [--db PATH]\n"
             "                      one dead letter: payload, attributes, every failed attempt\n"
+            "  dlq replay (ID... | --all) [--function F] [--topic T] [--rate N] [--dry-run]\n"
+            "                      back onto their own subscription's queue, attempts reset\n"
+            "  dlq purge (ID... | --all) [--function F] [--topic T] [--older-than SECONDS] [--dry-run]\n"
             "  check FILE          validate a config file; every error as FILE:LINE\n");
 }
 
@@ -83,9 +86,9 @@ static void table(const msgpack_object *list, const char *const *cols, size_t nc
  * come before or after the command words). */
 typedef struct {
     const char *endpoint, *cfg_path, *db, *function, *topic;
-    double timeout_s;
-    int64_t limit;
-    bool json;
+    double timeout_s, rate;
+    int64_t limit, older_than;
+    bool json, all, dry_run;
 } ctl_opts;
 
 /* Where dead letters are read from: the broker's admin endpoint, or with
@@ -182,15 +185,117 @@ static void print_dlq_show(const msgpack_object *d)
     }
 }
 
+/* dlq replay / purge: writes, so always through the broker. */
+static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
+{
+    bool replay = strcmp(argv[1], "replay") == 0;
+    size_t nids = (size_t)argc - 2;
+    if ((nids == 0) == !o->all) {
+        fprintf(stderr, "heraldctl: usage: heraldctl dlq %s (ID... | --all) [--function F] [--topic T]%s\n",
+                argv[1], replay ? " [--rate N] [--dry-run]" : " [--older-than SECONDS] [--dry-run]");
+        return 2;
+    }
+    if (nids && (o->function || o->topic || o->older_than)) {
+        fprintf(stderr, "heraldctl: --function, --topic and --older-than select with --all, not with ids\n");
+        return 2;
+    }
+    if ((o->function && !proto_valid_name(o->function)) || (o->topic && !proto_valid_name(o->topic))) {
+        fprintf(stderr, "heraldctl: --function and --topic take names of [A-Za-z0-9_.-]{1,128}\n");
+        return 2;
+    }
+    if (replay && o->older_than) {
+        fprintf(stderr, "heraldctl: --older-than is a purge option\n");
+        return 2;
+    }
+    if (!replay && o->rate > 0) {
+        fprintf(stderr, "heraldctl: --rate is a replay option\n");
+        return 2;
+    }
+    msgpack_sbuffer args;
+    msgpack_sbuffer_init(&args);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    msgpack_pack_str_with_body(&pk, "ids", 3);
+    msgpack_pack_array(&pk, (uint32_t)nids);
+    for (size_t i = 0; i < nids; i++) {
+        char *end;
+        long long id = strtoll(argv[2 + i], &end, 10);
+        if (*end || end == argv[2 + i] || id < 0) {
+            fprintf(stderr, "heraldctl: '%s' is not a dead-letter id (an integer from dlq list)\n", argv[2 + i]);
+            msgpack_sbuffer_destroy(&args);
+            return 2;
+        }
+        msgpack_pack_int64(&pk, id);
+    }
+    msgpack_pack_str_with_body(&pk, "function", 8);
+    if (o->function) msgpack_pack_str_with_body(&pk, o->function, strlen(o->function));
+    else msgpack_pack_nil(&pk);
+    msgpack_pack_str_with_body(&pk, "topic", 5);
+    if (o->topic) msgpack_pack_str_with_body(&pk, o->topic, strlen(o->topic));
+    else msgpack_pack_nil(&pk);
+    msgpack_pack_str_with_body(&pk, "rate", 4);
+    msgpack_pack_double(&pk, o->rate);
+    msgpack_pack_str_with_body(&pk, "older_than", 10);
+    msgpack_pack_int64(&pk, o->older_than);
+    msgpack_pack_str_with_body(&pk, "dry_run", 7);
+    if (o->dry_run) msgpack_pack_true(&pk);
+    else msgpack_pack_false(&pk);
+
+    herald_config *cfg = NULL;
+    const char *endpoint = o->endpoint;
+    if (o->cfg_path) {
+        cfg = config_load(o->cfg_path, NULL);
+        if (!cfg) { msgpack_sbuffer_destroy(&args); return 2; }
+        if (!endpoint) endpoint = cfg->broker.admin_endpoint;
+    }
+    if (!endpoint) endpoint = "tcp://127.0.0.1:7712";
+    admin_client a;
+    int rc = 1;
+    if (admin_open(&a, endpoint, (int)(o->timeout_s * 1000)) != 0 ||
+        admin_call(&a, replay ? "dlq.replay" : "dlq.purge", args.data, args.size) != 0) {
+        fprintf(stderr, "heraldctl: %s\n", a.error);
+        goto out;
+    }
+    const proto_admin_reply *r = &a.reply.u.admin_reply;
+    if (r->status != PROTO_OK) {
+        fprintf(stderr, "heraldctl: %s\n", r->error ? r->error : proto_status_name(r->status));
+        goto out;
+    }
+    const msgpack_object *cnt = mp_get(&r->result, "count"), *sk = mp_get(&r->result, "skipped"),
+                         *why = mp_get(&r->result, "why");
+    long long count = cnt && cnt->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)cnt->via.u64 : 0;
+    long long skipped = sk && sk->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)sk->via.u64 : 0;
+    if (o->json) printf("{\"count\":%lld}\n", count);
+    else printf("%s %lld%s\n", replay ? "replayed" : "purged", count, o->dry_run ? " (dry run: nothing changed)" : "");
+    rc = 0;
+    if (why && why->type == MSGPACK_OBJECT_STR && why->via.str.size) {
+        fprintf(stderr, "heraldctl: %.*s\n", (int)why->via.str.size, why->via.str.ptr);
+        rc = 1;
+    }
+    if (nids && (size_t)(count + skipped) < nids) {
+        fprintf(stderr, "heraldctl: %zu of the given ids are not dead letters (see dlq list)\n",
+                nids - (size_t)(count + skipped));
+        rc = 1;
+    }
+out:
+    admin_close(&a);
+    msgpack_sbuffer_destroy(&args);
+    config_destroy(&cfg);
+    return rc;
+}
+
 static int cmd_dlq(const ctl_opts *o, int argc, char **argv)
 {
+    if (argc >= 2 && (strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "purge") == 0))
+        return cmd_dlq_write(o, argc, argv);
     if (argc < 2) {
         fprintf(stderr, "heraldctl: usage: heraldctl dlq list|show ...\n");
         return 2;
     }
     bool list = strcmp(argv[1], "list") == 0, show = strcmp(argv[1], "show") == 0;
     if (!list && !show) {
-        fprintf(stderr, "heraldctl: unknown dlq command '%s' (list, show)\n", argv[1]);
+        fprintf(stderr, "heraldctl: unknown dlq command '%s' (list, show, replay, purge)\n", argv[1]);
         return 2;
     }
     int64_t id = 0;
@@ -339,12 +444,14 @@ int main(int argc, char **argv)
 {
     util_set_program("heraldctl");
     ctl_opts o = { .timeout_s = 5.0, .limit = 100 };
-    enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT };
+    enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT, O_ALL, O_RATE, O_DRY, O_OLDER };
     static const struct option opts[] = {
         { "broker", required_argument, NULL, 'b' }, { "config", required_argument, NULL, 'c' },
         { "timeout", required_argument, NULL, 't' }, { "json", no_argument, NULL, 'j' },
         { "db", required_argument, NULL, O_DB }, { "function", required_argument, NULL, O_FUNCTION },
         { "topic", required_argument, NULL, O_TOPIC }, { "limit", required_argument, NULL, O_LIMIT },
+        { "all", no_argument, NULL, O_ALL }, { "rate", required_argument, NULL, O_RATE },
+        { "dry-run", no_argument, NULL, O_DRY }, { "older-than", required_argument, NULL, O_OLDER },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
     };
     int c;
@@ -368,6 +475,22 @@ int main(int argc, char **argv)
             o.limit = strtoll(optarg, &end, 10);
             if (*end || end == optarg || o.limit < 0) {
                 fprintf(stderr, "heraldctl: --limit must be an integer >= 0 (0: all)\n");
+                return 2;
+            }
+            break;
+        case O_ALL: o.all = true; break;
+        case O_DRY: o.dry_run = true; break;
+        case O_RATE:
+            o.rate = strtod(optarg, &end);
+            if (*end || end == optarg || o.rate <= 0 || o.rate > 1e6) {
+                fprintf(stderr, "heraldctl: --rate must be a number of dead letters per second (> 0)\n");
+                return 2;
+            }
+            break;
+        case O_OLDER:
+            o.older_than = strtoll(optarg, &end, 10);
+            if (*end || end == optarg || o.older_than <= 0) {
+                fprintf(stderr, "heraldctl: --older-than must be a number of seconds (> 0)\n");
                 return 2;
             }
             break;
