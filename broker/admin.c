@@ -277,12 +277,24 @@ void admin_handle(broker_t *b, proto_frames *f)
 {
     char err[256];
     proto_msg m;
-    if (f->n != 2) {
-        reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, "an admin request is exactly one frame");
+    if (f->n < 2 || f->truncated) {
+        reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, "an admin request is one frame (INVOKE: two)");
         return;
     }
     if (proto_decode(frames_data(f, 1), frames_size(f, 1), &m, err, sizeof err) != 0) {
         reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
+        return;
+    }
+    if ((uint32_t)f->n != 2 + m.nframes) {
+        snprintf(err, sizeof err, "%s declares %u payload frames but %d came", proto_type_name(m.type),
+                 m.nframes, f->n - 2);
+        reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
+        proto_msg_clear(&m);
+        return;
+    }
+    if (m.type == MSG_INVOKE) {
+        invoke_handle(b, b->adm_sock, f, &m);
+        proto_msg_clear(&m);
         return;
     }
     if (m.type == MSG_HELLO) {

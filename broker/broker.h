@@ -73,8 +73,11 @@ typedef struct message {
 
 typedef enum { DELIVERY_READY, DELIVERY_INFLIGHT, DELIVERY_RETRY_WAIT } delivery_state;
 
+struct invocation;
+
 typedef struct delivery {
-    list_node link;             /* in sub->ready, or worker->leases */
+    list_node link;             /* in sub->ready (b->invoke_queue for a sync invoke), or worker->leases */
+    struct invocation *inv;     /* a sync invoke (not stored, not retried); NULL otherwise */
     message_t *msg;
     sub_t *sub;
     delivery_state state;
@@ -176,6 +179,9 @@ struct broker {
     sub_t **subs; size_t nsubs;          /* every subscription, fixed order */
     list_t workers;
     lease_map leases;                    /* lease id → delivery_t* */
+    list_t invoke_queue;                 /* sync invokes waiting for a worker slot, FIFO */
+    list_t invocations;                  /* every live sync invoke, for its deadline */
+    uint64_t invoke_seq;                 /* message ids of sync invokes */
     uint64_t next_lease;
     delivery_t **timers; size_t ntimers, timers_cap;   /* min-heap by visible_ms */
     pending_confirm *confirms, **confirms_tail;
@@ -251,6 +257,8 @@ void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
 void delivery_return(broker_t *b, delivery_t *d);   /* INFLIGHT → READY, no attempt counted */
 void delivery_wake(broker_t *b, delivery_t *d);     /* RETRY_WAIT → READY */
 void delivery_free(broker_t *b, delivery_t *d);
+void delivery_release(broker_t *b, delivery_t *d);  /* ends a lease, state untouched */
+void count_duration(function_t *fn, uint32_t us);
 /* Backoff in ms before attempt n+1 after n failures; rnd in [0,1). Pure. */
 int64_t backoff_ms(const cfg_backoff *p, uint32_t failures, double rnd);
 
@@ -273,6 +281,23 @@ void workers_send_config(broker_t *b);   /* after a reload */
 
 /* --- dispatch.c: the one place that hands READY work to workers --- */
 void dispatch_pump(broker_t *b);
+
+/* --- invoke.c: synchronous invokes (INVOKE → a worker → INVOKE_REPLY), never stored --- */
+typedef struct invocation {
+    list_node link;             /* in b->invocations */
+    unsigned char rid[256]; size_t rid_len;   /* who asked */
+    void *sock;                 /* on which endpoint */
+    uint64_t req;
+    int64_t deadline_ms;        /* monotonic: queueing + run */
+    bool answered;              /* a timeout was answered: the late result is dropped */
+    delivery_t *d;
+} invocation;
+void invoke_handle(broker_t *b, void *sock, proto_frames *f, const proto_msg *m);
+/* The end of a sync invoke's attempt: answers the caller, counts, frees. */
+void invoke_finish(broker_t *b, delivery_t *d, proto_outcome o, const char *error,
+                   const proto_result_entry *r, const void *out, size_t out_len);
+void invoke_tick(broker_t *b, int64_t now);   /* deadlines */
+void invoke_teardown(broker_t *b);
 
 /* --- timers.c: RETRY_WAIT deliveries by visible_ms --- */
 void timers_add(broker_t *b, delivery_t *d);

@@ -45,7 +45,7 @@ void delivery_free(broker_t *b, delivery_t *d)
 void delivery_dispatch(broker_t *b, delivery_t *d, worker_t *w)
 {
     if (d->state != DELIVERY_READY) return;
-    list_remove(&d->sub->ready, &d->link);
+    list_remove(d->inv ? &b->invoke_queue : &d->sub->ready, &d->link);
     d->state = DELIVERY_INFLIGHT;
     d->lease = ++b->next_lease;
     lease_put(&b->leases, d->lease, d);
@@ -53,23 +53,24 @@ void delivery_dispatch(broker_t *b, delivery_t *d, worker_t *w)
     d->dispatched_ms = util_mono_ms();
     list_push_back(&w->leases, &d->link);
     w->busy++;
-    d->sub->inflight++;
+    if (!d->inv) d->sub->inflight++;   /* a sync invoke is no row of any queue */
     d->sub->fn->running++;
 }
 
 /* INFLIGHT → nothing held: the common end of every lease. */
-static void end_lease(broker_t *b, delivery_t *d)
+void delivery_release(broker_t *b, delivery_t *d)
 {
     lease_del(&b->leases, d->lease);
     list_remove(&d->worker->leases, &d->link);
     d->worker->busy--;
     d->worker = NULL;
     d->lease = 0;
-    d->sub->inflight--;
+    if (!d->inv) d->sub->inflight--;
     d->sub->fn->running--;
 }
+#define end_lease delivery_release
 
-static void count_duration(function_t *fn, uint32_t us)
+void count_duration(function_t *fn, uint32_t us)
 {
     int bucket = 0;
     for (uint32_t v = us; v > 1 && bucket < 63; v >>= 1) bucket++;
@@ -88,6 +89,10 @@ static void forget_row(broker_t *b, delivery_t *d)
 void delivery_succeed(broker_t *b, delivery_t *d, const proto_result_entry *r)
 {
     if (d->state != DELIVERY_INFLIGHT) return;
+    if (d->inv) {
+        invoke_finish(b, d, OUT_OK, NULL, r, NULL, 0);
+        return;
+    }
     end_lease(b, d);
     store_begin(&b->store);
     store_delete_delivery(&b->store, d);
@@ -121,6 +126,10 @@ void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
                    const proto_result_entry *r, int64_t now_ms)
 {
     if (d->state != DELIVERY_INFLIGHT) return;
+    if (d->inv) {   /* a sync invoke is not stored and not retried: the caller hears */
+        invoke_finish(b, d, o, error, r, NULL, 0);
+        return;
+    }
     const char *worker_id = d->worker ? d->worker->id : "";
     function_t *fn = d->sub->fn;
     end_lease(b, d);
@@ -196,7 +205,7 @@ void delivery_return(broker_t *b, delivery_t *d)
     if (d->state != DELIVERY_INFLIGHT) return;
     end_lease(b, d);
     d->state = DELIVERY_READY;
-    list_push_back(&d->sub->ready, &d->link);
+    list_push_back(d->inv ? &b->invoke_queue : &d->sub->ready, &d->link);
 }
 
 void delivery_wake(broker_t *b, delivery_t *d)

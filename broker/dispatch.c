@@ -46,6 +46,19 @@ static void fill_worker(broker_t *b, worker_t *w)
     static delivery_t *batch[PROTO_MAX_BATCH];
     uint32_t n = 0;
     size_t ns = b->nsubs;
+    /* sync invokes first: someone is waiting for each */
+    list_node *q = b->invoke_queue.head.next;
+    while (q != &b->invoke_queue.head && w->busy < w->slots) {
+        delivery_t *d = container_of(q, delivery_t, link);
+        q = q->next;
+        if (!can_run(w, d->sub)) continue;
+        delivery_dispatch(b, d, w);
+        batch[n++] = d;
+        if (n == PROTO_MAX_BATCH) {
+            if (send_batch(b, w, batch, n) != 0) goto unreachable;
+            n = 0;
+        }
+    }
     bool progress = true;
     while (w->busy < w->slots && progress) {
         progress = false;

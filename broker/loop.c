@@ -100,6 +100,7 @@ int loop_run(broker_t *b)
         int64_t now = util_mono_ms();
         int64_t next = timers_run(b, util_wall_ms());
         workers_tick(b, now);
+        invoke_tick(b, now);
         long timeout = b->heartbeat_ms / 2;
         if (b->store.in_txn && timeout > ACK_COMMIT_MS) timeout = ACK_COMMIT_MS;
         if (next >= 0 && next < timeout) timeout = (long)next;

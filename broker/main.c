@@ -68,6 +68,8 @@ int main(int argc, char **argv)
     b.stop = &stop_flag;
     b.reload = &reload_flag;
     list_init(&b.workers);
+    list_init(&b.invoke_queue);
+    list_init(&b.invocations);
     b.confirms_tail = &b.confirms;
     msgpack_sbuffer_init(&b.sb);
     frames_init(&b.in);

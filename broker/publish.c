@@ -165,6 +165,12 @@ void publish_handle(broker_t *b, proto_frames *f)
         proto_msg_clear(&m);
         return;
     }
+    if (m.type == MSG_INVOKE) {
+        if (f->n != 3) reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, "INVOKE takes exactly one payload frame");
+        else invoke_handle(b, b->pub_sock, f, &m);
+        proto_msg_clear(&m);
+        return;
+    }
     if (m.type != MSG_PUBLISH) {
         snprintf(err, sizeof err, "%s is not accepted on the publish endpoint", proto_type_name(m.type));
         reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, err);

@@ -226,6 +226,7 @@ refuse:
 
 void broker_teardown(broker_t *b)
 {
+    invoke_teardown(b);   /* first: in-flight invokes point at leases freed below */
     list_node *n;
     while ((n = list_pop_front(&b->workers)) != NULL) {
         worker_t *w = container_of(n, worker_t, link);

@@ -100,13 +100,18 @@ static void worker_register(broker_t *b, proto_frames *f, const proto_register *
     send_config(b, w);
 }
 
-static void worker_results(broker_t *b, worker_t *w, const proto_result *r)
+static void worker_results(broker_t *b, worker_t *w, const proto_result *r, proto_frames *f)
 {
     int64_t now = util_wall_ms();
     for (uint32_t i = 0; i < r->n; i++) {
         const proto_result_entry *e = &r->rs[i];
         delivery_t *d = lease_get(&b->leases, e->lease);
         if (!d || d->worker != w) continue;   /* an ended lease: ignored */
+        if (d->inv && e->outcome != OUT_RETURNED) {   /* a sync invoke: its output goes back */
+            invoke_finish(b, d, (proto_outcome)e->outcome, e->error, e, frames_data(f, 2 + (int)i),
+                          frames_size(f, 2 + (int)i));
+            continue;
+        }
         switch ((proto_outcome)e->outcome) {
         case OUT_OK: delivery_succeed(b, d, e); break;
         case OUT_RETURNED: delivery_return(b, d); break;
@@ -153,7 +158,7 @@ void workers_handle(broker_t *b, proto_frames *f)
     w->last_seen_ms = util_mono_ms();
     switch (m.type) {
     case MSG_HEARTBEAT: break;
-    case MSG_RESULT: worker_results(b, w, &m.u.result); break;
+    case MSG_RESULT: worker_results(b, w, &m.u.result, f); break;
     case MSG_DRAIN: w->draining = true; break;
     default:
         snprintf(err, sizeof err, "%s is not accepted on the worker endpoint", proto_type_name(m.type));

@@ -55,7 +55,6 @@ int admin_call(admin_client *a, const char *command, const void *args, size_t ar
         char err[256];
         int ok = a->in.n >= 1 &&
                  proto_decode(frames_data(&a->in, 0), frames_size(&a->in, 0), &a->reply, err, sizeof err) == 0;
-        frames_close(&a->in);
         if (!ok) continue;
         if (a->reply.type == MSG_ERROR) {
             snprintf(a->error, sizeof a->error, "the broker refused the request: %s", a->reply.u.error.text);
@@ -70,6 +69,51 @@ int admin_call(admin_client *a, const char *command, const void *args, size_t ar
     }
     snprintf(a->error, sizeof a->error, "broker unreachable at %s: no answer within %g s",
              a->endpoint, a->timeout_ms / 1000.0);
+    return -1;
+}
+
+int admin_invoke(admin_client *a, const char *function, const void *payload, size_t len,
+                 uint32_t timeout_ms, int wait_ms, const void **out, size_t *out_len)
+{
+    static uint64_t next_req = 1000000;
+    uint64_t req = next_req++;
+    if (a->have_reply) { proto_msg_clear(&a->reply); a->have_reply = false; }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    proto_invoke in = { .req = req, .function = (char *)function, .timeout_ms = timeout_ms };
+    proto_encode_invoke(&sb, &in);
+    proto_iov iov = { payload, len };
+    int rc = frames_send(a->sock, NULL, 0, &sb, &iov, 1, 0);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc != 0) {
+        snprintf(a->error, sizeof a->error, "cannot send to %s: %s", a->endpoint, zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    int64_t deadline = util_mono_ms() + wait_ms;
+    for (;;) {
+        int64_t left = deadline - util_mono_ms();
+        if (left <= 0) break;
+        zmq_pollitem_t it = { a->sock, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll(&it, 1, (long)left) <= 0) continue;
+        if (frames_recv(a->sock, &a->in, 2, ZMQ_DONTWAIT) != 0) continue;
+        char err[256];
+        if (a->in.n < 1 ||
+            proto_decode(frames_data(&a->in, 0), frames_size(&a->in, 0), &a->reply, err, sizeof err) != 0)
+            continue;
+        if (a->reply.type == MSG_ERROR) {
+            snprintf(a->error, sizeof a->error, "the broker refused the request: %s", a->reply.u.error.text);
+            proto_msg_clear(&a->reply);
+            return -1;
+        }
+        if (a->reply.type == MSG_INVOKE_REPLY && a->reply.u.invoke_reply.req == req && a->in.n == 2) {
+            a->have_reply = true;
+            *out = frames_data(&a->in, 1);   /* valid until the next call or admin_close */
+            *out_len = frames_size(&a->in, 1);
+            return 0;
+        }
+        proto_msg_clear(&a->reply);
+    }
+    snprintf(a->error, sizeof a->error, "no answer from %s within %g s", a->endpoint, wait_ms / 1000.0);
     return -1;
 }
 

@@ -28,6 +28,11 @@ int admin_open(admin_client *a, const char *endpoint, int timeout_ms);
  * 0: a->reply.u.admin_reply holds it (status may be an error).
  * -1: unreachable / timeout, a->error says so. */
 int admin_call(admin_client *a, const char *command, const void *args, size_t args_len);
+/* INVOKE: runs function once; waits up to wait_ms for the reply. 0: the
+ * reply is in a->reply.u.invoke_reply and *out its output (borrowed until the
+ * next call). -1: a->error says why (unreachable, no answer). */
+int admin_invoke(admin_client *a, const char *function, const void *payload, size_t len,
+                 uint32_t timeout_ms, int wait_ms, const void **out, size_t *out_len);
 void admin_close(admin_client *a);
 
 #endif

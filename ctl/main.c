@@ -2,7 +2,8 @@
  *
  * Commands in this version: `stats [--json]`, `workers [--json]`,
  * `dlq list [--function F] [--topic T] [--limit N] [--json] [--db PATH]`,
- * `dlq show ID [--json] [--db PATH]`, `check FILE`. Exit codes: 0 success, 1 runtime failure (broker unreachable,
+ * `dlq show ID [--json] [--db PATH]`, `dlq replay`, `dlq purge`,
+ * `invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S]`, `check FILE`. Exit codes: 0 success, 1 runtime failure (broker unreachable,
  * refused), 2 usage or config error. Errors: one line on stderr.
  */
 #include <getopt.h>
@@ -11,6 +12,8 @@
 #include <string.h>
 
 #include <sys/stat.h>
+
+#include <herald.h>
 
 #include "../broker/dlq.h"
 #include "../config/config.h"
@@ -30,6 +33,9 @@ static void usage(FILE *f)
             "  dlq replay (ID... | --all) [--function F] [--topic T] [--rate N] [--dry-run]\n"
             "                      back onto their own subscription's queue, attempts reset\n"
             "  dlq purge (ID... | --all) [--function F] [--topic T] [--older-than SECONDS] [--dry-run]\n"
+            "  invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S]\n"
+            "                      run a function now and print its output (--async: store and\n"
+            "                      run it like an event, with retries; prints the message id)\n"
             "  check FILE          validate a config file; every error as FILE:LINE\n");
 }
 
@@ -88,7 +94,8 @@ typedef struct {
     const char *endpoint, *cfg_path, *db, *function, *topic;
     double timeout_s, rate;
     int64_t limit, older_than;
-    bool json, all, dry_run;
+    bool json, all, dry_run, async;
+    const char *publish;        /* invoke --async: the publish endpoint ($HERALD_BROKER) */
 } ctl_opts;
 
 /* Where dead letters are read from: the broker's admin endpoint, or with
@@ -401,6 +408,89 @@ out:
     return rc;
 }
 
+/* The payload: the argument, or stdin (binary-safe) when it is "-" or absent. */
+static char *read_payload(const char *arg, size_t *len)
+{
+    if (arg && strcmp(arg, "-") != 0) {
+        *len = strlen(arg);
+        return strdup(arg);
+    }
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n == cap) {
+            char *b2 = realloc(buf, cap *= 2);
+            if (!b2) { free(buf); return NULL; }
+            buf = b2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, stdin);
+        if (got == 0) break;
+        n += got;
+    }
+    *len = n;
+    return buf;
+}
+
+/* invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S] */
+static int cmd_invoke(const ctl_opts *o, bool timeout_given, int argc, char **argv)
+{
+    if (argc < 2 || argc > 3 || !proto_valid_name(argv[1])) {
+        fprintf(stderr, "heraldctl: usage: heraldctl invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S]\n");
+        return 2;
+    }
+    size_t len = 0;
+    char *payload = read_payload(argc == 3 ? argv[2] : NULL, &len);
+    if (!payload) { fprintf(stderr, "heraldctl: out of memory reading the payload\n"); return 1; }
+    herald_config *cfg = NULL;
+    if (o->cfg_path && !(cfg = config_load(o->cfg_path, NULL))) { free(payload); return 2; }
+    int rc = 1;
+    if (o->async) {
+        /* Lambda's Event type: stored for the function, run with its retries */
+        herald_options ho = { .endpoint = o->publish ? o->publish : cfg ? cfg->broker.publish_endpoint : NULL,
+                              .timeout_ms = (int)(o->timeout_s * 1000) };
+        herald_client *c = herald_connect(&ho);
+        char id[HERALD_ID_MAX];
+        int st = c ? herald_invoke_async(c, argv[1], payload, len, id) : HERALD_E_INVALID;
+        if (st == 0) { printf("%s\n", id); rc = 0; }
+        else fprintf(stderr, "heraldctl: invoke --async %s: %s\n", argv[1],
+                     c && *herald_last_error(c) ? herald_last_error(c) : herald_strerror(st));
+        herald_close(&c);
+        goto out;
+    }
+    const char *endpoint = o->endpoint ? o->endpoint : cfg ? cfg->broker.admin_endpoint : "tcp://127.0.0.1:7712";
+    admin_client a;
+    /* reachable first (5 s), then as long as the invoke may take */
+    if (admin_open(&a, endpoint, 5000) != 0 || admin_call(&a, "ping", NULL, 0) != 0) {
+        fprintf(stderr, "heraldctl: %s\n", a.error);
+        admin_close(&a);
+        goto out;
+    }
+    uint32_t tmo = timeout_given ? (uint32_t)(o->timeout_s * 1000) : 0;
+    int wait = timeout_given ? (int)tmo + 2000 : (900 + 5 + 5) * 1000;
+    const void *out;
+    size_t out_len;
+    if (admin_invoke(&a, argv[1], payload, len, tmo, wait, &out, &out_len) != 0) {
+        fprintf(stderr, "heraldctl: invoke %s: %s\n", argv[1], a.error);
+    } else {
+        const proto_invoke_reply *r = &a.reply.u.invoke_reply;
+        if (r->status == PROTO_OK) {
+            fwrite(out, 1, out_len, stdout);   /* byte for byte */
+            rc = fflush(stdout) == 0 ? 0 : 1;
+        } else if (r->status == PROTO_E_HANDLER) {
+            /* the handler's own error text, as it wrote it */
+            fprintf(stderr, "%s", r->error ? r->error : "handler failed");
+            if (r->error && *r->error && r->error[strlen(r->error) - 1] != '\n') fputc('\n', stderr);
+        } else {
+            fprintf(stderr, "heraldctl: invoke %s: %s\n", argv[1], r->error ? r->error : proto_status_name(r->status));
+        }
+    }
+    admin_close(&a);
+out:
+    free(payload);
+    config_destroy(&cfg);
+    return rc;
+}
+
 static int cmd_stats(admin_client *a, bool json, bool workers_only)
 {
     if (admin_call(a, "stats", NULL, 0) != 0) {
@@ -444,7 +534,8 @@ int main(int argc, char **argv)
 {
     util_set_program("heraldctl");
     ctl_opts o = { .timeout_s = 5.0, .limit = 100 };
-    enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT, O_ALL, O_RATE, O_DRY, O_OLDER };
+    enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT, O_ALL, O_RATE, O_DRY, O_OLDER, O_ASYNC };
+    bool timeout_given = false;
     static const struct option opts[] = {
         { "broker", required_argument, NULL, 'b' }, { "config", required_argument, NULL, 'c' },
         { "timeout", required_argument, NULL, 't' }, { "json", no_argument, NULL, 'j' },
@@ -452,6 +543,7 @@ int main(int argc, char **argv)
         { "topic", required_argument, NULL, O_TOPIC }, { "limit", required_argument, NULL, O_LIMIT },
         { "all", no_argument, NULL, O_ALL }, { "rate", required_argument, NULL, O_RATE },
         { "dry-run", no_argument, NULL, O_DRY }, { "older-than", required_argument, NULL, O_OLDER },
+        { "async", no_argument, NULL, O_ASYNC },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
     };
     int c;
@@ -462,6 +554,7 @@ int main(int argc, char **argv)
         case 'c': o.cfg_path = optarg; break;
         case 't':
             o.timeout_s = strtod(optarg, &end);
+            timeout_given = true;
             if (*end || end == optarg || o.timeout_s <= 0 || o.timeout_s > 3600) {
                 fprintf(stderr, "heraldctl: --timeout must be a number of seconds (0 < S <= 3600)\n");
                 return 2;
@@ -479,6 +572,7 @@ int main(int argc, char **argv)
             }
             break;
         case O_ALL: o.all = true; break;
+        case O_ASYNC: o.async = true; break;
         case O_DRY: o.dry_run = true; break;
         case O_RATE:
             o.rate = strtod(optarg, &end);
@@ -502,6 +596,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[optind];
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - optind, argv + optind);
     if (strcmp(cmd, "dlq") == 0) return cmd_dlq(&o, argc - optind, argv + optind);
+    o.publish = getenv("HERALD_BROKER");
+    if (strcmp(cmd, "invoke") == 0) return cmd_invoke(&o, timeout_given, argc - optind, argv + optind);
     bool stats = strcmp(cmd, "stats") == 0, workers = strcmp(cmd, "workers") == 0;
     if (!stats && !workers) {
         fprintf(stderr, "heraldctl: unknown command '%s' (try --help)\n", cmd);

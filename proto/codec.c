@@ -604,6 +604,29 @@ static int dec_error(dctx *c, const msgpack_object *f)
     return 0;
 }
 
+static int dec_invoke(dctx *c, const msgpack_object *f)
+{
+    proto_invoke *i = &c->m->u.invoke;
+    if (get_uint(c, "", "req", &f[0], 0, UINT64_MAX, &i->req) < 0 ||
+        get_str(c, "", "function", &f[1], 1, PROTO_NAME_MAX, STR_NAME, false, &i->function) < 0 ||
+        get_u32(c, "", "timeout_ms", &f[2], 0, 3600u * 1000u, &i->timeout_ms) < 0)
+        return -1;
+    c->m->nframes = 1;
+    return 0;
+}
+
+static int dec_invoke_reply(dctx *c, const msgpack_object *f)
+{
+    proto_invoke_reply *r = &c->m->u.invoke_reply;
+    if (get_uint(c, "", "req", &f[0], 0, UINT64_MAX, &r->req) < 0 ||
+        get_u32(c, "", "status", &f[1], 0, PROTO_STATUS_COUNT - 1, &r->status) < 0 ||
+        get_str(c, "", "error", &f[2], 0, PROTO_ERROR_WIRE_MAX, STR_ANY, true, &r->error) < 0 ||
+        get_str(c, "", "message_id", &f[3], 0, PROTO_ID_MAX, STR_ANY, false, &r->message_id) < 0)
+        return -1;
+    c->m->nframes = 1;
+    return 0;
+}
+
 static int dec_nothing(dctx *c, const msgpack_object *f)
 {
     (void)c, (void)f;
@@ -621,6 +644,7 @@ static const struct {
     [MSG_HEARTBEAT] = {0, dec_nothing},   [MSG_DRAIN] = {0, dec_nothing},
     [MSG_ADMIN] = {3, dec_admin},         [MSG_ADMIN_REPLY] = {4, dec_admin_reply},
     [MSG_ERROR] = {2, dec_error},
+    [MSG_INVOKE] = {3, dec_invoke},       [MSG_INVOKE_REPLY] = {4, dec_invoke_reply},
 };
 _Static_assert(sizeof bodies / sizeof *bodies == MSG_TYPE_COUNT, "a msg_type has no decoder");
 
@@ -941,5 +965,26 @@ int proto_encode_error(msgpack_sbuffer *sb, uint32_t status, const char *text)
     TRY(pack_head(pk, MSG_ERROR, 2));
     TRY(msgpack_pack_uint32(pk, status));
     TRY(pack_str(pk, text));
+    END(sb);
+}
+
+int proto_encode_invoke(msgpack_sbuffer *sb, const proto_invoke *i)
+{
+    BEGIN(sb);
+    TRY(pack_head(pk, MSG_INVOKE, 3));
+    TRY(msgpack_pack_uint64(pk, i->req));
+    TRY(pack_str(pk, i->function));
+    TRY(msgpack_pack_uint32(pk, i->timeout_ms));
+    END(sb);
+}
+
+int proto_encode_invoke_reply(msgpack_sbuffer *sb, const proto_invoke_reply *r)
+{
+    BEGIN(sb);
+    TRY(pack_head(pk, MSG_INVOKE_REPLY, 4));
+    TRY(msgpack_pack_uint64(pk, r->req));
+    TRY(msgpack_pack_uint32(pk, r->status));
+    TRY(pack_str_or_nil(pk, r->error));
+    TRY(pack_str(pk, r->message_id ? r->message_id : ""));
     END(sb);
 }

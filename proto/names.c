@@ -21,6 +21,7 @@ static const char *const type_names[] = {
     [MSG_HEARTBEAT] = "HEARTBEAT", [MSG_DRAIN] = "DRAIN",
     [MSG_ADMIN] = "ADMIN",         [MSG_ADMIN_REPLY] = "ADMIN_REPLY",
     [MSG_ERROR] = "ERROR",
+    [MSG_INVOKE] = "INVOKE",       [MSG_INVOKE_REPLY] = "INVOKE_REPLY",
 };
 _Static_assert(sizeof type_names / sizeof *type_names == MSG_TYPE_COUNT, "a msg_type has no name");
 

@@ -64,6 +64,8 @@ typedef enum {
     MSG_ADMIN,          /* admin client → broker: command + argument map */
     MSG_ADMIN_REPLY,    /* broker → admin client: status + result object */
     MSG_ERROR,          /* broker → any client: a request was refused (code, text) */
+    MSG_INVOKE,         /* client → broker (publish or admin endpoint): run a function now (+1 payload) */
+    MSG_INVOKE_REPLY,   /* broker → client: its status, error and output (+1 output frame) */
     MSG_TYPE_COUNT
 } msg_type;
 
@@ -189,6 +191,19 @@ typedef struct {
     char *text;
 } proto_error;
 
+typedef struct {
+    uint64_t req;               /* request id, echoed in the reply */
+    char *function;
+    uint32_t timeout_ms;        /* queueing + run; 0: the function's timeout + 5 s */
+} proto_invoke;                 /* payload: the one payload frame */
+
+typedef struct {
+    uint64_t req;
+    uint32_t status;            /* OK, HANDLER, NO_WORKER, UNKNOWN_FUNCTION, TIMEOUT, … */
+    char *error;                /* NULL when OK */
+    char *message_id;           /* the id the handler saw ("" if it never ran) */
+} proto_invoke_reply;           /* output: the one payload frame (empty unless OK) */
+
 typedef struct proto_msg {
     msg_type type;
     uint32_t nframes;           /* payload frames that must follow the header */
@@ -204,6 +219,8 @@ typedef struct proto_msg {
         proto_admin admin;
         proto_admin_reply admin_reply;
         proto_error error;
+        proto_invoke invoke;
+        proto_invoke_reply invoke_reply;
     } u;
     /* private: */
     msgpack_unpacked up;        /* owns the zone that admin args/results live in */
@@ -251,6 +268,8 @@ int proto_encode_admin(msgpack_sbuffer *sb, uint64_t req, const char *command,
 int proto_encode_admin_reply(msgpack_sbuffer *sb, uint64_t req, uint32_t status,
                              const char *error, const void *result, size_t result_len);
 int proto_encode_error(msgpack_sbuffer *sb, uint32_t status, const char *text);
+int proto_encode_invoke(msgpack_sbuffer *sb, const proto_invoke *i);
+int proto_encode_invoke_reply(msgpack_sbuffer *sb, const proto_invoke_reply *r);
 
 /* --- frames (frame.c): the only zmq_msg_t code --- */
 

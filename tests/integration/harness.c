@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -76,14 +77,20 @@ void h_write(const char *path, const char *text)
     fclose(f);
 }
 
-void h_config(h_env *e, const char *durability, const char *body)
+void h_config_broker(h_env *e, const char *durability, const char *extra_broker, const char *body)
 {
     FILE *f = fopen(e->cfg, "w");
     cr_assert_not_null(f);
     fprintf(f, "broker = { publish_endpoint = \"%s\"; worker_endpoint = \"%s\"; admin_endpoint = \"%s\";\n"
-               "  data_dir = \"%s/data\"; durability = \"%s\"; heartbeat = 0.5; };\n%s\n",
-            e->pub, e->wrk, e->adm, e->dir, durability ? durability : "os", body);
+               "  data_dir = \"%s/data\"; durability = \"%s\"; heartbeat = 0.5;%s%s };\n%s\n",
+            e->pub, e->wrk, e->adm, e->dir, durability ? durability : "os",
+            extra_broker && *extra_broker ? "\n  " : "", extra_broker ? extra_broker : "", body);
     fclose(f);
+}
+
+void h_config(h_env *e, const char *durability, const char *body)
+{
+    h_config_broker(e, durability, NULL, body);
 }
 
 static pid_t spawn(h_env *e, const char *log, const char *in_path, int out_fd, int err_fd,
@@ -302,6 +309,68 @@ char *h_stats(h_env *e)
 {
     char *out = NULL;
     int rc = h_run(e, NULL, &out, NULL, "bin/heraldctl", "--broker", e->adm, "stats", "--json", NULL);
+    if (rc != 0) { free(out); return NULL; }
+    return out;
+}
+
+int h_signal_exit(h_env *e, pid_t pid, int sig, int timeout_ms)
+{
+    kill(pid, sig);
+    int st = h_wait_exit(pid, timeout_ms);
+    if (st < 0) return -1;
+    kill(-pid, SIGKILL);   /* anything left in its group */
+    for (int i = 0; i < e->npids; i++)
+        if (e->pids[i] == pid) e->pids[i] = 0;
+    return st;
+}
+
+long h_json_num(const char *json, const char *anchor, const char *key)
+{
+    if (!json) return LONG_MIN;
+    const char *a = strstr(json, anchor);
+    if (!a) return LONG_MIN;
+    char k[128];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    const char *p = strstr(a + strlen(anchor), k);
+    const char *end = strchr(a + strlen(anchor), '}');   /* stay in the anchor's object */
+    if (!p || (end && p > end)) return LONG_MIN;
+    char *q;
+    long v = strtol(p + strlen(k), &q, 10);
+    return q == p + strlen(k) ? LONG_MIN : v;
+}
+
+long h_sub_stat(h_env *e, const char *topic, const char *function, const char *key)
+{
+    char anchor[300];
+    snprintf(anchor, sizeof anchor, "{\"topic\":\"%s\",\"function\":\"%s\"", topic, function);
+    char *st = h_stats(e);
+    long v = h_json_num(st, anchor, key);
+    free(st);
+    return v;
+}
+
+long h_fn_stat(h_env *e, const char *function, const char *key)
+{
+    char anchor[300];
+    snprintf(anchor, sizeof anchor, "{\"name\":\"%s\",", function);
+    char *st = h_stats(e);
+    const char *fns = st ? strstr(st, "\"functions\":[") : NULL;
+    long v = h_json_num(fns, anchor, key);
+    free(st);
+    return v;
+}
+
+char *h_ctl(h_env *e, ...)
+{
+    const char *a[17] = { 0 };
+    va_list ap;
+    va_start(ap, e);
+    for (int n = 0; n < 16 && (a[n] = va_arg(ap, const char *)) != NULL; n++)
+        ;
+    va_end(ap);
+    char *out = NULL;
+    int rc = h_run(e, NULL, &out, NULL, "bin/heraldctl", "--broker", e->adm, a[0], a[1], a[2], a[3], a[4],
+                   a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], NULL);
     if (rc != 0) { free(out); return NULL; }
     return out;
 }

@@ -29,6 +29,9 @@ void h_teardown(h_env *e);
 /* Writes DIR/herald.cfg: the broker group (these endpoints, data_dir DIR/data,
  * the given durability) followed by body (functions, topics). */
 void h_config(h_env *e, const char *durability, const char *body);
+/* The same, with extra_broker settings (e.g. "max_payload = 1024;") written
+ * inside the broker group; NULL or "" adds none (then it is h_config). */
+void h_config_broker(h_env *e, const char *durability, const char *extra_broker, const char *body);
 
 /* Starts a program of bin/ (or any path) with argv (NULL-terminated after the
  * program name), stdout/stderr to DIR/<log>.out and .err. Returns its pid. */
@@ -55,5 +58,25 @@ void h_free_lines(char **lines, size_t n);
 char *h_path(h_env *e, const char *name);   /* DIR/name, static buffer rotated 8 ways */
 /* heraldctl stats --json, as text (caller frees). */
 char *h_stats(h_env *e);
+
+/* Sends sig to pid and waits up to timeout_ms for it to exit; returns its
+ * exit status (128+sig when killed), or -1 if it is still running. An exited
+ * program is forgotten (teardown leaves it alone) and what remains of its
+ * process group is killed. */
+int h_signal_exit(h_env *e, pid_t pid, int sig, int timeout_ms);
+
+/* The integer value of the first "key": after the first occurrence of anchor
+ * in a JSON text (e.g. anchor "{\"topic\":\"t\",\"function\":\"f\"", key
+ * "dead"); LONG_MIN when either is missing. Good for the stats and dlq JSON,
+ * whose keys come in a fixed order. */
+long h_json_num(const char *json, const char *anchor, const char *key);
+/* A subscription's counter (ready, delayed, inflight, dead, succeeded, failed)
+ * and a function's (invocations, errors, timeouts, rejected, crashed, lost)
+ * from heraldctl stats --json; LONG_MIN when the broker or the row is missing. */
+long h_sub_stat(h_env *e, const char *topic, const char *function, const char *key);
+long h_fn_stat(h_env *e, const char *function, const char *key);
+/* heraldctl --broker ADMIN ARGS... (NULL-terminated): its stdout (caller
+ * frees), or NULL when it exits non-zero. */
+char *h_ctl(h_env *e, ...);
 
 #endif

@@ -111,6 +111,8 @@ static void tp_reencode_same(const proto_msg *m)
     case MSG_HEARTBEAT: rc = proto_encode_heartbeat(&sb); break;
     case MSG_DRAIN: rc = proto_encode_drain(&sb); break;
     case MSG_ERROR: rc = proto_encode_error(&sb, m->u.error.status, m->u.error.text); break;
+    case MSG_INVOKE: rc = proto_encode_invoke(&sb, &m->u.invoke); break;
+    case MSG_INVOKE_REPLY: rc = proto_encode_invoke_reply(&sb, &m->u.invoke_reply); break;
     case MSG_ADMIN:
     case MSG_ADMIN_REPLY: {
         /* Re-pack the kept object: proves it survived in the message's zone/arena. */
@@ -496,6 +498,56 @@ Test(proto, roundtrip_error)
     tp_reencode_same(&m);
     tp_all_prefixes_fail();
     proto_msg_clear(&m);
+}
+
+Test(proto, roundtrip_invoke_and_reply)
+{
+    proto_invoke in = { .req = 42, .function = "thumb.v2", .timeout_ms = 35000 };
+    cr_assert_eq(proto_encode_invoke(&tp_sb, &in), 0);
+    proto_msg m;
+    tp_accept(&m);
+    cr_assert_eq(m.type, MSG_INVOKE);
+    cr_assert_eq(m.nframes, 1, "an invoke carries its payload frame");
+    cr_assert_eq(m.u.invoke.req, 42);
+    cr_assert_str_eq(m.u.invoke.function, "thumb.v2");
+    cr_assert_eq(m.u.invoke.timeout_ms, 35000);
+    tp_reencode_same(&m);
+    tp_all_prefixes_fail();
+    proto_msg_clear(&m);
+
+    msgpack_sbuffer_clear(&tp_sb);
+    proto_invoke_reply r = { .req = 42, .status = PROTO_E_HANDLER, .error = "exit status 3", .message_id = "i1-7" };
+    cr_assert_eq(proto_encode_invoke_reply(&tp_sb, &r), 0);
+    tp_accept(&m);
+    cr_assert_eq(m.type, MSG_INVOKE_REPLY);
+    cr_assert_eq(m.nframes, 1);
+    cr_assert_eq(m.u.invoke_reply.status, PROTO_E_HANDLER);
+    cr_assert_str_eq(m.u.invoke_reply.error, "exit status 3");
+    cr_assert_str_eq(m.u.invoke_reply.message_id, "i1-7");
+    tp_reencode_same(&m);
+    proto_msg_clear(&m);
+}
+
+Test(proto, reject_invoke_fields)
+{
+    tp_head("INVOKE", 3);
+    msgpack_pack_uint64(&tp_pk, 1);
+    TP_STR("bad name");
+    msgpack_pack_uint32(&tp_pk, 0);
+    tp_reject("function");
+    msgpack_sbuffer_clear(&tp_sb);
+    tp_head("INVOKE", 3);
+    msgpack_pack_uint64(&tp_pk, 1);
+    TP_STR("f");
+    msgpack_pack_uint64(&tp_pk, 3600ull * 1000 + 1);   /* above an hour */
+    tp_reject("timeout_ms");
+    msgpack_sbuffer_clear(&tp_sb);
+    tp_head("INVOKE_REPLY", 4);
+    msgpack_pack_uint64(&tp_pk, 1);
+    msgpack_pack_uint32(&tp_pk, PROTO_STATUS_COUNT);
+    msgpack_pack_nil(&tp_pk);
+    TP_STR("x");
+    tp_reject("status");
 }
 
 Test(proto, encoder_layout_is_exact)

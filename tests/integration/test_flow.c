@@ -1,0 +1,501 @@
+/* test_flow.c — flow control and idempotence of DESIGN §5 through the real
+ * programs: a function's concurrency across workers, --delay, --dedup-id,
+ * idempotent publishing through a broker kill -9, max_backlog back-pressure,
+ * and the SIGHUP reload rules. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static h_env env;
+
+static void setup(void) { h_setup(&env); }
+static void teardown(void) { h_teardown(&env); }
+
+TestSuite(flow, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ---- helpers ------------------------------------------------------------- */
+
+typedef struct { const char *path; size_t want; } lines_at_least;
+
+static bool has_lines(void *arg)
+{
+    lines_at_least *l = arg;
+    return h_count_lines(l->path) >= l->want;
+}
+
+static int64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void write_lines(const char *path, int n, const char *fmt)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < n; i++) { fprintf(f, fmt, i); fputc('\n', f); }
+    fclose(f);
+}
+
+/* Number of lines of a file whose first word is id. */
+static size_t lines_with_id(const char *path, const char *id)
+{
+    char *s = h_read(path, NULL);
+    if (!s) return 0;
+    size_t n = 0, len = strlen(id);
+    for (char *line = s; *line;) {
+        char *nl = strchr(line, '\n');
+        if (strncmp(line, id, len) == 0 && (line[len] == ' ' || line[len] == '\n' || line[len] == 0)) n++;
+        if (!nl) break;
+        line = nl + 1;
+    }
+    free(s);
+    return n;
+}
+
+typedef struct { const char *path; const char *id; } id_in_file;
+
+static bool has_id(void *arg)
+{
+    id_in_file *f = arg;
+    return lines_with_id(f->path, f->id) > 0;
+}
+
+/* herald-publish TOPIC PAYLOAD [extra args...]: its exit code; the printed id
+ * (trailing newline cut) into id, stderr into *err when asked. */
+static int publish(const char *topic, const char *payload, char id[128], char **err, const char *a1,
+                   const char *a2, const char *a3, const char *a4)
+{
+    char *out = NULL, *e2 = NULL;
+    int rc = h_run(&env, NULL, &out, &e2, "bin/herald-publish", "--broker", env.pub, topic, payload, a1, a2, a3,
+                   a4, NULL);
+    if (id) {
+        snprintf(id, 128, "%s", out ? out : "");
+        id[strcspn(id, "\n")] = 0;
+    }
+    free(out);
+    if (err) *err = e2;
+    else free(e2);
+    return rc;
+}
+
+static int workers_connected(h_env *e)
+{
+    char *st = h_stats(e);
+    const char *w = st ? strstr(st, "\"workers\":[") : NULL;
+    int n = -1;
+    if (w) {
+        n = 0;
+        const char *end = strstr(w, "\"refused\"");   /* workers[] holds arrays: no ']' bound */
+        for (const char *p = w; (p = strstr(p, "{\"id\":")) != NULL && (!end || p < end); p++) n++;
+    }
+    free(st);
+    return n;
+}
+
+typedef struct { h_env *e; int n; } n_workers;
+
+static bool workers_at_least(void *arg)
+{
+    n_workers *w = arg;
+    return workers_connected(w->e) >= w->n;
+}
+
+typedef struct { h_env *e; const char *topic, *function; } sub_ref;
+
+/* nothing ready, delayed or in flight on the subscription */
+static bool sub_drained(void *arg)
+{
+    sub_ref *s = arg;
+    char anchor[300];
+    snprintf(anchor, sizeof anchor, "{\"topic\":\"%s\",\"function\":\"%s\"", s->topic, s->function);
+    char *st = h_stats(s->e);
+    bool ok = st && h_json_num(st, anchor, "ready") == 0 && h_json_num(st, anchor, "delayed") == 0 &&
+              h_json_num(st, anchor, "inflight") == 0;
+    free(st);
+    return ok;
+}
+
+typedef struct { const char *path; const char *needle; } file_has;
+
+static bool file_contains(void *arg)
+{
+    file_has *f = arg;
+    char *s = h_read(f->path, NULL);
+    bool ok = s && strstr(s, f->needle);
+    free(s);
+    return ok;
+}
+
+/* Forget a program that exited on its own, so teardown does not signal its
+ * (reaped, possibly reused) process group. */
+static void forget(h_env *e, pid_t pid)
+{
+    for (int i = 0; i < e->npids; i++)
+        if (e->pids[i] == pid) e->pids[i] = 0;
+}
+
+/* ---- 1. concurrency ------------------------------------------------------ */
+
+typedef struct { int64_t t; int d; } edge;
+
+static int cmp_edge(const void *a, const void *b)
+{
+    const edge *x = a, *y = b;
+    if (x->t != y->t) return x->t < y->t ? -1 : 1;
+    return x->d - y->d;   /* at a tie an end (-1) comes before a start (+1) */
+}
+
+Test(flow, function_concurrency_caps_runs_across_workers)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"slow\"; exec = [\"tests/handlers/flow_times.sh\"]; concurrency = 2;\n"
+             "   env = { TIMES_FILE = \"%s\"; SLEEP_S = \"0.2\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"slow\"; } ); } );\n",
+             h_path(&env, "times.txt"));
+    h_config(&env, "os", body);
+    h_broker(&env);
+    for (int i = 0; i < 3; i++) h_worker(&env, NULL, 4);
+    n_workers nw = { &env, 3 };
+    cr_assert(h_wait(workers_at_least, &nw, 20000), "3 workers never connected: %d", workers_connected(&env));
+
+    const int n = 20;
+    write_lines(h_path(&env, "in.txt"), n, "job-%d");
+    char *err = NULL;
+    int rc = h_run(&env, h_path(&env, "in.txt"), NULL, &err, "bin/herald-publish", "--broker", env.pub, "--lines",
+                   "t", NULL);
+    cr_assert_eq(rc, 0, "publish: %s", err);
+    free(err);
+    lines_at_least l = { h_path(&env, "times.txt"), (size_t)n };
+    cr_assert(h_wait(has_lines, &l, 40000), "handled %zu of %d", h_count_lines(l.path), n);
+
+    /* the intervals each handler measured lie inside its real run, so their
+     * overlap is a lower bound of the real concurrency — and with 12 slots
+     * and a broken limit it would reach far above 2 */
+    char *s = h_read(l.path, NULL);
+    edge ev[2 * 64];
+    int ne = 0;
+    for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
+        char id[128];
+        long long a, b;
+        cr_assert_eq(sscanf(line, "%127s %lld %lld", id, &a, &b), 3, "bad line: %s", line);
+        cr_assert(b >= a, "end before start: %s", line);
+        cr_assert(ne + 2 <= (int)(sizeof ev / sizeof ev[0]), "too many runs");
+        ev[ne++] = (edge){ a, +1 };
+        ev[ne++] = (edge){ b, -1 };
+    }
+    free(s);
+    qsort(ev, (size_t)ne, sizeof ev[0], cmp_edge);
+    int cur = 0, max = 0;
+    for (int i = 0; i < ne; i++) {
+        cur += ev[i].d;
+        if (cur > max) max = cur;
+    }
+    cr_assert_leq(max, 2, "function concurrency = 2 but %d handlers ran at once", max);
+    cr_assert_geq(max, 2, "never 2 at once (max %d): the concurrency is not used", max);
+    cr_assert_eq(h_sub_stat(&env, "t", "slow", "succeeded"), n);
+}
+
+/* ---- 2. --delay and --dedup-id ------------------------------------------- */
+
+Test(flow, delayed_publish_is_not_handled_before_its_delay)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"rec\"; exec = [\"tests/handlers/flow_times.sh\"];\n"
+             "   env = { TIMES_FILE = \"%s\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"rec\"; } ); } );\n",
+             h_path(&env, "times.txt"));
+    h_config(&env, "os", body);
+    h_broker(&env);
+    h_worker(&env, NULL, 4);
+    n_workers nw = { &env, 1 };
+    cr_assert(h_wait(workers_at_least, &nw, 20000), "the worker never connected");
+
+    char id[128];
+    int64_t before = realtime_ns();
+    cr_assert_eq(publish("t", "later", id, NULL, "--delay", "2", NULL, NULL), 0);
+    int64_t returned = realtime_ns();
+    cr_assert(id[0], "no message id printed");
+    /* stored as delayed, not ready (2 s is long enough to look) */
+    long delayed = h_sub_stat(&env, "t", "rec", "delayed");
+    if (realtime_ns() - before < 1500000000LL)
+        cr_assert_eq(delayed, 1, "a --delay 2 event right after its publish: delayed %ld", delayed);
+
+    id_in_file f = { h_path(&env, "times.txt"), id };
+    cr_assert(h_wait(has_id, &f, 15000), "the delayed event was never handled");
+    char *s = h_read(f.path, NULL);
+    char rid[128];
+    long long start = 0, end = 0;
+    cr_assert_eq(sscanf(s, "%127s %lld %lld", rid, &start, &end), 3, "times: %s", s);
+    free(s);
+    /* the broker takes the delay from when it stored the event, which lies
+     * between the call and its return: the strict bound is the call */
+    cr_assert_geq(start, before + 2000000000LL, "handled %.3f s after the publish began, before its 2 s delay",
+                  (double)(start - before) / 1e9);
+    fprintf(stderr, "flow: --delay 2 handled %.3f s after herald-publish returned\n",
+            (double)(start - returned) / 1e9);
+    cr_assert_eq(h_count_lines(f.path), 1);
+}
+
+Test(flow, dedup_id_is_stored_once_and_answered_with_the_first_id)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"rec\"; exec = [\"tests/handlers/spine_record.sh\"];\n"
+             "   env = { RECORD_FILE = \"%s\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"rec\"; } ); },\n"
+             "           { name = \"u\"; subscriptions = ( { function = \"rec\"; } ); } );\n",
+             h_path(&env, "rec.txt"));
+    h_config(&env, "os", body);
+    h_broker(&env);
+    const char *rec = h_path(&env, "rec.txt");
+
+    /* no worker yet: the queue shows what was stored */
+    char a[128], b[128], c[128], u[128], s[128];
+    cr_assert_eq(publish("t", "first", a, NULL, "--dedup-id", "order-42", NULL, NULL), 0);
+    cr_assert_eq(publish("t", "second", b, NULL, "--dedup-id", "order-42", NULL, NULL), 0);
+    cr_assert(a[0], "no message id printed");
+    cr_assert_str_eq(b, a, "the repeated --dedup-id got another message id");
+    cr_assert_eq(h_sub_stat(&env, "t", "rec", "ready"), 1, "a repeated --dedup-id was stored again");
+    /* the same id on another topic is another event */
+    cr_assert_eq(publish("u", "other-topic", u, NULL, "--dedup-id", "order-42", NULL, NULL), 0);
+    cr_assert_str_neq(u, a);
+    cr_assert_eq(h_sub_stat(&env, "u", "rec", "ready"), 1);
+
+    pid_t w = h_worker(&env, NULL, 1);
+    id_in_file fa = { rec, a };
+    cr_assert(h_wait(has_id, &fa, 15000), "the deduplicated event was never handled");
+    id_in_file fu = { rec, u };
+    cr_assert(h_wait(has_id, &fu, 15000), "the other topic's event was never handled");
+    sub_ref sr = { &env, "t", "rec" };
+    cr_assert(h_wait(sub_drained, &sr, 15000));
+    cr_assert_eq(h_signal_exit(&env, w, SIGTERM, 15000), 0, "the worker did not stop on SIGTERM");
+
+    /* handled and acked: still within the window, so still not stored again */
+    cr_assert_eq(publish("t", "third", c, NULL, "--dedup-id", "order-42", NULL, NULL), 0);
+    cr_assert_str_eq(c, a, "a --dedup-id repeated after its event was handled got another message id");
+    cr_assert_eq(h_sub_stat(&env, "t", "rec", "ready"), 0, "a --dedup-id repeated after handling was stored again");
+    /* the sentinel: queued after anything the repeats could have stored */
+    cr_assert_eq(publish("t", "sentinel", s, NULL, NULL, NULL, NULL, NULL), 0);
+    cr_assert_str_neq(s, a);
+    h_worker(&env, NULL, 1);
+    id_in_file fs = { rec, s };
+    cr_assert(h_wait(has_id, &fs, 15000), "the sentinel was never handled");
+    cr_assert(h_wait(sub_drained, &sr, 15000));
+
+    char *r = h_read(rec, NULL);
+    cr_assert_eq(lines_with_id(rec, a), 1, "the deduplicated event ran %zu times:\n%s", lines_with_id(rec, a), r);
+    cr_assert(strstr(r, " first\n"), "%s", r);
+    cr_assert_null(strstr(r, " second\n"), "a duplicate's payload was handled:\n%s", r);
+    cr_assert_null(strstr(r, " third\n"), "a duplicate's payload was handled:\n%s", r);
+    cr_assert_eq(h_count_lines(rec), 3, "expected first, other-topic, sentinel:\n%s", r);
+    free(r);
+}
+
+/* ---- 3. idempotent publishing through a broker kill -9 ------------------- */
+
+typedef struct { const char *path; off_t size; } file_grown;
+
+static bool file_nonempty(void *arg)
+{
+    file_grown *f = arg;
+    struct stat st;
+    return stat(f->path, &st) == 0 && st.st_size > f->size;
+}
+
+Test(flow, publisher_streaming_through_broker_kill9_stores_each_line_once)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"rec\"; native = { library = \"examples/handlers/libcount.so\"; symbol = \"count\"; };\n"
+             "   env = { COUNT_FILE = \"%s\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"rec\"; } ); } );\n",
+             h_path(&env, "seen.txt"));
+    h_config(&env, "fsync", body);
+    pid_t broker = h_broker(&env);
+
+    /* 20,000 unique lines "line-N", fed in batches of 200 so that the stream
+     * lasts a few seconds (a file would be published in 0.1 s, before any
+     * kill could land); the publisher's stdout is block-buffered, so its
+     * first ids appear some 2,800 lines in */
+    const int n = 20000;
+    char script[1200];
+    snprintf(script, sizeof script,
+             "i=0; while [ $i -lt 100 ]; do seq -f 'line-%%.0f' $((i*200+1)) $((i*200+200)); i=$((i+1)); sleep 0.02; done"
+             " | '%s/bin/herald-publish' --broker '%s' --timeout 30 --lines t",
+             env.root, env.pub);
+    pid_t pub = h_start(&env, "publisher", "/bin/sh", "-c", script, NULL);
+    file_grown fg = { h_path(&env, "publisher.out"), 0 };
+    cr_assert(h_wait(file_nonempty, &fg, 20000), "the publisher printed no id");
+    cr_assert_lt(h_wait_exit(pub, 0), 0, "the publisher finished before the broker was killed");
+    size_t printed_before = h_count_lines(fg.path);
+    h_kill(&env, broker, SIGKILL);
+    h_broker(&env);
+    int st = h_wait_exit(pub, 60000);
+    forget(&env, pub);
+    char *perr = h_read(h_path(&env, "publisher.err"), NULL);
+    cr_assert_eq(st, 0, "the publisher exited %d through the restart: %s", st, perr ? perr : "");
+    free(perr);
+    cr_assert_lt(printed_before, (size_t)n, "the whole stream was confirmed before the kill");
+
+    char **ids;
+    size_t total;
+    size_t nids = h_lines_sorted(h_path(&env, "publisher.out"), &ids, &total);
+    cr_assert_eq(total, (size_t)n, "the publisher printed %zu ids for %d lines", total, n);
+    cr_assert_eq(nids, (size_t)n, "the publisher printed %zu distinct ids for %d lines", nids, n);
+
+    h_worker(&env, NULL, 16);
+    lines_at_least l = { h_path(&env, "seen.txt"), (size_t)n };
+    cr_assert(h_wait(has_lines, &l, 60000), "handled %zu of %d", h_count_lines(l.path), n);
+    sub_ref sr = { &env, "t", "rec" };
+    cr_assert(h_wait(sub_drained, &sr, 30000), "the queue never drained");
+
+    /* Every id printed was handled, and nothing else was: a line stored twice
+     * (once before the kill, unconfirmed, and again on the re-send) would be
+     * a second event with its own id, handled but never printed. Runs of the
+     * same id more than once are at-least-once, allowed. */
+    char **seen;
+    size_t seen_total;
+    size_t nseen = h_lines_sorted(l.path, &seen, &seen_total);
+    size_t i = 0, j = 0, missing = 0, extra = 0;
+    const char *first_missing = NULL, *first_extra = NULL;
+    while (i < nids || j < nseen) {
+        int c = i == nids ? 1 : j == nseen ? -1 : strcmp(ids[i], seen[j]);
+        if (c == 0) { i++; j++; }
+        else if (c < 0) { if (!missing++) first_missing = ids[i]; i++; }
+        else { if (!extra++) first_extra = seen[j]; j++; }
+    }
+    cr_assert_eq(missing, 0, "%zu confirmed ids never handled (e.g. %s)", missing, first_missing);
+    cr_assert_eq(extra, 0, "%zu events handled that the publisher was never given as ids — stored twice (e.g. %s)",
+                 extra, first_extra);
+    cr_assert_eq(nseen, (size_t)n, "%zu distinct events handled for %d input lines", nseen, n);
+    fprintf(stderr, "flow: kill -9 after %zu ids printed; %zu runs for %d events\n", printed_before, seen_total, n);
+    h_free_lines(ids, nids);
+    h_free_lines(seen, nseen);
+}
+
+/* ---- 4. max_backlog -------------------------------------------------------- */
+
+Test(flow, max_backlog_throttles_publishes_until_drained)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"rec\"; native = { library = \"examples/handlers/libcount.so\"; symbol = \"count\"; };\n"
+             "   env = { COUNT_FILE = \"%s\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"rec\"; } ); } );\n",
+             h_path(&env, "seen.txt"));
+    h_config_broker(&env, "os", "max_backlog = 1000;", body);
+    h_broker(&env);
+
+    /* 1,001 lines pipelined: the broker takes exactly 1,000 */
+    write_lines(h_path(&env, "in.txt"), 1001, "b-%d");
+    char *out = NULL, *err = NULL;
+    int rc = h_run(&env, h_path(&env, "in.txt"), &out, &err, "bin/herald-publish", "--broker", env.pub, "--lines",
+                   "t", NULL);
+    h_write(h_path(&env, "ids.txt"), out);
+    cr_assert_eq(rc, 1, "1,001 publishes over max_backlog 1000: exit %d, stderr %s", rc, err);
+    cr_assert_eq(h_count_lines(h_path(&env, "ids.txt")), 1000, "confirmed %zu of 1,001 with max_backlog 1000",
+                 h_count_lines(h_path(&env, "ids.txt")));
+    cr_assert(strstr(err, "LINE 1001:") && strstr(err, "throttled"), "stderr: %s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(h_sub_stat(&env, "t", "rec", "ready"), 1000);
+
+    /* one more, on its own */
+    rc = publish("t", "over", NULL, &err, NULL, NULL, NULL, NULL);
+    cr_assert_eq(rc, 1, "a publish over max_backlog: exit %d", rc);
+    cr_assert(strstr(err, "throttled"), "stderr: %s", err);
+    cr_assert(strchr(err, '\n') == err + strlen(err) - 1, "the refusal is not one line: %s", err);
+    free(err);
+    cr_assert_eq(h_sub_stat(&env, "t", "rec", "ready"), 1000);
+
+    h_worker(&env, NULL, 8);
+    sub_ref sr = { &env, "t", "rec" };
+    cr_assert(h_wait(sub_drained, &sr, 30000), "the worker never drained the queue");
+    char id[128];
+    rc = publish("t", "after", id, &err, NULL, NULL, NULL, NULL);
+    cr_assert_eq(rc, 0, "publish after the drain: %s", err);
+    free(err);
+    id_in_file f = { h_path(&env, "seen.txt"), id };
+    cr_assert(h_wait(has_id, &f, 15000), "the publish after the drain was never handled");
+    cr_assert_eq(h_count_lines(f.path), 1001);
+}
+
+/* ---- 5. SIGHUP reload rules ------------------------------------------------ */
+
+static void write_reload_config(h_env *e, bool drop_sub, bool add_late)
+{
+    char body[2048];
+    snprintf(body, sizeof body,
+             "functions = (\n"
+             " { name = \"keep_fn\"; native = { library = \"examples/handlers/libcount.so\"; symbol = \"count\"; };\n"
+             "   env = { COUNT_FILE = \"%s\"; }; },\n"
+             " { name = \"drop_fn\"; native = { library = \"examples/handlers/libcount.so\"; symbol = \"count\"; };\n"
+             "   env = { COUNT_FILE = \"%s\"; }; }%s%s%s );\n"
+             "topics = ( { name = \"news\"; subscriptions = ( { function = \"keep_fn\"; }%s%s ); } );\n",
+             h_path(e, "keep.txt"), h_path(e, "drop.txt"),
+             add_late ? ",\n { name = \"late_fn\"; native = { library = \"examples/handlers/libcount.so\"; "
+                        "symbol = \"count\"; };\n   env = { COUNT_FILE = \""
+                      : "",
+             add_late ? h_path(e, "late.txt") : "", add_late ? "\"; }; }" : "",
+             drop_sub ? "" : ", { function = \"drop_fn\"; }", add_late ? ", { function = \"late_fn\"; }" : "");
+    h_config(e, "os", body);
+}
+
+Test(flow, sighup_refuses_removing_a_busy_subscription_and_applies_an_added_one)
+{
+    write_reload_config(&env, false, false);
+    pid_t broker = h_broker(&env);
+    char e1[128], e2[128], e3[128];
+    cr_assert_eq(publish("news", "one", e1, NULL, NULL, NULL, NULL, NULL), 0);
+    cr_assert_eq(h_sub_stat(&env, "news", "drop_fn", "ready"), 1);
+
+    /* removing news → drop_fn, which has a queued delivery: refused */
+    write_reload_config(&env, true, false);
+    kill(broker, SIGHUP);
+    file_has refused = { h_path(&env, "broker.err"), "refused" };
+    cr_assert(h_wait(file_contains, &refused, 10000), "no refusal logged for a reload removing a busy subscription");
+    char *log = h_read(refused.path, NULL);
+    char *line = strstr(log, "refused");
+    while (line > log && line[-1] != '\n') line--;
+    char *eol = strchr(line, '\n');
+    if (eol) *eol = 0;
+    cr_assert(strstr(line, "drop_fn") && strstr(line, "news"), "the refusal does not name the subscription: %s", line);
+    free(log);
+    cr_assert_eq(h_wait_exit(broker, 0), -1, "the broker died on a refused reload");
+
+    /* the old config keeps running: both subscriptions get new events */
+    cr_assert_eq(publish("news", "two", e2, NULL, NULL, NULL, NULL, NULL), 0);
+    cr_assert_eq(h_sub_stat(&env, "news", "drop_fn", "ready"), 2, "drop_fn's queue after the refused reload");
+    h_worker(&env, NULL, 4);
+    id_in_file k1 = { h_path(&env, "keep.txt"), e1 }, k2 = { h_path(&env, "keep.txt"), e2 };
+    id_in_file d1 = { h_path(&env, "drop.txt"), e1 }, d2 = { h_path(&env, "drop.txt"), e2 };
+    cr_assert(h_wait(has_id, &k1, 15000) && h_wait(has_id, &k2, 15000), "keep_fn missed an event");
+    cr_assert(h_wait(has_id, &d1, 15000) && h_wait(has_id, &d2, 15000),
+              "drop_fn missed an event after its removal was refused");
+
+    /* a valid reload: a new function subscribed to the topic */
+    write_reload_config(&env, false, true);
+    kill(broker, SIGHUP);
+    file_has reloaded = { h_path(&env, "broker.err"), "reloaded" };
+    cr_assert(h_wait(file_contains, &reloaded, 10000), "no reload logged for a valid SIGHUP");
+    cr_assert_eq(publish("news", "three", e3, NULL, NULL, NULL, NULL, NULL), 0);
+    id_in_file l3 = { h_path(&env, "late.txt"), e3 };
+    cr_assert(h_wait(has_id, &l3, 15000), "the subscription added by SIGHUP never got a new event");
+    id_in_file k3 = { h_path(&env, "keep.txt"), e3 }, d3 = { h_path(&env, "drop.txt"), e3 };
+    cr_assert(h_wait(has_id, &k3, 15000) && h_wait(has_id, &d3, 15000), "an old subscription missed an event");
+    cr_assert_eq(h_count_lines(l3.path), 1, "the added subscription got events from before it existed");
+}
