@@ -342,17 +342,80 @@ int herald_invoke_async(herald_client *c, const char *function, const void *payl
 int herald_invoke(herald_client *c, const char *function, const void *payload, size_t len, int timeout_ms,
                   void **output, size_t *output_len)
 {
-    (void)function, (void)payload, (void)len, (void)timeout_ms;
     if (output) *output = NULL;
     if (output_len) *output_len = 0;
     if (!c) return HERALD_E_INVALID;
-    /* Debt: a synchronous invoke needs a request/reply pair (the handler's
-     * output coming back) that the wire protocol does not have yet. Until it
-     * is added, callers get this refusal at once instead of a hang, and
-     * `heraldctl invoke` without --async and the gateway's synchronous invoke
-     * cannot work. */
-    hc_set_error(c, "synchronous invoke is not available in this version");
-    return HERALD_E_REFUSED;
+    if (!function || !proto_valid_name(function)) {
+        hc_set_error(c, "invalid function name (expected 1 to 128 of A-Z a-z 0-9 _ . -)");
+        return HERALD_E_INVALID;
+    }
+    if (c->inv_req) {
+        hc_set_error(c, "one synchronous invoke at a time per client (called from a callback?)");
+        return HERALD_E_INVALID;
+    }
+    if (c->fatal) {
+        memcpy(c->last_error, c->fatal_error, sizeof c->last_error);
+        return c->fatal;
+    }
+    int rc = await_welcome(c);
+    if (rc) return rc;
+    if (len > c->max_payload) {
+        hc_set_error(c, "payload of %zu bytes is larger than the broker's max_payload (%llu bytes)", len,
+                     (unsigned long long)c->max_payload);
+        return HERALD_E_TOO_LARGE;
+    }
+    static uint64_t next_req;
+    proto_invoke in = { .req = ++next_req, .function = (char *)function,
+                        .timeout_ms = timeout_ms > 0 ? (uint32_t)timeout_ms : 0 };
+    proto_iov iov = { payload, len };
+    msgpack_sbuffer_clear(&c->sb);
+    if (proto_encode_invoke(&c->sb, &in) != 0) return HERALD_E_NOMEM;
+    unsigned gen = c->generation;
+    if (frames_send(c->sock, NULL, 0, &c->sb, &iov, 1, ZMQ_DONTWAIT) != 0) {
+        hc_set_error(c, "cannot send to broker %s: %s", c->endpoint, zmq_strerror(errno));
+        return HERALD_E_UNREACHABLE;
+    }
+    c->inv_req = in.req;
+    c->inv_done = false;
+    /* the broker answers by the deadline it was given (default: the
+     * function's timeout + 5 s, at most 900 + 5 s); a little slack for the trip */
+    int64_t deadline = util_mono_ms() + (timeout_ms > 0 ? timeout_ms : 905000) + 2000;
+    rc = 0;
+    while (!c->inv_done && !c->fatal) {
+        int64_t now = util_mono_ms();
+        if (now >= deadline) {
+            hc_set_error(c, "no answer to the invoke of %s from broker %s", function, c->endpoint);
+            rc = HERALD_E_TIMEOUT;
+            break;
+        }
+        if (c->generation != gen) {   /* the connection was replaced: the reply is lost */
+            hc_set_error(c, "the connection to broker %s was lost during the invoke of %s", c->endpoint, function);
+            rc = HERALD_E_UNREACHABLE;
+            break;
+        }
+        hc_session_pump(c, false);     /* async publishes keep flowing meanwhile */
+        expire(c, now);
+        int prc = hc_session_poll(c, deadline - now < 100 ? deadline - now : 100);
+        if (prc && !c->fatal) { rc = prc; break; }
+    }
+    c->inv_req = 0;
+    if (!rc && c->fatal) {
+        memcpy(c->last_error, c->fatal_error, sizeof c->last_error);
+        rc = c->fatal;
+    }
+    if (rc) return rc;
+    if (c->inv_status != PROTO_OK) {
+        hc_set_error(c, "%s", c->inv_error[0] ? c->inv_error : proto_status_name(c->inv_status));
+        free(c->inv_out);
+        c->inv_out = NULL;
+        int st = hc_status_from_proto(c->inv_status);
+        return st ? st : HERALD_E_REFUSED;
+    }
+    if (output) *output = c->inv_out;   /* the caller's now */
+    else free(c->inv_out);
+    if (output_len) *output_len = c->inv_out_len;
+    c->inv_out = NULL;
+    return 0;
 }
 
 int herald_flush(herald_client *c, int timeout_ms)
@@ -391,6 +454,7 @@ void herald_close(herald_client **pc)
     free(c->batch);
     hc_outbox_free(&c->ob);
     free(c->endpoint);
+    free(c->inv_out);
     free(c);
     *pc = NULL;
 }

@@ -128,6 +128,12 @@ struct herald_client {
     int expired_status;            /* status of the latest one given up on */
     bool closing;                  /* herald_close runs: no new publishes */
     char fatal_error[HC_ERROR_MAX];/* why fatal was set */
+    /* the one synchronous invoke in progress (herald_invoke) */
+    uint64_t inv_req;              /* its request id; 0: none waiting */
+    bool inv_done;                 /* its INVOKE_REPLY arrived */
+    uint32_t inv_status;           /* proto_status of the reply */
+    void *inv_out; size_t inv_out_len;   /* malloc'ed output (OK) */
+    char inv_error[HC_ERROR_MAX];  /* the reply's error text */
     char last_error[HC_ERROR_MAX]; /* "" when none */
 };
 

@@ -308,8 +308,22 @@ static int drain_socket(herald_client *c)
             proto_msg_clear(&m);
             ok = false;
         }
-        /* Our messages carry no payload frames: let them go before any
-         * callback, which may re-enter this function and reuse c->in. */
+        /* An invoke's output is the one payload frame that comes to a
+         * client: kept (copied) for herald_invoke before the frames go. */
+        if (ok && m.type == MSG_INVOKE_REPLY && c->inv_req && m.u.invoke_reply.req == c->inv_req) {
+            size_t n = frames_size(&c->in, 1);
+            free(c->inv_out);
+            c->inv_out = malloc(n ? n : 1);
+            if (c->inv_out) memcpy(c->inv_out, frames_data(&c->in, 1), n);
+            c->inv_out_len = c->inv_out ? n : 0;
+            c->inv_status = c->inv_out ? m.u.invoke_reply.status : PROTO_E_INTERNAL;
+            snprintf(c->inv_error, sizeof c->inv_error, "%s",
+                     !c->inv_out ? "out of memory for the invoke's output"
+                     : m.u.invoke_reply.error ? m.u.invoke_reply.error : "");
+            c->inv_done = true;
+        }
+        /* Let the frames go before any callback, which may re-enter this
+         * function and reuse c->in. */
         frames_close(&c->in);
         if (!ok) continue;   /* undecodable: dropped, like the broker does */
         handle(c, &m);

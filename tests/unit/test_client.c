@@ -172,6 +172,21 @@ static void *fb_main(void *arg)
                 if (out > fb->max_unconfirmed) fb->max_unconfirmed = out;
             }
             pthread_mutex_unlock(&fb->mu);
+            if (m.type == MSG_INVOKE && f.n == 3) {
+                /* "resize" answers "out:" + payload; anything else fails like a handler */
+                bool ok = strcmp(m.u.invoke.function, "resize") == 0;
+                char out[256];
+                size_t in_len = frames_size(&f, 2) < 200 ? frames_size(&f, 2) : 200;
+                memcpy(out, "out:", 4);
+                memcpy(out + 4, frames_data(&f, 2), in_len);   /* binary: no printf */
+                int n = (int)(4 + in_len);
+                proto_invoke_reply ir = { .req = m.u.invoke.req, .status = ok ? PROTO_OK : PROTO_E_HANDLER,
+                                          .error = ok ? NULL : "exit status 3", .message_id = "i1-1" };
+                proto_iov iov = { out, ok ? (size_t)n : 0 };
+                proto_encode_invoke_reply(&sb, &ir);
+                frames_send(r, rid, rid_len, &sb, &iov, 1, 0);
+                sb.size = 0;
+            }
             if (m.type == MSG_PUBLISH) {
                 const proto_publish *p = &m.u.publish;
                 if (fb->error_publish) {
@@ -568,11 +583,18 @@ Test(client, invoke)
     herald_client *c = connect_to(fb.endpoint, 5000, 0);
     void *out = (void *)1;
     size_t outlen = 7;
-    int rc = herald_invoke(c, "resize", "x", 1, 1000, &out, &outlen);
-    cr_assert_eq(rc, HERALD_E_REFUSED);
+    int rc = herald_invoke(c, "resize", "x\0y", 3, 1000, &out, &outlen);
+    cr_assert_eq(rc, 0, "%s", herald_last_error(c));
+    cr_assert_eq(outlen, 7);
+    cr_assert_eq(memcmp(out, "out:x\0y", 7), 0, "the output must come back byte for byte");
+    free(out);
+    out = (void *)1;
+    rc = herald_invoke(c, "broken", "x", 1, 1000, &out, &outlen);
+    cr_assert_eq(rc, HERALD_E_HANDLER);
     cr_assert_null(out);
     cr_assert_eq(outlen, 0);
-    cr_assert_str_eq(herald_last_error(c), "synchronous invoke is not available in this version");
+    cr_assert_str_eq(herald_last_error(c), "exit status 3");
+    cr_assert_eq(herald_invoke(c, "bad name", "x", 1, 1000, &out, &outlen), HERALD_E_INVALID);
     char id[HERALD_ID_MAX];
     cr_assert_eq(herald_invoke_async(c, "bad name", "x", 1, id), HERALD_E_INVALID);
     rc = herald_invoke_async(c, "resize", "abcd", 4, id);
