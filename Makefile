@@ -2,6 +2,7 @@
 #   make            build bin/, lib/ and the example handlers
 #   make test       unit + integration tests (Criterion), real programs over real sockets
 #   make run        install missing packages, build, run a broker + 2 workers on config/herald.cfg
+#   make demo       a scripted tour: a poison event, its dead letter, a fix, a replay
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZE=address,undefined test
 CC      ?= cc
@@ -93,6 +94,9 @@ RUN_CFG ?= config/herald.cfg
 run: deps all
 	@examples/run.sh $(RUN_CFG)
 
+demo: deps all
+	@examples/demo.sh
+
 # Installs what is missing when root; otherwise prints the exact command.
 deps:
 	@miss=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || miss="$$miss $$p"; done; \
@@ -114,5 +118,5 @@ install: all
 clean:
 	rm -rf $(B) bin lib examples/handlers/*.so
 
-.PHONY: all test run deps install clean
+.PHONY: all test run demo deps install clean
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

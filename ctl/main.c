@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <sys/stat.h>
+#include <time.h>
 
 #include <herald.h>
 
@@ -24,7 +25,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: heraldctl [--broker ADMIN_ENDPOINT] [-c FILE] [--timeout SECONDS] COMMAND\n"
             "commands:\n"
-            "  stats [--json]      topics, subscriptions, functions, workers\n"
+            "  stats [--json] [--watch [SECONDS]]\n"
+            "                      topics, subscriptions, functions, workers (--watch: redraw)\n"
             "  workers [--json]    connected workers\n"
             "  dlq list [--function F] [--topic T] [--limit N] [--json] [--db PATH]\n"
             "                      dead letters, newest first (default limit 100; 0: all)\n"
@@ -74,7 +76,9 @@ static void table(const msgpack_object *list, const char *const *cols, size_t nc
             mp_text(mp_get(&list->via.array.ptr[r], cols[c]), cell, sizeof cell);
             if (strlen(cell) > width[c]) width[c] = strlen(cell);
         }
-    for (size_t c = 0; c < ncols; c++) printf("%s%-*s", c ? "  " : "", (int)width[c], cols[c]);
+    /* the last column is not padded: no trailing blanks */
+    for (size_t c = 0; c < ncols; c++)
+        printf("%s%-*s", c ? "  " : "", c + 1 < ncols ? (int)width[c] : 0, cols[c]);
     putchar('\n');
     for (size_t r = 0; r < nrows; r++) {
         for (size_t c = 0; c < ncols; c++) {
@@ -82,7 +86,7 @@ static void table(const msgpack_object *list, const char *const *cols, size_t nc
             /* numbers right-aligned, text left-aligned */
             char *end;
             bool num = cell[0] && (strtod(cell, &end), *end == 0);
-            printf("%s%*s", c ? "  " : "", num ? (int)width[c] : -(int)width[c], cell);
+            printf("%s%*s", c ? "  " : "", num ? (int)width[c] : c + 1 < ncols ? -(int)width[c] : 0, cell);
         }
         putchar('\n');
     }
@@ -94,7 +98,7 @@ typedef struct {
     const char *endpoint, *cfg_path, *db, *function, *topic;
     double timeout_s, rate;
     int64_t limit, older_than;
-    bool json, all, dry_run, async;
+    bool json, all, dry_run, async, watch;
     const char *publish;        /* invoke --async: the publish endpoint ($HERALD_BROKER) */
 } ctl_opts;
 
@@ -534,7 +538,7 @@ int main(int argc, char **argv)
 {
     util_set_program("heraldctl");
     ctl_opts o = { .timeout_s = 5.0, .limit = 100 };
-    enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT, O_ALL, O_RATE, O_DRY, O_OLDER, O_ASYNC };
+    enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT, O_ALL, O_RATE, O_DRY, O_OLDER, O_ASYNC, O_WATCH };
     bool timeout_given = false;
     static const struct option opts[] = {
         { "broker", required_argument, NULL, 'b' }, { "config", required_argument, NULL, 'c' },
@@ -543,7 +547,7 @@ int main(int argc, char **argv)
         { "topic", required_argument, NULL, O_TOPIC }, { "limit", required_argument, NULL, O_LIMIT },
         { "all", no_argument, NULL, O_ALL }, { "rate", required_argument, NULL, O_RATE },
         { "dry-run", no_argument, NULL, O_DRY }, { "older-than", required_argument, NULL, O_OLDER },
-        { "async", no_argument, NULL, O_ASYNC },
+        { "async", no_argument, NULL, O_ASYNC }, { "watch", no_argument, NULL, O_WATCH },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
     };
     int c;
@@ -573,6 +577,7 @@ int main(int argc, char **argv)
             break;
         case O_ALL: o.all = true; break;
         case O_ASYNC: o.async = true; break;
+        case O_WATCH: o.watch = true; break;
         case O_DRY: o.dry_run = true; break;
         case O_RATE:
             o.rate = strtod(optarg, &end);
@@ -603,7 +608,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "heraldctl: unknown command '%s' (try --help)\n", cmd);
         return 2;
     }
-    if (optind + 1 != argc) {
+    double every = 2.0;   /* stats --watch [SECONDS] */
+    if (stats && o.watch && optind + 2 == argc) {
+        char *w_end;
+        every = strtod(argv[optind + 1], &w_end);
+        if (*w_end || w_end == argv[optind + 1] || every < 0.1 || every > 3600) {
+            fprintf(stderr, "heraldctl: stats --watch takes a number of seconds (0.1 to 3600)\n");
+            return 2;
+        }
+    } else if (optind + 1 != argc) {
         fprintf(stderr, "heraldctl: %s takes no arguments\n", cmd);
         return 2;
     }
@@ -617,10 +630,21 @@ int main(int argc, char **argv)
     if (!endpoint) endpoint = "tcp://127.0.0.1:7712";
     admin_client a;
     int rc = 1;
-    if (admin_open(&a, endpoint, (int)(o.timeout_s * 1000)) != 0)
+    if (admin_open(&a, endpoint, (int)(o.timeout_s * 1000)) != 0) {
         fprintf(stderr, "heraldctl: %s\n", a.error);
-    else
+    } else if (o.watch && stats && !o.json) {
+        /* like top: redraw in place until interrupted */
+        for (;;) {
+            printf("\033[H\033[2J%s every %g s — %s\n\n", endpoint, every, "Ctrl-C to stop");
+            rc = cmd_stats(&a, false, false);
+            fflush(stdout);
+            if (rc != 0) break;
+            struct timespec ts = { (time_t)every, (long)((every - (double)(time_t)every) * 1e9) };
+            nanosleep(&ts, NULL);
+        }
+    } else {
         rc = cmd_stats(&a, o.json, workers);
+    }
     admin_close(&a);
     config_destroy(&cfg);
     return rc;
