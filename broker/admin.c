@@ -151,28 +151,48 @@ static int arg_int(const proto_admin *a, const char *key, int64_t dflt, int64_t 
     return 0;
 }
 
-static uint32_t dlq_command(broker_t *b, const proto_admin *a, msgpack_sbuffer *body, char *err, size_t n)
+/* A dlq.list / dlq.show request, parsed (so it can outlive its message). */
+typedef struct {
+    bool show;
+    char function[PROTO_NAME_MAX + 1], topic[PROTO_NAME_MAX + 1];
+    bool has_function, has_topic;
+    int64_t limit, id;
+} dlq_req;
+
+static uint32_t dlq_parse(const proto_admin *a, dlq_req *r, char *err, size_t n)
+{
+    memset(r, 0, sizeof *r);
+    r->show = strcmp(a->command, "dlq.show") == 0;
+    if (!r->show) {
+        const char *fn, *tp;
+        if (arg_str(a, "function", r->function, sizeof r->function, &fn) ||
+            arg_str(a, "topic", r->topic, sizeof r->topic, &tp) || arg_int(a, "limit", 100, &r->limit)) {
+            snprintf(err, n, "dlq.list: bad arguments (function, topic: names; limit: an integer ≥ 0)");
+            return PROTO_E_MALFORMED;
+        }
+        r->has_function = fn != NULL;
+        r->has_topic = tp != NULL;
+        return PROTO_OK;
+    }
+    if (arg_int(a, "id", -1, &r->id) || r->id < 0) {
+        snprintf(err, n, "dlq.show: needs an integer id");
+        return PROTO_E_MALFORMED;
+    }
+    return PROTO_OK;
+}
+
+static uint32_t dlq_run(broker_t *b, const dlq_req *r, msgpack_sbuffer *body, char *err, size_t n)
 {
     if (!b->dlq_db) {
         snprintf(err, n, "dead letters cannot be read: the read-only connection failed at start");
         return PROTO_E_INTERNAL;
     }
-    if (strcmp(a->command, "dlq.list") == 0) {
-        char fn[PROTO_NAME_MAX + 1], tp[PROTO_NAME_MAX + 1];
-        dlq_filter f = { 0 };
-        if (arg_str(a, "function", fn, sizeof fn, &f.function) || arg_str(a, "topic", tp, sizeof tp, &f.topic) ||
-            arg_int(a, "limit", 100, &f.limit)) {
-            snprintf(err, n, "dlq.list: bad arguments (function, topic: names; limit: an integer ≥ 0)");
-            return PROTO_E_MALFORMED;
-        }
+    if (!r->show) {
+        dlq_filter f = { .function = r->has_function ? r->function : NULL,
+                         .topic = r->has_topic ? r->topic : NULL, .limit = r->limit };
         return dlq_list(b->dlq_db, &f, body, err, n) == 0 ? PROTO_OK : PROTO_E_INTERNAL;
     }
-    int64_t id;
-    if (arg_int(a, "id", -1, &id) || id < 0) {
-        snprintf(err, n, "dlq.show: needs an integer id");
-        return PROTO_E_MALFORMED;
-    }
-    int rc = dlq_show(b->dlq_db, id, body, err, n);
+    int rc = dlq_show(b->dlq_db, r->id, body, err, n);
     return rc == 0 ? PROTO_OK : rc == 1 ? PROTO_E_NOT_FOUND : PROTO_E_INTERNAL;
 }
 
@@ -204,8 +224,26 @@ typedef struct pending_reply {
     struct pending_reply *next;
     unsigned char rid[256]; size_t rid_len;
     uint64_t req;
-    msgpack_sbuffer body;
+    msgpack_sbuffer body;       /* the answer, ready (replay/purge) … */
+    bool read;                  /* … or a dead-letter read to run after the commit */
+    dlq_req dlq;
 } pending_reply;
+
+/* Queued to be answered after this turn's commit; false: no memory. */
+static pending_reply *defer(broker_t *b, proto_frames *f, uint64_t req)
+{
+    pending_reply *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    memcpy(p->rid, frames_data(f, 0), frames_size(f, 0));
+    p->rid_len = frames_size(f, 0);
+    p->req = req;
+    msgpack_sbuffer_init(&p->body);
+    /* answers go out in the order the requests came */
+    pending_reply **tail = &b->admin_pending;
+    while (*tail) tail = &(*tail)->next;
+    *tail = p;
+    return p;
+}
 
 static void reply(broker_t *b, const void *rid, size_t rid_len, uint64_t req, uint32_t status,
                   const char *why, const msgpack_sbuffer *body)
@@ -222,8 +260,14 @@ void admin_flush(broker_t *b, bool committed)
     pending_reply *p = b->admin_pending, *next;
     for (; p; p = next) {
         next = p->next;
-        reply(b, p->rid, p->rid_len, p->req, committed ? PROTO_OK : PROTO_E_INTERNAL,
-              committed ? NULL : "storage failed: the commit did not succeed; nothing changed", &p->body);
+        if (p->read) {   /* now the read-only connection sees this turn's dead letters */
+            char err[512];
+            uint32_t st = dlq_run(b, &p->dlq, &p->body, err, sizeof err);
+            reply(b, p->rid, p->rid_len, p->req, st, st == PROTO_OK ? NULL : err, &p->body);
+        } else {
+            reply(b, p->rid, p->rid_len, p->req, committed ? PROTO_OK : PROTO_E_INTERNAL,
+                  committed ? NULL : "storage failed: the commit did not succeed; nothing changed", &p->body);
+        }
         msgpack_sbuffer_destroy(&p->body);
         free(p);
     }
@@ -260,15 +304,11 @@ static uint32_t dead_write(broker_t *b, proto_frames *f, const proto_admin *a, m
         pk_str(&pk, "why"); pk_str(&pk, res.why);
     }
     if (dry_run) return PROTO_OK;
-    pending_reply *p = calloc(1, sizeof *p);
+    pending_reply *p = defer(b, f, a->req);
     if (!p) return PROTO_OK;   /* answered now: the commit follows this turn anyway */
-    memcpy(p->rid, frames_data(f, 0), frames_size(f, 0));
-    p->rid_len = frames_size(f, 0);
-    p->req = a->req;
+    msgpack_sbuffer_destroy(&p->body);
     p->body = *body;           /* takes the buffer */
     msgpack_sbuffer_init(body);
-    p->next = b->admin_pending;
-    b->admin_pending = p;
     *deferred = true;
     return PROTO_OK;
 }
@@ -317,7 +357,20 @@ void admin_handle(broker_t *b, proto_frames *f)
     if (strcmp(m.u.admin.command, "stats") == 0) {
         pack_stats(b, &pk);
     } else if (strcmp(m.u.admin.command, "dlq.list") == 0 || strcmp(m.u.admin.command, "dlq.show") == 0) {
-        status = dlq_command(b, &m.u.admin, &body, err, sizeof err);
+        /* Dead letters staged in the open transaction are not visible to
+         * the read-only connection yet: read after this turn's commit, so
+         * what stats counts, dlq list shows. */
+        dlq_req r;
+        status = dlq_parse(&m.u.admin, &r, err, sizeof err);
+        pending_reply *p = status == PROTO_OK && b->store.in_txn ? defer(b, f, m.u.admin.req) : NULL;
+        if (p) {
+            p->read = true;
+            p->dlq = r;
+            msgpack_sbuffer_destroy(&body);
+            proto_msg_clear(&m);
+            return;
+        }
+        if (status == PROTO_OK) status = dlq_run(b, &r, &body, err, sizeof err);
         if (status != PROTO_OK) why = err;
     } else if (strcmp(m.u.admin.command, "dlq.replay") == 0 || strcmp(m.u.admin.command, "dlq.purge") == 0) {
         bool deferred = false;

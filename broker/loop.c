@@ -134,7 +134,8 @@ int loop_run(broker_t *b)
         /* 4. commit → confirms → dispatch → reap. A turn with answers to
          * send commits now (never confirm what is not on disk); one with only
          * acks may wait for ACK_COMMIT_MS to share an fsync with later turns. */
-        bool must = b->confirms != NULL || b->admin_pending != NULL || (b->store.in_txn && now - b->store.txn_started_ms >= ACK_COMMIT_MS);
+        bool must = b->confirms != NULL || b->admin_pending != NULL ||
+                    (b->store.in_txn && util_mono_ms() - b->store.txn_started_ms >= ACK_COMMIT_MS);
         bool committed = !must || store_commit(&b->store) == 0;
         if (!committed) {
             LOG_ERROR("commit failed: this turn's publishes are refused, queues reloaded");
