@@ -166,6 +166,15 @@ typedef struct {
     bool checkpointer_started;
 } store_t;
 
+typedef struct {
+    bool on;                    /* security.curve */
+    bool probing;               /* the start-up self-test: its refusal is not logged */
+    char public_key[41], secret_key[41];   /* the broker's, Z85 */
+    void *zap;                  /* REP on inproc://zeromq.zap.01, polled by the loop */
+    uint8_t (*keys[3])[32]; size_t nkeys[3];   /* allowed keys per role, sorted */
+    uint8_t (*logged)[33]; size_t nlogged;     /* (role, key) refusals already logged */
+} auth_t;
+
 typedef struct { uint64_t key; void *val; } lease_slot;
 typedef struct { lease_slot *slots; size_t cap, n; } lease_map;
 
@@ -174,6 +183,7 @@ struct broker {
     store_t store;
     void *zctx;
     void *pub_sock, *wrk_sock, *adm_sock;
+    auth_t auth;
     function_t *functions; size_t nfunctions;
     topic_t *topics; size_t ntopics;
     sub_t **subs; size_t nsubs;          /* every subscription, fixed order */
@@ -329,6 +339,14 @@ int broker_reload(broker_t *b);   /* SIGHUP: 0, or -1 with the running config ke
 void broker_teardown(broker_t *b);
 function_t *broker_function(broker_t *b, const char *name);
 topic_t *broker_topic(broker_t *b, const char *name);
+
+/* --- auth.c: CURVE and the ZAP handler (role 0 publish, 1 worker, 2 admin) --- */
+int auth_open(broker_t *b, const cfg_security *sec, char *err, size_t len);   /* binds ZAP first */
+int auth_server(broker_t *b, void *sock, int role);   /* a ROUTER speaks CURVE for its role */
+int auth_load(broker_t *b, const cfg_security *sec, char *err, size_t len);  /* the .pub dirs (SIGHUP) */
+void auth_handle(broker_t *b);                      /* one ZAP request */
+int auth_selftest(broker_t *b, const char *publish_endpoint, char *err, size_t len);
+void auth_close(broker_t *b);
 
 /* --- loop.c --- */
 int loop_run(broker_t *b);

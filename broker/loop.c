@@ -88,11 +88,13 @@ static int drain(broker_t *b, void *sock, void (*handle)(broker_t *, proto_frame
 
 int loop_run(broker_t *b)
 {
-    zmq_pollitem_t items[3] = {
+    zmq_pollitem_t items[4] = {
         { b->pub_sock, 0, ZMQ_POLLIN, 0 },
         { b->wrk_sock, 0, ZMQ_POLLIN, 0 },
         { b->adm_sock, 0, ZMQ_POLLIN, 0 },
+        { b->auth.zap, 0, ZMQ_POLLIN, 0 },   /* CURVE handshakes wait on this one */
     };
+    int nitems = b->auth.zap ? 4 : 3;
     bool busy = false;
     check_disk(b);
     while (!*b->stop) {
@@ -110,7 +112,7 @@ int loop_run(broker_t *b)
             broker_reload(b);
         }
         /* 2. poll */
-        if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) {
+        if (zmq_poll(items, nitems, timeout) < 0 && zmq_errno() != EINTR) {
             LOG_ERROR("poll: %s", zmq_strerror(zmq_errno()));
             return -1;
         }
@@ -119,6 +121,13 @@ int loop_run(broker_t *b)
         got += drain(b, b->pub_sock, publish_handle);
         got += drain(b, b->adm_sock, admin_handle);
         busy = got > 0;
+        for (int k = 0; b->auth.zap && k < DRAIN_CAP && (items[3].revents & ZMQ_POLLIN); k++) {
+            int ev = 0;
+            size_t evlen = sizeof ev;
+            zmq_getsockopt(b->auth.zap, ZMQ_EVENTS, &ev, &evlen);
+            if (!(ev & ZMQ_POLLIN)) break;
+            auth_handle(b);
+        }
         if (now - b->last_gc_ms >= GC_EVERY_MS) {
             b->last_gc_ms = now;
             store_gc(&b->store, b);

@@ -21,10 +21,15 @@ static void usage(FILE *f)
     fprintf(f, "usage: herald-broker -c FILE [--verbose]\n");
 }
 
-static void *bind_router(broker_t *b, const char *what, const char *endpoint, int64_t maxmsg)
+static void *bind_router(broker_t *b, const char *what, int role, const char *endpoint, int64_t maxmsg)
 {
     void *s = zmq_socket(b->zctx, ZMQ_ROUTER);
     if (!s) return NULL;
+    if (auth_server(b, s, role) != 0) {
+        fprintf(stderr, "herald-broker: cannot set up CURVE on %s: %s\n", what, zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return NULL;
+    }
     int one = 1, zero = 0, linger = 2000;
     zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);   /* EHOSTUNREACH, not a silent drop */
     zmq_setsockopt(s, ZMQ_ROUTER_HANDOVER, &one, sizeof one);    /* a reconnecting worker keeps its id */
@@ -88,40 +93,52 @@ int main(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (store_open(&b.store, cfg->broker.data_dir, cfg->broker.durability) != 0) goto out_cfg;
+    /* keys first: a bad secret key is a config error, and starts nothing */
     char why[512];
+    b.zctx = zmq_ctx_new();
+    if (auth_open(&b, &cfg->security, why, sizeof why) != 0) {
+        fprintf(stderr, "herald-broker: %s\n", why);
+        rc = 2;
+        goto out_zmq;
+    }
+    if (store_open(&b.store, cfg->broker.data_dir, cfg->broker.durability) != 0) goto out_zmq;
     b.dlq_db = dlq_open(b.store.path, why, sizeof why);
     if (!b.dlq_db) LOG_WARN("dead letters will not be readable over the admin endpoint: %s", why);
     if (broker_setup(&b, cfg) != 0 || store_counts(&b.store, &b) != 0 || queue_load_delayed(&b) != 0) {
         LOG_ERROR("cannot rebuild the queues from %s", b.store.path);
         goto out_store;
     }
-    b.zctx = zmq_ctx_new();
     int64_t mp = cfg->broker.max_payload, head = 64 * 1024;
     int64_t wmax = (mp > (int64_t)PROTO_OUTPUT_MAX ? mp : (int64_t)PROTO_OUTPUT_MAX) + head;
     int64_t amax = (mp > (1 << 20) ? mp : (1 << 20)) + head;
-    b.pub_sock = bind_router(&b, "publish_endpoint", cfg->broker.publish_endpoint, mp + head);
-    if (b.pub_sock) b.wrk_sock = bind_router(&b, "worker_endpoint", cfg->broker.worker_endpoint, wmax);
-    if (b.wrk_sock) b.adm_sock = bind_router(&b, "admin_endpoint", cfg->broker.admin_endpoint, amax);
-    if (!b.adm_sock) goto out_zmq;
+    b.pub_sock = bind_router(&b, "publish_endpoint", 0, cfg->broker.publish_endpoint, mp + head);
+    if (b.pub_sock) b.wrk_sock = bind_router(&b, "worker_endpoint", 1, cfg->broker.worker_endpoint, wmax);
+    if (b.wrk_sock) b.adm_sock = bind_router(&b, "admin_endpoint", 2, cfg->broker.admin_endpoint, amax);
+    if (!b.adm_sock) goto out_sockets;
+    if (auth_selftest(&b, cfg->broker.publish_endpoint, why, sizeof why) != 0) {
+        fprintf(stderr, "herald-broker: %s\n", why);
+        goto out_sockets;
+    }
 
     int64_t ready = 0;
     for (size_t i = 0; i < b.nsubs; i++) ready += b.subs[i]->queued;
-    LOG_INFO("ready: %zu topics, %zu functions, %lld queued, %zu delayed; publish %s, workers %s, admin %s",
+    LOG_INFO("ready: %zu topics, %zu functions, %lld queued, %zu delayed; publish %s, workers %s, admin %s%s",
              b.ntopics, b.nfunctions, (long long)ready, b.ntimers, cfg->broker.publish_endpoint,
-             cfg->broker.worker_endpoint, cfg->broker.admin_endpoint);
+             cfg->broker.worker_endpoint, cfg->broker.admin_endpoint,
+             b.auth.on ? "; CURVE on, ZAP self-test passed" : "");
     rc = loop_run(&b) == 0 ? 0 : 1;
     LOG_INFO("stopped");
-out_zmq:
+out_sockets:
     if (b.pub_sock) zmq_close(b.pub_sock);
     if (b.wrk_sock) zmq_close(b.wrk_sock);
     if (b.adm_sock) zmq_close(b.adm_sock);
-    zmq_ctx_term(b.zctx);
 out_store:
     broker_teardown(&b);
     sqlite3_close(b.dlq_db);
     store_close(&b.store);
-out_cfg:
+out_zmq:
+    auth_close(&b);
+    zmq_ctx_term(b.zctx);
     frames_close(&b.in);
     free(b.in.parts);
     msgpack_sbuffer_destroy(&b.sb);

@@ -161,6 +161,13 @@ int broker_reload(broker_t *b)
     }
     free(errs);
     if (restart_only(&b->cfg->broker, &nc->broker, why, sizeof why) != 0) goto refuse;
+    bool curve = nc->security.present && nc->security.curve;
+    if (curve != b->auth.on ||
+        (curve && strcmp(nc->security.secret_key, b->cfg->security.secret_key) != 0)) {
+        snprintf(why, sizeof why, "security.curve or secret_key changed: that needs a restart");
+        goto refuse;
+    }
+
     /* a subscription (or a function's own queue) that goes away must be empty */
     for (size_t i = 0; i < b->nsubs; i++) {
         sub_t *s = b->subs[i];
@@ -197,6 +204,8 @@ int broker_reload(broker_t *b)
             for (size_t j = 0; w->serves[i] && j < nc->nfunctions; j++)
                 if (strcmp(b->functions[i].name, nc->functions[j].name) == 0) serves[k][j] = true;
     }
+    /* adding or removing a .pub takes effect for new connections */
+    if (curve && auth_load(b, &nc->security, why, sizeof why) != 0) goto refuse_serves;
     herald_config *old = b->cfg;
     if (build(b, nc) != 0) { snprintf(why, sizeof why, "out of memory"); goto refuse_serves; }
     k = 0;

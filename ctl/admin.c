@@ -8,7 +8,8 @@
 
 #include "ctl.h"
 
-int admin_open(admin_client *a, const char *endpoint, int timeout_ms)
+int admin_open(admin_client *a, const char *endpoint, int timeout_ms, const char *key_file,
+               const char *broker_key_file)
 {
     memset(a, 0, sizeof *a);
     a->endpoint = endpoint;
@@ -24,11 +25,47 @@ int admin_open(admin_client *a, const char *endpoint, int timeout_ms)
     int64_t maxmsg = (64LL << 20) + (64 << 10);
     zmq_setsockopt(a->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(a->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (keys_client(a->sock, key_file, broker_key_file, a->error, sizeof a->error) != 0) return -1;
+    static unsigned n;
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://ctl-monitor-%u", ++n);
+    if (zmq_socket_monitor(a->sock, mon, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
+        a->mon = zmq_socket(a->zctx, ZMQ_PAIR);
+        if (a->mon && zmq_connect(a->mon, mon) != 0) { zmq_close(a->mon); a->mon = NULL; }
+    }
     if (zmq_connect(a->sock, endpoint) != 0) {
         snprintf(a->error, sizeof a->error, "bad endpoint %s: %s", endpoint, zmq_strerror(zmq_errno()));
         return -1;
     }
     return 0;
+}
+
+/* True (and a->error set) when the broker refused our CURVE handshake. */
+static bool refused(admin_client *a)
+{
+    if (!a->mon) return false;
+    zmq_msg_t ev;
+    zmq_msg_init(&ev);
+    bool no = false;
+    while (zmq_msg_recv(&ev, a->mon, ZMQ_DONTWAIT) >= 0) {
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
+        bool more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        zmq_msg_init(&ev);
+        if (more) { zmq_msg_recv(&ev, a->mon, 0); zmq_msg_close(&ev); zmq_msg_init(&ev); }
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            snprintf(a->error, sizeof a->error, "broker %s refused our key: is it in the broker's admins directory?",
+                     a->endpoint);
+            no = true;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            snprintf(a->error, sizeof a->error, "handshake with broker %s failed: CURVE on one side only? "
+                     "(--key/--broker-key, HERALD_KEY/HERALD_BROKER_KEY)", a->endpoint);
+            no = true;
+        }
+    }
+    zmq_msg_close(&ev);
+    return no;
 }
 
 int admin_call(admin_client *a, const char *command, const void *args, size_t args_len)
@@ -49,8 +86,9 @@ int admin_call(admin_client *a, const char *command, const void *args, size_t ar
     for (;;) {
         int64_t left = deadline - util_mono_ms();
         if (left <= 0) break;
-        zmq_pollitem_t it = { a->sock, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll(&it, 1, (long)left) <= 0) continue;
+        zmq_pollitem_t it[2] = { { a->sock, 0, ZMQ_POLLIN, 0 }, { a->mon, 0, ZMQ_POLLIN, 0 } };
+        if (zmq_poll(it, a->mon ? 2 : 1, (long)left) <= 0) continue;
+        if (refused(a)) return -1;
         if (frames_recv(a->sock, &a->in, 2, ZMQ_DONTWAIT) != 0) continue;
         char err[256];
         int ok = a->in.n >= 1 &&
@@ -93,8 +131,9 @@ int admin_invoke(admin_client *a, const char *function, const void *payload, siz
     for (;;) {
         int64_t left = deadline - util_mono_ms();
         if (left <= 0) break;
-        zmq_pollitem_t it = { a->sock, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll(&it, 1, (long)left) <= 0) continue;
+        zmq_pollitem_t it[2] = { { a->sock, 0, ZMQ_POLLIN, 0 }, { a->mon, 0, ZMQ_POLLIN, 0 } };
+        if (zmq_poll(it, a->mon ? 2 : 1, (long)left) <= 0) continue;
+        if (refused(a)) return -1;
         if (frames_recv(a->sock, &a->in, 2, ZMQ_DONTWAIT) != 0) continue;
         char err[256];
         if (a->in.n < 1 ||
@@ -124,7 +163,8 @@ void admin_close(admin_client *a)
     frames_close(&a->in);
     free(a->in.parts);
     a->in.parts = NULL;
+    if (a->mon) zmq_close(a->mon);
     if (a->sock) zmq_close(a->sock);
     if (a->zctx) zmq_ctx_term(a->zctx);
-    a->sock = a->zctx = NULL;
+    a->sock = a->zctx = a->mon = NULL;
 }

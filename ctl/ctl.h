@@ -15,6 +15,7 @@ void mp_text(const msgpack_object *o, char *buf, size_t n);
 /* --- admin.c: one request/reply on the admin endpoint --- */
 typedef struct {
     void *zctx, *sock;
+    void *mon;                  /* the socket's monitor: a refused key fails fast */
     const char *endpoint;
     int timeout_ms;
     proto_frames in;
@@ -23,7 +24,9 @@ typedef struct {
     char error[512];            /* why admin_call() failed */
 } admin_client;
 
-int admin_open(admin_client *a, const char *endpoint, int timeout_ms);
+/* key_file/broker_key_file: CURVE (both or neither; see keys_pick). */
+int admin_open(admin_client *a, const char *endpoint, int timeout_ms, const char *key_file,
+               const char *broker_key_file);
 /* Sends command with packed msgpack args (NULL: {}) and waits for its reply.
  * 0: a->reply.u.admin_reply holds it (status may be an error).
  * -1: unreachable / timeout, a->error says so. */

@@ -23,7 +23,8 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: heraldctl [--broker ADMIN_ENDPOINT] [-c FILE] [--timeout SECONDS] COMMAND\n"
+            "usage: heraldctl [--broker ADMIN_ENDPOINT] [-c FILE] [--timeout SECONDS]\n"
+            "                 [--key FILE --broker-key FILE] COMMAND\n"
             "commands:\n"
             "  stats [--json] [--watch [SECONDS]]\n"
             "                      topics, subscriptions, functions, workers (--watch: redraw)\n"
@@ -38,6 +39,7 @@ static void usage(FILE *f)
             "  invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S]\n"
             "                      run a function now and print its output (--async: store and\n"
             "                      run it like an event, with retries; prints the message id)\n"
+            "  keygen NAME         write a CURVE key pair: NAME.key (0600) and NAME.pub\n"
             "  check FILE          validate a config file; every error as FILE:LINE\n");
 }
 
@@ -100,6 +102,7 @@ typedef struct {
     int64_t limit, older_than;
     bool json, all, dry_run, async, watch;
     const char *publish;        /* invoke --async: the publish endpoint ($HERALD_BROKER) */
+    const char *key, *broker_key;   /* CURVE: ours (.key) and the broker's (.pub) */
 } ctl_opts;
 
 /* Where dead letters are read from: the broker's admin endpoint, or with
@@ -263,7 +266,7 @@ static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
     if (!endpoint) endpoint = "tcp://127.0.0.1:7712";
     admin_client a;
     int rc = 1;
-    if (admin_open(&a, endpoint, (int)(o->timeout_s * 1000)) != 0 ||
+    if (admin_open(&a, endpoint, (int)(o->timeout_s * 1000), o->key, o->broker_key) != 0 ||
         admin_call(&a, replay ? "dlq.replay" : "dlq.purge", args.data, args.size) != 0) {
         fprintf(stderr, "heraldctl: %s\n", a.error);
         goto out;
@@ -344,7 +347,7 @@ static int cmd_dlq(const ctl_opts *o, int argc, char **argv)
         }
         if (!endpoint) endpoint = "tcp://127.0.0.1:7712";
         opened = true;
-        if (admin_open(&a, endpoint, (int)(o->timeout_s * 1000)) == 0) {
+        if (admin_open(&a, endpoint, (int)(o->timeout_s * 1000), o->key, o->broker_key) == 0) {
             msgpack_sbuffer args;
             msgpack_sbuffer_init(&args);
             msgpack_packer pk;
@@ -451,7 +454,8 @@ static int cmd_invoke(const ctl_opts *o, bool timeout_given, int argc, char **ar
     if (o->async) {
         /* Lambda's Event type: stored for the function, run with its retries */
         herald_options ho = { .endpoint = o->publish ? o->publish : cfg ? cfg->broker.publish_endpoint : NULL,
-                              .timeout_ms = (int)(o->timeout_s * 1000) };
+                              .timeout_ms = (int)(o->timeout_s * 1000),
+                              .key_file = o->key, .broker_key_file = o->broker_key };
         herald_client *c = herald_connect(&ho);
         char id[HERALD_ID_MAX];
         int st = c ? herald_invoke_async(c, argv[1], payload, len, id) : HERALD_E_INVALID;
@@ -464,7 +468,7 @@ static int cmd_invoke(const ctl_opts *o, bool timeout_given, int argc, char **ar
     const char *endpoint = o->endpoint ? o->endpoint : cfg ? cfg->broker.admin_endpoint : "tcp://127.0.0.1:7712";
     admin_client a;
     /* reachable first (5 s), then as long as the invoke may take */
-    if (admin_open(&a, endpoint, 5000) != 0 || admin_call(&a, "ping", NULL, 0) != 0) {
+    if (admin_open(&a, endpoint, 5000, o->key, o->broker_key) != 0 || admin_call(&a, "ping", NULL, 0) != 0) {
         fprintf(stderr, "heraldctl: %s\n", a.error);
         admin_close(&a);
         goto out;
@@ -538,7 +542,8 @@ int main(int argc, char **argv)
 {
     util_set_program("heraldctl");
     ctl_opts o = { .timeout_s = 5.0, .limit = 100 };
-    enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT, O_ALL, O_RATE, O_DRY, O_OLDER, O_ASYNC, O_WATCH };
+    enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT, O_ALL, O_RATE, O_DRY, O_OLDER, O_ASYNC, O_WATCH,
+           O_KEY, O_BROKER_KEY };
     bool timeout_given = false;
     static const struct option opts[] = {
         { "broker", required_argument, NULL, 'b' }, { "config", required_argument, NULL, 'c' },
@@ -548,6 +553,7 @@ int main(int argc, char **argv)
         { "all", no_argument, NULL, O_ALL }, { "rate", required_argument, NULL, O_RATE },
         { "dry-run", no_argument, NULL, O_DRY }, { "older-than", required_argument, NULL, O_OLDER },
         { "async", no_argument, NULL, O_ASYNC }, { "watch", no_argument, NULL, O_WATCH },
+        { "key", required_argument, NULL, O_KEY }, { "broker-key", required_argument, NULL, O_BROKER_KEY },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
     };
     int c;
@@ -578,6 +584,8 @@ int main(int argc, char **argv)
         case O_ALL: o.all = true; break;
         case O_ASYNC: o.async = true; break;
         case O_WATCH: o.watch = true; break;
+        case O_KEY: o.key = optarg; break;
+        case O_BROKER_KEY: o.broker_key = optarg; break;
         case O_DRY: o.dry_run = true; break;
         case O_RATE:
             o.rate = strtod(optarg, &end);
@@ -600,6 +608,24 @@ int main(int argc, char **argv)
     if (optind >= argc) { usage(stderr); return 2; }
     const char *cmd = argv[optind];
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - optind, argv + optind);
+    if (strcmp(cmd, "keygen") == 0) {
+        if (argc - optind != 2) {
+            fprintf(stderr, "heraldctl: usage: heraldctl keygen NAME (writes NAME.key and NAME.pub)\n");
+            return 2;
+        }
+        char why[512];
+        if (keys_generate(argv[optind + 1], why, sizeof why) != 0) {
+            fprintf(stderr, "heraldctl: %s\n", why);
+            return 1;
+        }
+        printf("%s.key (secret, mode 0600) and %s.pub written\n", argv[optind + 1], argv[optind + 1]);
+        return 0;
+    }
+    char kwhy[512];
+    if (keys_pick(&o.key, &o.broker_key, kwhy, sizeof kwhy) != 0) {
+        fprintf(stderr, "heraldctl: %s\n", kwhy);
+        return 2;
+    }
     if (strcmp(cmd, "dlq") == 0) return cmd_dlq(&o, argc - optind, argv + optind);
     o.publish = getenv("HERALD_BROKER");
     if (strcmp(cmd, "invoke") == 0) return cmd_invoke(&o, timeout_given, argc - optind, argv + optind);
@@ -630,7 +656,7 @@ int main(int argc, char **argv)
     if (!endpoint) endpoint = "tcp://127.0.0.1:7712";
     admin_client a;
     int rc = 1;
-    if (admin_open(&a, endpoint, (int)(o.timeout_s * 1000)) != 0) {
+    if (admin_open(&a, endpoint, (int)(o.timeout_s * 1000), o.key, o.broker_key) != 0) {
         fprintf(stderr, "heraldctl: %s\n", a.error);
     } else if (o.watch && stats && !o.json) {
         /* like top: redraw in place until interrupted */

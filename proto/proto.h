@@ -316,4 +316,16 @@ extern int util_verbose;             /* 1: LOG_DEBUG prints */
 /* Fills buf with n random bytes from getrandom(). */
 void util_random(void *buf, size_t n);
 
+/* --- CURVE key files (keys.c) --- */
+
+/* Reads `field = "Z85"` (public-key / secret-key) of a certificate file. 0 or -1 (err). */
+int keys_read(const char *path, const char *field, char out[41], char *err, size_t errlen);
+/* Fills unset key paths from HERALD_KEY / HERALD_BROKER_KEY. -1 (err) when only
+ * one of the two is given: a usage error. Both NULL: plaintext. */
+int keys_pick(const char **key_file, const char **broker_key_file, char *err, size_t errlen);
+/* Makes a client socket speak CURVE with these keys (NULL key_file: nothing). 0 or -1. */
+int keys_client(void *sock, const char *key_file, const char *broker_key_file, char *err, size_t errlen);
+/* Writes NAME.key (0600) and NAME.pub; never overwrites. 0 or -1 (err). */
+int keys_generate(const char *name, char *err, size_t errlen);
+
 #endif

@@ -29,45 +29,6 @@
 
 /* ---- CURVE keys -------------------------------------------------------- */
 
-/* Finds `field = "Z85"` in a ZeroMQ certificate file (czmq zcert / pyzmq). */
-static int read_key(const char *path, const char *field, char out[41], char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "cannot read key file %s: %s", path, strerror(errno));
-        return -1;
-    }
-    char line[512];
-    int rc = -1;
-    size_t flen = strlen(field);
-    snprintf(err, errlen, "key file %s has no %s line", path, field);
-    while (fgets(line, sizeof line, f)) {
-        char *p = line + strspn(line, " \t");
-        if (strncmp(p, field, flen) != 0) continue;
-        p += flen;
-        p += strspn(p, " \t");
-        if (*p++ != '=') continue;
-        p += strspn(p, " \t");
-        if (*p++ != '"') continue;
-        char *q = strchr(p, '"');
-        uint8_t bin[32];
-        if (!q || q - p != 40) {
-            snprintf(err, errlen, "key file %s: %s is not 40 characters of Z85", path, field);
-            break;
-        }
-        memcpy(out, p, 40);
-        out[40] = '\0';
-        if (!zmq_z85_decode(bin, out)) {
-            snprintf(err, errlen, "key file %s: %s is not valid Z85", path, field);
-            break;
-        }
-        rc = 0;
-        break;
-    }
-    fclose(f);
-    return rc;
-}
-
 int hc_session_load_keys(herald_client *c, const char *key_file, const char *broker_key_file,
                          char *err, size_t errlen)
 {
@@ -75,9 +36,9 @@ int hc_session_load_keys(herald_client *c, const char *key_file, const char *bro
         snprintf(err, errlen, "this libzmq was built without CURVE support");
         return -1;
     }
-    if (read_key(key_file, "public-key", c->curve_public, err, errlen) < 0 ||
-        read_key(key_file, "secret-key", c->curve_secret, err, errlen) < 0 ||
-        read_key(broker_key_file, "public-key", c->curve_server, err, errlen) < 0)
+    if (keys_read(key_file, "public-key", c->curve_public, err, errlen) < 0 ||
+        keys_read(key_file, "secret-key", c->curve_secret, err, errlen) < 0 ||
+        keys_read(broker_key_file, "public-key", c->curve_server, err, errlen) < 0)
         return -1;
     c->curve = true;
     return 0;

@@ -34,6 +34,9 @@ typedef struct {
 
 typedef struct {
     const char *endpoint;
+    const char *key, *broker_key;   /* CURVE: ours (.key), the broker's (.pub); NULL: plaintext */
+    void *mon;                  /* the socket's monitor: a refused key is said, not retried forever */
+    unsigned generation;        /* sockets opened, names the monitor */
     char id[64];
     char host[256];
     uint32_t slots;
@@ -55,7 +58,8 @@ static void on_stop(int sig) { (void)sig; stop_flag = 1; }
 static void usage(FILE *f)
 {
     fprintf(f, "usage: herald-worker --broker ENDPOINT [--functions a,b] [--concurrency N]\n"
-               "                     [--root DIR] [--run-dir DIR] [-c FILE] [--verbose]\n");
+               "                     [--root DIR] [--run-dir DIR] [--key FILE --broker-key FILE]\n"
+               "                     [-c FILE] [--verbose]\n");
 }
 
 static int send_hdr(worker_t *w, const proto_iov *iov, size_t n)
@@ -67,9 +71,21 @@ static int send_hdr(worker_t *w, const proto_iov *iov, size_t n)
 
 static int session_open(worker_t *w)
 {
+    if (w->mon) zmq_close(w->mon);
     if (w->sock) zmq_close(w->sock);
+    w->mon = NULL;
     w->sock = zmq_socket(w->zctx, ZMQ_DEALER);
     if (!w->sock) return -1;
+    char why[512], mon[64];
+    if (keys_client(w->sock, w->key, w->broker_key, why, sizeof why) != 0) {
+        fprintf(stderr, "herald-worker: %s\n", why);
+        return -1;
+    }
+    snprintf(mon, sizeof mon, "inproc://worker-monitor-%u", ++w->generation);
+    if (zmq_socket_monitor(w->sock, mon, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
+        w->mon = zmq_socket(w->zctx, ZMQ_PAIR);
+        if (w->mon && zmq_connect(w->mon, mon) != 0) { zmq_close(w->mon); w->mon = NULL; }
+    }
     int zero = 0;
     int64_t maxmsg = (64LL << 20) + (64 << 10);
     zmq_setsockopt(w->sock, ZMQ_LINGER, &zero, sizeof zero);
@@ -215,6 +231,34 @@ static void handle(worker_t *w, proto_frames *f)
     proto_msg_clear(&m);
 }
 
+/* A refused CURVE key is a configuration error: say so and stop, rather than
+ * reconnecting forever. true when the worker must exit. */
+static bool handshake_refused(worker_t *w)
+{
+    if (!w->mon) return false;
+    bool stop = false;
+    for (;;) {
+        zmq_msg_t ev;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, w->mon, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&ev); break; }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
+        bool more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        if (more) { zmq_msg_init(&ev); zmq_msg_recv(&ev, w->mon, 0); zmq_msg_close(&ev); }
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            fprintf(stderr, "herald-worker: broker %s refused our key: is it in the broker's workers directory?\n",
+                    w->endpoint);
+        else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+            fprintf(stderr, "herald-worker: handshake with broker %s failed: CURVE on one side only? "
+                    "(--key/--broker-key)\n", w->endpoint);
+        else
+            continue;
+        stop = true;
+    }
+    return stop;
+}
+
 static int split_functions(worker_t *w, const char *list)
 {
     char *copy = strdup(list), *save = NULL;
@@ -246,7 +290,9 @@ int main(int argc, char **argv)
         { "broker", required_argument, NULL, 'b' }, { "functions", required_argument, NULL, 'f' },
         { "concurrency", required_argument, NULL, 'n' }, { "root", required_argument, NULL, 'r' },
         { "run-dir", required_argument, NULL, 'd' }, { "config", required_argument, NULL, 'c' },
-        { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+        { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' },
+        { "key", required_argument, NULL, 'K' }, { "broker-key", required_argument, NULL, 'B' },
+        { NULL, 0, NULL, 0 },
     };
     int c;
     while ((c = getopt_long(argc, argv, "b:f:n:r:d:c:vh", opts, NULL)) != -1) {
@@ -266,6 +312,8 @@ int main(int argc, char **argv)
         case 'd': run_dir = optarg; break;
         case 'c': cfg_path = optarg; break;
         case 'v': util_verbose = 1; break;
+        case 'K': w.key = optarg; break;
+        case 'B': w.broker_key = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -279,11 +327,21 @@ int main(int argc, char **argv)
         if (!concurrency && cfg->worker.concurrency) concurrency = cfg->worker.concurrency;
         if (!root) root = cfg->worker.root;
         if (!run_dir) run_dir = cfg->worker.run_dir;
+        if (!w.key && !w.broker_key) {
+            w.key = cfg->worker.key;
+            w.broker_key = cfg->worker.broker_key;
+        }
         if (!functions && cfg->worker.nfunctions)
             for (size_t i = 0; i < cfg->worker.nfunctions; i++)
                 if (split_functions(&w, cfg->worker.functions[i]) != 0) return 2;
     }
     if (!w.endpoint) w.endpoint = "tcp://127.0.0.1:7711";
+    char kwhy[512];
+    if (keys_pick(&w.key, &w.broker_key, kwhy, sizeof kwhy) != 0) {
+        fprintf(stderr, "herald-worker: %s\n", kwhy);
+        config_destroy(&cfg);
+        return 2;
+    }
     if (functions && split_functions(&w, functions) != 0) return 2;
     if (!concurrency) concurrency = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
     w.slots = (uint32_t)concurrency;
@@ -343,11 +401,12 @@ int main(int argc, char **argv)
         long timeout = w.heartbeat_ms / 2;
         int rt = runner_next_timeout_ms(w.runner);
         if (rt >= 0 && rt < timeout) timeout = rt;
-        zmq_pollitem_t items[2] = {
+        zmq_pollitem_t items[3] = {
             { w.sock, 0, ZMQ_POLLIN, 0 },
             { NULL, runner_fd(w.runner), ZMQ_POLLIN, 0 },
+            { w.mon, 0, ZMQ_POLLIN, 0 },
         };
-        if (zmq_poll(items, 2, timeout) < 0 && zmq_errno() != EINTR) {
+        if (zmq_poll(items, w.mon ? 3 : 2, timeout) < 0 && zmq_errno() != EINTR) {
             LOG_ERROR("poll: %s", zmq_strerror(zmq_errno()));
             w.exit_code = 1;
             break;
@@ -357,10 +416,12 @@ int main(int argc, char **argv)
             handle(&w, &w.in);
             frames_close(&w.in);
         }
+        if (handshake_refused(&w)) { w.exit_code = 1; break; }
         runner_dispatch(w.runner, on_result, &w);
         if (w.nresults) flush_results(&w);
     }
 out:
+    if (w.mon) zmq_close(w.mon);
     if (w.sock) {
         int linger = 2000;   /* the last results must reach the broker */
         zmq_setsockopt(w.sock, ZMQ_LINGER, &linger, sizeof linger);

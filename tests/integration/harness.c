@@ -46,6 +46,19 @@ void h_setup(h_env *e)
     snprintf(e->adm, sizeof e->adm, "ipc://%s/adm.sock", e->dir);
     snprintf(e->cfg, sizeof e->cfg, "%s/herald.cfg", e->dir);
     signal(SIGPIPE, SIG_IGN);
+    const char *curve = getenv("HERALD_TEST_CURVE");
+    if (curve && strcmp(curve, "1") == 0) {
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd,
+                 "set -e; cd '%s' && mkdir -p keys/publishers keys/workers keys/admins && "
+                 "'%s/bin/heraldctl' keygen keys/broker >/dev/null && '%s/bin/heraldctl' keygen keys/client >/dev/null && "
+                 "for r in publishers workers admins; do cp keys/client.pub keys/$r/; done",
+                 e->dir, e->root, e->root);
+        cr_assert_eq(system(cmd), 0, "cannot make the test's CURVE keys");
+        setenv("HERALD_KEY", h_path(e, "keys/client.key"), 1);
+        setenv("HERALD_BROKER_KEY", h_path(e, "keys/broker.pub"), 1);
+        e->curve = true;
+    }
 }
 
 void h_teardown(h_env *e)
@@ -85,6 +98,9 @@ void h_config_broker(h_env *e, const char *durability, const char *extra_broker,
                "  data_dir = \"%s/data\"; durability = \"%s\"; heartbeat = 0.5;%s%s };\n%s\n",
             e->pub, e->wrk, e->adm, e->dir, durability ? durability : "os",
             extra_broker && *extra_broker ? "\n  " : "", extra_broker ? extra_broker : "", body);
+    if (e->curve)
+        fprintf(f, "security = { curve = true; secret_key = \"keys/broker.key\"; publishers = \"keys/publishers\";\n"
+                   "  workers = \"keys/workers\"; admins = \"keys/admins\"; };\n");
     fclose(f);
 }
 

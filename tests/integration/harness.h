@@ -21,8 +21,13 @@ typedef struct {
     char pub[300], wrk[300], adm[300];   /* endpoints */
     char cfg[300];              /* path of the config written by h_config */
     pid_t pids[H_MAX_PROCS]; int npids;
+    bool curve;                 /* HERALD_TEST_CURVE=1: the same tests with CURVE on every endpoint */
 } h_env;
 
+/* With HERALD_TEST_CURVE=1 in the environment, h_setup also makes a broker key
+ * and one client key allowed in every role, exports HERALD_KEY and
+ * HERALD_BROKER_KEY (so every program the test starts speaks CURVE), and the
+ * config writers add the security group: the scenarios run unchanged. */
 void h_setup(h_env *e);
 void h_teardown(h_env *e);
 
