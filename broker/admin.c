@@ -332,6 +332,11 @@ void admin_handle(broker_t *b, proto_frames *f)
         proto_msg_clear(&m);
         return;
     }
+    if (m.type == MSG_ERROR || m.type == MSG_HEARTBEAT) {   /* refused, never answered (PROTOCOL.md §5) */
+        b->dropped[2]++;
+        proto_msg_clear(&m);
+        return;
+    }
     if (m.type == MSG_INVOKE) {
         invoke_handle(b, b->adm_sock, f, &m);
         proto_msg_clear(&m);

@@ -160,14 +160,25 @@ void publish_handle(broker_t *b, proto_frames *f)
         reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, err);
         return;
     }
+    if ((uint32_t)f->n != 2 + m.nframes) {   /* every type: HELLO takes none, INVOKE one, PUBLISH one per entry */
+        snprintf(err, sizeof err, "%s declares %u payload frames but %d came", proto_type_name(m.type),
+                 m.nframes, f->n - 2);
+        reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, err);
+        proto_msg_clear(&m);
+        return;
+    }
+    if (m.type == MSG_ERROR || m.type == MSG_HEARTBEAT) {   /* refused, never answered (PROTOCOL.md §5) */
+        b->dropped[0]++;
+        proto_msg_clear(&m);
+        return;
+    }
     if (m.type == MSG_HELLO) {
         send_welcome(b, b->pub_sock, f);
         proto_msg_clear(&m);
         return;
     }
     if (m.type == MSG_INVOKE) {
-        if (f->n != 3) reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, "INVOKE takes exactly one payload frame");
-        else invoke_handle(b, b->pub_sock, f, &m);
+        invoke_handle(b, b->pub_sock, f, &m);
         proto_msg_clear(&m);
         return;
     }
@@ -178,12 +189,6 @@ void publish_handle(broker_t *b, proto_frames *f)
         return;
     }
     const proto_publish *p = &m.u.publish;
-    if ((uint32_t)f->n != 2 + p->npubs) {
-        snprintf(err, sizeof err, "PUBLISH declares %u payload frames but %d came", p->npubs, f->n - 2);
-        reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, err);
-        proto_msg_clear(&m);
-        return;
-    }
     pending_confirm *c = confirm_new(frames_data(f, 0), frames_size(f, 0), p->npubs);
     if (!c) { proto_msg_clear(&m); return; }   /* no reply: the client re-sends */
 

@@ -75,7 +75,7 @@ static int build(broker_t *b, herald_config *cfg)
     /* which old sub becomes which new one: decided before anything moves */
     sub_t **old = calloc(b->nsubs ? b->nsubs : 1, sizeof *old);
     if (!old) goto fail;
-    memcpy(old, b->subs, b->nsubs * sizeof *old);
+    if (b->nsubs) memcpy(old, b->subs, b->nsubs * sizeof *old);
     for (size_t i = 0; i < nt; i++) {
         const cfg_topic *ct = &cfg->topics[i];
         tps[i].name = ct->name;

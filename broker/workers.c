@@ -149,6 +149,11 @@ void workers_handle(broker_t *b, proto_frames *f)
         proto_msg_clear(&m);
         return;
     }
+    if (m.type == MSG_ERROR) {   /* refused, never answered (PROTOCOL.md §5) */
+        b->dropped[1]++;
+        proto_msg_clear(&m);
+        return;
+    }
     worker_t *w = worker_find(b, frames_data(f, 0), frames_size(f, 0));
     if (!w) {
         reply_error(b, b->wrk_sock, f, PROTO_E_CONFLICT, "not registered: send REGISTER");

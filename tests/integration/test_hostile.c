@@ -86,13 +86,14 @@ static void start_broker(void)
     broker_exit = -1;
 }
 
-/* "" while the broker runs, else why it is gone (for assertion messages). */
+/* Whether the broker has exited (reaped here once; its status kept). */
 static bool broker_dead(void)
 {
     if (broker_exit < 0 && broker_pid > 0) broker_exit = h_wait_exit(broker_pid, 0);
     return broker_exit >= 0;
 }
 
+/* "" while the broker runs, else why it is gone (for assertion messages). */
 static const char *broker_state(void)
 {
     static char buf[200];
