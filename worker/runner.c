@@ -31,8 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define HOST_PIPELINE 4      /* jobs written ahead into one host: hides the hop, keeps the
-                                jobs a crash sends back (OUT_RETURNED) few */
+#define HOST_PIPELINE RUNNER_HOST_PIPELINE
 #define EVENTS_PER_DISPATCH 128
 #define MAX_FDS_PER_SEND 250 /* < SCM_MAX_FD (253) */
 #define DESTROY_WAIT_MS 5000 /* launcher's exit after QUIT (its own grace is 2 s) */

@@ -26,6 +26,11 @@
 
 typedef struct runner runner_t;
 
+/* Jobs written ahead into one native host: hides the hop between the worker
+ * and its host (the host answers a run of quick jobs with one write), and
+ * bounds the jobs a crash hands back unstarted (OUT_RETURNED). */
+#define RUNNER_HOST_PIPELINE 16
+
 typedef struct {
     const char *root;           /* resolves relative exec paths (with '/') and libraries; NULL: cwd */
     const char *run_dir;        /* parent of the per-attempt run dirs; NULL: $TMPDIR/herald-runs */

@@ -143,6 +143,16 @@ static inline bool msg_next(wbuf *b, const char **body, uint32_t *n, bool *bad)
     return true;
 }
 
+/* Is a whole message waiting in b? */
+static inline bool msg_pending(const wbuf *b)
+{
+    size_t have = b->len - b->off;
+    uint32_t len;
+    if (have < 4) return false;
+    memcpy(&len, b->p + b->off, 4);
+    return have - 4 >= len;
+}
+
 /* --- reader over one message body --- */
 typedef struct {
     const char *p;
