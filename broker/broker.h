@@ -32,7 +32,7 @@
 /* Deliveries of one subscription held in memory, at most. The rest of its
  * queue stays in SQLite and is read back in order as the window drains, so
  * memory does not grow with the backlog. */
-#define SUB_WINDOW 2048
+#define SUB_WINDOW 8192
 /* Messages taken from one socket per loop turn before the others get a go. */
 #define DRAIN_CAP 256
 /* Message rows collected per GC pass once no delivery needs them (store_gc):
@@ -145,6 +145,20 @@ typedef struct pending_confirm {
     char *text;                 /* storage of entries' texts */
 } pending_confirm;
 
+/* Rows staged during one PUBLISH or RESULT message and written together by
+ * store_flush() with multi-row statements: SQLite's cost is largely per
+ * statement, not per row. */
+#define STAGE_ROWS 64           /* rows per multi-row statement */
+typedef struct {
+    int64_t id, created_ms;
+    char mid[PROTO_ID_MAX + 1];
+    const char *topic;          /* borrowed until the flush */
+    size_t attrs_off, attrs_len;/* in stage_attrs */
+    const void *payload;        /* borrowed until the flush */
+    size_t len;
+} staged_msg;
+typedef struct { int64_t sub, msg; } staged_row;
+
 /* Prepared statements, one per write or read the loop does. */
 typedef struct {
     sqlite3 *db;                /* the loop's connection (wal_autocheckpoint off) */
@@ -160,6 +174,12 @@ typedef struct {
     bool next_id_dirty;         /* write meta.next_msg_id in this transaction */
     int64_t gc_floor;           /* message ids below it are already collected */
     int64_t *sub_ids; size_t nsub_ids;   /* every row of `subs`, for store_gc */
+    staged_msg *smsg; size_t nsmsg;      /* staged message inserts (PROTO_MAX_BATCH at most) */
+    staged_row *sq; size_t nsq, sq_cap;  /* staged queue inserts */
+    staged_row *sa; size_t nsa, sa_cap;  /* staged acks: queue deletes */
+    msgpack_sbuffer stage_attrs;         /* the staged messages' attribute blobs */
+    sqlite3_stmt *ins_msg_n[STAGE_ROWS + 1], *ins_queue_n[STAGE_ROWS + 1], *del_queue_n[STAGE_ROWS + 1];
+    bool failed;                         /* a staged write failed: the turn must not commit */
     char *path;
     bool checkpoint_stop;       /* checkpoint thread */
     pthread_t checkpointer;
@@ -239,6 +259,13 @@ int store_insert_queue(store_t *s, int64_t sub, int64_t msg, uint32_t attempts);
 int store_insert_delayed(store_t *s, int64_t sub, int64_t msg, int64_t visible_ms,
                          uint32_t attempts);
 int store_delete_delivery(store_t *s, const delivery_t *d);
+/* Staged writes (see STAGE_ROWS): pointers must stay valid until store_flush(),
+ * which the PUBLISH and RESULT handlers call before they return. */
+int store_stage_message(store_t *s, const char *mid, const char *topic, const void *attrs, size_t attrs_len,
+                        const void *payload, size_t len, int64_t now_ms, int64_t *id);
+int store_stage_queue(store_t *s, int64_t sub, int64_t msg);
+int store_stage_ack(store_t *s, int64_t sub, int64_t msg);
+int store_flush(store_t *s);   /* 0, or -1 and s->failed: the turn rolls back */
 int store_producer_get(store_t *s, const char *producer, uint64_t *seq);
 int store_producer_set(store_t *s, const char *producer, uint64_t seq);
 int store_counts(store_t *s, broker_t *b);

@@ -95,7 +95,8 @@ void delivery_succeed(broker_t *b, delivery_t *d, const proto_result_entry *r)
     }
     end_lease(b, d);
     store_begin(&b->store);
-    store_delete_delivery(&b->store, d);
+    if (d->in_delayed) store_delete_delivery(&b->store, d);
+    else store_stage_ack(&b->store, d->sub->id, d->msg->id);   /* written with the others of its RESULT */
     forget_row(b, d);
     d->sub->succeeded++;
     d->sub->fn->invocations++;

@@ -19,7 +19,9 @@ message_t *message_new(int64_t id, const char *mid, const char *topic,
     message_t *m = calloc(1, sizeof *m + extra);
     if (!m) return NULL;
     m->id = id;
-    snprintf(m->mid, sizeof m->mid, "%s", mid);
+    size_t ml = strnlen(mid, PROTO_ID_MAX);
+    memcpy(m->mid, mid, ml);
+    m->mid[ml] = 0;
     m->attrs = (proto_attr *)(m + 1);
     m->nattrs = nattrs;
     char *p = (char *)(m->attrs + nattrs);

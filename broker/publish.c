@@ -36,8 +36,10 @@ bool filter_match(const cfg_subscription *s, const proto_attr *attrs, uint32_t n
 static pending_confirm *confirm_new(const void *rid, size_t rid_len, uint32_t n)
 {
     /* texts: a message id (≤ 63) or a reason (≤ 191) per entry */
-    pending_confirm *c = calloc(1, sizeof *c + n * sizeof(proto_confirm_entry) + (size_t)n * 192);
+    /* malloc, not calloc: every entry is written before it is sent */
+    pending_confirm *c = malloc(sizeof *c + n * sizeof(proto_confirm_entry) + (size_t)n * 192);
     if (!c) return NULL;
+    c->next = NULL;
     memcpy(c->rid, rid, rid_len);
     c->rid_len = rid_len;
     c->entries = (proto_confirm_entry *)(c + 1);
@@ -45,6 +47,28 @@ static pending_confirm *confirm_new(const void *rid, size_t rid_len, uint32_t n)
     c->n = n;
     for (uint32_t i = 0; i < n; i++) c->entries[i].text = c->text + (size_t)i * 192;
     return c;
+}
+
+/* "PRODUCER-SEQ" without printf (it was a tenth of the broker's time). */
+static size_t make_mid(char *out, const char *producer, uint64_t seq)
+{
+    size_t n = strlen(producer);   /* ≤ PROTO_PRODUCER_MAX: checked by the decoder */
+    memcpy(out, producer, n);
+    out[n++] = '-';
+    char digits[20];
+    int k = 0;
+    do { digits[k++] = (char)('0' + seq % 10); seq /= 10; } while (seq);
+    while (k) out[n++] = digits[--k];
+    out[n] = 0;
+    return n;
+}
+
+/* An OK entry: its text is the message id. */
+static void answer_id(proto_confirm_entry *e, uint64_t seq, const char *mid, size_t len)
+{
+    e->seq = seq;
+    e->status = PROTO_OK;
+    memcpy(e->text, mid, len + 1);
 }
 
 static void answer(proto_confirm_entry *e, uint64_t seq, uint32_t status, const char *fmt, ...)
@@ -101,35 +125,40 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
     if (store_begin(s) != 0) goto internal;
     msgpack_sbuffer_clear(&b->sb);
     if (p->nattrs && attrs_pack(&b->sb, p->attrs, p->nattrs) != 0) goto internal;
-    int64_t id;
     int64_t now = util_wall_ms();
-    if (store_insert_message(s, mid, p->topic, b->sb.data, p->nattrs ? b->sb.size : 0,
-                             zmq_msg_data(frame), len, now, &id) != 0)
-        goto internal;
+    bool delayed = p->delay_ms > 0;
+    /* Does any delivery stay in memory? Then the frame moves into the
+     * message first, and the row is written from where the payload now is
+     * (a small frame's bytes live inside the zmq_msg_t itself). Delayed ones
+     * always go to the timer heap (debt: see queue_load_delayed). */
+    bool keep = delayed;
+    for (size_t i = 0; i < nt && !keep; i++) keep = queue_take_new(targets[i]);
     message_t *m = NULL;
+    if (keep) {
+        m = message_new(0, mid, p->topic, p->attrs, p->nattrs);
+        if (!m) goto internal;
+        zmq_msg_init(&m->zmsg);
+        zmq_msg_move(&m->zmsg, frame);
+        m->zmsg_owned = true;
+        m->payload = zmq_msg_data(&m->zmsg);
+        m->payload_len = len;
+    }
+    int64_t id;
+    if (store_stage_message(s, mid, p->topic, b->sb.data, p->nattrs ? b->sb.size : 0,
+                            m ? m->payload : zmq_msg_data(frame), len, now, &id) != 0)
+        goto internal_free;
+    if (m) m->id = id;
     for (size_t i = 0; i < nt; i++) {
         sub_t *sub = targets[i];
-        bool delayed = p->delay_ms > 0;
         int rc = delayed ? store_insert_delayed(s, sub->id, id, now + p->delay_ms, 0)
-                         : store_insert_queue(s, sub->id, id, 0);
-        if (rc != 0) goto internal;
+                         : store_stage_queue(s, sub->id, id);
+        if (rc != 0) goto internal_free;
         b->backlog++;
         if (delayed) sub->delayed++;
         else sub->queued++;
-        /* Delayed deliveries always go to the timer heap (debt: see
-         * queue_load_delayed); ready ones only while the window has room. */
         if (!delayed && !queue_take_new(sub)) { sub->caught_up = false; continue; }
-        if (!m) {
-            m = message_new(id, mid, p->topic, p->attrs, p->nattrs);
-            if (!m) goto internal;
-            zmq_msg_init(&m->zmsg);
-            zmq_msg_move(&m->zmsg, frame);
-            m->zmsg_owned = true;
-            m->payload = zmq_msg_data(&m->zmsg);
-            m->payload_len = len;
-        }
         delivery_t *d = delivery_new(b, sub, m, 0);
-        if (!d) goto internal;
+        if (!d) goto internal_free;
         if (delayed) {
             d->in_delayed = true;
             d->state = DELIVERY_RETRY_WAIT;
@@ -140,7 +169,11 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
             sub->cursor = id;
         }
     }
+    if (m && m->refs == 0) { m->refs = 1; message_unref(&m); }   /* no taker after all: not kept */
     return PROTO_OK;
+internal_free:
+    s->failed = true;   /* part of this event may be staged: the turn must not commit */
+    if (m && m->refs == 0) { m->refs = 1; message_unref(&m); }
 internal:
     snprintf(why, whylen, "storage failed: %s", sqlite3_errmsg(s->db));
     return PROTO_E_INTERNAL;
@@ -198,7 +231,7 @@ void publish_handle(broker_t *b, proto_frames *f)
     for (uint32_t i = 0; i < p->npubs; i++) {
         const proto_pub *e = &p->pubs[i];
         char mid[PROTO_ID_MAX + 1], why[160];
-        snprintf(mid, sizeof mid, "%s-%llu", p->producer, (unsigned long long)e->seq);
+        size_t mid_len = make_mid(mid, p->producer, e->seq);
         uint32_t st;
         if (e->seq <= hw) {
             /* a re-send (the client reconnected): refused before → the same
@@ -206,7 +239,7 @@ void publish_handle(broker_t *b, proto_frames *f)
             if (store_refusal_get(&b->store, p->producer, e->seq, &st, why, sizeof why) == 1)
                 answer(&c->entries[i], e->seq, st, "%s", why);
             else
-                answer(&c->entries[i], e->seq, PROTO_OK, "%s", mid);
+                answer_id(&c->entries[i], e->seq, mid, mid_len);
             continue;
         }
         char key[PROTO_NAME_MAX + 8], first[PROTO_ID_MAX + 1];
@@ -221,7 +254,7 @@ void publish_handle(broker_t *b, proto_frames *f)
         }
         st = store_event(b, e, mid, &f->parts[2 + i], why, sizeof why);
         if (st == PROTO_OK) {
-            answer(&c->entries[i], e->seq, PROTO_OK, "%s", mid);
+            answer_id(&c->entries[i], e->seq, mid, mid_len);
             if (e->dedup_id) store_dedup_set(&b->store, key, e->dedup_id, mid, now);
         } else {
             answer(&c->entries[i], e->seq, st, "%s", why);
@@ -229,6 +262,8 @@ void publish_handle(broker_t *b, proto_frames *f)
         }
         if (e->seq > top) top = e->seq;
     }
+    /* the staged rows point into this message's frames and arena: written now */
+    store_flush(&b->store);
     /* one high-water write per PUBLISH, in the same transaction as its events */
     if (top > hw && (store_begin(&b->store) != 0 || store_producer_set(&b->store, p->producer, top) != 0))
         LOG_ERROR("recording producer %s: %s", p->producer, sqlite3_errmsg(b->store.db));

@@ -84,9 +84,9 @@ static int exec_sql(store_t *s, const char *sql)
 /* Runs a statement that returns no rows; resets it. 0 or -1 (logged). */
 static int step_done(store_t *s, sqlite3_stmt *st)
 {
+    /* no sqlite3_clear_bindings: every caller binds every parameter anew */
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE) {
         LOG_ERROR("%s: %s", s->path, sqlite3_errmsg(s->db));
         return -1;
@@ -140,6 +140,7 @@ static void *checkpointer(void *arg)
 int store_open(store_t *s, const char *data_dir, cfg_durability durability)
 {
     memset(s, 0, sizeof *s);
+    msgpack_sbuffer_init(&s->stage_attrs);
     if (mkdir_p(data_dir) != 0) {
         LOG_ERROR("data_dir %s: cannot create: %s", data_dir, strerror(errno));
         return -1;
@@ -148,7 +149,10 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
     s->path = malloc(n);
     if (!s->path) return -1;
     snprintf(s->path, n, "%s/herald.db", data_dir);
-    if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+    /* NOMUTEX: this connection is the loop's alone (the checkpointer has its
+     * own), so SQLite's per-call mutex is pure cost on the hot path */
+    if (sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
         LOG_ERROR("%s: %s", s->path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
         goto fail;
     }
@@ -253,10 +257,136 @@ void store_close(store_t *s)
     free(s->sub_ids);
     s->sub_ids = NULL;
     s->nsub_ids = 0;
+    for (int n = 0; n <= STAGE_ROWS; n++) {
+        sqlite3_finalize(s->ins_msg_n[n]);
+        sqlite3_finalize(s->ins_queue_n[n]);
+        sqlite3_finalize(s->del_queue_n[n]);
+        s->ins_msg_n[n] = s->ins_queue_n[n] = s->del_queue_n[n] = NULL;
+    }
+    free(s->smsg);
+    free(s->sq);
+    free(s->sa);
+    s->smsg = NULL;
+    s->sq = s->sa = NULL;
+    s->nsmsg = s->nsq = s->nsa = s->sq_cap = s->sa_cap = 0;
+    msgpack_sbuffer_destroy(&s->stage_attrs);
+    msgpack_sbuffer_init(&s->stage_attrs);   /* store_close may run twice */
     if (s->db) sqlite3_close(s->db);
     s->db = NULL;
     free(s->path);
     s->path = NULL;
+}
+
+/* The n-row variant of a multi-row statement, prepared on first use. */
+static sqlite3_stmt *stmt_n(store_t *s, sqlite3_stmt **cache, size_t n, const char *head, const char *row,
+                            const char *tail)
+{
+    if (cache[n]) return cache[n];
+    size_t cap = strlen(head) + n * (strlen(row) + 1) + strlen(tail) + 1;
+    char *sql = malloc(cap), *w = sql;
+    if (!sql) return NULL;
+    w += sprintf(w, "%s", head);
+    for (size_t i = 0; i < n; i++) w += sprintf(w, "%s%s", i ? "," : "", row);
+    sprintf(w, "%s", tail);
+    prep(s, &cache[n], sql);
+    free(sql);
+    return cache[n];
+}
+
+int store_stage_message(store_t *s, const char *mid, const char *topic, const void *attrs, size_t attrs_len,
+                        const void *payload, size_t len, int64_t now_ms, int64_t *id)
+{
+    if (!s->smsg && !(s->smsg = malloc(PROTO_MAX_BATCH * sizeof *s->smsg))) return -1;
+    if (s->nsmsg == PROTO_MAX_BATCH && store_flush(s) != 0) return -1;
+    staged_msg *m = &s->smsg[s->nsmsg];
+    m->id = *id = s->next_msg_id++;
+    s->next_id_dirty = true;
+    m->created_ms = now_ms;
+    size_t ml = strnlen(mid, PROTO_ID_MAX);
+    memcpy(m->mid, mid, ml);
+    m->mid[ml] = 0;
+    m->topic = topic;
+    m->attrs_off = s->stage_attrs.size;
+    m->attrs_len = attrs_len;
+    if (attrs_len && msgpack_sbuffer_write(&s->stage_attrs, attrs, attrs_len) != 0) return -1;
+    m->payload = payload;
+    m->len = len;
+    s->nsmsg++;
+    return 0;
+}
+
+static int stage_row(staged_row **v, size_t *n, size_t *cap, int64_t sub, int64_t msg)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 256;
+        staged_row *r = realloc(*v, c * sizeof *r);
+        if (!r) return -1;
+        *v = r;
+        *cap = c;
+    }
+    (*v)[(*n)++] = (staged_row){ sub, msg };
+    return 0;
+}
+
+int store_stage_queue(store_t *s, int64_t sub, int64_t msg) { return stage_row(&s->sq, &s->nsq, &s->sq_cap, sub, msg); }
+int store_stage_ack(store_t *s, int64_t sub, int64_t msg) { return stage_row(&s->sa, &s->nsa, &s->sa_cap, sub, msg); }
+
+static int cmp_row(const void *a, const void *b)
+{
+    const staged_row *x = a, *y = b;
+    return x->sub != y->sub ? (x->sub < y->sub ? -1 : 1) : (x->msg < y->msg ? -1 : x->msg > y->msg);
+}
+
+int store_flush(store_t *s)
+{
+    int rc = 0;
+    if ((s->nsmsg || s->nsq || s->nsa) && store_begin(s) != 0) rc = -1;
+    for (size_t i = 0; rc == 0 && i < s->nsmsg;) {
+        size_t n = s->nsmsg - i < STAGE_ROWS ? s->nsmsg - i : STAGE_ROWS;
+        sqlite3_stmt *st = stmt_n(s, s->ins_msg_n, n, "INSERT INTO messages(id, mid, topic, attrs, payload, created_ms) VALUES",
+                                  "(?,?,?,?,?,?)", "");
+        if (!st) { rc = -1; break; }
+        for (size_t k = 0; k < n; k++) {
+            const staged_msg *m = &s->smsg[i + k];
+            int c = (int)k * 6;
+            sqlite3_bind_int64(st, c + 1, m->id);
+            sqlite3_bind_text(st, c + 2, m->mid, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, c + 3, m->topic, -1, SQLITE_STATIC);
+            if (m->attrs_len) sqlite3_bind_blob(st, c + 4, s->stage_attrs.data + m->attrs_off, (int)m->attrs_len, SQLITE_STATIC);
+            else sqlite3_bind_null(st, c + 4);
+            sqlite3_bind_blob64(st, c + 5, m->len ? m->payload : "", m->len, SQLITE_STATIC);
+            sqlite3_bind_int64(st, c + 6, m->created_ms);
+        }
+        rc = step_done(s, st);
+        i += n;
+    }
+    for (size_t i = 0; rc == 0 && i < s->nsq;) {
+        size_t n = s->nsq - i < STAGE_ROWS ? s->nsq - i : STAGE_ROWS;
+        sqlite3_stmt *st = stmt_n(s, s->ins_queue_n, n, "INSERT INTO queue(sub, msg, attempts) VALUES", "(?,?,0)", "");
+        if (!st) { rc = -1; break; }
+        for (size_t k = 0; k < n; k++) {
+            sqlite3_bind_int64(st, (int)k * 2 + 1, s->sq[i + k].sub);
+            sqlite3_bind_int64(st, (int)k * 2 + 2, s->sq[i + k].msg);
+        }
+        rc = step_done(s, st);
+        i += n;
+    }
+    /* acks: one statement per subscription and chunk, keys in order */
+    if (s->nsa > 1) qsort(s->sa, s->nsa, sizeof *s->sa, cmp_row);
+    for (size_t i = 0; rc == 0 && i < s->nsa;) {
+        size_t n = 1;
+        while (i + n < s->nsa && n < STAGE_ROWS && s->sa[i + n].sub == s->sa[i].sub) n++;
+        sqlite3_stmt *st = stmt_n(s, s->del_queue_n, n, "DELETE FROM queue WHERE sub = ? AND msg IN (", "?", ")");
+        if (!st) { rc = -1; break; }
+        sqlite3_bind_int64(st, 1, s->sa[i].sub);
+        for (size_t k = 0; k < n; k++) sqlite3_bind_int64(st, (int)k + 2, s->sa[i + k].msg);
+        rc = step_done(s, st);
+        i += n;
+    }
+    s->nsmsg = s->nsq = s->nsa = 0;
+    msgpack_sbuffer_clear(&s->stage_attrs);
+    if (rc != 0) s->failed = true;
+    return rc;
 }
 
 int store_begin(store_t *s)
@@ -271,6 +401,12 @@ int store_begin(store_t *s)
 int store_commit(store_t *s)
 {
     if (!s->in_txn) return 0;
+    if (store_flush(s) != 0 || s->failed) {   /* a lost write: the whole turn goes */
+        s->in_txn = false;
+        s->failed = false;
+        step_done(s, s->rollback);
+        return -1;
+    }
     if (s->next_id_dirty) {
         sqlite3_bind_text(s->set_meta, 1, "next_msg_id", -1, SQLITE_STATIC);
         sqlite3_bind_int64(s->set_meta, 2, s->next_msg_id);

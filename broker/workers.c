@@ -163,7 +163,10 @@ void workers_handle(broker_t *b, proto_frames *f)
     w->last_seen_ms = util_mono_ms();
     switch (m.type) {
     case MSG_HEARTBEAT: break;
-    case MSG_RESULT: worker_results(b, w, &m.u.result, f); break;
+    case MSG_RESULT:
+        worker_results(b, w, &m.u.result, f);
+        store_flush(&b->store);   /* the staged acks, in a few statements */
+        break;
     case MSG_DRAIN: w->draining = true; break;
     default:
         snprintf(err, sizeof err, "%s is not accepted on the worker endpoint", proto_type_name(m.type));

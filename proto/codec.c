@@ -49,6 +49,21 @@ static void *arena_alloc(dctx *c, size_t size, size_t align)
     return c->m->arena + off;
 }
 
+/* "entry 12": the label of an array element, for error messages. Called for
+ * every entry of every batch (twice, one per pass), so no printf here. */
+static const char *label_of(char *buf, const char *prefix, uint32_t i)
+{
+    size_t n = strlen(prefix);
+    memcpy(buf, prefix, n);
+    buf[n++] = ' ';
+    char d[10];
+    int k = 0;
+    do { d[k++] = (char)('0' + i % 10); i /= 10; } while (i);
+    while (k) buf[n++] = d[--k];
+    buf[n] = 0;
+    return buf;
+}
+
 #define ARENA_ARRAY(c, n, T) ((T *)arena_alloc((c), (size_t)(n) * sizeof(T), _Alignof(T)))
 
 static char *arena_str(dctx *c, const msgpack_object *o)
@@ -353,7 +368,7 @@ static int dec_publish(dctx *c, const msgpack_object *f)
     char where[32];
     for (uint32_t i = 0; i < n; i++) {
         proto_pub x;
-        snprintf(where, sizeof where, "entry %u", i);
+        label_of(where, "entry", i);
         if (dec_pub(c, where, &e[i], &x) < 0)
             return -1;
         if (pubs)
@@ -379,7 +394,7 @@ static int dec_confirm(dctx *c, const msgpack_object *f)
         proto_confirm_entry x;
         const msgpack_object *g;
         uint32_t ng;
-        snprintf(where, sizeof where, "entry %u", i);
+        label_of(where, "entry", i);
         if (get_array(c, where, "", &e[i], 3, 3, &g, &ng) < 0 ||
             get_uint(c, where, "seq", &g[0], 0, UINT64_MAX, &x.seq) < 0 ||
             get_u32(c, where, "status", &g[1], 0, PROTO_STATUS_COUNT - 1, &x.status) < 0 ||
@@ -479,7 +494,7 @@ static int dec_config(dctx *c, const msgpack_object *f)
     char where[32];
     for (uint32_t i = 0; i < n; i++) {
         proto_fndef x;
-        snprintf(where, sizeof where, "fn %u", i);
+        label_of(where, "fn", i);
         if (dec_fndef(c, where, &e[i], &x) < 0)
             return -1;
         if (fns)
@@ -503,7 +518,7 @@ static int dec_deliver(dctx *c, const msgpack_object *f)
         proto_delivery x;
         const msgpack_object *g;
         uint32_t ng;
-        snprintf(where, sizeof where, "entry %u", i);
+        label_of(where, "entry", i);
         if (get_array(c, where, "", &e[i], 7, 7, &g, &ng) < 0 ||
             get_uint(c, where, "lease", &g[0], 0, UINT64_MAX, &x.lease) < 0 ||
             get_str(c, where, "function", &g[1], 1, PROTO_NAME_MAX, STR_NAME, false, &x.function) < 0 ||
@@ -535,7 +550,7 @@ static int dec_result(dctx *c, const msgpack_object *f)
         proto_result_entry x;
         const msgpack_object *g;
         uint32_t ng;
-        snprintf(where, sizeof where, "entry %u", i);
+        label_of(where, "entry", i);
         if (get_array(c, where, "", &e[i], 5, 5, &g, &ng) < 0 ||
             get_uint(c, where, "lease", &g[0], 0, UINT64_MAX, &x.lease) < 0)
             return -1;
