@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -205,6 +208,9 @@ Test(flow, function_concurrency_caps_runs_across_workers)
     }
     cr_assert_leq(max, 2, "function concurrency = 2 but %d handlers ran at once", max);
     cr_assert_geq(max, 2, "never 2 at once (max %d): the concurrency is not used", max);
+    /* the last handler wrote its line before its result reached the broker */
+    sub_ref sr = { &env, "t", "slow" };
+    cr_assert(h_wait(sub_drained, &sr, 15000), "the queue never drained");
     cr_assert_eq(h_sub_stat(&env, "t", "slow", "succeeded"), n);
 }
 
@@ -316,6 +322,26 @@ static bool file_nonempty(void *arg)
     return stat(f->path, &st) == 0 && st.st_size > f->size;
 }
 
+typedef struct { volatile int *count; int want; } progress_past;
+
+static bool written_past(void *arg)
+{
+    progress_past *p = arg;
+    return __atomic_load_n(p->count, __ATOMIC_ACQUIRE) >= p->want;
+}
+
+/* the subscription's stored deliveries, unchanged since the last look */
+typedef struct { h_env *e; long last; } stable_count;
+
+static bool stored_stable(void *arg)
+{
+    stable_count *c = arg;
+    long now = h_sub_stat(c->e, "t", "rec", "ready");
+    bool same = now >= 0 && now == c->last;
+    c->last = now;
+    return same;
+}
+
 Test(flow, publisher_streaming_through_broker_kill9_stores_each_line_once)
 {
     char body[1024];
@@ -327,29 +353,87 @@ Test(flow, publisher_streaming_through_broker_kill9_stores_each_line_once)
     h_config(&env, "fsync", body);
     pid_t broker = h_broker(&env);
 
-    /* 20,000 unique lines "line-N", fed in batches of 200 so that the stream
-     * lasts a few seconds (a file would be published in 0.1 s, before any
-     * kill could land); the publisher's stdout is block-buffered, so its
-     * first ids appear some 2,800 lines in */
+    /* 20,000 unique lines "line-N" through a FIFO, written by a child of
+     * ours at an even pace (10 lines every 0.3 ms) so that publishes are
+     * streaming when the kill lands — a file would be published in 0.1 s,
+     * before any kill could. It counts the lines it got into the pipe in
+     * shared memory, and shrinks the pipe to one page so that count tells
+     * how far the publisher has read. The publisher's stdout is
+     * block-buffered: its first ids appear some 2,800 lines in. */
     const int n = 20000;
+    char *fifo = h_path(&env, "in.fifo");
+    cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo %s", fifo);
     char script[1200];
-    snprintf(script, sizeof script,
-             "i=0; while [ $i -lt 100 ]; do seq -f 'line-%%.0f' $((i*200+1)) $((i*200+200)); i=$((i+1)); sleep 0.02; done"
-             " | '%s/bin/herald-publish' --broker '%s' --timeout 30 --lines t",
-             env.root, env.pub);
+    snprintf(script, sizeof script, "exec '%s/bin/herald-publish' --broker '%s' --timeout 30 --lines t < '%s'",
+             env.root, env.pub, fifo);
     pid_t pub = h_start(&env, "publisher", "/bin/sh", "-c", script, NULL);
+    volatile int *written = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq((void *)written, MAP_FAILED);
+    *written = 0;
+    pid_t writer = fork();
+    cr_assert(writer >= 0, "fork");
+    if (writer == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        signal(SIGPIPE, SIG_DFL);
+        int fd = open(fifo, O_WRONLY);
+        if (fd < 0) _exit(3);
+        if (fcntl(fd, F_SETPIPE_SZ, 4096) < 0) _exit(5);
+        char buf[256];
+        for (int i = 1; i <= n;) {
+            size_t len = 0;
+            int k = 0;
+            for (; k < 10 && i <= n; k++, i++) len += (size_t)snprintf(buf + len, sizeof buf - len, "line-%d\n", i);
+            for (size_t off = 0; off < len;) {
+                ssize_t w = write(fd, buf + off, len - off);
+                if (w < 0) _exit(4);
+                off += (size_t)w;
+            }
+            __atomic_store_n(written, i - 1, __ATOMIC_RELEASE);
+            nanosleep(&(struct timespec){ 0, 300000 }, NULL);
+        }
+        close(fd);
+        _exit(0);
+    }
     file_grown fg = { h_path(&env, "publisher.out"), 0 };
     cr_assert(h_wait(file_nonempty, &fg, 20000), "the publisher printed no id");
-    cr_assert_lt(h_wait_exit(pub, 0), 0, "the publisher finished before the broker was killed");
-    size_t printed_before = h_count_lines(fg.path);
+    /* Two kills -9, each at a moment frozen with SIGSTOP so that what it
+     * cuts is known.
+     * 1. Publisher frozen: the broker commits all it has received and its
+     *    confirms wait unread; the publisher wakes up to a dead connection
+     *    and re-sends whatever it has no confirm for — some of it already
+     *    stored, to be answered "already stored" with the original id (how
+     *    many is up to timing: confirms already in the socket may be read). */
+    kill(pub, SIGSTOP);
+    stable_count sc = { &env, -2 };
+    h_wait(stored_stable, &sc, 5000);   /* best effort: only sharpens the case */
+    int at_kill1 = __atomic_load_n(written, __ATOMIC_ACQUIRE);
     h_kill(&env, broker, SIGKILL);
+    cr_assert_lt(h_wait_exit(writer, 0), 0, "the whole input was written before the first kill");
+    size_t printed_before = h_count_lines(fg.path);
+    broker = h_broker(&env);
+    kill(pub, SIGCONT);
+    /* 2. Broker frozen: the publisher goes on taking lines — 500 past what
+     *    the one-page pipe holds — that cannot be stored; all of them are
+     *    in flight when the kill lands and must be stored after the restart,
+     *    once each. */
+    progress_past pp = { written, at_kill1 + 4096 / 10 + 500 };
+    cr_assert(h_wait(written_past, &pp, 20000), "the publisher took no more lines after the first restart");
+    kill(broker, SIGSTOP);
+    pp.want = __atomic_load_n(written, __ATOMIC_ACQUIRE) + 4096 / 10 + 500;
+    bool streamed = h_wait(written_past, &pp, 10000);
+    int at_kill2 = __atomic_load_n(written, __ATOMIC_ACQUIRE);
+    h_kill(&env, broker, SIGKILL);
+    cr_assert(streamed, "the publisher took no more lines with the broker stopped (%d written)", at_kill2);
+    cr_assert_lt(h_wait_exit(writer, 0), 0, "the whole input was written before the second kill");
+    cr_assert_lt(h_wait_exit(pub, 0), 0, "the publisher finished before the second kill");
     h_broker(&env);
+    cr_assert_eq(h_wait_exit(writer, 60000), 0, "the writer of the publisher's stdin failed");
     int st = h_wait_exit(pub, 60000);
     forget(&env, pub);
     char *perr = h_read(h_path(&env, "publisher.err"), NULL);
     cr_assert_eq(st, 0, "the publisher exited %d through the restart: %s", st, perr ? perr : "");
     free(perr);
-    cr_assert_lt(printed_before, (size_t)n, "the whole stream was confirmed before the kill");
+    munmap((void *)written, sizeof(int));
 
     char **ids;
     size_t total;
@@ -382,7 +466,13 @@ Test(flow, publisher_streaming_through_broker_kill9_stores_each_line_once)
     cr_assert_eq(extra, 0, "%zu events handled that the publisher was never given as ids — stored twice (e.g. %s)",
                  extra, first_extra);
     cr_assert_eq(nseen, (size_t)n, "%zu distinct events handled for %d input lines", nseen, n);
-    fprintf(stderr, "flow: kill -9 after %zu ids printed; %zu runs for %d events\n", printed_before, seen_total, n);
+    /* Ids are PRODUCER-SEQ, so a re-send stored again would carry the same id
+     * as the original: the broker's count shows it. No worker died after the
+     * restart, so every stored delivery was acked exactly once. */
+    long succeeded = h_sub_stat(&env, "t", "rec", "succeeded");
+    cr_assert_eq(succeeded, n, "%ld deliveries acked for %d input lines", succeeded, n);
+    fprintf(stderr, "flow: kills -9 at %d and %d lines written (%zu ids printed at the first); %zu runs for %d events\n",
+            at_kill1, at_kill2, printed_before, seen_total, n);
     h_free_lines(ids, nids);
     h_free_lines(seen, nseen);
 }
