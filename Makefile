@@ -10,7 +10,7 @@ PREFIX  ?= /usr/local
 PKGS    := libzmq msgpack sqlite3 libconfig libmicrohttpd
 # Debian 12 packages the build, the tests and the examples need.
 DEB_PKGS := gcc make pkg-config libzmq3-dev libmsgpack-dev libsqlite3-dev libconfig-dev \
-            libmicrohttpd-dev libcriterion-dev python3 awscli python3-boto3
+            libmicrohttpd-dev libcriterion-dev python3 awscli python3-boto3 curl
 
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
@@ -19,6 +19,9 @@ LDLIBS  += -lpthread -lm
 ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
+export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/lsan.supp
+export HERALD_TEST_SANITIZE = 1   # RSS checks skip themselves (ASan keeps freed memory); big loads shrink
+export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
 endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CFLAGS  += $(PKG_CFLAGS)
@@ -129,3 +132,19 @@ clean:
 
 .PHONY: all test run demo deps install clean
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# --- benchmarks (docs/PERFORMANCE.md) ----------------------------------------
+#   make bench [RUNS=3]   W1–W3 of ../shared/peers/README.md, B1 backlog, X1 exec: one table
+#   make bench-peers      the peers' harness on redis and on this checkout, same session
+RUNS ?= 3
+BENCH_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out bench/bench_handler.c,$(wildcard bench/*.c)))
+bin/herald-bench: $(BENCH_OBJ) lib/libherald.a | bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(LDLIBS)
+$(B)/bench/libbench_handler.so: bench/bench_handler.c bench/shared.h include/herald/handler.h
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) -g -std=gnu11 -Wall -Wextra -Werror -Iinclude -shared -fPIC -o $@ $<
+bench: all bin/herald-bench $(B)/bench/libbench_handler.so
+	bin/herald-bench --runs $(RUNS)
+bench-peers: all
+	HERALD_ROOT=$(CURDIR) bench/peers.sh
+.PHONY: bench bench-peers
