@@ -364,8 +364,7 @@ int herald_invoke(herald_client *c, const char *function, const void *payload, s
                      (unsigned long long)c->max_payload);
         return HERALD_E_TOO_LARGE;
     }
-    static uint64_t next_req;
-    proto_invoke in = { .req = ++next_req, .function = (char *)function,
+    proto_invoke in = { .req = ++c->inv_seq, .function = (char *)function,
                         .timeout_ms = timeout_ms > 0 ? (uint32_t)timeout_ms : 0 };
     proto_iov iov = { payload, len };
     msgpack_sbuffer_clear(&c->sb);

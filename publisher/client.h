@@ -130,6 +130,7 @@ struct herald_client {
     char fatal_error[HC_ERROR_MAX];/* why fatal was set */
     /* the one synchronous invoke in progress (herald_invoke) */
     uint64_t inv_req;              /* its request id; 0: none waiting */
+    uint64_t inv_seq;              /* request ids of this client (a client is one thread's) */
     bool inv_done;                 /* its INVOKE_REPLY arrived */
     uint32_t inv_status;           /* proto_status of the reply */
     void *inv_out; size_t inv_out_len;   /* malloc'ed output (OK) */
