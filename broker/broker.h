@@ -82,7 +82,8 @@ typedef struct delivery {
     sub_t *sub;
     delivery_state state;
     bool in_delayed;            /* its row is in `delayed` (else in `queue`) */
-    uint32_t attempts;          /* failed attempts so far */
+    uint32_t attempts;          /* failed attempts so far (since the last replay) */
+    bool has_history;           /* `failures` rows exist for it (a replay): dropped on success */
     int64_t visible_ms;         /* wall ms: when a RETRY_WAIT delivery becomes ready */
     uint64_t lease;             /* current lease id when INFLIGHT */
     worker_t *worker;           /* holder when INFLIGHT */
@@ -169,7 +170,7 @@ typedef struct {
     sqlite3_stmt *upd_producer, *get_producer, *set_meta;
     sqlite3_stmt *load_window, *load_due, *min_queue, *min_delayed, *gc_msgs;
     sqlite3_stmt *upd_delayed, *delayed_boundary, *ins_dead, *ins_failure;
-    sqlite3_stmt *get_refusal, *ins_refusal, *get_dedup, *ins_dedup, *prune[3];
+    sqlite3_stmt *get_refusal, *ins_refusal, *get_dedup, *ins_dedup, *prune[3], *del_failures;
     int64_t next_msg_id;        /* ids are ours so they are never reused */
     bool next_id_dirty;         /* write meta.next_msg_id in this transaction */
     int64_t gc_floor;           /* message ids below it are already collected */
@@ -255,9 +256,9 @@ int64_t store_sub_id(store_t *s, const char *topic, const char *function);
 int store_insert_message(store_t *s, const char *mid, const char *topic,
                          const void *attrs, size_t attrs_len,
                          const void *payload, size_t len, int64_t now_ms, int64_t *id);
-int store_insert_queue(store_t *s, int64_t sub, int64_t msg, uint32_t attempts);
+int store_insert_queue(store_t *s, int64_t sub, int64_t msg, int64_t attempts);
 int store_insert_delayed(store_t *s, int64_t sub, int64_t msg, int64_t visible_ms,
-                         uint32_t attempts);
+                         int64_t attempts);
 int store_delete_delivery(store_t *s, const delivery_t *d);
 /* Staged writes (see STAGE_ROWS): pointers must stay valid until store_flush(),
  * which the PUBLISH and RESULT handlers call before they return. */
@@ -287,6 +288,10 @@ void message_unref(message_t **m);
 
 /* --- delivery.c: the state machine (see the diagram there) --- */
 delivery_t *delivery_new(broker_t *b, sub_t *sub, message_t *m, uint32_t attempts);
+/* A row's attempts column: -1 marks a replayed delivery (0 attempts since the
+ * replay, failure history kept) — no extra column on the hot path. */
+#define ATTEMPTS_REPLAYED (-1)
+delivery_t *delivery_from_row(broker_t *b, sub_t *sub, message_t *m, int64_t attempts_column);
 void delivery_dispatch(broker_t *b, delivery_t *d, worker_t *w);   /* READY → INFLIGHT */
 void delivery_succeed(broker_t *b, delivery_t *d, const proto_result_entry *r);
 void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *error,

@@ -163,20 +163,20 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
             goto fail;
         int64_t visible = rate > 0 ? now + (int64_t)((double)(res->count - 1) * 1000.0 / rate) : now;
         if (rate > 0) {
-            if (store_insert_delayed(&b->store, s->id, msg, visible, 0) != 0) goto fail;
+            if (store_insert_delayed(&b->store, s->id, msg, visible, ATTEMPTS_REPLAYED) != 0) goto fail;
             proto_attr attrs[PROTO_MAX_ATTRS];
             uint32_t na = unpack_attrs(sqlite3_column_blob(st, 5), sqlite3_column_bytes(st, 5), attrs, strs);
             message_t *m = message_new(msg, mid, topic, attrs, na);
             if (!m || !(m->payload = malloc(len ? len : 1))) { free(m); goto fail; }
             memcpy(m->payload, payload, len);
             m->payload_len = len;
-            delivery_t *d = delivery_new(b, s, m, 0);
+            delivery_t *d = delivery_from_row(b, s, m, ATTEMPTS_REPLAYED);
             if (!d) { m->refs = 1; message_unref(&m); goto fail; }
             d->in_delayed = true;
             d->state = DELIVERY_RETRY_WAIT;
             d->visible_ms = visible;
             done[ndone].d = cur = d;
-        } else if (store_insert_queue(&b->store, s->id, msg, 0) != 0) {
+        } else if (store_insert_queue(&b->store, s->id, msg, ATTEMPTS_REPLAYED) != 0) {
             goto fail;
         }
         ndone++;

@@ -35,6 +35,13 @@ delivery_t *delivery_new(broker_t *b, sub_t *sub, message_t *m, uint32_t attempt
     return d;
 }
 
+delivery_t *delivery_from_row(broker_t *b, sub_t *sub, message_t *m, int64_t attempts_column)
+{
+    delivery_t *d = delivery_new(b, sub, m, attempts_column > 0 ? (uint32_t)attempts_column : 0);
+    if (d) d->has_history = attempts_column != 0;
+    return d;
+}
+
 void delivery_free(broker_t *b, delivery_t *d)
 {
     (void)b;
@@ -97,6 +104,15 @@ void delivery_succeed(broker_t *b, delivery_t *d, const proto_result_entry *r)
     store_begin(&b->store);
     if (d->in_delayed) store_delete_delivery(&b->store, d);
     else store_stage_ack(&b->store, d->sub->id, d->msg->id);   /* written with the others of its RESULT */
+    if (d->attempts > 0 || d->has_history) {
+        /* it made it: the failures kept for a dead letter it will never be go
+         * (the rare path; without this the table grows with every flaky run) */
+        sqlite3_stmt *h = b->store.del_failures;
+        sqlite3_bind_text(h, 1, d->msg->mid, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(h, 2, d->sub->id);
+        if (sqlite3_step(h) != SQLITE_DONE) LOG_ERROR("dropping the failure history: %s", sqlite3_errmsg(b->store.db));
+        sqlite3_reset(h);
+    }
     forget_row(b, d);
     d->sub->succeeded++;
     d->sub->fn->invocations++;

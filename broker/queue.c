@@ -71,7 +71,7 @@ void queue_refill(broker_t *b, sub_t *s)
         s->cursor = sqlite3_column_int64(st, 0);
         message_t *m = message_from_row(st, 0, 2, 3, 4, 5);
         if (!m) break;
-        delivery_t *d = delivery_new(b, s, m, (uint32_t)sqlite3_column_int64(st, 1));
+        delivery_t *d = delivery_from_row(b, s, m, sqlite3_column_int64(st, 1));
         if (!d) { m->refs = 1; message_unref(&m); break; }
         list_push_back(&s->ready, &d->link);
     }
@@ -98,7 +98,7 @@ int queue_load_delayed(broker_t *b)
         if (!s) continue;   /* a removed subscription's rows wait for its return */
         message_t *m = message_from_row(st, 0, 4, 5, 6, 7);
         if (!m) { rc = SQLITE_NOMEM; break; }
-        delivery_t *d = delivery_new(b, s, m, (uint32_t)sqlite3_column_int64(st, 3));
+        delivery_t *d = delivery_from_row(b, s, m, sqlite3_column_int64(st, 3));
         if (!d) { m->refs = 1; message_unref(&m); rc = SQLITE_NOMEM; break; }
         d->in_delayed = true;
         d->state = DELIVERY_RETRY_WAIT;

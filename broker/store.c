@@ -187,6 +187,7 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
         prep(s, &s->prune[0], "DELETE FROM dedup WHERE created_ms < ?") ||
         prep(s, &s->prune[1], "DELETE FROM refusals WHERE created_ms < ?") ||
         prep(s, &s->prune[2], "DELETE FROM producers WHERE updated_ms < ?") ||
+        prep(s, &s->del_failures, "DELETE FROM failures WHERE mid = ? AND sub = ?") ||
         prep(s, &s->set_meta, "INSERT OR REPLACE INTO meta(key, value) VALUES(?,?)") ||
         prep(s, &s->load_window, "SELECT q.msg, q.attempts, m.mid, m.topic, m.attrs, m.payload"
                                  " FROM queue q JOIN messages m ON m.id = q.msg"
@@ -248,7 +249,7 @@ void store_close(store_t *s)
         &s->load_window, &s->load_due, &s->min_queue, &s->min_delayed, &s->gc_msgs,
         &s->upd_delayed, &s->delayed_boundary, &s->ins_dead, &s->ins_failure,
         &s->get_refusal, &s->ins_refusal, &s->get_dedup, &s->ins_dedup,
-        &s->prune[0], &s->prune[1], &s->prune[2],
+        &s->prune[0], &s->prune[1], &s->prune[2], &s->del_failures,
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         sqlite3_finalize(*all[i]);
@@ -471,7 +472,7 @@ int store_insert_message(store_t *s, const char *mid, const char *topic,
     return 0;
 }
 
-int store_insert_queue(store_t *s, int64_t sub, int64_t msg, uint32_t attempts)
+int store_insert_queue(store_t *s, int64_t sub, int64_t msg, int64_t attempts)
 {
     sqlite3_bind_int64(s->ins_queue, 1, sub);
     sqlite3_bind_int64(s->ins_queue, 2, msg);
@@ -479,7 +480,7 @@ int store_insert_queue(store_t *s, int64_t sub, int64_t msg, uint32_t attempts)
     return step_done(s, s->ins_queue);
 }
 
-int store_insert_delayed(store_t *s, int64_t sub, int64_t msg, int64_t visible_ms, uint32_t attempts)
+int store_insert_delayed(store_t *s, int64_t sub, int64_t msg, int64_t visible_ms, int64_t attempts)
 {
     sqlite3_bind_int64(s->ins_delayed, 1, msg);
     sqlite3_bind_int64(s->ins_delayed, 2, sub);

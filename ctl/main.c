@@ -468,7 +468,8 @@ static int cmd_invoke(const ctl_opts *o, bool timeout_given, int argc, char **ar
     const char *endpoint = o->endpoint ? o->endpoint : cfg ? cfg->broker.admin_endpoint : "tcp://127.0.0.1:7712";
     admin_client a;
     /* reachable first (5 s), then as long as the invoke may take */
-    if (admin_open(&a, endpoint, 5000, o->key, o->broker_key) != 0 || admin_call(&a, "ping", NULL, 0) != 0) {
+    int reach_ms = timeout_given && o->timeout_s < 5 ? (int)(o->timeout_s * 1000) : 5000;
+    if (admin_open(&a, endpoint, reach_ms, o->key, o->broker_key) != 0 || admin_call(&a, "ping", NULL, 0) != 0) {
         fprintf(stderr, "heraldctl: %s\n", a.error);
         admin_close(&a);
         goto out;
