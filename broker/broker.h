@@ -171,6 +171,7 @@ typedef struct {
     sqlite3_stmt *load_window, *load_due, *min_queue, *min_delayed, *gc_msgs;
     sqlite3_stmt *upd_delayed, *delayed_boundary, *ins_dead, *ins_failure;
     sqlite3_stmt *get_refusal, *ins_refusal, *get_dedup, *ins_dedup, *prune[3], *del_failures;
+    sqlite3_stmt *del_queue_range;
     int64_t next_msg_id;        /* ids are ours so they are never reused */
     bool next_id_dirty;         /* write meta.next_msg_id in this transaction */
     int64_t gc_floor;           /* message ids below it are already collected */
@@ -179,7 +180,7 @@ typedef struct {
     staged_row *sq; size_t nsq, sq_cap;  /* staged queue inserts */
     staged_row *sa; size_t nsa, sa_cap;  /* staged acks: queue deletes */
     msgpack_sbuffer stage_attrs;         /* the staged messages' attribute blobs */
-    sqlite3_stmt *ins_msg_n[STAGE_ROWS + 1], *ins_queue_n[STAGE_ROWS + 1], *del_queue_n[STAGE_ROWS + 1];
+    sqlite3_stmt *ins_msg_n[STAGE_ROWS + 1], *ins_queue_n[STAGE_ROWS + 1];
     bool failed;                         /* a staged write failed: the turn must not commit */
     char *path;
     bool checkpoint_stop;       /* checkpoint thread */

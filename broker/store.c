@@ -175,6 +175,7 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
         prep(s, &s->ins_delayed, "INSERT INTO delayed(msg, sub, visible_ms, attempts) VALUES(?,?,?,?)") ||
         prep(s, &s->del_queue, "DELETE FROM queue WHERE sub=? AND msg=?") ||
         prep(s, &s->del_delayed, "DELETE FROM delayed WHERE msg=? AND sub=?") ||
+        prep(s, &s->del_queue_range, "DELETE FROM queue WHERE sub=? AND msg BETWEEN ? AND ?") ||
         prep(s, &s->get_producer, "SELECT seq FROM producers WHERE id=?") ||
         prep(s, &s->upd_producer, "INSERT INTO producers(id, seq, updated_ms) VALUES(?,?,?)"
                                   " ON CONFLICT(id) DO UPDATE SET seq=max(seq, excluded.seq),"
@@ -249,7 +250,7 @@ void store_close(store_t *s)
         &s->load_window, &s->load_due, &s->min_queue, &s->min_delayed, &s->gc_msgs,
         &s->upd_delayed, &s->delayed_boundary, &s->ins_dead, &s->ins_failure,
         &s->get_refusal, &s->ins_refusal, &s->get_dedup, &s->ins_dedup,
-        &s->prune[0], &s->prune[1], &s->prune[2], &s->del_failures,
+        &s->prune[0], &s->prune[1], &s->prune[2], &s->del_failures, &s->del_queue_range,
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         sqlite3_finalize(*all[i]);
@@ -261,8 +262,7 @@ void store_close(store_t *s)
     for (int n = 0; n <= STAGE_ROWS; n++) {
         sqlite3_finalize(s->ins_msg_n[n]);
         sqlite3_finalize(s->ins_queue_n[n]);
-        sqlite3_finalize(s->del_queue_n[n]);
-        s->ins_msg_n[n] = s->ins_queue_n[n] = s->del_queue_n[n] = NULL;
+        s->ins_msg_n[n] = s->ins_queue_n[n] = NULL;
     }
     free(s->smsg);
     free(s->sq);
@@ -372,16 +372,19 @@ int store_flush(store_t *s)
         rc = step_done(s, st);
         i += n;
     }
-    /* acks: one statement per subscription and chunk, keys in order */
+    /* acks: in key order, a run of consecutive message ids of one
+     * subscription is one range delete (dispatch is FIFO, so a worker's acks
+     * mostly are such runs); an IN (...) list made SQLite build a temporary
+     * table per statement and cost more than deleting one by one */
     if (s->nsa > 1) qsort(s->sa, s->nsa, sizeof *s->sa, cmp_row);
     for (size_t i = 0; rc == 0 && i < s->nsa;) {
         size_t n = 1;
-        while (i + n < s->nsa && n < STAGE_ROWS && s->sa[i + n].sub == s->sa[i].sub) n++;
-        sqlite3_stmt *st = stmt_n(s, s->del_queue_n, n, "DELETE FROM queue WHERE sub = ? AND msg IN (", "?", ")");
-        if (!st) { rc = -1; break; }
-        sqlite3_bind_int64(st, 1, s->sa[i].sub);
-        for (size_t k = 0; k < n; k++) sqlite3_bind_int64(st, (int)k + 2, s->sa[i + k].msg);
-        rc = step_done(s, st);
+        while (i + n < s->nsa && s->sa[i + n].sub == s->sa[i].sub && s->sa[i + n].msg == s->sa[i].msg + (int64_t)n)
+            n++;
+        sqlite3_bind_int64(s->del_queue_range, 1, s->sa[i].sub);
+        sqlite3_bind_int64(s->del_queue_range, 2, s->sa[i].msg);
+        sqlite3_bind_int64(s->del_queue_range, 3, s->sa[i + n - 1].msg);
+        rc = step_done(s, s->del_queue_range);
         i += n;
     }
     s->nsmsg = s->nsq = s->nsa = 0;
