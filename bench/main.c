@@ -1,0 +1,466 @@
+/* main.c — herald-bench: options, the plan of rows, the machine note, the
+ * medians and the one markdown table (docs/PERFORMANCE.md explains it).
+ *
+ *   herald-bench [--runs N] [--only W1,W2,W3,B1,X1] [--root DIR] [--tmp DIR]
+ *                [--scale F] [--verbose] [--keep] [--attach CMD] [--wrap-broker W]
+ *
+ * Runs go run-major (run 1 of every row, then run 2 …), so that a burst of
+ * load from other users of the machine spreads over the rows instead of
+ * spoiling one. The table goes to stdout, one progress line per run to stderr.
+ * Exit 0 when every run of every row was correct, 1 otherwise, 2 on usage.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+volatile sig_atomic_t bench_interrupted;
+
+static void on_signal(int sig) { (void)sig; bench_interrupted = 1; }
+
+/* The standard workloads of ../shared/peers/README.md, then herald's own. */
+static const workload PLAN[] = {
+    { "W1", KIND_QUEUE, "fsync", 100000, 1, 2, 64, 256, 0, 1000, 120 },
+    { "W1", KIND_QUEUE, "os", 100000, 1, 2, 64, 256, 0, 1000, 120 },
+    { "W2", KIND_QUEUE, "fsync", 25000, 4, 2, 64, 256, 0, 1000, 120 },
+    { "W2", KIND_QUEUE, "os", 25000, 4, 2, 64, 256, 0, 1000, 120 },
+    { "W3", KIND_LATENCY, "fsync", 20000, 1, 1, 64, 256, 2000, 1, 120 },
+    { "W3", KIND_LATENCY, "os", 20000, 1, 1, 64, 256, 2000, 1, 120 },
+    { "B1", KIND_BACKLOG, "fsync", 1000000, 1, 2, 64, 1024, 0, 1000, 300 },
+    { "X1", KIND_EXEC, "fsync", 2000, 1, 2, 64, 256, 0, 1000, 120 },
+};
+#define NPLAN (sizeof PLAN / sizeof PLAN[0])
+#define MAX_RUNS 25
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: herald-bench [--runs N] [--only W1,W2,W3,B1,X1] [--root DIR] [--tmp DIR]\n"
+               "                    [--scale F] [--verbose] [--keep] [--attach CMD] [--wrap-broker W]\n"
+               "  --runs N    runs per row (default 3); the table shows medians\n"
+               "  --only L    rows whose workload is in L\n"
+               "  --root DIR  the herald checkout (default: the one holding this binary)\n"
+               "  --tmp DIR   where run dirs go (default $TMPDIR or /tmp; use a real disk)\n"
+               "  --scale F   multiply every N by F (smoke tests; figures not comparable)\n"
+               "  --verbose   progress of each step; failed runs keep their dir\n"
+               "  --keep      keep every run dir\n"
+               "  --attach CMD    run `sh -c CMD` over each measured window, with BROKER_PID,\n"
+               "                  WORKER_PIDS, RUN_TAG and RUN_DIR set; SIGINT at the window's end\n"
+               "                  (e.g. 'perf record -g -o /tmp/$RUN_TAG.data -p $BROKER_PID')\n"
+               "  --wrap-broker W put the words W before the broker's command line\n"
+               "                  (e.g. 'valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%%p')\n");
+}
+
+/* --- the machine ----------------------------------------------------------- */
+
+static void read_line(const char *path, const char *prefix, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "re");
+    char line[512];
+    out[0] = '\0';
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f)) {
+        if (prefix && strncmp(line, prefix, strlen(prefix)))
+            continue;
+        char *v = prefix ? strchr(line, ':') : line;
+        v = v ? v + (prefix ? 1 : 0) : line;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t l = strcspn(v, "\n");
+        l = l < cap - 1 ? l : cap - 1;
+        memcpy(out, v, l);
+        out[l] = '\0';
+        break;
+    }
+    fclose(f);
+}
+
+/* The mount holding dir (longest mount point that prefixes it): source, type. */
+static void disk_of(const char *dir, char *out, size_t cap)
+{
+    char real[PATH_MAX], line[1024], best_mp[PATH_MAX] = "", best[600] = "unknown";
+    if (!realpath(dir, real))
+        snprintf(real, sizeof real, "%s", dir);
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (f) {
+        while (fgets(line, sizeof line, f)) {
+            /* id parent maj:min root mountpoint opts … - fstype source superopts */
+            char mp[PATH_MAX], fstype[64], src[256];
+            char *dash = strstr(line, " - ");
+            if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
+                sscanf(dash + 3, "%63s %255s", fstype, src) != 2)
+                continue;
+            size_t l = strlen(mp);
+            if (strncmp(real, mp, l) || (real[l] != '/' && real[l] != '\0' && strcmp(mp, "/")))
+                continue;
+            if (l >= strlen(best_mp)) {
+                snprintf(best_mp, sizeof best_mp, "%s", mp);
+                snprintf(best, sizeof best, "%s (%s, mounted on %s)", src, fstype, mp);
+            }
+        }
+        fclose(f);
+    }
+    snprintf(out, cap, "%s", best);
+}
+
+static void loadavg(char *out, size_t cap)
+{
+    char l[128];
+    read_line("/proc/loadavg", NULL, l, sizeof l);
+    double a = 0, b = 0, c = 0;
+    sscanf(l, "%lf %lf %lf", &a, &b, &c);
+    snprintf(out, cap, "%.2f, %.2f, %.2f", a, b, c);
+}
+
+static void git_rev(const char *root, char *out, size_t cap)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "git -C '%s' rev-parse --short HEAD 2>/dev/null", root);
+    FILE *p = popen(cmd, "re");
+    out[0] = '\0';
+    if (p) {
+        if (fgets(out, (int)cap, p))
+            out[strcspn(out, "\n")] = '\0';
+        pclose(p);
+    }
+    if (!out[0])
+        snprintf(out, cap, "unknown");
+}
+
+/* --- medians and the table ------------------------------------------------- */
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    double med, lo, hi;
+    int n;
+} stat3;
+
+/* median [min–max] of field f over the ok runs */
+static stat3 over(const result *rs, int nr, double (*f)(const result *))
+{
+    double v[MAX_RUNS];
+    int n = 0;
+    for (int i = 0; i < nr; i++)
+        if (rs[i].ok)
+            v[n++] = f(&rs[i]);
+    stat3 s = { NAN, NAN, NAN, n };
+    if (!n)
+        return s;
+    qsort(v, (size_t)n, sizeof v[0], cmp_d);
+    s.med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    s.lo = v[0];
+    s.hi = v[n - 1];
+    return s;
+}
+
+#define FIELD(name, expr) static double name(const result *r) { return (expr); }
+FIELD(f_pub, r->pub_rate)
+FIELD(f_e2e, r->e2e_rate)
+FIELD(f_p50, r->p50_us)
+FIELD(f_p99, r->p99_us)
+FIELD(f_p999, r->p999_us)
+FIELD(f_max, r->max_us)
+FIELD(f_broker, r->cpu.broker)
+FIELD(f_workers, r->cpu.worker + r->cpu.launcher + r->cpu.hosts + r->cpu.exec)
+FIELD(f_rss, r->rss_mib)
+FIELD(f_hwm, r->hwm_mib)
+FIELD(f_rss2, r->rss_restart_mib)
+FIELD(f_db, r->db_mib)
+FIELD(f_stop, r->stop_s)
+FIELD(f_ready, r->ready_s)
+FIELD(f_cpu_worker, r->cpu.worker)
+FIELD(f_cpu_launcher, r->cpu.launcher)
+FIELD(f_cpu_exec, r->cpu.exec)
+FIELD(f_cpu_sup, r->cpu.supervisors)
+FIELD(f_cpu_hand, r->cpu.handlers)
+FIELD(f_cpu_prod, r->cpu.producer)
+FIELD(f_bpub, r->broker_pub_cpu)
+FIELD(f_bdrain, r->cpu.broker - r->broker_pub_cpu)
+
+/* "12,345" */
+static const char *grouped(double v, char *buf, size_t cap)
+{
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%.0f", v);
+    size_t len = strlen(tmp), o = 0;
+    for (size_t i = 0; i < len && o + 2 < cap; i++) {
+        if (i && (len - i) % 3 == 0 && tmp[i - 1] != '-')
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* a cell: "median [min–max]" (rates: grouped integers; else `prec` decimals) */
+static const char *cell(stat3 s, int prec, bool range, char *buf, size_t cap)
+{
+    if (!s.n || isnan(s.med))
+        return snprintf(buf, cap, "–"), buf;
+    char a[24], b[24], c[24];
+    if (prec < 0) {
+        grouped(s.med, a, sizeof a);
+        grouped(s.lo, b, sizeof b);
+        grouped(s.hi, c, sizeof c);
+    } else {
+        snprintf(a, sizeof a, "%.*f", prec, s.med);
+        snprintf(b, sizeof b, "%.*f", prec, s.lo);
+        snprintf(c, sizeof c, "%.*f", prec, s.hi);
+    }
+    if (range && s.n > 1 && cap >= 3 * sizeof a + 8)
+        snprintf(buf, cap, "%s [%s–%s]", a, b, c);
+    else
+        snprintf(buf, cap, "%s", a);
+    return buf;
+}
+
+static void print_row(const workload *w, const result *rs, int nr)
+{
+    int ok = 0;
+    long long missing = 0, dup = 0;
+    for (int i = 0; i < nr; i++) {
+        ok += rs[i].ok;
+        missing += rs[i].missing;
+        dup += rs[i].dup;
+    }
+    char c1[80], c2[80], c3[64], c4[64], c5[64], c6[40], c7[40], notes[600] = "", a[40], b[40], c[40], d[40];
+    bool lat = w->kind == KIND_LATENCY;
+    if (w->kind == KIND_LATENCY) {
+        snprintf(notes, sizeof notes, "paced %.0f/s, one publish at a time; achieved %s ev/s; max %s µs", w->rate,
+                 cell(over(rs, nr, f_pub), -1, false, a, sizeof a), cell(over(rs, nr, f_max), 0, false, b, sizeof b));
+    } else if (w->kind == KIND_BACKLOG) {
+        snprintf(notes, sizeof notes,
+                 "no workers while publishing. After it: broker RSS %s MiB (peak %s), data_dir %s MiB incl. WAL. "
+                 "Restart: SIGTERM→exit %s s, exec→`heraldctl stats` answers %s s, RSS then %s MiB. "
+                 "End-to-end = drain: %d workers started → last event handled. Broker CPU: publish %s s, drain %s s",
+                 cell(over(rs, nr, f_rss), 1, false, a, sizeof a), cell(over(rs, nr, f_hwm), 1, false, b, sizeof b),
+                 cell(over(rs, nr, f_db), 0, false, c, sizeof c), cell(over(rs, nr, f_stop), 2, false, d, sizeof d),
+                 cell(over(rs, nr, f_ready), 2, false, c4, sizeof c4), cell(over(rs, nr, f_rss2), 1, false, c5, sizeof c5),
+                 w->workers, cell(over(rs, nr, f_bpub), 2, false, c6, sizeof c6),
+                 cell(over(rs, nr, f_bdrain), 2, false, c7, sizeof c7));
+    } else if (w->kind == KIND_EXEC) {
+        /* where the time goes, as CPU ms per invocation and share of the total */
+        double inv = (double)w->n;
+        double wk = over(rs, nr, f_cpu_worker).med, la = over(rs, nr, f_cpu_launcher).med,
+               ex = over(rs, nr, f_cpu_exec).med, br = over(rs, nr, f_broker).med,
+               su = over(rs, nr, f_cpu_sup).med, ha = over(rs, nr, f_cpu_hand).med,
+               pr = over(rs, nr, f_cpu_prod).med;
+        bool split = true;
+        for (int i = 0; i < nr; i++)
+            split &= !rs[i].ok || rs[i].cpu.split;
+        double tot = wk + la + ex + br + pr;
+        if (ok && tot > 0) {
+            char part[300];
+            if (split)
+                snprintf(part, sizeof part, "handler processes %.2f ms (%.0f%%), supervisors %.2f ms (%.0f%%)",
+                         ha * 1e3 / inv, 100 * ha / tot, su * 1e3 / inv, 100 * su / tot);
+            else
+                snprintf(part, sizeof part, "supervisors + handler processes %.2f ms (%.0f%%)", ex * 1e3 / inv,
+                         100 * ex / tot);
+            snprintf(notes, sizeof notes,
+                     "`/bin/true`-like script; CPU per invocation %.2f ms: %s, launcher %.2f ms (%.0f%%), "
+                     "herald-worker %.2f ms (%.0f%%), broker %.2f ms (%.0f%%), producer %.2f ms (%.0f%%)",
+                     tot * 1e3 / inv, part, la * 1e3 / inv, 100 * la / tot, wk * 1e3 / inv, 100 * wk / tot,
+                     br * 1e3 / inv, 100 * br / tot, pr * 1e3 / inv, 100 * pr / tot);
+        }
+    }
+    if (ok < nr) {
+        for (int i = 0; i < nr; i++)
+            if (!rs[i].ok) {
+                size_t l = strlen(notes);
+                snprintf(notes + l, sizeof notes - l, "%sFAILED run %d: %s", l ? "; " : "", i + 1, rs[i].why);
+                break;
+            }
+    }
+    char nsub[40], n1[32];
+    if (w->subs > 1)
+        snprintf(nsub, sizeof nsub, "%s × %d", grouped((double)w->n, n1, sizeof n1), w->subs);
+    else
+        snprintf(nsub, sizeof nsub, "%s", grouped((double)w->n, n1, sizeof n1));
+    printf("| %s | %s | %s | %d B | %d × %d | %d/%d | %lld / %lld | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+           w->name, w->durability, nsub, w->payload, w->workers, w->inflight, ok, nr, missing, dup,
+           cell(over(rs, nr, f_pub), -1, true, c1, sizeof c1),
+           cell(over(rs, nr, f_e2e), -1, true, c2, sizeof c2),
+           lat ? cell(over(rs, nr, f_p50), 0, true, c3, sizeof c3) : "–",
+           lat ? cell(over(rs, nr, f_p99), 0, true, c4, sizeof c4) : "–",
+           lat ? cell(over(rs, nr, f_p999), 0, true, c5, sizeof c5) : "–",
+           cell(over(rs, nr, f_broker), 2, false, c6, sizeof c6),
+           cell(over(rs, nr, f_workers), 2, false, c7, sizeof c7), notes);
+}
+
+/* --- main ------------------------------------------------------------------ */
+
+static int exists(const char *path, bool exec)
+{
+    return access(path, exec ? X_OK : R_OK) == 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "runs", required_argument, NULL, 'r' }, { "only", required_argument, NULL, 'o' },
+        { "root", required_argument, NULL, 'R' }, { "tmp", required_argument, NULL, 't' },
+        { "scale", required_argument, NULL, 's' }, { "verbose", no_argument, NULL, 'v' },
+        { "keep", no_argument, NULL, 'k' },       { "help", no_argument, NULL, 'h' },
+        { "attach", required_argument, NULL, 'A' }, { "wrap-broker", required_argument, NULL, 'W' },
+        { NULL, 0, NULL, 0 },
+    };
+    bench_env e;
+    memset(&e, 0, sizeof e);
+    int runs = 3, c;
+    double scale = 1.0;
+    const char *only = NULL;
+    char root[PATH_MAX] = "";
+    while ((c = getopt_long(argc, argv, "r:o:R:t:s:vkh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r': runs = atoi(optarg); break;
+        case 'o': only = optarg; break;
+        case 'R':
+            if (!realpath(optarg, root)) {
+                fprintf(stderr, "herald-bench: --root %s: no such directory\n", optarg);
+                return 2;
+            }
+            break;
+        case 't': e.tmp_parent = optarg; break;
+        case 's': scale = atof(optarg); break;
+        case 'v': e.verbose = true; break;
+        case 'k': e.keep = true; break;
+        case 'A': e.attach = optarg; break;
+        case 'W': e.wrap_broker = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc || runs < 1 || runs > MAX_RUNS || scale <= 0 || scale > 10) {
+        usage(stderr);
+        return 2;
+    }
+    if (!root[0]) {   /* ROOT/bin/herald-bench */
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0) {
+            fprintf(stderr, "herald-bench: cannot find the checkout; give --root\n");
+            return 2;
+        }
+        exe[n] = '\0';
+        *strrchr(exe, '/') = '\0';
+        char *up = strrchr(exe, '/');
+        if (up)
+            *up = '\0';
+        snprintf(root, sizeof root, "%s", exe);
+    }
+    e.root = root;
+    if (!e.tmp_parent)
+        e.tmp_parent = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(e.broker, sizeof e.broker, "%s/bin/herald-broker", root);
+    snprintf(e.worker, sizeof e.worker, "%s/bin/herald-worker", root);
+    snprintf(e.ctl, sizeof e.ctl, "%s/bin/heraldctl", root);
+    snprintf(e.handler_so, sizeof e.handler_so, "%s/build/bench/libbench_handler.so", root);
+    snprintf(e.exec_handler, sizeof e.exec_handler, "%s/bench/x1_handler.sh", root);
+    if (!exists(e.broker, true) || !exists(e.worker, true) || !exists(e.ctl, true) ||
+        !exists(e.handler_so, false) || !exists(e.exec_handler, true)) {
+        fprintf(stderr, "herald-bench: %s is not a built checkout (run `make bench` there)\n", root);
+        return 2;
+    }
+
+    struct sigaction sa = { .sa_handler = on_signal };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* the plan */
+    workload plan[NPLAN];
+    int np = 0;
+    for (size_t i = 0; i < NPLAN; i++) {
+        if (only) {
+            const char *at = strstr(only, PLAN[i].name);
+            if (!at)
+                continue;
+        }
+        plan[np] = PLAN[i];
+        plan[np].n = (int64_t)llround((double)PLAN[i].n * scale);
+        if (plan[np].n < 10)
+            plan[np].n = 10;
+        np++;
+    }
+    if (!np) {
+        fprintf(stderr, "herald-bench: --only %s selects nothing\n", only);
+        return 2;
+    }
+
+    char model[256], load0[64], load1[64], disk[700], rev[64], when[64];
+    struct utsname u;
+    uname(&u);
+    read_line("/proc/cpuinfo", "model name", model, sizeof model);
+    disk_of(e.tmp_parent, disk, sizeof disk);
+    git_rev(root, rev, sizeof rev);
+    loadavg(load0, sizeof load0);
+    time_t now = time(NULL);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    fprintf(stderr, "herald-bench: %d rows × %d runs; load average %s\n", np, runs, load0);
+
+    static result res[NPLAN][MAX_RUNS];
+    uint64_t t0 = mono_ns();
+    for (int r = 0; r < runs && !bench_interrupted; r++)
+        for (int i = 0; i < np && !bench_interrupted; i++) {
+            result *x = &res[i][r];
+            workload_run(&e, &plan[i], r + 1, x);
+            char a[40], b[40];
+            fprintf(stderr, "herald-bench: %s %-5s run %d/%d: %s publish %s ev/s, e2e %s /s", plan[i].name,
+                    plan[i].durability, r + 1, runs, x->ok ? "ok" : "FAILED", grouped(x->pub_rate, a, sizeof a),
+                    grouped(x->e2e_rate, b, sizeof b));
+            if (plan[i].kind == KIND_LATENCY)
+                fprintf(stderr, ", p50/p99/p99.9 %.0f/%.0f/%.0f µs", x->p50_us, x->p99_us, x->p999_us);
+            if (plan[i].kind == KIND_BACKLOG)
+                fprintf(stderr, ", RSS %.1f MiB, db %.0f MiB, stop %.2f s, ready %.2f s, broker CPU publish %.2f s",
+                        x->rss_mib, x->db_mib, x->stop_s, x->ready_s, x->broker_pub_cpu);
+            fprintf(stderr, ", missing %lld, dup %lld, CPU broker %.2f s workers %.2f s producer %.2f s (%.1f s)%s%s\n",
+                    (long long)x->missing, (long long)x->dup, x->cpu.broker,
+                    x->cpu.worker + x->cpu.launcher + x->cpu.hosts + x->cpu.exec, x->cpu.producer, x->wall_s,
+                    x->ok ? "" : ": ", x->ok ? "" : x->why);
+            if (e.verbose)
+                fprintf(stderr, "herald-bench:   CPU s: herald-worker %.2f, launcher %.2f, hosts %.2f, "
+                                "exec %.2f (supervisors %.2f in %ld, handlers %.2f in %ld, split %s)\n",
+                        x->cpu.worker, x->cpu.launcher, x->cpu.hosts, x->cpu.exec, x->cpu.supervisors,
+                        x->cpu.nsupervisors, x->cpu.handlers, x->cpu.nhandlers, x->cpu.split ? "yes" : "no");
+        }
+    if (bench_interrupted) {
+        fprintf(stderr, "herald-bench: interrupted; everything it started is stopped\n");
+        return 1;
+    }
+    loadavg(load1, sizeof load1);
+    double total = since_s(t0);
+
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("herald %s, %s. Machine: %ld CPUs (%s), kernel %s, run dirs on %s. "
+           "Load average (1, 5, 15 min) %s at the start, %s at the end; %.0f s in all.\n\n",
+           rev, when, ncpu, model, u.release, disk, load0, load1, total);
+    printf("Median [min–max] of the correct runs out of %d per row. publish = N / (first publish → all confirmed); "
+           "end-to-end = deliveries / (first publish → last new delivery handled); CPU = seconds over that window.\n\n",
+           runs);
+    printf("| workload | durability | N | payload | workers × in-flight | ok runs | missing / dup | publish ev/s | "
+           "end-to-end deliveries/s | p50 µs | p99 µs | p99.9 µs | broker CPU s | workers CPU s | notes |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    int all_ok = 1;
+    for (int i = 0; i < np; i++) {
+        print_row(&plan[i], res[i], runs);
+        for (int r = 0; r < runs; r++)
+            all_ok &= res[i][r].ok;
+    }
+    return all_ok ? 0 : 1;
+}
