@@ -20,7 +20,8 @@ ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
 export LSAN_OPTIONS = suppressions=$(CURDIR)/tests/lsan.supp
-export HERALD_TEST_SANITIZE = 1   # RSS checks skip themselves (ASan keeps freed memory); big loads shrink
+# RSS checks skip themselves (ASan keeps freed memory); big loads shrink
+export HERALD_TEST_SANITIZE = 1
 export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
 endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -96,10 +97,79 @@ TEST_JOBS ?= 2
 # The core and heraldctl scenarios run twice: plaintext, then with CURVE on every
 # endpoint (HERALD_TEST_CURVE=1: the harness makes keys and every program uses them).
 CURVE_SUITES ?= @(spine|failure|heraldctl)/*
-test: deps all $(TEST_HANDLERS) $(B)/test-unit $(B)/test-integration
+test: deps all $(TEST_HANDLERS) $(B)/test-unit $(B)/test-integration $(B)/test-reliability
 	$(B)/test-unit --jobs $(TEST_JOBS)
 	HERALD_ROOT=$(CURDIR) $(B)/test-integration --jobs $(TEST_JOBS)
 	HERALD_ROOT=$(CURDIR) HERALD_TEST_CURVE=1 $(B)/test-integration --jobs $(TEST_JOBS) --filter '$(CURVE_SUITES)'
+	HERALD_ROOT=$(CURDIR) $(B)/test-reliability --jobs $(TEST_JOBS)
+
+# --- reliability (docs/RELIABILITY.md) -----------------------------------------
+#   make test-reliability   the full suite: crash loops, chaos, disk full, back-pressure,
+#                           socket fuzzing, valgrind, then every libFuzzer target for FUZZ_SECONDS
+#   make test-valgrind      broker + worker under memcheck through a short workload
+#   make test-sanitize      make clean, then make test SANITIZE=address,undefined (rebuilds everything)
+#   make fuzz               the libFuzzer targets (clang) into build/fuzz/; make fuzz-run runs them
+REL_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard tests/reliability/*.c))
+REL_REPORT ?= $(B)/reliability-report.txt
+$(B)/test-reliability: $(REL_OBJ) $(B)/tests/integration/harness.o lib/libherald.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(LDLIBS)
+test-reliability: deps all $(TEST_HANDLERS) $(B)/test-reliability fuzz
+	rm -f $(REL_REPORT)
+	st=0; HERALD_ROOT=$(CURDIR) HERALD_RELIABILITY=full HERALD_RELIABILITY_REPORT=$(CURDIR)/$(REL_REPORT) \
+	  $(B)/test-reliability --jobs 1 || st=1; \
+	$(MAKE) -s fuzz-run || st=1; \
+	echo "figures: $(REL_REPORT)"; exit $$st
+test-valgrind: deps all $(TEST_HANDLERS) $(B)/test-reliability
+	HERALD_ROOT=$(CURDIR) HERALD_RELIABILITY=full $(B)/test-reliability --filter 'valgrind/*'
+test-sanitize:
+	$(MAKE) clean
+	$(MAKE) test SANITIZE=address,undefined
+	$(MAKE) clean
+	$(MAKE)
+
+# libFuzzer: one target per message type (fuzz_msg.c with FUZZ_TYPE), the
+# whole-frame decoder (fuzz_proto.c) and the config loader (fuzz_config.c).
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -g -O1 -fno-sanitize-recover=undefined -std=gnu11 -Iinclude $(PKG_CFLAGS)
+FUZZ_FLAGS   := -fsanitize=fuzzer,address,undefined $(FUZZ_SAN)
+FUZZ_TYPES   := hello welcome publish confirm register config deliver result heartbeat drain admin admin_reply error invoke invoke_reply
+FUZZ_TARGETS := proto config $(addprefix msg_,$(FUZZ_TYPES))
+FUZZ_SECONDS ?= 20
+FUZZ_LIB_SRC := $(wildcard proto/*.c) $(wildcard config/*.c)
+$(B)/fuzz/libfz.a: $(FUZZ_LIB_SRC) $(wildcard proto/*.h) $(wildcard config/*.h)
+	@mkdir -p $(B)/fuzz/obj
+	cd $(B)/fuzz/obj && rm -f *.o && for f in $(FUZZ_LIB_SRC); do \
+	  $(FUZZ_CC) -fsanitize=fuzzer-no-link,address,undefined $(FUZZ_SAN) -I$(CURDIR)/include -c -o $$(echo $$f | tr / _ | sed 's/\.c$$/.o/') $(CURDIR)/$$f || exit 1; done
+	rm -f $@ && ar rcs $@ $(B)/fuzz/obj/*.o
+$(B)/fuzz/fuzz_proto: tests/fuzz/fuzz_proto.c $(B)/fuzz/libfz.a
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS)
+$(B)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(B)/fuzz/libfz.a
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS)
+$(B)/fuzz/fuzz_msg_%: tests/fuzz/fuzz_msg.c $(B)/fuzz/libfz.a
+	$(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZ_TYPE='"$(shell echo $* | tr a-z A-Z)"' -o $@ $^ $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS)
+fuzz: $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
+# Rewrites the committed seeds from our own encoders and the test configs.
+fuzz-corpus: $(PROTO_OBJ)
+	@mkdir -p $(B)/fuzz
+	$(CC) $(CFLAGS) -o $(B)/fuzz/make_corpus tests/fuzz/make_corpus.c $(PROTO_OBJ) $(ZMQ_LIBS) $(LDLIBS)
+	rm -rf tests/fuzz/corpus/proto tests/fuzz/corpus/msg_* tests/fuzz/corpus/config
+	$(B)/fuzz/make_corpus tests/fuzz/corpus
+	mkdir -p tests/fuzz/corpus/config && cp tests/configs/*.cfg config/herald.cfg tests/fuzz/corpus/config/
+# Each target runs FUZZ_SECONDS from its committed seed corpus (tests/fuzz/corpus/
+# TARGET/, read only; new inputs go to build/fuzz/work/); a crash leaves its
+# input in build/fuzz/crash-TARGET-*.
+fuzz-run: fuzz
+	@fail=""; for t in $(FUZZ_TARGETS); do \
+	  rm -rf $(B)/fuzz/work/$$t && mkdir -p $(B)/fuzz/work/$$t; \
+	  printf 'fuzz_%-18s ' $$t; \
+	  if LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp $(B)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
+	      -max_len=4096 -timeout=10 -rss_limit_mb=2048 -artifact_prefix=$(B)/fuzz/crash-$$t- \
+	      $(B)/fuzz/work/$$t tests/fuzz/corpus/$$t > $(B)/fuzz/$$t.log 2>&1; then \
+	    grep -o 'Done [0-9]* runs in [0-9]* second' $(B)/fuzz/$$t.log | tail -1; \
+	  else echo "FAILED: $$(grep -m1 -o 'ERROR: [A-Za-z]*Sanitizer: [a-z -]*\|runtime error: .*\|deadly signal' $(B)/fuzz/$$t.log) (see $(B)/fuzz/$$t.log)"; \
+	    fail="$$fail $$t"; fi; \
+	done; if [ -n "$$fail" ]; then echo "fuzz targets that failed:$$fail"; exit 1; fi
+.PHONY: test-reliability test-valgrind test-sanitize fuzz fuzz-run fuzz-corpus
 
 # --- running ---------------------------------------------------------------
 RUN_CFG ?= config/herald.cfg

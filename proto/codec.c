@@ -46,7 +46,7 @@ static void *arena_alloc(dctx *c, size_t size, size_t align)
     /* The filling pass repeats the measured one, so this holds by construction. */
     assert(c->used <= c->m->arena_cap);
     c->m->arena_used = c->used;
-    return c->m->arena + off;
+    return c->m->arena ? c->m->arena + off : NULL;   /* no arena (nothing to copy): not NULL + 0 */
 }
 
 /* "entry 12": the label of an array element, for error messages. Called for

@@ -268,25 +268,16 @@ void host_main(int sock, const char *b, uint32_t n)
         const char *body;
         uint32_t len;
         bool bad = false;
-        /* Results of quick jobs go back together: one write for a run of
-         * jobs already here, but never more than ~1 ms after the first of
-         * them finished, so main's view of when the current job started (its
-         * backstop deadline) stays within that of the truth. */
-        int64_t first_done = 0;
+        /* Each result is written as soon as its job ends, before the next job
+         * starts: if a later job crashes the host, the runner must know
+         * exactly which jobs finished (holding results back to write them
+         * together charged a crash to an innocent delivery). */
         while (msg_next(&in, &body, &len, &bad)) {
             if (body[0] != CH_H_JOB || run_job(&results, fn, function, timeout_ms, body + 1, len - 1) < 0) {
                 LOG_ERROR("host %s: bad job", function);
                 _exit(1);
             }
-            int64_t now = clock_us(CLOCK_MONOTONIC);
-            if (!first_done) first_done = now;
-            if (now - first_done < 1000 && msg_pending(&in)) continue;
             if (launcher_write_all(sock, results.p, results.len) < 0) _exit(1);   /* main is gone */
-            results.len = results.off = 0;
-            first_done = 0;
-        }
-        if (results.len) {
-            if (launcher_write_all(sock, results.p, results.len) < 0) _exit(1);
             results.len = results.off = 0;
         }
         if (bad) {

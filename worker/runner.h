@@ -27,8 +27,8 @@
 typedef struct runner runner_t;
 
 /* Jobs written ahead into one native host: hides the hop between the worker
- * and its host (the host answers a run of quick jobs with one write), and
- * bounds the jobs a crash hands back unstarted (OUT_RETURNED). */
+ * and its host (the host reads a run of them with one read), and bounds the
+ * jobs a crash hands back unstarted (OUT_RETURNED). */
 #define RUNNER_HOST_PIPELINE 16
 
 typedef struct {
