@@ -431,7 +431,18 @@ static void fn_refuse(runner_t *r, fn *f, const char *why)
     fail_queue(r, &f->queue, OUT_ERROR, text);
 }
 
-/* Starts queued jobs of f on its hosts, starting hosts as needed. */
+/* Hosts of every function, starting or ready. */
+static int total_hosts(const runner_t *r)
+{
+    int n = 0;
+    for (const fn *f = r->fns; f; f = f->next) n += f->nhosts;
+    return n;
+}
+
+/* Starts queued jobs of f on its hosts, starting hosts as needed: about one
+ * host per CPU for the whole worker (DESIGN §4), but always one for a
+ * function with work — more processes than CPUs only add context switches
+ * (W2, four functions: 8 hosts per worker became 4). */
 static void pump(runner_t *r, fn *f)
 {
     while (f->queue.n > 0 && !f->refused && !r->broken) {
@@ -444,7 +455,8 @@ static void pump(runner_t *r, fn *f)
             host_assign(r, best, jobq_pop(&f->queue));
             continue;
         }
-        if (f->nhosts < r->max_hosts && (size_t)f->nstarting < f->queue.n) {
+        if ((f->nhosts == 0 || (f->nhosts < r->max_hosts && total_hosts(r) < r->max_hosts)) &&
+            (size_t)f->nstarting < f->queue.n) {
             if (spawn_host(r, f) < 0)
                 break;
             continue;
