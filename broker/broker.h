@@ -281,6 +281,10 @@ int store_prune(store_t *s, int64_t now_ms);   /* fills sub counts at start */
 int store_gc(store_t *s, broker_t *b);
 /* msgpack-encoded attributes ⇄ proto_attr */
 int attrs_pack(msgpack_sbuffer *sb, const proto_attr *a, uint32_t n);
+/* A stored attributes blob back into attrs[] (≤ PROTO_MAX_ATTRS), the strings
+ * copied into strs. Returns how many; entries of the wrong type are skipped. */
+typedef char attr_strs[PROTO_MAX_ATTRS][2][PROTO_ATTR_VALUE_MAX + 1];
+uint32_t attrs_unpack(const void *blob, int len, proto_attr *attrs, attr_strs *strs);
 
 /* --- message.c: in-memory messages --- */
 message_t *message_new(int64_t id, const char *mid, const char *topic,
@@ -301,7 +305,8 @@ void delivery_return(broker_t *b, delivery_t *d);   /* INFLIGHT → READY, no at
 void delivery_wake(broker_t *b, delivery_t *d);     /* RETRY_WAIT → READY */
 void delivery_free(broker_t *b, delivery_t *d);
 void delivery_release(broker_t *b, delivery_t *d);  /* ends a lease, state untouched */
-void count_duration(function_t *fn, uint32_t us);
+/* One attempt of fn ended in o: its counters (and duration, if r). */
+void count_attempt(function_t *fn, proto_outcome o, const proto_result_entry *r);
 /* Backoff in ms before attempt n+1 after n failures; rnd in [0,1). Pure. */
 int64_t backoff_ms(const cfg_backoff *p, uint32_t failures, double rnd);
 

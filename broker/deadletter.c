@@ -89,31 +89,6 @@ static void rollback(broker_t *b)
 /* What a replay changes in memory, applied only once every row is written. */
 typedef struct { sub_t *s; delivery_t *d; } replayed;
 
-/* Attributes blob (msgpack map) → proto_attr array pointing into strs. */
-static uint32_t unpack_attrs(const void *blob, int len, proto_attr *a, char (*strs)[2][PROTO_ATTR_VALUE_MAX + 1])
-{
-    uint32_t n = 0;
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    if (blob && len > 0 && msgpack_unpack_next(&up, blob, (size_t)len, NULL) == MSGPACK_UNPACK_SUCCESS &&
-        up.data.type == MSGPACK_OBJECT_MAP)
-        for (uint32_t i = 0; i < up.data.via.map.size && n < PROTO_MAX_ATTRS; i++) {
-            msgpack_object *k = &up.data.via.map.ptr[i].key, *v = &up.data.via.map.ptr[i].val;
-            if (k->type != MSGPACK_OBJECT_STR || v->type != MSGPACK_OBJECT_STR ||
-                k->via.str.size > PROTO_ATTR_VALUE_MAX || v->via.str.size > PROTO_ATTR_VALUE_MAX)
-                continue;
-            memcpy(strs[n][0], k->via.str.ptr, k->via.str.size);
-            strs[n][0][k->via.str.size] = 0;
-            memcpy(strs[n][1], v->via.str.ptr, v->via.str.size);
-            strs[n][1][v->via.str.size] = 0;
-            a[n].key = strs[n][0];
-            a[n].value = strs[n][1];
-            n++;
-        }
-    msgpack_unpacked_destroy(&up);
-    return n;
-}
-
 int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, dead_result *res,
                 char *err, size_t n)
 {
@@ -130,7 +105,7 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
     replayed *done = NULL;
     size_t ndone = 0, cap = 0;
     delivery_t *cur = NULL;   /* made for this row, not yet in done[] */
-    static char strs[PROTO_MAX_ATTRS][2][PROTO_ATTR_VALUE_MAX + 1];
+    static attr_strs strs;   /* the loop's thread only; copied by message_new */
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
         sub_t *s = sub_by_id(b, sqlite3_column_int64(st, 1));
@@ -165,7 +140,7 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
         if (rate > 0) {
             if (store_insert_delayed(&b->store, s->id, msg, visible, ATTEMPTS_REPLAYED) != 0) goto fail;
             proto_attr attrs[PROTO_MAX_ATTRS];
-            uint32_t na = unpack_attrs(sqlite3_column_blob(st, 5), sqlite3_column_bytes(st, 5), attrs, strs);
+            uint32_t na = attrs_unpack(sqlite3_column_blob(st, 5), sqlite3_column_bytes(st, 5), attrs, &strs);
             message_t *m = message_new(msg, mid, topic, attrs, na);
             if (!m || !(m->payload = malloc(len ? len : 1))) { free(m); goto fail; }
             memcpy(m->payload, payload, len);

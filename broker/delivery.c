@@ -77,7 +77,23 @@ void delivery_release(broker_t *b, delivery_t *d)
 }
 #define end_lease delivery_release
 
-void count_duration(function_t *fn, uint32_t us)
+static void count_duration(function_t *fn, uint32_t us);
+
+void count_attempt(function_t *fn, proto_outcome o, const proto_result_entry *r)
+{
+    fn->invocations++;
+    switch (o) {
+    case OUT_OK: break;
+    case OUT_TIMEOUT: fn->timeouts++; break;
+    case OUT_REJECTED: fn->rejected++; break;
+    case OUT_CRASHED: fn->crashed++; break;
+    case OUT_LOST: fn->lost++; break;
+    default: fn->errors++; break;
+    }
+    if (r) count_duration(fn, r->duration_us);
+}
+
+static void count_duration(function_t *fn, uint32_t us)
 {
     int bucket = 0;
     for (uint32_t v = us; v > 1 && bucket < 63; v >>= 1) bucket++;
@@ -115,8 +131,7 @@ void delivery_succeed(broker_t *b, delivery_t *d, const proto_result_entry *r)
     }
     forget_row(b, d);
     d->sub->succeeded++;
-    d->sub->fn->invocations++;
-    if (r) count_duration(d->sub->fn, r->duration_us);
+    count_attempt(d->sub->fn, OUT_OK, r);
     delivery_free(b, d);
 }
 
@@ -154,15 +169,7 @@ void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
     store_begin(s);
     d->attempts++;
     d->sub->failed++;
-    fn->invocations++;
-    switch (o) {
-    case OUT_TIMEOUT: fn->timeouts++; break;
-    case OUT_REJECTED: fn->rejected++; break;
-    case OUT_CRASHED: fn->crashed++; break;
-    case OUT_LOST: fn->lost++; break;
-    default: fn->errors++; break;
-    }
-    if (r) count_duration(fn, r->duration_us);
+    count_attempt(fn, o, r);
 
     /* every failed attempt is kept, with its class, for `dlq show` */
     sqlite3_stmt *f = s->ins_failure;

@@ -112,16 +112,7 @@ void invoke_finish(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
     invocation *inv = d->inv;
     function_t *fn = d->sub->fn;
     delivery_release(b, d);
-    fn->invocations++;
-    switch (o) {
-    case OUT_OK: break;
-    case OUT_TIMEOUT: fn->timeouts++; break;
-    case OUT_REJECTED: fn->rejected++; break;
-    case OUT_CRASHED: fn->crashed++; break;
-    case OUT_LOST: fn->lost++; break;
-    default: fn->errors++; break;
-    }
-    if (r) count_duration(fn, r->duration_us);
+    count_attempt(fn, o, r);
     if (!inv->answered) {
         char why[PROTO_ERROR_TEXT_MAX + 64];
         if (o != OUT_OK)

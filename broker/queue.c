@@ -23,29 +23,8 @@ static message_t *message_from_row(sqlite3_stmt *st, int c_id, int c_mid, int c_
                                    int c_attrs, int c_payload)
 {
     proto_attr attrs[PROTO_MAX_ATTRS];
-    char strs[PROTO_MAX_ATTRS][2][PROTO_ATTR_VALUE_MAX + 1];
-    uint32_t n = 0;
-    const void *blob = sqlite3_column_blob(st, c_attrs);
-    int blen = sqlite3_column_bytes(st, c_attrs);
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    if (blob && blen > 0 && msgpack_unpack_next(&up, blob, (size_t)blen, NULL) == MSGPACK_UNPACK_SUCCESS &&
-        up.data.type == MSGPACK_OBJECT_MAP) {
-        msgpack_object_map *mp = &up.data.via.map;
-        for (uint32_t i = 0; i < mp->size && n < PROTO_MAX_ATTRS; i++) {
-            msgpack_object *k = &mp->ptr[i].key, *v = &mp->ptr[i].val;
-            if (k->type != MSGPACK_OBJECT_STR || v->type != MSGPACK_OBJECT_STR) continue;
-            if (k->via.str.size > PROTO_ATTR_VALUE_MAX || v->via.str.size > PROTO_ATTR_VALUE_MAX) continue;
-            memcpy(strs[n][0], k->via.str.ptr, k->via.str.size);
-            strs[n][0][k->via.str.size] = 0;
-            memcpy(strs[n][1], v->via.str.ptr, v->via.str.size);
-            strs[n][1][v->via.str.size] = 0;
-            attrs[n].key = strs[n][0];
-            attrs[n].value = strs[n][1];
-            n++;
-        }
-    }
-    msgpack_unpacked_destroy(&up);
+    static attr_strs strs;   /* the loop's thread only; copied by message_new */
+    uint32_t n = attrs_unpack(sqlite3_column_blob(st, c_attrs), sqlite3_column_bytes(st, c_attrs), attrs, &strs);
     message_t *m = message_new(sqlite3_column_int64(st, c_id), (const char *)sqlite3_column_text(st, c_mid),
                                (const char *)sqlite3_column_text(st, c_topic), attrs, n);
     if (!m) return NULL;

@@ -680,3 +680,28 @@ int attrs_pack(msgpack_sbuffer *sb, const proto_attr *a, uint32_t n)
     }
     return 0;
 }
+
+uint32_t attrs_unpack(const void *blob, int len, proto_attr *attrs, attr_strs *strs)
+{
+    uint32_t n = 0;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    if (blob && len > 0 && msgpack_unpack_next(&up, blob, (size_t)len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        up.data.type == MSGPACK_OBJECT_MAP) {
+        msgpack_object_map *mp = &up.data.via.map;
+        for (uint32_t i = 0; i < mp->size && n < PROTO_MAX_ATTRS; i++) {
+            msgpack_object *k = &mp->ptr[i].key, *v = &mp->ptr[i].val;
+            if (k->type != MSGPACK_OBJECT_STR || v->type != MSGPACK_OBJECT_STR) continue;
+            if (k->via.str.size > PROTO_ATTR_VALUE_MAX || v->via.str.size > PROTO_ATTR_VALUE_MAX) continue;
+            memcpy((*strs)[n][0], k->via.str.ptr, k->via.str.size);
+            (*strs)[n][0][k->via.str.size] = 0;
+            memcpy((*strs)[n][1], v->via.str.ptr, v->via.str.size);
+            (*strs)[n][1][v->via.str.size] = 0;
+            attrs[n].key = (*strs)[n][0];
+            attrs[n].value = (*strs)[n][1];
+            n++;
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+    return n;
+}
