@@ -657,3 +657,53 @@ Test(failure, memory_mb_64_gives_python_memoryerror_and_node_starts_at_default)
     free(rec);
     assert_sub("js", "nodejs", "dead", 0);
 }
+
+static bool pid_file_has_line(void *arg)
+{
+    return h_count_lines(arg) >= 1;
+}
+
+typedef struct { pid_t pid; } gone_arg;
+static bool handler_gone(void *arg) { return pid_gone(((gone_arg *)arg)->pid); }
+
+/* DESIGN §5 fencing: a worker that hears nothing from the broker for 3
+ * heartbeats kills its in-flight handlers (another worker may get them), and
+ * the delivery is redone once the broker is back. */
+Test(failure, a_worker_cut_off_from_the_broker_kills_its_handlers_and_the_delivery_is_redone)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"slow\"; exec = [\"tests/handlers/fence_slow.sh\"]; timeout = 120;\n"
+             "   max_attempts = 3; backoff = { initial = 0.1; jitter = \"none\"; };\n"
+             "   env = { PID_FILE = \"%s\"; RECORD_FILE = \"%s\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"slow\"; } ); } );\n",
+             h_path(&env, "pid.txt"), h_path(&env, "record.txt"));
+    h_config(&env, "os", body);
+    pid_t broker = h_broker(&env);
+    h_worker(&env, NULL, 2);
+    char *id = publish("t", "x");
+    cr_assert(h_wait(pid_file_has_line, h_path(&env, "pid.txt"), 20000), "the handler never started");
+    char *pidtxt = h_read(h_path(&env, "pid.txt"), NULL);
+    gone_arg g = { (pid_t)atoi(pidtxt) };
+    free(pidtxt);
+    cr_assert(g.pid > 0 && !pid_gone(g.pid), "the handler is not running");
+    /* the broker goes silent (heartbeat 0.5 s): within ~1.5 s the worker must
+     * kill what it runs, while the broker is still stopped */
+    kill(broker, SIGSTOP);
+    long t0 = mono_ms();
+    bool killed = h_wait(handler_gone, &g, 6000);
+    long took = mono_ms() - t0;
+    kill(broker, SIGCONT);
+    cr_assert(killed, "the worker kept running its handler for 6 s with the broker silent");
+    cr_log_info("handler killed %ld ms after the broker went silent", took);
+    cr_assert(took >= 1000, "killed after %ld ms: before 3 heartbeats of silence", took);
+    /* back: the lease ends as lost and the delivery runs again, elsewhere or here */
+    char want[128];
+    snprintf(want, sizeof want, "%s 2", id);
+    wait_lines(h_path(&env, "record.txt"), 1, 30000);
+    char *rec = h_read(h_path(&env, "record.txt"), NULL);
+    cr_assert(rec && strstr(rec, want), "the delivery was not redone as attempt 2: %s", rec);
+    free(rec);
+    free(id);
+    wait_sub("t", "slow", "succeeded", 1, 10000);
+}
