@@ -131,10 +131,11 @@ void invoke_tick(broker_t *b, int64_t now)
         n = n->next;
         if (inv->answered || now < inv->deadline_ms) continue;
         delivery_t *d = inv->d;
-        reply(b, inv->sock, inv->rid, inv->rid_len, inv->req, PROTO_E_TIMEOUT,
-              d->state == DELIVERY_READY ? "timeout: no worker slot became free in time"
-                                         : "timeout: the handler did not answer in time",
-              d->msg->mid, NULL, 0);
+        /* BUSY: it never ran (a client may retry); TIMEOUT: it may have */
+        bool queued = d->state == DELIVERY_READY;
+        reply(b, inv->sock, inv->rid, inv->rid_len, inv->req, queued ? PROTO_E_BUSY : PROTO_E_TIMEOUT,
+              queued ? "timeout: no worker slot became free in time" : "timeout: the handler did not answer in time",
+              queued ? "" : d->msg->mid, NULL, 0);
         inv->answered = true;
         if (d->state == DELIVERY_READY) {   /* never dispatched: gone */
             list_remove(&b->invoke_queue, &d->link);

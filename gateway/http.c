@@ -85,6 +85,7 @@ int gw_status_of(int st)
     case HERALD_E_HANDLER: return 502;
     case HERALD_E_UNREACHABLE: return 503;
     case HERALD_E_TIMEOUT: return 504;
+    case HERALD_E_BUSY: return 429;   /* no worker slot in time: nothing ran, try later */
     default: return 500;
     }
 }

@@ -118,10 +118,12 @@ static void request_response(gw_t *g, gw_req *q, const char *fn, gw_resp *r)
     case HERALD_E_NO_WORKER: lambda_error(r, 502, "ResourceNotReadyException", "%s", why); break;
     case HERALD_E_TOO_LARGE: lambda_error(r, 413, "RequestTooLargeException", "%s", why); break;
     case HERALD_E_INVALID: lambda_error(r, 400, "InvalidParameterValueException", "%s", why); break;
-    case HERALD_E_TIMEOUT:
-        /* the broker says whether it ever dispatched it */
-        if (strstr(why, "no worker slot")) lambda_error(r, 429, "TooManyRequestsException", "%s", why);
-        else { unhandled = true; etype = "Sandbox.Timedout"; }
+    case HERALD_E_BUSY:   /* never dispatched: nothing ran (DESIGN §10: 429) */
+        lambda_error(r, 429, "TooManyRequestsException", "%s", why);
+        break;
+    case HERALD_E_TIMEOUT:   /* dispatched, then the deadline passed: 200 + Unhandled */
+        unhandled = true;
+        etype = "Sandbox.Timedout";
         break;
     case HERALD_E_UNREACHABLE:
         /* lost mid-invoke: it may have run, so no 5xx (clients would run it again) */

@@ -46,6 +46,7 @@ enum {
     HERALD_E_NO_WORKER   = -9,     /* invoke: no connected worker serves the function */
     HERALD_E_NOMEM       = -10,
     HERALD_E_INTERNAL    = -11,    /* broker-side failure (storage); nothing was stored */
+    HERALD_E_BUSY        = -12,    /* invoke: no worker slot became free in time; nothing ran */
 };
 
 /* message_id: the broker's id when status is 0, else "" (never NULL). */

@@ -38,6 +38,7 @@ static const char *const status_names[] = {
     [PROTO_E_TIMEOUT] = "timeout",
     [PROTO_E_NOT_FOUND] = "not found",
     [PROTO_E_CONFLICT] = "conflict",
+    [PROTO_E_BUSY] = "no worker slot became free in time",
 };
 _Static_assert(sizeof status_names / sizeof *status_names == PROTO_STATUS_COUNT, "a status has no name");
 

@@ -83,6 +83,7 @@ typedef enum {
     PROTO_E_TIMEOUT = 9,
     PROTO_E_NOT_FOUND = 10,     /* admin: no such object (dead letter id, …) */
     PROTO_E_CONFLICT = 11,      /* admin: refused because of state (e.g. subscription gone) */
+    PROTO_E_BUSY = 12,          /* invoke: no worker slot became free in time (nothing ran) */
     PROTO_STATUS_COUNT
 } proto_status;
 

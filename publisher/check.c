@@ -93,6 +93,7 @@ int hc_status_from_proto(uint32_t status)
     case PROTO_E_NO_WORKER: return HERALD_E_NO_WORKER;
     case PROTO_E_HANDLER: return HERALD_E_HANDLER;
     case PROTO_E_TIMEOUT: return HERALD_E_TIMEOUT;
+    case PROTO_E_BUSY: return HERALD_E_BUSY;
     default: return HERALD_E_REFUSED;   /* malformed, and whatever a newer broker says */
     }
 }

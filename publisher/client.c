@@ -473,6 +473,7 @@ const char *herald_strerror(int status)
     case HERALD_E_NO_WORKER: return "no worker serves the function";
     case HERALD_E_NOMEM: return "out of memory";
     case HERALD_E_INTERNAL: return "broker-side failure: nothing stored";
+    case HERALD_E_BUSY: return "no worker slot became free in time: nothing ran";
     default: return "unknown status";
     }
 }

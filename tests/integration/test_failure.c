@@ -707,3 +707,42 @@ Test(failure, a_worker_cut_off_from_the_broker_kills_its_handlers_and_the_delive
     free(id);
     wait_sub("t", "slow", "succeeded", 1, 10000);
 }
+
+/* DESIGN §10: a sync invoke that finds no free slot before its deadline is
+ * refused as busy (nothing ran), not as a handler timeout. */
+Test(failure, a_sync_invoke_with_no_free_slot_in_time_is_busy_and_never_runs)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"slow\"; exec = [\"tests/handlers/fail_slow.sh\"]; concurrency = 1;\n"
+             "   env = { START_FILE = \"%s\"; RECORD_FILE = \"%s\"; SLEEP_S = \"4\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"slow\"; } ); } );\n",
+             h_path(&env, "start.txt"), h_path(&env, "record.txt"));
+    h_config(&env, "os", body);
+    h_broker(&env);
+    h_worker(&env, NULL, 4);
+    char *id = publish("t", "occupies the only slot");
+    wait_lines(h_path(&env, "start.txt"), 1, 20000);
+    char *out = NULL, *err = NULL;
+    long t0 = mono_ms();
+    int rc = h_run(&env, NULL, &out, &err, "bin/heraldctl", "--broker", env.adm, "invoke", "slow", "x", "--timeout", "1",
+                   NULL);
+    long took = mono_ms() - t0;
+    cr_assert_eq(rc, 1, "exit %d, stdout %s", rc, out);
+    cr_assert(strstr(err, "no worker slot became free"), "stderr: %s", err);
+    cr_assert(took < 4000, "answered after %ld ms: the deadline is 1 s", took);
+    free(out);
+    free(err);
+    /* the slot frees after ~4 s; a sentinel published now starts next — a
+     * refused invoke still queued would have gone first (invokes lead) */
+    wait_sub("t", "slow", "succeeded", 1, 20000);
+    char *sentinel = publish("t", "sentinel");
+    wait_lines(h_path(&env, "start.txt"), 2, 20000);
+    char *starts = h_read(h_path(&env, "start.txt"), NULL);
+    char *second = strchr(starts, '\n');
+    cr_assert(second && strncmp(second + 1, sentinel, strlen(sentinel)) == 0,
+              "the refused invoke ran anyway: %s", starts);
+    free(starts);
+    free(sentinel);
+    free(id);
+}

@@ -1052,11 +1052,14 @@ Test(proto, reject_deliver_result_fields)
 Test(proto, reject_status_and_admin_fields)
 {
     proto_encode_error(&tp_sb, PROTO_STATUS_COUNT, "x");
-    tp_reject("ERROR status: 12 out of range 0..11");
+    char want[64];
+    snprintf(want, sizeof want, "ERROR status: %d out of range 0..%d", PROTO_STATUS_COUNT, PROTO_STATUS_COUNT - 1);
+    tp_reject(want);
     proto_confirm_entry e = {1, PROTO_STATUS_COUNT, "x"};
     proto_confirm c = {&e, 1};
     tp_sb.size = 0, proto_encode_confirm(&tp_sb, &c);
-    tp_reject("CONFIRM entry 0: status: 12 out of range");
+    snprintf(want, sizeof want, "CONFIRM entry 0: status: %d out of range", PROTO_STATUS_COUNT);
+    tp_reject(want);
     tp_sb.size = 0, proto_encode_admin_reply(&tp_sb, 1, 99, NULL, NULL, 0);
     tp_reject("ADMIN_REPLY status: 99 out of range");
 
