@@ -117,6 +117,7 @@ struct runner {
     uint64_t next_id;
     size_t busy;
     bool in_dispatch;
+    bool unflushed;         /* jobs queued into hosts' buffers, not yet sent */
     runner_result_fn *cb;
     void *cbarg;
     host *dead_hosts;
@@ -407,7 +408,17 @@ static void host_assign(runner_t *r, host *h, job *j)
     if (h->sent.n == 0)
         h->cur_start_ms = util_mono_ms();
     jobq_push(&h->sent, j);
-    host_flush(r, h);
+    /* sent at the end of this dispatch, with the others: one send (and one
+     * wake-up of the host) for a batch of deliveries instead of one each */
+    r->unflushed = true;
+}
+
+static void flush_hosts(runner_t *r)
+{
+    for (fn *f = r->fns; f; f = f->next)
+        for (host *h = f->hosts; h; h = h->next)
+            if (wbuf_pending(&h->out) > 0) host_flush(r, h);
+    r->unflushed = false;
 }
 
 static void fail_queue(runner_t *r, jobq *q, proto_outcome o, const char *why)
@@ -1255,6 +1266,8 @@ int runner_next_timeout_ms(const runner_t *r)
 {
     if (!r)
         return -1;
+    if (r->unflushed)
+        return 0;   /* submitted jobs wait in buffers: dispatch now */
     int64_t best = -1, now = util_mono_ms();
     for (fn *f = r->fns; f; f = f->next)
         for (host *h = f->hosts; h; h = h->next)
@@ -1337,6 +1350,7 @@ void runner_dispatch(runner_t *r, runner_result_fn *cb, void *arg)
         }
     for (fn *f = r->fns; f; f = f->next)
         pump(r, f);
+    flush_hosts(r);
     r->in_dispatch = false;
     free_graveyard(r);
 }
