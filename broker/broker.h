@@ -87,7 +87,6 @@ typedef struct delivery {
     int64_t visible_ms;         /* wall ms: when a RETRY_WAIT delivery becomes ready */
     uint64_t lease;             /* current lease id when INFLIGHT */
     worker_t *worker;           /* holder when INFLIGHT */
-    int64_t dispatched_ms;      /* monotonic */
     size_t heap_pos;            /* index in the timer heap when RETRY_WAIT */
 } delivery_t;
 
@@ -116,7 +115,6 @@ struct sub {
     int64_t dead;
     int64_t inflight;
     uint64_t succeeded, failed; /* since start */
-    int rr_skip;                /* dispatch fairness bookkeeping */
 };
 
 typedef struct {
@@ -169,7 +167,7 @@ typedef struct {
     sqlite3_stmt *ins_msg, *ins_queue, *ins_delayed, *del_queue, *del_delayed;
     sqlite3_stmt *upd_producer, *get_producer, *set_meta;
     sqlite3_stmt *load_window, *load_due, *min_queue, *min_delayed, *gc_msgs;
-    sqlite3_stmt *upd_delayed, *delayed_boundary, *ins_dead, *ins_failure;
+    sqlite3_stmt *upd_delayed, *ins_dead, *ins_failure;
     sqlite3_stmt *get_refusal, *ins_refusal, *get_dedup, *ins_dedup, *prune[3], *del_failures;
     sqlite3_stmt *del_queue_range;
     int64_t next_msg_id;        /* ids are ours so they are never reused */
@@ -225,7 +223,7 @@ struct broker {
     bool disk_alarm;                     /* free space below disk_min_free: refuse publishes */
     int64_t disk_free;                   /* bytes free on data_dir at the last check */
     int64_t backlog;                     /* deliveries stored (queue + delayed) */
-    uint64_t dropped[3];                 /* malformed messages dropped per endpoint */
+    uint64_t dropped[3];                 /* messages refused as malformed, per endpoint (logged at stop) */
     uint64_t refused_auth[3];
     sqlite3 *dlq_db;                     /* read-only connection for dead-letter reads */
     msgpack_sbuffer sb;                  /* scratch for headers */

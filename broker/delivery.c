@@ -57,7 +57,6 @@ void delivery_dispatch(broker_t *b, delivery_t *d, worker_t *w)
     d->lease = ++b->next_lease;
     lease_put(&b->leases, d->lease, d);
     d->worker = w;
-    d->dispatched_ms = util_mono_ms();
     list_push_back(&w->leases, &d->link);
     w->busy++;
     if (!d->inv) d->sub->inflight++;   /* a sync invoke is no row of any queue */

@@ -200,8 +200,6 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
         prep(s, &s->min_delayed, "SELECT msg FROM delayed ORDER BY msg LIMIT 1") ||
         prep(s, &s->gc_msgs, "DELETE FROM messages WHERE id >= ? AND id < ?") ||
         prep(s, &s->upd_delayed, "UPDATE delayed SET visible_ms=?, attempts=? WHERE msg=? AND sub=?") ||
-        prep(s, &s->delayed_boundary, "SELECT visible_ms FROM delayed WHERE visible_ms > ?"
-                                     " ORDER BY visible_ms LIMIT 1 OFFSET ?") ||
         prep(s, &s->ins_dead, "INSERT INTO dead(msg, sub, mid, topic, function, attempts, outcome,"
                               " error, failed_ms, attrs, payload) SELECT id, ?2, mid, topic, ?3, ?4,"
                               " ?5, ?6, ?7, attrs, payload FROM messages WHERE id = ?1") ||
@@ -248,7 +246,7 @@ void store_close(store_t *s)
         &s->begin, &s->commit, &s->rollback, &s->ins_msg, &s->ins_queue, &s->ins_delayed,
         &s->del_queue, &s->del_delayed, &s->upd_producer, &s->get_producer, &s->set_meta,
         &s->load_window, &s->load_due, &s->min_queue, &s->min_delayed, &s->gc_msgs,
-        &s->upd_delayed, &s->delayed_boundary, &s->ins_dead, &s->ins_failure,
+        &s->upd_delayed, &s->ins_dead, &s->ins_failure,
         &s->get_refusal, &s->ins_refusal, &s->get_dedup, &s->ins_dedup,
         &s->prune[0], &s->prune[1], &s->prune[2], &s->del_failures, &s->del_queue_range,
     };
