@@ -575,6 +575,35 @@ static void check_native(cfg_ctx *x, const config_setting_t *g, const char *labe
     }
 }
 
+/* The name of a function or topic group ("functions", idx): checked and
+ * copied into *name, and the label its messages carry — "functions[2]", or
+ * "functions[2] (echo)" once the name is known — with the scope of its keys;
+ * then its setting names are checked against known. */
+static void named_group(cfg_ctx *x, const config_setting_t *g, const char *list, size_t idx,
+                        const char *const *known, char **name_out, char *label, size_t len, scope *sc)
+{
+    snprintf(label, len, "%s[%zu]", list, idx);
+    snprintf(sc->pre, sizeof sc->pre, "%s: ", label);
+    const char *name;
+    int r = get_str(x, g, sc, "name", false, &name);
+    if (r == 0) {
+        config_err(x, g, "%s: needs a name", label);
+    } else if (r == 1) {
+        char q[QUOTE_MAX * 4 + 8];
+        if (!name_ok(name)) {
+            config_err(x, config_setting_get_member(g, "name"),
+                       "%s: name '%s' is invalid (expected 1 to 128 of A-Z a-z 0-9 _ . -)", label,
+                       quote(name, q, sizeof q));
+        } else {
+            *name_out = config_strdup(x, name);
+            snprintf(label, len, "%s[%zu] (%s)", list, idx, name);
+            snprintf(sc->pre, sizeof sc->pre, "%s: ", label);
+        }
+    }
+    snprintf(sc->where, sizeof sc->where, "%s", label);
+    check_names(x, g, sc, known);
+}
+
 static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_function *f)
 {
     static const char *const known[] = { "name", "exec", "native", "timeout", "memory_mb",
@@ -591,27 +620,8 @@ static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cf
         return;
     }
     char label[200];
-    snprintf(label, sizeof label, "functions[%zu]", idx);
     scope sc;
-    snprintf(sc.pre, sizeof sc.pre, "%s: ", label);
-    const char *name;
-    int r = get_str(x, g, &sc, "name", false, &name);
-    if (r == 0) {
-        config_err(x, g, "%s: needs a name", label);
-    } else if (r == 1) {
-        char q[QUOTE_MAX * 4 + 8];
-        if (!name_ok(name)) {
-            config_err(x, config_setting_get_member(g, "name"),
-                       "%s: name '%s' is invalid (expected 1 to 128 of A-Z a-z 0-9 _ . -)", label,
-                       quote(name, q, sizeof q));
-        } else {
-            f->name = config_strdup(x, name);
-            snprintf(label, sizeof label, "functions[%zu] (%s)", idx, name);
-            snprintf(sc.pre, sizeof sc.pre, "%s: ", label);
-        }
-    }
-    snprintf(sc.where, sizeof sc.where, "%s", label);
-    check_names(x, g, &sc, known);
+    named_group(x, g, "functions", idx, known, &f->name, label, sizeof label, &sc);
 
     const config_setting_t *exec = config_setting_get_member(g, "exec");
     const config_setting_t *native = config_setting_get_member(g, "native");
@@ -755,27 +765,8 @@ static void check_topic(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_t
         return;
     }
     char label[200];
-    snprintf(label, sizeof label, "topics[%zu]", idx);
     scope sc;
-    snprintf(sc.pre, sizeof sc.pre, "%s: ", label);
-    const char *name;
-    int r = get_str(x, g, &sc, "name", false, &name);
-    if (r == 0) {
-        config_err(x, g, "%s: needs a name", label);
-    } else if (r == 1) {
-        char q[QUOTE_MAX * 4 + 8];
-        if (!name_ok(name)) {
-            config_err(x, config_setting_get_member(g, "name"),
-                       "%s: name '%s' is invalid (expected 1 to 128 of A-Z a-z 0-9 _ . -)", label,
-                       quote(name, q, sizeof q));
-        } else {
-            t->name = config_strdup(x, name);
-            snprintf(label, sizeof label, "topics[%zu] (%s)", idx, name);
-            snprintf(sc.pre, sizeof sc.pre, "%s: ", label);
-        }
-    }
-    snprintf(sc.where, sizeof sc.where, "%s", label);
-    check_names(x, g, &sc, known);
+    named_group(x, g, "topics", idx, known, &t->name, label, sizeof label, &sc);
     const config_setting_t *subs = config_setting_get_member(g, "subscriptions");
     if (!subs)
         return;
