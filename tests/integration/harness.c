@@ -390,3 +390,54 @@ char *h_ctl(h_env *e, ...)
     if (rc != 0) { free(out); return NULL; }
     return out;
 }
+
+void h_write_lines(const char *path, int n, const char *fmt)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    for (int i = 0; i < n; i++) { fprintf(f, fmt, i); fputc('\n', f); }
+    fclose(f);
+}
+
+typedef struct { const char *path; size_t want; } lines_at_least;
+
+static bool has_lines(void *arg)
+{
+    lines_at_least *l = arg;
+    return h_count_lines(l->path) >= l->want;
+}
+
+void h_wait_lines(const char *path, size_t n, int timeout_ms)
+{
+    lines_at_least l = { path, n };
+    cr_assert(h_wait(has_lines, &l, timeout_ms), "%s: %zu lines within %d ms, expected %zu", path,
+              h_count_lines(path), timeout_ms, n);
+}
+
+typedef struct { h_env *e; const char *topic, *function, *key; long want; } sub_is;
+
+static bool sub_stat_is(void *arg)
+{
+    sub_is *s = arg;
+    return h_sub_stat(s->e, s->topic, s->function, s->key) == s->want;
+}
+
+void h_wait_sub(h_env *e, const char *topic, const char *function, const char *key, long want, int timeout_ms)
+{
+    sub_is s = { e, topic, function, key, want };
+    if (!h_wait(sub_stat_is, &s, timeout_ms)) {
+        char *st = h_stats(e);
+        cr_assert_fail("subscription %s→%s: %s never became %ld within %d ms; stats: %s", topic, function, key,
+                       want, timeout_ms, st ? st : "(no answer)");
+    }
+}
+
+void h_assert_sub(h_env *e, const char *topic, const char *function, const char *key, long want)
+{
+    long v = h_sub_stat(e, topic, function, key);
+    if (v != want) {
+        char *st = h_stats(e);
+        cr_assert_fail("subscription %s→%s: %s is %ld, expected %ld; stats: %s", topic, function, key, v, want,
+                       st ? st : "(no answer)");
+    }
+}

@@ -58,57 +58,11 @@ static void publish_lines(const char *topic, const char *in_path, const char *id
     cr_assert_eq(h_count_lines(ids_path), n, "published %zu of %zu", h_count_lines(ids_path), n);
 }
 
-static void write_lines(const char *path, int n, const char *fmt)
-{
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < n; i++) { fprintf(f, fmt, i); fputc('\n', f); }
-    fclose(f);
-}
 
-typedef struct { const char *topic, *function, *key; long want; } sub_is;
 
-static bool sub_stat_is(void *arg)
-{
-    sub_is *s = arg;
-    return h_sub_stat(&env, s->topic, s->function, s->key) == s->want;
-}
 
-/* Waits until the subscription's counter equals want; fails with the stats. */
-static void wait_sub(const char *topic, const char *function, const char *key, long want, int timeout_ms)
-{
-    sub_is s = { topic, function, key, want };
-    if (!h_wait(sub_stat_is, &s, timeout_ms)) {
-        char *st = h_stats(&env);
-        cr_assert_fail("subscription %s→%s: %s never became %ld within %d ms; stats: %s", topic, function, key,
-                       want, timeout_ms, st ? st : "(no answer)");
-    }
-}
 
-static void assert_sub(const char *topic, const char *function, const char *key, long want)
-{
-    long v = h_sub_stat(&env, topic, function, key);
-    if (v != want) {
-        char *st = h_stats(&env);
-        cr_assert_fail("subscription %s→%s: %s is %ld, expected %ld; stats: %s", topic, function, key, v, want,
-                       st ? st : "(no answer)");
-    }
-}
 
-typedef struct { const char *path; size_t want; } lines_at_least;
-
-static bool has_lines(void *arg)
-{
-    lines_at_least *l = arg;
-    return h_count_lines(l->path) >= l->want;
-}
-
-static void wait_lines(const char *path, size_t n, int timeout_ms)
-{
-    lines_at_least l = { path, n };
-    cr_assert(h_wait(has_lines, &l, timeout_ms), "%s: %zu lines within %d ms, expected %zu", path,
-              h_count_lines(path), timeout_ms, n);
-}
 
 /* Number of JSON objects in a dlq list answer. */
 static int count_objects(const char *json)
@@ -240,7 +194,7 @@ Test(failure, fails_twice_then_succeeds_on_attempt_3_after_backoff_gaps)
     h_broker(&env);
     h_worker(&env, NULL, 2);
     free(publish("t", "x"));
-    wait_sub("t", "flaky", "succeeded", 1, 20000);
+    h_wait_sub(&env, "t", "flaky", "succeeded", 1, 20000);
 
     /* attempt 3 succeeded: attempts 1 and 2 failed, none after */
     FILE *f = fopen(h_path(&env, "attempts.txt"), "r");
@@ -257,11 +211,11 @@ Test(failure, fails_twice_then_succeeds_on_attempt_3_after_backoff_gaps)
     cr_assert(g2 >= 600, "attempt 3 started %ld ms after attempt 2: backoff 0.6 s not respected", g2);
     cr_assert(g1 <= 300 + 1500, "attempt 2 started %ld ms after attempt 1 (backoff 0.3 s, no jitter)", g1);
     cr_assert(g2 <= 600 + 1500, "attempt 3 started %ld ms after attempt 2 (backoff 0.6 s, no jitter)", g2);
-    assert_sub("t", "flaky", "failed", 2);
-    assert_sub("t", "flaky", "dead", 0);
-    assert_sub("t", "flaky", "ready", 0);
-    assert_sub("t", "flaky", "delayed", 0);
-    assert_sub("t", "flaky", "inflight", 0);
+    h_assert_sub(&env, "t", "flaky", "failed", 2);
+    h_assert_sub(&env, "t", "flaky", "dead", 0);
+    h_assert_sub(&env, "t", "flaky", "ready", 0);
+    h_assert_sub(&env, "t", "flaky", "delayed", 0);
+    h_assert_sub(&env, "t", "flaky", "inflight", 0);
     /* it made it: the failures kept for a dead letter are dropped (committed
      * within ACK_COMMIT_MS), or the table grows with every flaky run */
     bool gone = false;
@@ -292,7 +246,7 @@ Test(failure, always_failing_handler_is_dead_lettered_after_max_attempts_with_ev
     h_broker(&env);
     h_worker(&env, NULL, 2);
     char *id = publish("t", "doomed");
-    wait_sub("t", "always", "dead", 1, 20000);
+    h_wait_sub(&env, "t", "always", "dead", 1, 20000);
 
     /* stats' dead "reflects the database" (DESIGN §2): once it says 1, the
      * dead letter is there for dlq list */
@@ -310,12 +264,12 @@ Test(failure, always_failing_handler_is_dead_lettered_after_max_attempts_with_ev
     assert_history(show, 3, "error", "failing with 1");
 
     /* nothing left queued, and the counters agree */
-    assert_sub("t", "always", "ready", 0);
-    assert_sub("t", "always", "delayed", 0);
-    assert_sub("t", "always", "inflight", 0);
-    assert_sub("t", "always", "dead", 1);
-    assert_sub("t", "always", "failed", 3);
-    assert_sub("t", "always", "succeeded", 0);
+    h_assert_sub(&env, "t", "always", "ready", 0);
+    h_assert_sub(&env, "t", "always", "delayed", 0);
+    h_assert_sub(&env, "t", "always", "inflight", 0);
+    h_assert_sub(&env, "t", "always", "dead", 1);
+    h_assert_sub(&env, "t", "always", "failed", 3);
+    h_assert_sub(&env, "t", "always", "succeeded", 0);
     cr_assert_eq(h_fn_stat(&env, "always", "errors"), 3);
     free(show);
     free(list);
@@ -339,11 +293,11 @@ Test(failure, exit_65_is_dead_lettered_after_one_attempt_as_rejected)
     cr_assert_str_eq(json_str(list, "outcome", buf, sizeof buf), "rejected", "%s", list);
     char *show = dlq_show_first(list);
     assert_history(show, 1, "rejected", "failing with 65");
-    assert_sub("t", "picky", "dead", 1);
-    assert_sub("t", "picky", "failed", 1);
-    assert_sub("t", "picky", "ready", 0);
-    assert_sub("t", "picky", "delayed", 0);
-    assert_sub("t", "picky", "inflight", 0);
+    h_assert_sub(&env, "t", "picky", "dead", 1);
+    h_assert_sub(&env, "t", "picky", "failed", 1);
+    h_assert_sub(&env, "t", "picky", "ready", 0);
+    h_assert_sub(&env, "t", "picky", "delayed", 0);
+    h_assert_sub(&env, "t", "picky", "inflight", 0);
     cr_assert_eq(h_fn_stat(&env, "picky", "rejected"), 1);
     cr_assert_eq(h_fn_stat(&env, "picky", "errors"), 0);
     free(show);
@@ -401,10 +355,10 @@ Test(failure, timeout_kills_handler_and_setsid_grandchild_then_retries_then_dead
         cr_assert(d >= 1000 && d < 10000, "attempt %d lasted %ld ms with timeout 1 s: %s", i + 1, d, show);
     }
     cr_assert_eq(h_fn_stat(&env, "stuck", "timeouts"), 2);
-    assert_sub("t", "stuck", "dead", 1);
-    assert_sub("t", "stuck", "ready", 0);
-    assert_sub("t", "stuck", "delayed", 0);
-    assert_sub("t", "stuck", "inflight", 0);
+    h_assert_sub(&env, "t", "stuck", "dead", 1);
+    h_assert_sub(&env, "t", "stuck", "ready", 0);
+    h_assert_sub(&env, "t", "stuck", "delayed", 0);
+    h_assert_sub(&env, "t", "stuck", "inflight", 0);
     free(show);
     free(list);
 }
@@ -439,18 +393,18 @@ Test(failure, native_segfault_dead_letters_only_the_poison_event_and_the_worker_
     fclose(f);
     publish_lines("t", h_path(&env, "in.txt"), h_path(&env, "ids.txt"), 1000);
     char *list = wait_dlq("nat", 1, 30000);
-    wait_sub("t", "nat", "succeeded", 999, 30000);
-    assert_sub("t", "nat", "dead", 1);
+    h_wait_sub(&env, "t", "nat", "succeeded", 999, 30000);
+    h_assert_sub(&env, "t", "nat", "dead", 1);
     char buf[4096];
     cr_assert_eq(h_json_num(list, "{", "attempts"), 3, "%s", list);
     cr_assert_str_eq(json_str(list, "outcome", buf, sizeof buf), "crashed", "%s", list);
     char *show = dlq_show_first(list);
     cr_assert_str_eq(json_str(show, "payload", buf, sizeof buf), "boom", "%s", show);
     assert_history(show, 3, "crashed", NULL);
-    assert_sub("t", "nat", "failed", 3);
-    assert_sub("t", "nat", "ready", 0);
-    assert_sub("t", "nat", "delayed", 0);
-    assert_sub("t", "nat", "inflight", 0);
+    h_assert_sub(&env, "t", "nat", "failed", 3);
+    h_assert_sub(&env, "t", "nat", "ready", 0);
+    h_assert_sub(&env, "t", "nat", "delayed", 0);
+    h_assert_sub(&env, "t", "nat", "inflight", 0);
     cr_assert_eq(h_fn_stat(&env, "nat", "crashed"), 3);
 
     /* the worker never went down for it: same process, still registered */
@@ -530,17 +484,17 @@ Test(failure, worker_kill9_mid_flight_counts_lost_and_every_event_is_handled)
     cr_assert(h_wait(n_workers, &two, 10000), "both workers never registered: %s", h_stats(&env));
 
     const int n = 8;   /* = both workers' slots: each holds 4 */
-    write_lines(h_path(&env, "in.txt"), n, "slow-%d");
+    h_write_lines(h_path(&env, "in.txt"), n, "slow-%d");
     publish_lines("t", h_path(&env, "in.txt"), h_path(&env, "ids.txt"), (size_t)n);
-    wait_lines(h_path(&env, "started.txt"), (size_t)n, 10000);
-    assert_sub("t", "slow", "inflight", n);
+    h_wait_lines(h_path(&env, "started.txt"), (size_t)n, 10000);
+    h_assert_sub(&env, "t", "slow", "inflight", n);
     h_kill(&env, victim, SIGKILL);
 
     all_seen a = { h_path(&env, "done.txt"), h_path(&env, "ids.txt"), (size_t)n };
     cr_assert(h_wait(every_id_seen, &a, 30000), "not every event was handled: %zu lines in done.txt",
               h_count_lines(a.seen));
     assert_all_seen(a.ids, a.seen);
-    wait_sub("t", "slow", "succeeded", n, 10000);
+    h_wait_sub(&env, "t", "slow", "succeeded", n, 10000);
     long lost = h_fn_stat(&env, "slow", "lost");
     cr_assert(lost > 0 && lost != LONG_MIN, "stats counted %ld lost attempts after a worker was killed", lost);
     /* each lost delivery ran again, as attempt 2, on the surviving worker */
@@ -550,11 +504,11 @@ Test(failure, worker_kill9_mid_flight_counts_lost_and_every_event_is_handled)
     free(done);
     cr_assert_eq(again, lost, "%ld deliveries completed as attempt 2, but %ld attempts were counted lost", again,
                  lost);
-    assert_sub("t", "slow", "failed", lost);
-    assert_sub("t", "slow", "ready", 0);
-    assert_sub("t", "slow", "delayed", 0);
-    assert_sub("t", "slow", "inflight", 0);
-    assert_sub("t", "slow", "dead", 0);
+    h_assert_sub(&env, "t", "slow", "failed", lost);
+    h_assert_sub(&env, "t", "slow", "ready", 0);
+    h_assert_sub(&env, "t", "slow", "delayed", 0);
+    h_assert_sub(&env, "t", "slow", "inflight", 0);
+    h_assert_sub(&env, "t", "slow", "dead", 0);
 }
 
 /* --- 7. a draining worker --------------------------------------------------- */
@@ -574,9 +528,9 @@ Test(failure, sigterm_to_busy_worker_finishes_and_acks_in_flight_then_exits_0)
     cr_assert(h_wait(n_workers, &one, 10000), "the worker never registered");
 
     const int n = 4;   /* = its slots: all in flight at once */
-    write_lines(h_path(&env, "in.txt"), n, "drain-%d");
+    h_write_lines(h_path(&env, "in.txt"), n, "drain-%d");
     publish_lines("t", h_path(&env, "in.txt"), h_path(&env, "ids.txt"), (size_t)n);
-    wait_lines(h_path(&env, "started.txt"), (size_t)n, 10000);
+    h_wait_lines(h_path(&env, "started.txt"), (size_t)n, 10000);
     cr_assert_lt(h_count_lines(h_path(&env, "done.txt")), (size_t)n, "every handler finished before the SIGTERM");
 
     long t0 = mono_ms();
@@ -590,16 +544,16 @@ Test(failure, sigterm_to_busy_worker_finishes_and_acks_in_flight_then_exits_0)
     cr_assert_eq(h_count_lines(h_path(&env, "done.txt")), (size_t)n, "%zu of %d in-flight deliveries completed",
                  h_count_lines(h_path(&env, "done.txt")), n);
     assert_all_seen(h_path(&env, "ids.txt"), h_path(&env, "done.txt"));
-    wait_sub("t", "slow", "succeeded", n, 5000);
+    h_wait_sub(&env, "t", "slow", "succeeded", n, 5000);
     /* once the broker has noticed the worker is gone, nothing was lost or retried */
     int none = 0;
     cr_assert(h_wait(n_workers, &none, 10000), "the broker still lists the worker: %s", h_stats(&env));
     cr_assert_eq(h_fn_stat(&env, "slow", "lost"), 0);
-    assert_sub("t", "slow", "failed", 0);
-    assert_sub("t", "slow", "succeeded", n);
-    assert_sub("t", "slow", "ready", 0);
-    assert_sub("t", "slow", "delayed", 0);
-    assert_sub("t", "slow", "inflight", 0);
+    h_assert_sub(&env, "t", "slow", "failed", 0);
+    h_assert_sub(&env, "t", "slow", "succeeded", n);
+    h_assert_sub(&env, "t", "slow", "ready", 0);
+    h_assert_sub(&env, "t", "slow", "delayed", 0);
+    h_assert_sub(&env, "t", "slow", "inflight", 0);
     char *stats = h_stats(&env);
     cr_assert(strstr(stats, "{\"name\":\"t\",\"published\":4}"), "stats: %s", stats);
     free(stats);
@@ -651,11 +605,11 @@ Test(failure, memory_mb_64_gives_python_memoryerror_and_node_starts_at_default)
 
     if (!node) cr_skip_test("node is not on PATH: its half (starts at the default memory_mb) is skipped");
     free(publish("js", "x"));
-    wait_sub("js", "nodejs", "succeeded", 1, 30000);
+    h_wait_sub(&env, "js", "nodejs", "succeeded", 1, 30000);
     char *rec = h_read(h_path(&env, "node.txt"), NULL);
     cr_assert(rec && strcmp(rec, "node ok\n") == 0, "node's record: %s", rec ? rec : "(none)");
     free(rec);
-    assert_sub("js", "nodejs", "dead", 0);
+    h_assert_sub(&env, "js", "nodejs", "dead", 0);
 }
 
 static bool pid_file_has_line(void *arg)
@@ -700,12 +654,12 @@ Test(failure, a_worker_cut_off_from_the_broker_kills_its_handlers_and_the_delive
     /* back: the lease ends as lost and the delivery runs again, elsewhere or here */
     char want[128];
     snprintf(want, sizeof want, "%s 2", id);
-    wait_lines(h_path(&env, "record.txt"), 1, 30000);
+    h_wait_lines(h_path(&env, "record.txt"), 1, 30000);
     char *rec = h_read(h_path(&env, "record.txt"), NULL);
     cr_assert(rec && strstr(rec, want), "the delivery was not redone as attempt 2: %s", rec);
     free(rec);
     free(id);
-    wait_sub("t", "slow", "succeeded", 1, 10000);
+    h_wait_sub(&env, "t", "slow", "succeeded", 1, 10000);
 }
 
 /* DESIGN §10: a sync invoke that finds no free slot before its deadline is
@@ -722,7 +676,7 @@ Test(failure, a_sync_invoke_with_no_free_slot_in_time_is_busy_and_never_runs)
     h_broker(&env);
     h_worker(&env, NULL, 4);
     char *id = publish("t", "occupies the only slot");
-    wait_lines(h_path(&env, "start.txt"), 1, 20000);
+    h_wait_lines(h_path(&env, "start.txt"), 1, 20000);
     char *out = NULL, *err = NULL;
     long t0 = mono_ms();
     int rc = h_run(&env, NULL, &out, &err, "bin/heraldctl", "--broker", env.adm, "invoke", "slow", "x", "--timeout", "1",
@@ -735,9 +689,9 @@ Test(failure, a_sync_invoke_with_no_free_slot_in_time_is_busy_and_never_runs)
     free(err);
     /* the slot frees after ~4 s; a sentinel published now starts next — a
      * refused invoke still queued would have gone first (invokes lead) */
-    wait_sub("t", "slow", "succeeded", 1, 20000);
+    h_wait_sub(&env, "t", "slow", "succeeded", 1, 20000);
     char *sentinel = publish("t", "sentinel");
-    wait_lines(h_path(&env, "start.txt"), 2, 20000);
+    h_wait_lines(h_path(&env, "start.txt"), 2, 20000);
     char *starts = h_read(h_path(&env, "start.txt"), NULL);
     char *second = strchr(starts, '\n');
     cr_assert(second && strncmp(second + 1, sentinel, strlen(sentinel)) == 0,

@@ -28,13 +28,6 @@ TestSuite(flow, .init = setup, .fini = teardown, .timeout = 120);
 
 /* ---- helpers ------------------------------------------------------------- */
 
-typedef struct { const char *path; size_t want; } lines_at_least;
-
-static bool has_lines(void *arg)
-{
-    lines_at_least *l = arg;
-    return h_count_lines(l->path) >= l->want;
-}
 
 static int64_t realtime_ns(void)
 {
@@ -43,13 +36,6 @@ static int64_t realtime_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void write_lines(const char *path, int n, const char *fmt)
-{
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < n; i++) { fprintf(f, fmt, i); fputc('\n', f); }
-    fclose(f);
-}
 
 /* Number of lines of a file whose first word is id. */
 static size_t lines_with_id(const char *path, const char *id)
@@ -175,19 +161,18 @@ Test(flow, function_concurrency_caps_runs_across_workers)
     cr_assert(h_wait(workers_at_least, &nw, 20000), "3 workers never connected: %d", workers_connected(&env));
 
     const int n = 20;
-    write_lines(h_path(&env, "in.txt"), n, "job-%d");
+    h_write_lines(h_path(&env, "in.txt"), n, "job-%d");
     char *err = NULL;
     int rc = h_run(&env, h_path(&env, "in.txt"), NULL, &err, "bin/herald-publish", "--broker", env.pub, "--lines",
                    "t", NULL);
     cr_assert_eq(rc, 0, "publish: %s", err);
     free(err);
-    lines_at_least l = { h_path(&env, "times.txt"), (size_t)n };
-    cr_assert(h_wait(has_lines, &l, 40000), "handled %zu of %d", h_count_lines(l.path), n);
+    h_wait_lines(h_path(&env, "times.txt"), (size_t)n, 40000);
 
     /* the intervals each handler measured lie inside its real run, so their
      * overlap is a lower bound of the real concurrency — and with 12 slots
      * and a broken limit it would reach far above 2 */
-    char *s = h_read(l.path, NULL);
+    char *s = h_read(h_path(&env, "times.txt"), NULL);
     edge ev[2 * 64];
     int ne = 0;
     for (char *line = strtok(s, "\n"); line; line = strtok(NULL, "\n")) {
@@ -442,8 +427,7 @@ Test(flow, publisher_streaming_through_broker_kill9_stores_each_line_once)
     cr_assert_eq(nids, (size_t)n, "the publisher printed %zu distinct ids for %d lines", nids, n);
 
     h_worker(&env, NULL, 16);
-    lines_at_least l = { h_path(&env, "seen.txt"), (size_t)n };
-    cr_assert(h_wait(has_lines, &l, 60000), "handled %zu of %d", h_count_lines(l.path), n);
+    h_wait_lines(h_path(&env, "seen.txt"), (size_t)n, 60000);
     sub_ref sr = { &env, "t", "rec" };
     cr_assert(h_wait(sub_drained, &sr, 30000), "the queue never drained");
 
@@ -453,7 +437,7 @@ Test(flow, publisher_streaming_through_broker_kill9_stores_each_line_once)
      * same id more than once are at-least-once, allowed. */
     char **seen;
     size_t seen_total;
-    size_t nseen = h_lines_sorted(l.path, &seen, &seen_total);
+    size_t nseen = h_lines_sorted(h_path(&env, "seen.txt"), &seen, &seen_total);
     size_t i = 0, j = 0, missing = 0, extra = 0;
     const char *first_missing = NULL, *first_extra = NULL;
     while (i < nids || j < nseen) {
@@ -491,7 +475,7 @@ Test(flow, max_backlog_throttles_publishes_until_drained)
     h_broker(&env);
 
     /* 1,001 lines pipelined: the broker takes exactly 1,000 */
-    write_lines(h_path(&env, "in.txt"), 1001, "b-%d");
+    h_write_lines(h_path(&env, "in.txt"), 1001, "b-%d");
     char *out = NULL, *err = NULL;
     int rc = h_run(&env, h_path(&env, "in.txt"), &out, &err, "bin/herald-publish", "--broker", env.pub, "--lines",
                    "t", NULL);

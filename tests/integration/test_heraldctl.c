@@ -423,41 +423,15 @@ static void publish_n(const char *topic, const char *prefix, int n, char **ids)
     free(err);
 }
 
-typedef struct { const char *topic, *function, *key; long want; } sub_is;
 
-static bool sub_stat_is(void *arg)
-{
-    sub_is *s = arg;
-    return h_sub_stat(&env, s->topic, s->function, s->key) == s->want;
-}
 
-/* Waits until the subscription's counter equals want; fails with the stats. */
-static void wait_sub(const char *topic, const char *function, const char *key, long want, int timeout_ms)
-{
-    sub_is s = { topic, function, key, want };
-    if (!h_wait(sub_stat_is, &s, timeout_ms)) {
-        char *st = h_stats(&env);
-        cr_assert_fail("subscription %s→%s: %s never became %ld within %d ms; stats: %s", topic, function, key,
-                       want, timeout_ms, st ? st : "(no answer)");
-    }
-}
-
-static void assert_sub(const char *topic, const char *function, const char *key, long want)
-{
-    long v = h_sub_stat(&env, topic, function, key);
-    if (v != want) {
-        char *st = h_stats(&env);
-        cr_assert_fail("subscription %s→%s: %s is %ld, expected %ld; stats: %s", topic, function, key, v, want,
-                       st ? st : "(no answer)");
-    }
-}
 
 /* Nothing of the subscription is queued, delayed or in flight. */
 static void assert_sub_idle(const char *topic, const char *function)
 {
-    assert_sub(topic, function, "ready", 0);
-    assert_sub(topic, function, "delayed", 0);
-    assert_sub(topic, function, "inflight", 0);
+    h_assert_sub(&env, topic, function, "ready", 0);
+    h_assert_sub(&env, topic, function, "delayed", 0);
+    h_assert_sub(&env, topic, function, "inflight", 0);
 }
 
 static bool workers_registered(void *arg)
@@ -475,20 +449,7 @@ static void wait_workers(int n)
     cr_assert(h_wait(workers_registered, &n, 15000), "%d workers never registered: %s", n, h_stats(&env));
 }
 
-typedef struct { const char *path; size_t want; } lines_at_least;
 
-static bool has_lines(void *arg)
-{
-    lines_at_least *l = arg;
-    return h_count_lines(l->path) >= l->want;
-}
-
-static void wait_lines(const char *path, size_t n, int timeout_ms)
-{
-    lines_at_least l = { path, n };
-    cr_assert(h_wait(has_lines, &l, timeout_ms), "%s: %zu lines within %d ms, expected %zu", path,
-              h_count_lines(path), timeout_ms, n);
-}
 
 /* One line of ctl_fixable.sh's record: "FUNCTION TOPIC MID ATTEMPT START_MS PAYLOAD". */
 typedef struct { char function[130], topic[130], mid[80], payload[256]; int attempt; long long start_ms; } rec_line;
@@ -671,9 +632,9 @@ Test(heraldctl, stats_json_has_exactly_the_documented_keys_and_the_counts_of_a_k
      * 3 events on r: rej rejects each at once → 3 dead */
     publish_n("t", "t", 4, NULL);
     publish_n("r", "r", 3, NULL);
-    wait_sub("t", "ok", "succeeded", 4, 20000);
-    wait_sub("t", "bad", "dead", 4, 20000);
-    wait_sub("r", "rej", "dead", 3, 20000);
+    h_wait_sub(&env, "t", "ok", "succeeded", 4, 20000);
+    h_wait_sub(&env, "t", "bad", "dead", 4, 20000);
+    h_wait_sub(&env, "r", "rej", "dead", 3, 20000);
 
     j_val *st = CTL_JSON("stats", "--json");
     assert_keys(st, "topics:a,subscriptions:a,functions:a,workers:a,refused:o", "stats");
@@ -772,12 +733,12 @@ Test(heraldctl, dlq_list_filters_by_function_topic_and_limit_newest_first)
     h_worker(&env, NULL, 4);
     char *t1[3], *t2[2];
     publish_n("t1", "one", 3, t1);
-    wait_sub("t1", "a", "dead", 3, 20000);
-    wait_sub("t1", "b", "dead", 3, 20000);
+    h_wait_sub(&env, "t1", "a", "dead", 3, 20000);
+    h_wait_sub(&env, "t1", "b", "dead", 3, 20000);
     publish_n("t2", "two", 2, t2);
-    wait_sub("t2", "a", "dead", 2, 20000);
+    h_wait_sub(&env, "t2", "a", "dead", 2, 20000);
     publish_n("t3", "three", 101, NULL);
-    wait_sub("t3", "c", "dead", 101, 30000);
+    h_wait_sub(&env, "t3", "c", "dead", 101, 30000);
     const int total = 3 + 3 + 2 + 101;
 
     /* everything: newest first, every object with exactly the list keys */
@@ -920,7 +881,7 @@ Test(heraldctl, dlq_show_prints_a_binary_payload_as_base64_and_a_text_payload_as
     const char *text = "h\xc3\xa9llo \"w\xc3\xb6rld\"\n\tline 2 \xe2\x9c\x93 \xf0\x9f\x98\x80\n";
     write_bytes(h_path(&env, "text.in"), text, strlen(text));
     char *text_id = publish("t", "-", h_path(&env, "text.in"), NULL);
-    wait_sub("t", "f", "dead", 2, 20000);
+    h_wait_sub(&env, "t", "f", "dead", 2, 20000);
 
     j_val *list = dlq_list_fn("f");
     cr_assert_eq(j_len(list), 2);
@@ -1008,9 +969,9 @@ Test(heraldctl, dlq_replay_of_one_id_runs_it_again_only_on_its_own_subscription_
     config_fix_rec(NULL, NULL, 4);
     char *ids[3];
     publish_n("t", "ev", 3, ids);
-    wait_sub("t", "fix", "dead", 3, 20000);
-    wait_sub("t", "rec", "succeeded", 3, 20000);
-    wait_lines(h_path(&env, "rec.txt"), 3, 10000);
+    h_wait_sub(&env, "t", "fix", "dead", 3, 20000);
+    h_wait_sub(&env, "t", "rec", "succeeded", 3, 20000);
+    h_wait_lines(h_path(&env, "rec.txt"), 3, 10000);
     j_val *list = dlq_list_fn("fix");
     cr_assert_eq(j_len(list), 3);
     const j_val *victim = j_find(list, "message_id", ids[1], NULL, NULL);
@@ -1026,12 +987,12 @@ Test(heraldctl, dlq_replay_of_one_id_runs_it_again_only_on_its_own_subscription_
     free(out);
     free(err);
 
-    wait_sub("t", "fix", "succeeded", 1, 20000);
-    assert_sub("t", "fix", "dead", 2);
-    assert_sub("t", "fix", "failed", 3);
+    h_wait_sub(&env, "t", "fix", "succeeded", 1, 20000);
+    h_assert_sub(&env, "t", "fix", "dead", 2);
+    h_assert_sub(&env, "t", "fix", "failed", 3);
     assert_sub_idle("t", "fix");
     /* the topic's other subscription did not get it again */
-    assert_sub("t", "rec", "succeeded", 3);
+    h_assert_sub(&env, "t", "rec", "succeeded", 3);
     assert_sub_idle("t", "rec");
     cr_assert_eq(h_count_lines(h_path(&env, "rec.txt")), 3, "rec ran again after a replay of fix's dead letter");
 
@@ -1056,25 +1017,25 @@ Test(heraldctl, dlq_replay_all_function_replays_that_functions_dead_letters_only
                    ", { function = \"other\"; }", 4);
     char *ids[3];
     publish_n("t", "ev", 3, ids);
-    wait_sub("t", "fix", "dead", 3, 20000);
-    wait_sub("t", "other", "dead", 3, 20000);
-    wait_sub("t", "rec", "succeeded", 3, 20000);
-    wait_lines(h_path(&env, "rec.txt"), 3, 10000);
+    h_wait_sub(&env, "t", "fix", "dead", 3, 20000);
+    h_wait_sub(&env, "t", "other", "dead", 3, 20000);
+    h_wait_sub(&env, "t", "rec", "succeeded", 3, 20000);
+    h_wait_lines(h_path(&env, "rec.txt"), 3, 10000);
 
     h_write(h_path(&env, "fixed"), "");
     j_val *r = CTL_JSON("dlq", "replay", "--all", "--function", "fix", "--json");
     assert_keys(r, "count:i", "dlq replay --json");
     cr_assert_eq(j_int(r, "count"), 3);
 
-    wait_sub("t", "fix", "succeeded", 3, 20000);
-    assert_sub("t", "fix", "dead", 0);
+    h_wait_sub(&env, "t", "fix", "succeeded", 3, 20000);
+    h_assert_sub(&env, "t", "fix", "dead", 0);
     assert_sub_idle("t", "fix");
     /* not the function's neighbours on the topic */
-    assert_sub("t", "other", "dead", 3);
-    assert_sub("t", "other", "failed", 3);
-    assert_sub("t", "other", "succeeded", 0);
+    h_assert_sub(&env, "t", "other", "dead", 3);
+    h_assert_sub(&env, "t", "other", "failed", 3);
+    h_assert_sub(&env, "t", "other", "succeeded", 0);
     assert_sub_idle("t", "other");
-    assert_sub("t", "rec", "succeeded", 3);
+    h_assert_sub(&env, "t", "rec", "succeeded", 3);
     assert_sub_idle("t", "rec");
     cr_assert_eq(h_count_lines(h_path(&env, "rec.txt")), 3, "rec ran again after a replay of fix's dead letters");
     cr_assert_eq(j_len(dlq_list_fn("fix")), 0);
@@ -1094,8 +1055,8 @@ Test(heraldctl, dlq_replay_dry_run_prints_the_count_and_changes_nothing)
 {
     config_fix_rec(NULL, NULL, 4);
     publish_n("t", "ev", 3, NULL);
-    wait_sub("t", "fix", "dead", 3, 20000);
-    wait_sub("t", "rec", "succeeded", 3, 20000);
+    h_wait_sub(&env, "t", "fix", "dead", 3, 20000);
+    h_wait_sub(&env, "t", "rec", "succeeded", 3, 20000);
     j_val *before = dlq_list_fn(NULL);
     cr_assert_eq(j_len(before), 3);
     /* were anything replayed, it would now succeed */
@@ -1118,10 +1079,10 @@ Test(heraldctl, dlq_replay_dry_run_prints_the_count_and_changes_nothing)
 
     /* nothing changed: the counters at once (a replay moves them in the same
      * turn), the dead letters, and no handler ran */
-    assert_sub("t", "fix", "dead", 3);
-    assert_sub("t", "fix", "succeeded", 0);
+    h_assert_sub(&env, "t", "fix", "dead", 3);
+    h_assert_sub(&env, "t", "fix", "succeeded", 0);
     assert_sub_idle("t", "fix");
-    assert_sub("t", "rec", "succeeded", 3);
+    h_assert_sub(&env, "t", "rec", "succeeded", 3);
     assert_sub_idle("t", "rec");
     j_val *after = dlq_list_fn(NULL);
     cr_assert_eq(j_len(after), 3);
@@ -1142,8 +1103,8 @@ Test(heraldctl, dlq_replay_rate_50_spreads_200_replayed_events_over_at_least_3_s
     h_worker(&env, NULL, 8);
     const int n = 200;
     publish_n("t", "ev", n, NULL);
-    wait_sub("t", "fix", "dead", n, 30000);
-    wait_lines(h_path(&env, "fix.txt"), (size_t)n, 10000);
+    h_wait_sub(&env, "t", "fix", "dead", n, 30000);
+    h_wait_lines(h_path(&env, "fix.txt"), (size_t)n, 10000);
     /* the replays record into a fresh file */
     cr_assert_eq(rename(h_path(&env, "fix.txt"), h_path(&env, "fix.before.txt")), 0);
     h_write(h_path(&env, "fixed"), "");
@@ -1158,12 +1119,12 @@ Test(heraldctl, dlq_replay_rate_50_spreads_200_replayed_events_over_at_least_3_s
     free(err);
     cr_assert_lt(took, 3000, "dlq replay --rate took %ld ms to answer: it should schedule, not wait", took);
     /* at once: none dead, and (at 50/s) most still waiting their turn */
-    assert_sub("t", "fix", "dead", 0);
+    h_assert_sub(&env, "t", "fix", "dead", 0);
     long delayed = h_sub_stat(&env, "t", "fix", "delayed");
     cr_assert(delayed >= 100 && delayed <= n, "right after the replay %ld of 200 are delayed", delayed);
 
-    wait_sub("t", "fix", "succeeded", n, 30000);
-    assert_sub("t", "fix", "dead", 0);
+    h_wait_sub(&env, "t", "fix", "succeeded", n, 30000);
+    h_assert_sub(&env, "t", "fix", "dead", 0);
     rec_line *r = calloc((size_t)n + 8, sizeof *r);
     int got = read_records(h_path(&env, "fix.txt"), r, n + 8);
     cr_assert_eq(got, n, "%d replayed runs recorded, expected %d", got, n);
@@ -1202,8 +1163,8 @@ Test(heraldctl, dlq_replay_of_a_dead_letter_whose_subscription_is_gone_keeps_it_
     pid_t broker = config_fix_rec(NULL, NULL, 2);
     char *ids[2];
     publish_n("t", "ev", 2, ids);
-    wait_sub("t", "fix", "dead", 2, 20000);
-    wait_sub("t", "rec", "succeeded", 2, 20000);
+    h_wait_sub(&env, "t", "fix", "dead", 2, 20000);
+    h_wait_sub(&env, "t", "rec", "succeeded", 2, 20000);
     j_val *before = dlq_list_fn("fix");
     cr_assert_eq(j_len(before), 2);
 
@@ -1244,7 +1205,7 @@ Test(heraldctl, dlq_replay_of_a_dead_letter_whose_subscription_is_gone_keeps_it_
     cr_assert_eq(j_len(after), 2, "dead letters of a removed subscription were dropped by a replay");
     for (size_t i = 0; i < 2; i++) cr_assert_eq(j_int(after->items[i], "id"), j_int(before->items[i], "id"));
     cr_assert_eq(h_count_lines(h_path(&env, "fix.txt")), 2);
-    assert_sub("t", "rec", "succeeded", 2);
+    h_assert_sub(&env, "t", "rec", "succeeded", 2);
     assert_sub_idle("t", "rec");
 }
 
@@ -1261,7 +1222,7 @@ Test(heraldctl, dlq_show_history_keeps_every_attempt_across_replays)
     h_broker(&env);
     h_worker(&env, NULL, 2);
     char *mid = publish("t", "again", NULL, NULL);
-    wait_sub("t", "fix", "dead", 1, 20000);
+    h_wait_sub(&env, "t", "fix", "dead", 1, 20000);
     j_val *l1 = dlq_list_fn("fix");
     long long id1 = j_int(j_at(l1, 0), "id");
     j_val *s1 = dlq_show_id(id1);
@@ -1274,8 +1235,8 @@ Test(heraldctl, dlq_show_history_keeps_every_attempt_across_replays)
     char *out = NULL;
     cr_assert_eq(CTL(&out, NULL, "dlq", "replay", arg), 0);
     free(out);
-    wait_sub("t", "fix", "failed", 4, 20000);
-    wait_sub("t", "fix", "dead", 1, 20000);
+    h_wait_sub(&env, "t", "fix", "failed", 4, 20000);
+    h_wait_sub(&env, "t", "fix", "dead", 1, 20000);
     j_val *l2 = dlq_list_fn("fix");
     cr_assert_eq(j_len(l2), 1);
     const j_val *d2 = j_at(l2, 0);
@@ -1318,8 +1279,8 @@ Test(heraldctl, dlq_purge_by_id_deletes_exactly_those_dead_letters)
 {
     config_two_rejecting();
     publish_n("t", "ev", 4, NULL);
-    wait_sub("t", "a", "dead", 4, 20000);
-    wait_sub("t", "b", "dead", 4, 20000);
+    h_wait_sub(&env, "t", "a", "dead", 4, 20000);
+    h_wait_sub(&env, "t", "b", "dead", 4, 20000);
     j_val *a = dlq_list_fn("a");
     cr_assert_eq(j_len(a), 4);
     char id0[32], id2[32];
@@ -1332,8 +1293,8 @@ Test(heraldctl, dlq_purge_by_id_deletes_exactly_those_dead_letters)
     cr_assert_str_eq(out, "purged 2\n");
     free(out);
     free(err);
-    assert_sub("t", "a", "dead", 2);
-    assert_sub("t", "b", "dead", 4);
+    h_assert_sub(&env, "t", "a", "dead", 2);
+    h_assert_sub(&env, "t", "b", "dead", 4);
     j_val *left = dlq_list_fn("a");
     cr_assert_eq(j_len(left), 2);
     cr_assert_eq(j_int(left->items[0], "id"), j_int(a->items[1], "id"));
@@ -1350,7 +1311,7 @@ Test(heraldctl, dlq_purge_by_id_deletes_exactly_those_dead_letters)
     j_val *r = CTL_JSON("dlq", "purge", id1, "--json");
     assert_keys(r, "count:i", "dlq purge --json");
     cr_assert_eq(j_int(r, "count"), 1);
-    assert_sub("t", "a", "dead", 1);
+    h_assert_sub(&env, "t", "a", "dead", 1);
     out = err = NULL;
     rc = CTL(&out, &err, "dlq", "purge", id0);
     cr_assert_eq(rc, 1, "purging an id that is not a dead letter: exit %d", rc);
@@ -1358,16 +1319,16 @@ Test(heraldctl, dlq_purge_by_id_deletes_exactly_those_dead_letters)
     cr_assert(strstr(err, "not dead letters") || strstr(err, id0), "no reason on stderr: %s", err);
     free(out);
     free(err);
-    assert_sub("t", "a", "dead", 1);
-    assert_sub("t", "b", "dead", 4);
+    h_assert_sub(&env, "t", "a", "dead", 1);
+    h_assert_sub(&env, "t", "b", "dead", 4);
 }
 
 Test(heraldctl, dlq_purge_all_function_deletes_only_that_functions_dead_letters)
 {
     config_two_rejecting();
     publish_n("t", "ev", 3, NULL);
-    wait_sub("t", "a", "dead", 3, 20000);
-    wait_sub("t", "b", "dead", 3, 20000);
+    h_wait_sub(&env, "t", "a", "dead", 3, 20000);
+    h_wait_sub(&env, "t", "b", "dead", 3, 20000);
 
     char *out = NULL, *err = NULL;
     int rc = CTL(&out, &err, "dlq", "purge", "--all", "--function", "a", "--dry-run");
@@ -1375,13 +1336,13 @@ Test(heraldctl, dlq_purge_all_function_deletes_only_that_functions_dead_letters)
     cr_assert_eq(strncmp(out, "purged 3", 8), 0, "purge --dry-run printed: %s", out);
     free(out);
     free(err);
-    assert_sub("t", "a", "dead", 3);
+    h_assert_sub(&env, "t", "a", "dead", 3);
     cr_assert_eq(j_len(dlq_list_fn("a")), 3, "purge --dry-run deleted dead letters");
 
     j_val *r = CTL_JSON("dlq", "purge", "--all", "--function", "a", "--json");
     cr_assert_eq(j_int(r, "count"), 3);
-    assert_sub("t", "a", "dead", 0);
-    assert_sub("t", "b", "dead", 3);
+    h_assert_sub(&env, "t", "a", "dead", 0);
+    h_assert_sub(&env, "t", "b", "dead", 3);
     cr_assert_eq(j_len(dlq_list_fn("a")), 0);
     cr_assert_eq(j_len(dlq_list_fn("b")), 3);
     cr_assert_eq(j_len(dlq_list_fn(NULL)), 3);
@@ -1389,14 +1350,14 @@ Test(heraldctl, dlq_purge_all_function_deletes_only_that_functions_dead_letters)
     /* again: nothing left to purge */
     r = CTL_JSON("dlq", "purge", "--all", "--function", "a", "--json");
     cr_assert_eq(j_int(r, "count"), 0);
-    assert_sub("t", "b", "dead", 3);
+    h_assert_sub(&env, "t", "b", "dead", 3);
     /* --topic selects too: another topic's none, this one's all */
     r = CTL_JSON("dlq", "purge", "--all", "--topic", "nosuch", "--json");
     cr_assert_eq(j_int(r, "count"), 0);
-    assert_sub("t", "b", "dead", 3);
+    h_assert_sub(&env, "t", "b", "dead", 3);
     r = CTL_JSON("dlq", "purge", "--all", "--topic", "t", "--json");
     cr_assert_eq(j_int(r, "count"), 3);
-    assert_sub("t", "b", "dead", 0);
+    h_assert_sub(&env, "t", "b", "dead", 0);
     cr_assert_eq(j_len(dlq_list_fn(NULL)), 0);
 }
 
@@ -1422,7 +1383,7 @@ Test(heraldctl, dlq_purge_all_older_than_deletes_only_the_older_dead_letters)
     h_worker(&env, NULL, 4);
     char *old[2], *young[3];
     publish_n("t", "old", 2, old);
-    wait_sub("t", "a", "dead", 2, 20000);
+    h_wait_sub(&env, "t", "a", "dead", 2, 20000);
     long dead_at = wall_ms();
     /* until both are older than 2 s (by the broker's own count) */
     purge_dry pd = { "2", 2 };
@@ -1430,11 +1391,11 @@ Test(heraldctl, dlq_purge_all_older_than_deletes_only_the_older_dead_letters)
     cr_assert_geq(wall_ms() - dead_at, 1500, "dead letters of %ld ms counted as older than 2 s", wall_ms() - dead_at);
 
     publish_n("t", "young", 3, young);
-    wait_sub("t", "a", "dead", 5, 20000);
+    h_wait_sub(&env, "t", "a", "dead", 5, 20000);
     j_val *r = CTL_JSON("dlq", "purge", "--all", "--older-than", "2", "--json");
     cr_assert_eq(j_int(r, "count"), 2, "purge --older-than 2 deleted %lld, expected the 2 older ones",
                  j_int(r, "count"));
-    assert_sub("t", "a", "dead", 3);
+    h_assert_sub(&env, "t", "a", "dead", 3);
     j_val *left = dlq_list_fn(NULL);
     cr_assert_eq(j_len(left), 3);
     for (int i = 0; i < 3; i++) cr_assert(contains_mid(left, young[i]), "the young dead letter %s was purged", young[i]);
@@ -1443,7 +1404,7 @@ Test(heraldctl, dlq_purge_all_older_than_deletes_only_the_older_dead_letters)
     /* with a function filter too: none of a's remaining ones is that old */
     r = CTL_JSON("dlq", "purge", "--all", "--function", "a", "--older-than", "60", "--json");
     cr_assert_eq(j_int(r, "count"), 0);
-    assert_sub("t", "a", "dead", 3);
+    h_assert_sub(&env, "t", "a", "dead", 3);
 }
 
 /* --- 6. the broker stopped ------------------------------------------------------- */
@@ -1460,7 +1421,7 @@ Test(heraldctl, dlq_list_and_show_read_the_database_with_the_broker_stopped)
     h_worker(&env, NULL, 2);
     free(publish("t", "first", NULL, "k=v"));
     free(publish("t", "second", NULL, NULL));
-    wait_sub("t", "fix", "dead", 2, 20000);
+    h_wait_sub(&env, "t", "fix", "dead", 2, 20000);
 
     char *live_list = NULL, *live_show = NULL;
     cr_assert_eq(CTL(&live_list, NULL, "dlq", "list", "--json"), 0);
@@ -1728,8 +1689,8 @@ Test(heraldctl, invoke_async_stores_the_event_and_runs_the_function_with_an_empt
     free(err);
     cr_assert_str_neq(mid1, mid2);
 
-    wait_sub("", "rec", "succeeded", 2, 20000);
-    wait_lines(h_path(&env, "rec.txt"), 2, 5000);
+    h_wait_sub(&env, "", "rec", "succeeded", 2, 20000);
+    h_wait_lines(h_path(&env, "rec.txt"), 2, 5000);
     rec_line r[4];
     int n = read_records(h_path(&env, "rec.txt"), r, 4);
     cr_assert_eq(n, 2, "the function ran %d times for 2 async invokes", n);
@@ -1743,10 +1704,10 @@ Test(heraldctl, invoke_async_stores_the_event_and_runs_the_function_with_an_empt
         cr_assert_eq(r[i].attempt, 1);
     }
     /* stats: the function's own queue, topic "" */
-    assert_sub("", "rec", "failed", 0);
-    assert_sub("", "rec", "dead", 0);
+    h_assert_sub(&env, "", "rec", "failed", 0);
+    h_assert_sub(&env, "", "rec", "dead", 0);
     assert_sub_idle("", "rec");
-    assert_sub("t", "rec", "succeeded", 0);
+    h_assert_sub(&env, "t", "rec", "succeeded", 0);
     free(mid1);
     free(mid2);
 }
@@ -1765,7 +1726,7 @@ Test(heraldctl, invoke_async_of_a_failing_function_ends_in_dlq_list_with_an_empt
     out[strcspn(out, "\n")] = 0;
     free(err);
 
-    wait_sub("", "bad", "dead", 1, 20000);
+    h_wait_sub(&env, "", "bad", "dead", 1, 20000);
     dlq_is d = { "bad", 1 };
     cr_assert(h_wait(dlq_count_is, &d, 5000));
     j_val *list = dlq_list_fn("bad");
@@ -1780,7 +1741,7 @@ Test(heraldctl, invoke_async_of_a_failing_function_ends_in_dlq_list_with_an_empt
     j_val *show = dlq_show_id(j_int(dl, "id"));
     cr_assert_str_eq(j_str(show, "payload"), "doomed");
     cr_assert_str_eq(j_str(show, "topic"), "");
-    assert_sub("t", "bad", "dead", 0);
+    h_assert_sub(&env, "t", "bad", "dead", 0);
     free(out);
 }
 

@@ -18,13 +18,6 @@ static void teardown(void) { h_teardown(&env); }
 
 TestSuite(spine, .init = setup, .fini = teardown, .timeout = 180);
 
-typedef struct { const char *path; size_t want; } lines_at_least;
-
-static bool has_lines(void *arg)
-{
-    lines_at_least *l = arg;
-    return h_count_lines(l->path) >= l->want;
-}
 
 /* The first word of each line of a file, sorted and unique. */
 static size_t first_words(const char *path, char ***out, size_t *total)
@@ -37,13 +30,6 @@ static size_t first_words(const char *path, char ***out, size_t *total)
     return n;
 }
 
-static void write_lines(const char *path, int n, const char *fmt)
-{
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < n; i++) { fprintf(f, fmt, i); fputc('\n', f); }
-    fclose(f);
-}
 
 static void assert_same_ids(const char *published, const char *seen, size_t n)
 {
@@ -77,7 +63,7 @@ Test(spine, fanout_exec_and_native_each_see_every_message)
     h_worker(&env, NULL, 8);
     /* sanitized builds run ~5x slower: the same check on fewer events */
     const int n = getenv("HERALD_TEST_SANITIZE") ? 2000 : 10000;
-    write_lines(h_path(&env, "in.txt"), n, "event-%d");
+    h_write_lines(h_path(&env, "in.txt"), n, "event-%d");
     char *out = NULL, *err = NULL;
     int rc = h_run(&env, h_path(&env, "in.txt"), &out, &err, "bin/herald-publish", "--broker", env.pub,
                    "--lines", "t", NULL);
@@ -86,10 +72,8 @@ Test(spine, fanout_exec_and_native_each_see_every_message)
     free(out);
     free(err);
     cr_assert_eq(h_count_lines(h_path(&env, "ids.txt")), (size_t)n);
-    lines_at_least ln = { h_path(&env, "native.txt"), (size_t)n };
-    cr_assert(h_wait(has_lines, &ln, 60000), "native handler saw %zu of %d", h_count_lines(ln.path), n);
-    lines_at_least le = { h_path(&env, "exec.txt"), (size_t)n };
-    cr_assert(h_wait(has_lines, &le, 120000), "exec handler saw %zu of %d", h_count_lines(le.path), n);
+    h_wait_lines(h_path(&env, "native.txt"), (size_t)n, 60000);
+    h_wait_lines(h_path(&env, "exec.txt"), (size_t)n, 120000);
     assert_same_ids(h_path(&env, "ids.txt"), h_path(&env, "native.txt"), n);
     assert_same_ids(h_path(&env, "ids.txt"), h_path(&env, "exec.txt"), n);
     char *st = h_stats(&env);
@@ -111,7 +95,7 @@ Test(spine, broker_kill9_after_confirmed_publishes_loses_none)
     h_config(&env, "fsync", body);
     pid_t broker = h_broker(&env);
     const int n = 2000;
-    write_lines(h_path(&env, "in.txt"), n, "payload %d");
+    h_write_lines(h_path(&env, "in.txt"), n, "payload %d");
     char *out = NULL, *err = NULL;
     int rc = h_run(&env, h_path(&env, "in.txt"), &out, &err, "bin/herald-publish", "--broker", env.pub,
                    "--lines", "t", NULL);
@@ -123,8 +107,7 @@ Test(spine, broker_kill9_after_confirmed_publishes_loses_none)
     h_kill(&env, broker, SIGKILL);
     h_broker(&env);
     h_worker(&env, NULL, 16);
-    lines_at_least l = { h_path(&env, "seen.txt"), (size_t)n };
-    cr_assert(h_wait(has_lines, &l, 60000), "handled %zu of %d after the restart", h_count_lines(l.path), n);
+    h_wait_lines(h_path(&env, "seen.txt"), (size_t)n, 60000);
     assert_same_ids(h_path(&env, "ids.txt"), h_path(&env, "seen.txt"), n);
 }
 
@@ -156,10 +139,8 @@ Test(spine, filtered_subscription_gets_exactly_the_matching_events)
         total++;
         if (k && (strcmp(k, "a") == 0 || strcmp(k, "aa") == 0)) matching++;
     }
-    lines_at_least la = { h_path(&env, "all.txt"), (size_t)total };
-    cr_assert(h_wait(has_lines, &la, 30000));
-    lines_at_least lm = { h_path(&env, "a.txt"), (size_t)matching };
-    cr_assert(h_wait(has_lines, &lm, 30000));
+    h_wait_lines(h_path(&env, "all.txt"), (size_t)total, 30000);
+    h_wait_lines(h_path(&env, "a.txt"), (size_t)matching, 30000);
     /* everything the unfiltered one saw is in; the filtered one saw only a/aa */
     char *a = h_read(h_path(&env, "a.txt"), NULL);
     cr_assert_eq(h_count_lines(h_path(&env, "a.txt")), (size_t)matching, "filtered got: %s", a);
