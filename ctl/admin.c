@@ -26,9 +26,8 @@ int admin_open(admin_client *a, const char *endpoint, int timeout_ms, const char
     zmq_setsockopt(a->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(a->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     if (keys_client(a->sock, key_file, broker_key_file, a->error, sizeof a->error) != 0) return -1;
-    static unsigned n;
-    char mon[64];
-    snprintf(mon, sizeof mon, "inproc://ctl-monitor-%u", ++n);
+    /* inproc names are per context, and the context is this client's alone */
+    const char *mon = "inproc://ctl-monitor";
     if (zmq_socket_monitor(a->sock, mon, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
         a->mon = zmq_socket(a->zctx, ZMQ_PAIR);
         if (a->mon && zmq_connect(a->mon, mon) != 0) { zmq_close(a->mon); a->mon = NULL; }
@@ -68,62 +67,14 @@ static bool refused(admin_client *a)
     return no;
 }
 
-int admin_call(admin_client *a, const char *command, const void *args, size_t args_len)
+/* Sends the header sb (+ payloads) and waits up to wait_ms for the reply of
+ * type `want` carrying request id req. 0: a->reply holds it (and a->in its
+ * frames). -1: a->error says why. */
+static int request(admin_client *a, msgpack_sbuffer *sb, const proto_iov *iov, size_t niov, msg_type want,
+                   uint64_t req, int wait_ms)
 {
-    static uint64_t next_req = 1;
-    uint64_t req = next_req++;
     if (a->have_reply) { proto_msg_clear(&a->reply); a->have_reply = false; }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    proto_encode_admin(&sb, req, command, args, args_len);
-    int rc = frames_send(a->sock, NULL, 0, &sb, NULL, 0, 0);
-    msgpack_sbuffer_destroy(&sb);
-    if (rc != 0) {
-        snprintf(a->error, sizeof a->error, "cannot send to %s: %s", a->endpoint, zmq_strerror(zmq_errno()));
-        return -1;
-    }
-    int64_t deadline = util_mono_ms() + a->timeout_ms;
-    for (;;) {
-        int64_t left = deadline - util_mono_ms();
-        if (left <= 0) break;
-        zmq_pollitem_t it[2] = { { a->sock, 0, ZMQ_POLLIN, 0 }, { a->mon, 0, ZMQ_POLLIN, 0 } };
-        if (zmq_poll(it, a->mon ? 2 : 1, (long)left) <= 0) continue;
-        if (refused(a)) return -1;
-        if (frames_recv(a->sock, &a->in, 2, ZMQ_DONTWAIT) != 0) continue;
-        char err[256];
-        int ok = a->in.n >= 1 &&
-                 proto_decode(frames_data(&a->in, 0), frames_size(&a->in, 0), &a->reply, err, sizeof err) == 0;
-        if (!ok) continue;
-        if (a->reply.type == MSG_ERROR) {
-            snprintf(a->error, sizeof a->error, "the broker refused the request: %s", a->reply.u.error.text);
-            proto_msg_clear(&a->reply);
-            return -1;
-        }
-        if (a->reply.type == MSG_ADMIN_REPLY && a->reply.u.admin_reply.req == req) {
-            a->have_reply = true;
-            return 0;
-        }
-        proto_msg_clear(&a->reply);
-    }
-    snprintf(a->error, sizeof a->error, "broker unreachable at %s: no answer within %g s",
-             a->endpoint, a->timeout_ms / 1000.0);
-    return -1;
-}
-
-int admin_invoke(admin_client *a, const char *function, const void *payload, size_t len,
-                 uint32_t timeout_ms, int wait_ms, const void **out, size_t *out_len)
-{
-    static uint64_t next_req = 1000000;
-    uint64_t req = next_req++;
-    if (a->have_reply) { proto_msg_clear(&a->reply); a->have_reply = false; }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    proto_invoke in = { .req = req, .function = (char *)function, .timeout_ms = timeout_ms };
-    proto_encode_invoke(&sb, &in);
-    proto_iov iov = { payload, len };
-    int rc = frames_send(a->sock, NULL, 0, &sb, &iov, 1, 0);
-    msgpack_sbuffer_destroy(&sb);
-    if (rc != 0) {
+    if (frames_send(a->sock, NULL, 0, sb, iov, niov, 0) != 0) {
         snprintf(a->error, sizeof a->error, "cannot send to %s: %s", a->endpoint, zmq_strerror(zmq_errno()));
         return -1;
     }
@@ -144,16 +95,45 @@ int admin_invoke(admin_client *a, const char *function, const void *payload, siz
             proto_msg_clear(&a->reply);
             return -1;
         }
-        if (a->reply.type == MSG_INVOKE_REPLY && a->reply.u.invoke_reply.req == req && a->in.n == 2) {
+        uint64_t got = want == MSG_ADMIN_REPLY ? a->reply.u.admin_reply.req : a->reply.u.invoke_reply.req;
+        if (a->reply.type == want && got == req && (uint32_t)a->in.n == 1 + a->reply.nframes) {
             a->have_reply = true;
-            *out = frames_data(&a->in, 1);   /* valid until the next call or admin_close */
-            *out_len = frames_size(&a->in, 1);
             return 0;
         }
-        proto_msg_clear(&a->reply);
+        proto_msg_clear(&a->reply);   /* a late answer to an earlier request */
     }
-    snprintf(a->error, sizeof a->error, "no answer from %s within %g s", a->endpoint, wait_ms / 1000.0);
+    snprintf(a->error, sizeof a->error, "broker unreachable at %s: no answer within %g s", a->endpoint,
+             wait_ms / 1000.0);
     return -1;
+}
+
+int admin_call(admin_client *a, const char *command, const void *args, size_t args_len)
+{
+    uint64_t req = ++a->next_req;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    proto_encode_admin(&sb, req, command, args, args_len);
+    int rc = request(a, &sb, NULL, 0, MSG_ADMIN_REPLY, req, a->timeout_ms);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+int admin_invoke(admin_client *a, const char *function, const void *payload, size_t len,
+                 uint32_t timeout_ms, int wait_ms, const void **out, size_t *out_len)
+{
+    uint64_t req = ++a->next_req;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    proto_invoke in = { .req = req, .function = (char *)function, .timeout_ms = timeout_ms };
+    proto_encode_invoke(&sb, &in);
+    proto_iov iov = { payload, len };
+    int rc = request(a, &sb, &iov, 1, MSG_INVOKE_REPLY, req, wait_ms);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc == 0) {
+        *out = frames_data(&a->in, 1);   /* valid until the next call or admin_close */
+        *out_len = frames_size(&a->in, 1);
+    }
+    return rc;
 }
 
 void admin_close(admin_client *a)

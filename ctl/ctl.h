@@ -21,6 +21,7 @@ typedef struct {
     proto_frames in;
     proto_msg reply;            /* valid after admin_call() returned 0 */
     bool have_reply;
+    uint64_t next_req;          /* request ids of this client */
     char error[512];            /* why admin_call() failed */
 } admin_client;
 
