@@ -3,13 +3,16 @@
  * It applies the function's env and RLIMIT_DATA, dlopens the library once,
  * finds the handler symbol, calls the optional herald_init (non-zero:
  * CH_H_INITFAIL, exit, and main refuses the function), says CH_H_READY, then
- * runs main's CH_H_JOBs in order, one at a time, each under ITIMER_REAL (the
- * default SIGALRM action kills the host; main keeps a backstop), writing each
- * CH_RESULT as it finishes, so main may pipeline jobs. EOF from main: herald_fini,
- * exit 0. State: the read buffer and the current response (output ≤ 6 MiB,
- * error ≤ 4 KiB). stdout goes to stderr, stdin is /dev/null. RLIMIT_DATA is
- * skipped, with a warning, only when the host already exceeds it before
- * dlopen (a sanitizer build's shadow memory).
+ * runs main's CH_H_JOBs in order, one at a time. Before and after each job it
+ * writes its progress in its slot of the host board (runner_int.h), which is
+ * how main knows which job a crash or a timeout belongs to and when to kill
+ * us for overrunning; so results need not go out one by one: they are held
+ * and sent together when no job is left to run, when the oldest has waited
+ * HOST_HOLD_US, or when they fill HOST_HOLD_BYTES. EOF from main:
+ * herald_fini, exit 0. State: the read buffer, the held results and the
+ * current response (output ≤ 6 MiB, error ≤ 4 KiB). stdout goes to stderr,
+ * stdin is /dev/null. RLIMIT_DATA is skipped, with a warning, only when the
+ * host already exceeds it before dlopen (a sanitizer build's shadow memory).
  */
 #define _GNU_SOURCE
 #include "runner_int.h"
@@ -22,7 +25,6 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -99,16 +101,10 @@ __attribute__((noreturn)) static void init_fail(int sock, const char *why)
     _exit(0);
 }
 
-static void arm(uint32_t ms)
-{
-    struct itimerval it = { { 0, 0 }, { ms / 1000, (ms % 1000) * 1000 } };
-    setitimer(ITIMER_REAL, &it, NULL);
-}
-
-/* Runs one job and appends its result to out (the caller writes it). -1 if
- * the job is malformed. */
-static int run_job(wbuf *out, herald_handler_fn *fn, const char *function, uint32_t timeout_ms,
-                   const char *body, uint32_t n)
+/* Runs one job, the count-th, and appends its result to out (the caller
+ * writes it). -1 if the job is malformed. */
+static int run_job(wbuf *out, host_slot *slot, uint64_t count, herald_handler_fn *fn,
+                   const char *function, uint32_t timeout_ms, const char *body, uint32_t n)
 {
     rd r = { body, n, false };
     herald_event ev = { .function = function };
@@ -136,12 +132,11 @@ static int run_job(wbuf *out, herald_handler_fn *fn, const char *function, uint3
     int64_t started_ms = clock_us(CLOCK_REALTIME) / 1000;
     ev.deadline_ms = started_ms + timeout_ms;
     int64_t t0 = clock_us(CLOCK_MONOTONIC);
-    if (timeout_ms)
-        arm(timeout_ms);
+    atomic_store_explicit(&slot->start_ms, t0 / 1000, memory_order_relaxed);
+    atomic_store_explicit(&slot->started, count, memory_order_release);
     int rc = fn(&ev, &resp.pub);
-    if (timeout_ms)
-        arm(0);
     int64_t d = clock_us(CLOCK_MONOTONIC) - t0;
+    atomic_store_explicit(&slot->done, count, memory_order_release);
 
     proto_outcome o;
     const char *error = NULL;
@@ -186,7 +181,7 @@ static int run_job(wbuf *out, herald_handler_fn *fn, const char *function, uint3
     return ret;
 }
 
-void host_main(int sock, const char *b, uint32_t n)
+void host_main(int sock, const char *b, uint32_t n, host_slot *board)
 {
     util_set_program("herald-host");
     sigset_t none;
@@ -203,6 +198,7 @@ void host_main(int sock, const char *b, uint32_t n)
     rd_u64(&r);   /* main's id for us: the launcher's business */
     uint32_t timeout_ms = rd_u32(&r);
     uint32_t memory_mb = rd_u32(&r);
+    uint32_t slot_ix = rd_u32(&r);
     char *function = strdup(rd_str(&r));
     char *library = strdup(rd_str(&r));
     char *symbol = strdup(rd_str(&r));
@@ -212,8 +208,9 @@ void host_main(int sock, const char *b, uint32_t n)
         if (kv && strchr(kv, '='))
             putenv(kv);   /* stays ours for the process's life, as putenv wants */
     }
-    if (r.bad || !function || !library || !symbol)
+    if (r.bad || !function || !library || !symbol || slot_ix >= HOST_SLOTS)
         init_fail(sock, "runner: bad host request");
+    host_slot *slot = &board[slot_ix];
     prctl(PR_SET_NAME, "herald-host");
 
     if (memory_mb) {
@@ -254,6 +251,8 @@ void host_main(int sock, const char *b, uint32_t n)
     wbuf_free(&out);
 
     wbuf in = { 0 }, results = { 0 };
+    uint64_t count = 0;
+    int64_t held_since = 0;   /* monotonic µs: when the oldest held result was made */
     for (;;) {
         if (!wbuf_reserve(&in, 1 << 16)) {
             LOG_ERROR("host %s: out of memory reading jobs", function);
@@ -268,17 +267,21 @@ void host_main(int sock, const char *b, uint32_t n)
         const char *body;
         uint32_t len;
         bool bad = false;
-        /* Each result is written as soon as its job ends, before the next job
-         * starts: if a later job crashes the host, the runner must know
-         * exactly which jobs finished (holding results back to write them
-         * together charged a crash to an innocent delivery). */
         while (msg_next(&in, &body, &len, &bad)) {
-            if (body[0] != CH_H_JOB || run_job(&results, fn, function, timeout_ms, body + 1, len - 1) < 0) {
+            if (body[0] != CH_H_JOB ||
+                run_job(&results, slot, ++count, fn, function, timeout_ms, body + 1, len - 1) < 0) {
                 LOG_ERROR("host %s: bad job", function);
                 _exit(1);
             }
-            if (launcher_write_all(sock, results.p, results.len) < 0) _exit(1);   /* main is gone */
-            results.len = results.off = 0;
+            int64_t now = clock_us(CLOCK_MONOTONIC);
+            if (held_since == 0)
+                held_since = now;
+            bool more = msg_pending(&in);
+            if (!more || now - held_since >= HOST_HOLD_US || results.len >= HOST_HOLD_BYTES) {
+                if (launcher_write_all(sock, results.p, results.len) < 0) _exit(1);   /* main is gone */
+                results.len = results.off = 0;
+                held_since = 0;
+            }
         }
         if (bad) {
             LOG_ERROR("host %s: malformed job stream", function);

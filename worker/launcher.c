@@ -41,6 +41,7 @@ typedef struct {
 
 static child *kids;
 static size_t nkids, capkids;
+static host_slot *board;       /* the runner's host board, inherited by every host */
 static int fdq[4096];          /* fds received and not yet claimed by a message, FIFO */
 static size_t fdq_head, fdq_len;
 
@@ -238,7 +239,7 @@ static void spawn(int sock, const char *wdir, uint8_t type, const char *body, ui
         int c = child_fds(fd);
         if (type == CH_L_EXEC)
             exec_supervise(c, wdir, body, n);
-        host_main(c, body, n);
+        host_main(c, body, n, board);
     }
     if (pid < 0) {
         char why[128];
@@ -288,8 +289,9 @@ __attribute__((noreturn)) static void finish(int64_t deadline)
     _exit(0);
 }
 
-void launcher_main(int sock, const char *wdir)
+void launcher_main(int sock, const char *wdir, host_slot *host_board)
 {
+    board = host_board;
     util_set_program("herald-launcher");
     /* Our own process group: a terminal's ^C goes to the worker, which then
      * stops us in order; it must not kill handlers behind its back. */

@@ -25,6 +25,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -66,12 +67,14 @@ struct host {
     uint32_t timeout_ms;    /* of that definition */
     bool out_armed;         /* EPOLLOUT requested */
     bool backstop;          /* past its deadline: the launcher was asked to kill it */
+    uint64_t kill_for;      /* the job (count) it was killed for overrunning */
     bool cancelled;         /* runner_cancel_all dropped its jobs: report nothing */
     wbuf out, in;
     uint64_t out_queued;    /* stream bytes appended to out, ever */
     uint64_t out_sent;      /* stream bytes written to the socket, ever */
-    jobq sent;              /* written (or being written), in order; head: running */
-    int64_t cur_start_ms;   /* monotonic: when the head job (about) started */
+    jobq sent;              /* written (or being written), in order; head: the oldest unreported */
+    uint64_t reported;      /* results read from it, ever (the count of sent.head - 1) */
+    uint32_t slot;          /* its slot in the host board */
     int64_t spawned_ms;     /* monotonic: when it was requested (start deadline) */
 };
 
@@ -122,6 +125,9 @@ struct runner {
     void *cbarg;
     host *dead_hosts;
     attempt *dead_attempts;
+    host_slot *board;       /* HOST_SLOTS slots, shared with the hosts */
+    bool *slot_used;
+    uint32_t slot_hint;     /* where the search for a free slot starts */
 };
 
 static unsigned instances;  /* runners made by this process: unique worker dirs */
@@ -334,11 +340,36 @@ static void host_retire(host *h)
     h->state = H_STOPPING;
 }
 
+/* A free board slot, zeroed, or -1 (every slot is taken: logged once). */
+static int slot_take(runner_t *r)
+{
+    static bool told;
+    for (uint32_t k = 0; k < HOST_SLOTS; k++) {
+        uint32_t i = (r->slot_hint + k) % HOST_SLOTS;
+        if (r->slot_used[i])
+            continue;
+        r->slot_used[i] = true;
+        r->slot_hint = i + 1;
+        atomic_store(&r->board[i].started, 0);
+        atomic_store(&r->board[i].done, 0);
+        atomic_store(&r->board[i].start_ms, 0);
+        return (int)i;
+    }
+    if (!told)
+        LOG_ERROR("runner: %d native hosts are running: no more start until one ends", HOST_SLOTS);
+    told = true;
+    return -1;
+}
+
 static int spawn_host(runner_t *r, fn *f)
 {
+    int slot = slot_take(r);
+    if (slot < 0)
+        return -1;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         LOG_ERROR("runner: socketpair: %s", strerror(errno));
+        r->slot_used[slot] = false;
         return -1;
     }
     host *h = calloc(1, sizeof *h);
@@ -350,6 +381,7 @@ static int spawn_host(runner_t *r, fn *f)
     h->fd = sv[0];
     h->gen = f->gen;
     h->timeout_ms = f->def.timeout_ms;
+    h->slot = (uint32_t)slot;
     h->state = H_STARTING;
     h->spawned_ms = util_mono_ms();
     set_nonblock(sv[0]);
@@ -361,6 +393,7 @@ static int spawn_host(runner_t *r, fn *f)
     put_u64(&b, h->id);
     put_u32(&b, f->def.timeout_ms);
     put_u32(&b, f->def.memory_mb);
+    put_u32(&b, h->slot);
     put_str(&b, f->def.name);
     put_str(&b, f->library);
     put_str(&b, f->def.symbol);
@@ -387,6 +420,7 @@ fail:
     free(h);
     close(sv[0]);
     close(sv[1]);
+    r->slot_used[slot] = false;
     return -1;
 }
 
@@ -405,8 +439,6 @@ static void host_assign(runner_t *r, host *h, job *j)
     j->end_at = h->out_queued;
     free(j->msg);
     j->msg = NULL;
-    if (h->sent.n == 0)
-        h->cur_start_ms = util_mono_ms();
     jobq_push(&h->sent, j);
     /* sent at the end of this dispatch, with the others: one send (and one
      * wake-up of the host) for a batch of deliveries instead of one each */
@@ -512,8 +544,7 @@ static void host_result(runner_t *r, host *h, const char *body, uint32_t n)
         return;
     }
     jobq_pop(&h->sent);
-    if (h->sent.n)
-        h->cur_start_ms = util_mono_ms();   /* the next one starts now */
+    h->reported++;
     if (!h->cancelled)
         deliver(r, j->token, o, started, dur, has_err ? err : NULL, out, outlen);
     job_free(j);
@@ -584,7 +615,7 @@ static void host_exited(runner_t *r, host *h, int status)
     if (h->fd >= 0)
         host_read(r, h);   /* results it wrote before dying are still buffered */
     host_close(r, h);
-    bool started = h->state != H_STARTING;
+    bool was_ready = h->state != H_STARTING;
     host_retire(h);
     host_unlink(r, h);
     fn *f = h->f;
@@ -597,47 +628,53 @@ static void host_exited(runner_t *r, host *h, int status)
         snprintf(why, sizeof why, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
     else
         snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(status));
-    if (!started && status >= 0 && h->gen == f->gen && !f->refused) {
+    if (!was_ready && status >= 0 && h->gen == f->gen && !f->refused) {
         char text[300];
         snprintf(text, sizeof text, "host died while starting: %s", why);
         fn_refuse(r, f, text);
     }
-    job *cur = h->sent.head;
-    if (cur && !h->cancelled) {
-        jobq_pop(&h->sent);
-        if (cur->end_at > h->out_sent) {
-            /* it never had the whole job */
-            deliver(r, cur->token, OUT_RETURNED, 0, 0, NULL, NULL, 0);
-        } else {
-            int64_t now = util_mono_ms();
-            int64_t start_wall = util_wall_ms() - (now - h->cur_start_ms);
-            uint32_t dur = (uint32_t)((now - h->cur_start_ms) * 1000);
-            char text[320];
-            proto_outcome o;
-            if (status >= 0 && (h->backstop || (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM))) {
-                o = OUT_TIMEOUT;
-                if (h->timeout_ms % 1000 == 0)
-                    snprintf(text, sizeof text, "timeout after %u s", h->timeout_ms / 1000);
-                else
-                    snprintf(text, sizeof text, "timeout after %g s", h->timeout_ms / 1000.0);
-            } else {
-                o = OUT_CRASHED;
-                if (status >= 0 && WIFSIGNALED(status))
-                    snprintf(text, sizeof text, "handler crashed: %s", why);
-                else
-                    snprintf(text, sizeof text, "handler ended its host: %s", why);
-            }
-            deliver(r, cur->token, o, start_wall, dur, text, NULL, 0);
-        }
-        job_free(cur);
-    }
-    /* The jobs behind it never started: back to the broker, no attempt counted. */
     if (h->cancelled) {
         job *j;
         while ((j = jobq_pop(&h->sent)))
             job_free(j);
-    } else {
-        fail_queue(r, &h->sent, OUT_RETURNED, NULL);
+        return;
+    }
+    /* What the board says it did (it is dead: its last writes are all seen).
+     * Jobs it finished whose results died with it, and jobs it never began,
+     * go back to the broker without counting an attempt; the one it was
+     * running is charged the crash or the timeout — unless main killed it
+     * for overrunning another job, which finished just in time. */
+    const host_slot *sl = &r->board[h->slot];
+    uint64_t started = atomic_load(&sl->started), done = atomic_load(&sl->done);
+    uint64_t count = h->reported;
+    job *j;
+    while ((j = jobq_pop(&h->sent))) {
+        count++;
+        if (count != started || started == done || (h->backstop && h->kill_for != count)) {
+            deliver(r, j->token, OUT_RETURNED, 0, 0, NULL, NULL, 0);
+            job_free(j);
+            continue;
+        }
+        int64_t now = util_mono_ms(), began = atomic_load(&sl->start_ms);
+        int64_t start_wall = util_wall_ms() - (now - began);
+        uint32_t dur = (uint32_t)((now - began) * 1000);
+        char text[320];
+        proto_outcome o;
+        if (status >= 0 && h->backstop) {
+            o = OUT_TIMEOUT;
+            if (h->timeout_ms % 1000 == 0)
+                snprintf(text, sizeof text, "timeout after %u s", h->timeout_ms / 1000);
+            else
+                snprintf(text, sizeof text, "timeout after %g s", h->timeout_ms / 1000.0);
+        } else {
+            o = OUT_CRASHED;
+            if (status >= 0 && WIFSIGNALED(status))
+                snprintf(text, sizeof text, "handler crashed: %s", why);
+            else
+                snprintf(text, sizeof text, "handler ended its host: %s", why);
+        }
+        deliver(r, j->token, o, start_wall, dur, text, NULL, 0);
+        job_free(j);
     }
 }
 
@@ -848,6 +885,13 @@ runner_t *runner_new(const runner_opts *o)
         }
     }
 
+    r->board = mmap(NULL, HOST_SLOTS * sizeof(host_slot), PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    r->slot_used = calloc(HOST_SLOTS, sizeof *r->slot_used);
+    if (r->board == MAP_FAILED || !r->slot_used) {
+        LOG_ERROR("runner: host board: %s", strerror(errno));
+        goto fail_dir;
+    }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         LOG_ERROR("runner: socketpair: %s", strerror(errno));
@@ -865,7 +909,7 @@ runner_t *runner_new(const runner_opts *o)
         if (sv[1] != 3 && dup2(sv[1], 3) < 0)
             _exit(127);
         launcher_close_from(4);
-        launcher_main(3, r->wdir);
+        launcher_main(3, r->wdir, r->board);
     }
     close(sv[1]);
     r->launcher = pid;
@@ -883,6 +927,9 @@ runner_t *runner_new(const runner_opts *o)
 fail_dir:
     exec_rmtree(r->wdir);
 fail:
+    if (r->board && r->board != MAP_FAILED)
+        munmap(r->board, HOST_SLOTS * sizeof(host_slot));
+    free(r->slot_used);
     free(r->wdir);
     free(r->root);
     free(r);
@@ -1249,17 +1296,22 @@ int runner_fd(const runner_t *r)
 }
 
 /* When main kills h if it is still at it (monotonic ms), or -1: no deadline.
- * A running job: its start + timeout + grace (the host's own SIGALRM should
- * have come first). A start (dlopen + herald_init): HOST_START_MS. */
-static int64_t host_deadline(const host *h)
+ * A running job (the board says so): its start + the function's timeout —
+ * the host arms no timer of its own. A start (dlopen + herald_init):
+ * HOST_START_MS. */
+static int64_t host_deadline(const runner_t *r, const host *h)
 {
     if (h->backstop || h->fd < 0)
         return -1;
     if (h->state == H_STARTING)
         return h->spawned_ms + HOST_START_MS;
-    if (h->sent.n && h->timeout_ms && h->sent.head->end_at <= h->out_sent)
-        return h->cur_start_ms + h->timeout_ms + KILL_GRACE_MS;
-    return -1;
+    if (h->sent.n == 0 || h->timeout_ms == 0)
+        return -1;
+    const host_slot *sl = &r->board[h->slot];
+    uint64_t started = atomic_load_explicit(&sl->started, memory_order_acquire);
+    if (started == atomic_load_explicit(&sl->done, memory_order_acquire))
+        return -1;   /* between jobs */
+    return atomic_load_explicit(&sl->start_ms, memory_order_relaxed) + h->timeout_ms;
 }
 
 int runner_next_timeout_ms(const runner_t *r)
@@ -1271,8 +1323,8 @@ int runner_next_timeout_ms(const runner_t *r)
     int64_t best = -1, now = util_mono_ms();
     for (fn *f = r->fns; f; f = f->next)
         for (host *h = f->hosts; h; h = h->next)
-            if (host_deadline(h) >= 0) {
-                int64_t left = host_deadline(h) - now;
+            if (host_deadline(r, h) >= 0) {
+                int64_t left = host_deadline(r, h) - now;
                 if (left < 0)
                     left = 0;
                 if (best < 0 || left < best)
@@ -1286,6 +1338,8 @@ static void free_graveyard(runner_t *r)
     while (r->dead_hosts) {
         host *h = r->dead_hosts;
         r->dead_hosts = h->next;
+        if (r->slot_used)
+            r->slot_used[h->slot] = false;
         wbuf_free(&h->in);
         wbuf_free(&h->out);
         job *j;
@@ -1334,17 +1388,17 @@ void runner_dispatch(runner_t *r, runner_result_fn *cb, void *arg)
                 host_read(r, h);
         }
     }
-    /* Backstop: a host past its job's deadline + grace did not kill itself
-     * (SIGALRM blocked or caught by the handler): the launcher kills it. */
+    /* A host past its job's deadline (or its start's): the launcher kills it. */
     int64_t now = util_mono_ms();
     for (fn *f = r->fns; f && !r->broken; f = f->next)
         for (host *h = f->hosts; h; h = h->next) {
-            int64_t dl = host_deadline(h);
+            int64_t dl = host_deadline(r, h);
             if (dl >= 0 && now >= dl) {
                 if (h->state == H_STARTING)
                     LOG_ERROR("runner: a host of %s did not start in %d s: killing it",
                               f->def.name, HOST_START_MS / 1000);
                 h->backstop = true;
+                h->kill_for = atomic_load(&r->board[h->slot].started);
                 lsend_kill(r, h->id);
             }
         }
@@ -1475,6 +1529,8 @@ void runner_destroy(runner_t **rp)
         free(f);
     }
     free_graveyard(r);
+    munmap(r->board, HOST_SLOTS * sizeof(host_slot));
+    free(r->slot_used);
     wbuf_free(&r->lout);
     wbuf_free(&r->lin);
     free(r->wdir);

@@ -18,6 +18,7 @@
 
 #include "runner.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -49,6 +50,26 @@ enum {
 #define RUN_SHARDS 8                           /* attempt dirs live in WDIR/(id % 8)/id: mkdir and
                                                   rmdir lock the parent, so one parent would
                                                   serialize every concurrent attempt */
+
+/* --- the host board ---------------------------------------------------------
+ * One shared page per runner (MAP_SHARED, mapped before the launcher is
+ * forked, so every host inherits it), a slot per live native host. A host
+ * writes its progress there instead of telling main with a message per job,
+ * so it can send its results in batches and still, when it dies, leave main
+ * the exact truth: jobs [1, done] finished (any result main has not read is
+ * lost: returned), job started > done was running (crashed / timeout), later
+ * ones never began (returned). Main enforces the timeout from start_ms, so a
+ * host arms no timer per job. */
+typedef struct {
+    _Atomic uint64_t started;   /* jobs this host has begun, the running one included */
+    _Atomic uint64_t done;      /* jobs it has finished */
+    _Atomic int64_t start_ms;   /* CLOCK_MONOTONIC ms when job `started` began */
+    char pad[64 - 3 * 8];       /* a cache line each: hosts do not share lines */
+} host_slot;
+
+#define HOST_SLOTS 4096         /* live native hosts per worker, at most (256 KiB, touched lazily) */
+#define HOST_HOLD_US 1000       /* a host sends its held results once the oldest is this old */
+#define HOST_HOLD_BYTES (256u << 10)   /* … or once they fill this much */
 
 /* --- growable byte buffer (outgoing and incoming channel data) --- */
 typedef struct {
@@ -196,7 +217,7 @@ static inline const char *rd_str(rd *r) { return rd_bytes(r, NULL); }
 
 /* Body of the launcher (never returns). sock: its end of the main channel;
  * wdir: this worker's run directory (parent of each attempt's). */
-__attribute__((noreturn)) void launcher_main(int sock, const char *wdir);
+__attribute__((noreturn)) void launcher_main(int sock, const char *wdir, host_slot *board);
 /* Blocking: sends a whole buffer; -1 on error (EPIPE included, no SIGPIPE). */
 int launcher_write_all(int fd, const void *p, size_t n);
 /* SIGKILLs every child of the calling process (found through /proc, since
@@ -220,7 +241,8 @@ const char *exec_signame(int sig, char buf[static 32]);
 
 /* --- host.c: a native host --- */
 
-/* Runs a host described by the CH_L_HOST body (b, n) on sock; never returns. */
-__attribute__((noreturn)) void host_main(int sock, const char *b, uint32_t n);
+/* Runs a host described by the CH_L_HOST body (b, n) on sock, reporting its
+ * progress in its slot of board; never returns. */
+__attribute__((noreturn)) void host_main(int sock, const char *b, uint32_t n, host_slot *board);
 
 #endif

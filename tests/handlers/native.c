@@ -1,9 +1,9 @@
 /* native: the runner's test handler library (tests/unit/test_runner.c).
  *
  * One symbol, `handle`, whose behaviour the payload picks, so one library
- * covers every case: "boom" segfaults, "sleep" never returns (the host's
- * SIGALRM ends it), "block-alarm" blocks SIGALRM first (only main's backstop
- * can end it), "retry" / "retry-plain" / "reject" return those codes (with and
+ * covers every case: "boom" segfaults, "sleep" never returns (main kills the
+ * host at the deadline), "block-alarm" blocks SIGALRM first (which must make
+ * no difference: no alarm is involved), "retry" / "retry-plain" / "reject" return those codes (with and
  * without set_error), "exit" calls _exit(3), "pid" outputs the host's pid,
  * "env:NAME" outputs the host's $NAME; anything else is echoed as the output.
  * The environment steers the library itself: NATIVE_INIT_FAIL makes
