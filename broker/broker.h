@@ -35,6 +35,9 @@
 #define SUB_WINDOW 8192
 /* Messages taken from one socket per loop turn before the others get a go. */
 #define DRAIN_CAP 256
+/* In a turn that is still reading PUBLISH messages after this many µs, the
+ * workers are served (results in, committed deliveries out) in between. */
+#define SERVICE_US 500
 /* Message rows collected per GC pass once no delivery needs them (store_gc):
  * enough to keep up with ~200k events/s at GC_EVERY_MS, small enough that one
  * pass never holds the loop for long. */
@@ -88,6 +91,7 @@ typedef struct delivery {
     uint64_t lease;             /* current lease id when INFLIGHT */
     worker_t *worker;           /* holder when INFLIGHT */
     size_t heap_pos;            /* index in the timer heap when RETRY_WAIT */
+    uint64_t txn;               /* published in this transaction (store.txn_no); 0: read from disk */
 } delivery_t;
 
 struct function {
@@ -162,6 +166,7 @@ typedef struct { int64_t sub, msg; } staged_row;
 typedef struct {
     sqlite3 *db;                /* the loop's connection (wal_autocheckpoint off) */
     bool in_txn;
+    uint64_t txn_no;            /* numbers transactions: the open one, or the last */
     int64_t txn_started_ms;     /* monotonic: when the open transaction began */
     sqlite3_stmt *begin, *commit, *rollback;
     sqlite3_stmt *ins_msg, *ins_queue, *ins_delayed, *del_queue, *del_delayed;
@@ -326,7 +331,7 @@ worker_t *worker_find(broker_t *b, const void *rid, size_t len);
 void workers_send_config(broker_t *b);   /* after a reload */
 
 /* --- dispatch.c: the one place that hands READY work to workers --- */
-void dispatch_pump(broker_t *b);
+void dispatch_pump(broker_t *b, bool mid_turn);
 
 /* --- invoke.c: synchronous invokes (INVOKE → a worker → INVOKE_REPLY), never stored --- */
 typedef struct invocation {

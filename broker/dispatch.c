@@ -1,5 +1,10 @@
-/* dispatch.c — the one place that hands READY deliveries to workers, once per
- * loop turn after the commit (so nothing uncommitted is ever dispatched).
+/* dispatch.c — the one place that hands READY deliveries to workers: once
+ * per loop turn after the commit, and in the middle of a long turn (between
+ * PUBLISH messages, see loop.c) for what earlier turns committed. Nothing
+ * uncommitted is ever dispatched: a delivery published in the open
+ * transaction waits at the tail of its queue, and mid-turn no queue is
+ * refilled from the table (the loop's connection would see the open
+ * transaction's rows).
  *
  * Credits: a worker holds at most `slots` deliveries; a function runs at most
  * its `concurrency` across all workers. Fairness: each worker's free slots are
@@ -41,7 +46,13 @@ static int send_batch(broker_t *b, worker_t *w, delivery_t **ds, uint32_t n)
     return 0;
 }
 
-static void fill_worker(broker_t *b, worker_t *w)
+/* May d go out now? Not if the open transaction, not yet on disk, made it. */
+static bool committed(const broker_t *b, const delivery_t *d)
+{
+    return !b->store.in_txn || d->txn != b->store.txn_no;
+}
+
+static void fill_worker(broker_t *b, worker_t *w, bool mid_turn)
 {
     static delivery_t *batch[PROTO_MAX_BATCH];
     uint32_t n = 0;
@@ -65,10 +76,11 @@ static void fill_worker(broker_t *b, worker_t *w)
         for (size_t k = 0; k < ns && w->busy < w->slots; k++) {
             sub_t *s = b->subs[(b->dispatch_rr + k) % ns];
             if (!can_run(w, s)) continue;
-            if (s->ready.n == 0) queue_refill(b, s);
+            if (s->ready.n == 0 && !mid_turn) queue_refill(b, s);
             list_node *node = list_first(&s->ready);
             if (!node) continue;
             delivery_t *d = container_of(node, delivery_t, link);
+            if (!committed(b, d)) continue;   /* FIFO: all behind it are newer */
             delivery_dispatch(b, d, w);
             batch[n++] = d;
             progress = true;
@@ -87,14 +99,15 @@ unreachable:
     w->dead = true;
 }
 
-void dispatch_pump(broker_t *b)
+void dispatch_pump(broker_t *b, bool mid_turn)
 {
     if (b->nsubs == 0) return;
-    for (size_t i = 0; i < b->nsubs; i++) queue_refill(b, b->subs[i]);
+    if (!mid_turn)
+        for (size_t i = 0; i < b->nsubs; i++) queue_refill(b, b->subs[i]);
     for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) {
         worker_t *w = container_of(n, worker_t, link);
         if (w->dead || w->draining || w->busy >= w->slots) continue;
-        fill_worker(b, w);
+        fill_worker(b, w, mid_turn);
     }
     b->dispatch_rr = (b->dispatch_rr + 1) % b->nsubs;
 }

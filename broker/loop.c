@@ -5,6 +5,9 @@
  *   2. poll the three sockets;
  *   3. drain each socket up to DRAIN_CAP messages; handlers stage work into
  *      the open transaction and stage answers, they never send confirms;
+ *      a long run of PUBLISH messages is interrupted every SERVICE_US to take
+ *      the workers' results and refill their slots with what earlier turns
+ *      committed, so workers are not left idle while the turn goes on;
  *   4. commit → send the confirms for what is now on disk (or errors if the
  *      commit failed) → dispatch → free dead worker sessions.
  * Never confirm what is not on disk; never dispatch what is not on disk.
@@ -70,10 +73,22 @@ static void check_disk(broker_t *b)
     b->disk_alarm = alarm;
 }
 
-/* Takes up to DRAIN_CAP messages from one socket. Returns how many. */
-static int drain(broker_t *b, void *sock, void (*handle)(broker_t *, proto_frames *))
+static int drain(broker_t *b, void *sock, void (*handle)(broker_t *, proto_frames *), bool service);
+
+/* Mid-turn: results in (they free slots and stage acks), committed
+ * deliveries out. */
+static void service_workers(broker_t *b)
+{
+    drain(b, b->wrk_sock, workers_handle, false);
+    dispatch_pump(b, true);
+}
+
+/* Takes up to DRAIN_CAP messages from one socket. Returns how many. With
+ * service, the workers are served every SERVICE_US in between. */
+static int drain(broker_t *b, void *sock, void (*handle)(broker_t *, proto_frames *), bool service)
 {
     int k = 0;
+    int64_t served = service ? util_mono_us() : 0;
     for (; k < DRAIN_CAP; k++) {
         if (frames_recv(sock, &b->in, PROTO_MAX_FRAMES + 1, ZMQ_DONTWAIT) != 0) {
             if (zmq_errno() != EAGAIN && zmq_errno() != EINTR)
@@ -82,6 +97,10 @@ static int drain(broker_t *b, void *sock, void (*handle)(broker_t *, proto_frame
         }
         handle(b, &b->in);
         frames_close(&b->in);
+        if (service && util_mono_us() - served >= SERVICE_US) {
+            service_workers(b);
+            served = util_mono_us();
+        }
     }
     return k;
 }
@@ -122,9 +141,9 @@ int loop_run(broker_t *b)
          * broker's time. A socket that gave DRAIN_CAP may hold more: then
          * the next poll does not wait. */
         int most = 0;
-        if (items[1].revents & ZMQ_POLLIN) { int n = drain(b, b->wrk_sock, workers_handle); if (n > most) most = n; }
-        if (items[0].revents & ZMQ_POLLIN) { int n = drain(b, b->pub_sock, publish_handle); if (n > most) most = n; }
-        if (items[2].revents & ZMQ_POLLIN) { int n = drain(b, b->adm_sock, admin_handle); if (n > most) most = n; }
+        if (items[1].revents & ZMQ_POLLIN) { int n = drain(b, b->wrk_sock, workers_handle, false); if (n > most) most = n; }
+        if (items[0].revents & ZMQ_POLLIN) { int n = drain(b, b->pub_sock, publish_handle, true); if (n > most) most = n; }
+        if (items[2].revents & ZMQ_POLLIN) { int n = drain(b, b->adm_sock, admin_handle, false); if (n > most) most = n; }
         busy = most >= DRAIN_CAP;
         for (int k = 0; b->auth.zap && k < DRAIN_CAP && (items[3].revents & ZMQ_POLLIN); k++) {
             int ev = 0;
@@ -157,7 +176,7 @@ int loop_run(broker_t *b)
         }
         confirms_send(b, committed);
         admin_flush(b, committed);
-        dispatch_pump(b);
+        dispatch_pump(b, false);
         workers_reap(b);
     }
     bool ok = store_commit(&b->store) == 0;

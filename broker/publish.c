@@ -159,6 +159,7 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
         if (!delayed && !queue_take_new(sub)) { sub->caught_up = false; continue; }
         delivery_t *d = delivery_new(b, sub, m, 0);
         if (!d) goto internal_free;
+        d->txn = s->txn_no;
         if (delayed) {
             d->in_delayed = true;
             d->state = DELIVERY_RETRY_WAIT;

@@ -396,6 +396,7 @@ int store_begin(store_t *s)
     if (s->in_txn) return 0;
     if (step_done(s, s->begin) != 0) return -1;
     s->in_txn = true;
+    s->txn_no++;
     s->txn_started_ms = util_mono_ms();
     return 0;
 }

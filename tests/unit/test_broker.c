@@ -1,6 +1,7 @@
 /* test_broker.c — unit tests of the broker's pure parts: backoff, the lease
  * map, subscription filters, the timer heap and intrusive lists. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,4 +89,108 @@ Test(broker, timers_wake_deliveries_in_visible_order)
         last = x->visible_ms;
     }
     free(b.timers);
+}
+
+/* Mid-turn dispatch (between PUBLISH messages of a long turn) sends only what
+ * earlier transactions committed: a delivery published in the open
+ * transaction stays queued until the commit, then goes out. Drives the real
+ * dispatch code over an inproc ROUTER/DEALER pair and decodes what arrives. */
+static uint32_t delivered(void *dealer, uint64_t *first_lease)
+{
+    proto_frames f;
+    memset(&f, 0, sizeof f);
+    if (frames_recv(dealer, &f, PROTO_MAX_FRAMES + 1, ZMQ_DONTWAIT) != 0) return 0;
+    proto_msg m;
+    char err[256];
+    cr_assert_eq(proto_decode(frames_data(&f, 0), frames_size(&f, 0), &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(m.type, MSG_DELIVER);
+    uint32_t n = m.u.deliver.n;
+    *first_lease = m.u.deliver.ds[0].lease;
+    cr_assert_str_eq(m.u.deliver.ds[0].message_id, "p-1");
+    proto_msg_clear(&m);
+    frames_close(&f);
+    return n;
+}
+
+Test(broker, dispatch_mid_turn_sends_only_committed_deliveries)
+{
+    void *ctx = zmq_ctx_new();
+    void *router = zmq_socket(ctx, ZMQ_ROUTER), *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    cr_assert_eq(zmq_bind(router, "inproc://dispatch-test"), 0);
+    cr_assert_eq(zmq_setsockopt(dealer, ZMQ_ROUTING_ID, "w1", 2), 0);
+    cr_assert_eq(zmq_connect(dealer, "inproc://dispatch-test"), 0);
+    zmq_send(dealer, "hi", 2, 0);   /* the ROUTER learns the routing id */
+    char rid[8], hi[8];
+    cr_assert_eq(zmq_recv(router, rid, sizeof rid, 0), 2);
+    cr_assert_eq(zmq_recv(router, hi, sizeof hi, 0), 2);
+
+    broker_t b;
+    memset(&b, 0, sizeof b);
+    b.wrk_sock = router;
+    msgpack_sbuffer_init(&b.sb);
+    list_init(&b.workers);
+    list_init(&b.invoke_queue);
+    cfg_function fcfg = { .name = "f", .max_attempts = 3 };
+    function_t fn = { .name = "f", .cfg = &fcfg };
+    sub_t s = { .id = 1, .topic = "t", .fn = &fn, .caught_up = true };
+    list_init(&s.ready);
+    sub_t *subs[] = { &s };
+    b.subs = subs;
+    b.nsubs = 1;
+    worker_t w = { .slots = 10, .rid_len = 2 };
+    memcpy(w.rid, "w1", 2);
+    list_init(&w.leases);
+    list_push_back(&b.workers, &w.link);
+
+    message_t *msgs[4];
+    for (int i = 0; i < 4; i++) {
+        char mid[8];
+        snprintf(mid, sizeof mid, "p-%d", i + 1);
+        msgs[i] = message_new(i + 1, mid, "t", NULL, 0);
+        msgs[i]->payload = strdup("x");
+        msgs[i]->payload_len = 1;
+        delivery_t *d = delivery_new(&b, &s, msgs[i], 0);
+        d->txn = i < 2 ? 4 : 5;   /* two from a committed transaction, two from the open one */
+        list_push_back(&s.ready, &d->link);
+    }
+    b.store.in_txn = true;
+    b.store.txn_no = 5;
+    uint64_t lease = 0;
+    dispatch_pump(&b, true);
+    cr_assert_eq(delivered(dealer, &lease), 2, "only the committed two go out mid-turn");
+    cr_assert_eq(s.ready.n, 2);
+    cr_assert_eq(w.busy, 2);
+    dispatch_pump(&b, true);
+    cr_assert_eq(delivered(dealer, &lease), 0, "nothing more before the commit");
+
+    b.store.in_txn = false;   /* committed */
+    dispatch_pump(&b, false);
+    uint64_t l2 = 0;
+    zmq_pollitem_t it = { dealer, 0, ZMQ_POLLIN, 0 };
+    zmq_poll(&it, 1, 1000);
+    proto_frames f;
+    memset(&f, 0, sizeof f);
+    cr_assert_eq(frames_recv(dealer, &f, PROTO_MAX_FRAMES + 1, 0), 0);
+    proto_msg m;
+    char err[256];
+    cr_assert_eq(proto_decode(frames_data(&f, 0), frames_size(&f, 0), &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(m.u.deliver.n, 2);
+    cr_assert_str_eq(m.u.deliver.ds[0].message_id, "p-3");
+    l2 = m.u.deliver.ds[0].lease;
+    cr_assert_gt(l2, lease);
+    proto_msg_clear(&m);
+    frames_close(&f);
+    cr_assert_eq(s.ready.n, 0);
+    cr_assert_eq(w.busy, 4);
+
+    while (w.leases.n) {
+        delivery_t *d = container_of(list_first(&w.leases), delivery_t, link);
+        list_remove(&w.leases, &d->link);
+        delivery_free(&b, d);   /* the last reference frees the message and its payload */
+    }
+    free(b.leases.slots);
+    msgpack_sbuffer_destroy(&b.sb);
+    zmq_close(dealer);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
 }
