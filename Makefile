@@ -34,7 +34,9 @@ B := build
 PROTO_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard proto/*.c))
 CONFIG_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard config/*.c))
 BROKER_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard broker/*.c))
-WORKER_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard worker/*.c))
+WORKER_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out worker/launcher_exe.c,$(wildcard worker/*.c)))
+# herald-launcher: the worker's launcher as a libc-only program (worker/launcher_exe.c)
+LAUNCHER_OBJ := $(B)/worker/launcher_exe.o $(B)/worker/launcher.o $(B)/worker/exec.o $(B)/worker/host.o $(B)/proto/util.o
 LIBH_OBJ   := $(patsubst %.c,$(B)/%.o,$(filter-out publisher/main.c,$(wildcard publisher/*.c)))
 PUB_OBJ    := $(B)/publisher/main.o
 CTL_OBJ    := $(patsubst %.c,$(B)/%.o,$(wildcard ctl/*.c))
@@ -47,7 +49,7 @@ TEST_HANDLERS := $(patsubst tests/handlers/%.c,$(B)/tests/handlers/lib%.so,$(wil
 PROGS := bin/herald-broker bin/herald-worker bin/herald-publish bin/heraldctl $(if $(GW_OBJ),bin/herald-gateway)
 LIBS  := lib/libherald.a lib/libherald.so lib/herald.pc
 
-all: $(PROGS) $(LIBS) $(EXAMPLES)
+all: $(PROGS) libexec/herald-launcher $(LIBS) $(EXAMPLES)
 
 # libherald carries proto/ so that apps link it with libzmq + msgpack only.
 lib/libherald.a: $(LIBH_OBJ) $(PROTO_OBJ) | lib
@@ -59,8 +61,11 @@ lib/herald.pc: Makefile | lib
 
 bin/herald-broker: $(BROKER_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ) | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS)
+libexec/herald-launcher: $(LAUNCHER_OBJ) | libexec
+	$(CC) $(LDFLAGS) -Wl,-z,now -o $@ $^ $(LDLIBS) -ldl
+# -z now: symbols bound once at start, not again in every forked supervisor
 bin/herald-worker: $(WORKER_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ) | bin
-	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS) -ldl
+	$(CC) $(LDFLAGS) -Wl,-z,now -o $@ $^ $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS) -ldl
 bin/herald-publish: $(PUB_OBJ) lib/libherald.a | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(LDLIBS)
 bin/heraldctl: $(CTL_OBJ) $(B)/broker/dlq.o $(CONFIG_OBJ) lib/libherald.a | bin
@@ -82,7 +87,7 @@ $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-bin lib:
+bin lib libexec:
 	mkdir -p $@
 
 # --- tests -----------------------------------------------------------------
@@ -191,6 +196,8 @@ deps:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/herald
 	install -m 755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/libexec
+	install -m 755 libexec/herald-launcher $(DESTDIR)$(PREFIX)/libexec/
 	install -m 644 lib/libherald.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 lib/libherald.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 lib/herald.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
@@ -198,7 +205,7 @@ install: all
 	install -m 644 include/herald/handler.h $(DESTDIR)$(PREFIX)/include/herald/
 
 clean:
-	rm -rf $(B) bin lib examples/handlers/*.so
+	rm -rf $(B) bin libexec lib examples/handlers/*.so
 
 .PHONY: all test run demo deps install clean
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -358,8 +358,18 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    /* before any ZeroMQ thread exists */
-    runner_opts ro = { .root = root, .run_dir = run_dir, .hosts = 0 };
+    /* before any ZeroMQ thread exists; the lean launcher program lives in
+     * ../libexec beside our bin/, in the tree as once installed */
+    char launcher[PATH_MAX + 32] = "";
+    char exe[PATH_MAX];
+    ssize_t exe_len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (exe_len > 0) {
+        exe[exe_len] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(launcher, sizeof launcher, "%s/../libexec/herald-launcher", exe);
+    }
+    runner_opts ro = { .root = root, .run_dir = run_dir, .hosts = 0, .launcher = launcher[0] ? launcher : NULL };
     w.runner = runner_new(&ro);
     if (!w.runner) { config_destroy(&cfg); return 1; }
 

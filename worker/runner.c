@@ -885,16 +885,24 @@ runner_t *runner_new(const runner_opts *o)
         }
     }
 
-    r->board = mmap(NULL, HOST_SLOTS * sizeof(host_slot), PROT_READ | PROT_WRITE,
-                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    r->slot_used = calloc(HOST_SLOTS, sizeof *r->slot_used);
-    if (r->board == MAP_FAILED || !r->slot_used) {
+    /* The board is a memfd, so an exec'd launcher can map it too. */
+    size_t board_size = HOST_SLOTS * sizeof(host_slot);
+    int board_fd = memfd_create("herald-host-board", MFD_CLOEXEC);
+    if (board_fd < 0 || ftruncate(board_fd, (off_t)board_size) < 0 ||
+        (r->board = mmap(NULL, board_size, PROT_READ | PROT_WRITE, MAP_SHARED, board_fd, 0)) == MAP_FAILED ||
+        !(r->slot_used = calloc(HOST_SLOTS, sizeof *r->slot_used))) {
         LOG_ERROR("runner: host board: %s", strerror(errno));
+        if (board_fd >= 0)
+            close(board_fd);
         goto fail_dir;
     }
+    const char *exe = o->launcher && access(o->launcher, X_OK) == 0 ? o->launcher : NULL;
+    if (o->launcher && !exe)
+        LOG_WARN("runner: %s: %s: forking the launcher instead", o->launcher, strerror(errno));
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         LOG_ERROR("runner: socketpair: %s", strerror(errno));
+        close(board_fd);
         goto fail_dir;
     }
     pid_t pid = fork();
@@ -902,15 +910,25 @@ runner_t *runner_new(const runner_opts *o)
         LOG_ERROR("runner: fork: %s", strerror(errno));
         close(sv[0]);
         close(sv[1]);
+        close(board_fd);
         goto fail_dir;
     }
     if (pid == 0) {
-        /* The launcher: keep 0–2 and our channel (as fd 3), nothing else. */
-        if (sv[1] != 3 && dup2(sv[1], 3) < 0)
+        /* The launcher: keep 0–2, our channel as fd 3 and (for an exec'd
+         * launcher) the board as fd 4, nothing else. */
+        int ch = fcntl(sv[1], F_DUPFD, 10), bd = fcntl(board_fd, F_DUPFD, 10);
+        if (ch < 0 || bd < 0 || dup2(ch, 3) < 0 || dup2(bd, 4) < 0)
             _exit(127);
+        if (exe) {
+            launcher_close_from(5);
+            char *argv[] = { (char *)"herald-launcher", r->wdir, NULL };
+            execv(exe, argv);
+            _exit(127);   /* main sees the channel close: "the launcher died" */
+        }
         launcher_close_from(4);
         launcher_main(3, r->wdir, r->board);
     }
+    close(board_fd);
     close(sv[1]);
     r->launcher = pid;
     r->lsock = sv[0];

@@ -35,6 +35,8 @@ typedef struct {
     const char *root;           /* resolves relative exec paths (with '/') and libraries; NULL: cwd */
     const char *run_dir;        /* parent of the per-attempt run dirs; NULL: $TMPDIR/herald-runs */
     int hosts;                  /* native hosts per function; 0: the number of CPUs */
+    const char *launcher;       /* the herald-launcher program; NULL (or not executable): the
+                                   launcher is a fork of this process (heavier forks after it) */
 } runner_opts;
 
 typedef struct {
@@ -58,8 +60,9 @@ typedef struct {
 
 typedef void runner_result_fn(void *arg, const runner_result *res);
 
-/* Forks the launcher. Call before creating any ZeroMQ context. NULL on failure
- * (logged). Removes stale run directories left by dead workers. */
+/* Forks the launcher (and execs o->launcher in it, if given). Call before
+ * creating any ZeroMQ context. NULL on failure (logged). Removes stale run
+ * directories left by dead workers. */
 runner_t *runner_new(const runner_opts *o);
 
 /* Kills every handler and host, stops the launcher, reaps everything, frees.

@@ -69,16 +69,30 @@ static void rm_rf(const char *path)
     cr_assert(system(cmd) == 0);
 }
 
-static void setup(fixture *f, int hosts)
+/* launcher: the herald-launcher program to exec, or NULL to fork the launcher. */
+static void setup_with(fixture *f, int hosts, const char *launcher)
 {
     memset(f, 0, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/herald-test-runner-XXXXXX");
     cr_assert(mkdtemp(f->dir));
     snprintf(f->runs, sizeof f->runs, "%s/runs", f->dir);
-    runner_opts o = { .root = root(), .run_dir = f->runs, .hosts = hosts };
+    runner_opts o = { .root = root(), .run_dir = f->runs, .hosts = hosts, .launcher = launcher };
     f->r = runner_new(&o);
     cr_assert(f->r);
     f->c = calloc(1, sizeof *f->c);
+}
+
+/* As herald-worker runs it: with the lean launcher program of this checkout. */
+static const char *launcher_program(void)
+{
+    static char path[4096];
+    snprintf(path, sizeof path, "%s/libexec/herald-launcher", root());
+    return path;
+}
+
+static void setup(fixture *f, int hosts)
+{
+    setup_with(f, hosts, launcher_program());
 }
 
 static void teardown(fixture *f)
@@ -572,6 +586,52 @@ Test(runner, native_crash_only_that_job, .timeout = 30)
         cr_assert_str_neq((const char *)by_token(&f, t)->output, pid1, "host not replaced");
     }
     teardown(&f);
+}
+
+/* The executable (as /proc sees it) of pid's parent. */
+static void parent_exe(pid_t pid, char *out, size_t n)
+{
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *fp = fopen(path, "r");
+    cr_assert(fp);
+    cr_assert(fgets(stat, sizeof stat, fp));
+    fclose(fp);
+    int ppid = 0;
+    cr_assert_eq(sscanf(strrchr(stat, ')') + 2, "%*c %d", &ppid), 1);
+    snprintf(path, sizeof path, "/proc/%d/exe", ppid);
+    ssize_t k = readlink(path, out, n - 1);
+    cr_assert_gt(k, 0);
+    out[k] = 0;
+}
+
+/* Handlers' processes come from the lean herald-launcher program when it is
+ * given, and from a fork of the worker itself when it is not (or missing):
+ * both run exec and native handlers alike. */
+Test(runner, launcher_program_or_fork_both_run_handlers, .timeout = 30)
+{
+    const char *kinds[] = { "program", "fork", "missing" };
+    for (int k = 0; k < 3; k++) {
+        fixture f;
+        setup_with(&f, 1, k == 0 ? launcher_program() : k == 1 ? NULL : "/nonexistent/herald-launcher");
+        define_native(&f, "echo", 5000, NULL, 0);
+        const char *argv[] = { "/bin/sh", "-c", "echo hi", NULL };
+        define_exec(&f, "sh", argv, 5000, 0, NULL, 0);
+        submit_str(&f, "echo", 1, "pid");
+        submit_str(&f, "sh", 2, "");
+        wait_results(&f, 2, 10000);
+        cr_assert_eq(by_token(&f, 1)->outcome, OUT_OK, "%s", kinds[k]);
+        cr_assert_eq(by_token(&f, 2)->outcome, OUT_OK, "%s: %s", kinds[k], by_token(&f, 2)->error);
+        cr_assert_str_eq((const char *)by_token(&f, 2)->output, "hi\n");
+        char exe[4096];
+        parent_exe((pid_t)atoi((const char *)by_token(&f, 1)->output), exe, sizeof exe);
+        const char *base = strrchr(exe, '/') + 1;
+        if (k == 0)
+            cr_assert_str_eq(base, "herald-launcher", "the host's parent runs %s", exe);
+        else
+            cr_assert_str_neq(base, "herald-launcher", "%s: the host's parent runs %s", kinds[k], exe);
+        teardown(&f);
+    }
 }
 
 /* A host holds results to send them together; when it crashes, results it
