@@ -35,6 +35,10 @@
 #define SUB_WINDOW 8192
 /* Messages taken from one socket per loop turn before the others get a go. */
 #define DRAIN_CAP 256
+/* store_restart_wal(): a WAL of this many frames (4 KiB each) is written from
+ * its start again once the checkpointer has copied all but WAL_RESTART_SLACK. */
+#define WAL_RESTART_FRAMES 1024
+#define WAL_RESTART_SLACK 128
 /* In a turn that is still reading PUBLISH messages after this many µs, the
  * workers are served (results in, committed deliveries out) in between. */
 #define SERVICE_US 500
@@ -176,7 +180,8 @@ typedef struct {
     sqlite3_stmt *get_refusal, *ins_refusal, *get_dedup, *ins_dedup, *prune[3], *del_failures;
     sqlite3_stmt *del_queue_range;
     int64_t next_msg_id;        /* ids are ours so they are never reused */
-    bool next_id_dirty;         /* write meta.next_msg_id in this transaction */
+    bool next_id_dirty;         /* write meta.next_msg_id in this transaction (one that
+                                   collects message rows: until then the rows hold it) */
     int64_t gc_floor;           /* message ids below it are already collected */
     int64_t *sub_ids; size_t nsub_ids;   /* every row of `subs`, for store_gc */
     staged_msg *smsg; size_t nsmsg;      /* staged message inserts (PROTO_MAX_BATCH at most) */
@@ -187,6 +192,8 @@ typedef struct {
     bool failed;                         /* a staged write failed: the turn must not commit */
     char *path;
     bool checkpoint_stop;       /* checkpoint thread */
+    int wal_backfilled;         /* frames the checkpointer's last pass had copied (atomic) */
+    int wal_now;                /* frames in the WAL after the loop's last commit */
     pthread_t checkpointer;
     bool checkpointer_started;
 } store_t;
@@ -253,6 +260,8 @@ void lease_map_free(lease_map *m);
 /* --- store.c: SQLite — schema, statements, transactions, recovery --- */
 int store_open(store_t *s, const char *data_dir, cfg_durability durability);
 void store_close(store_t *s);
+/* Between transactions: lets the WAL be written from its start again (see store.c). */
+void store_restart_wal(store_t *s);
 int store_begin(store_t *s);             /* BEGIN IMMEDIATE unless already open */
 int store_commit(store_t *s);            /* 0, or -1 after rolling back */
 /* Returns the subscription's database id, creating its row. */

@@ -178,6 +178,7 @@ int loop_run(broker_t *b)
         admin_flush(b, committed);
         dispatch_pump(b, false);
         workers_reap(b);
+        store_restart_wal(&b->store);
     }
     bool ok = store_commit(&b->store) == 0;
     if (!ok) LOG_ERROR("final commit failed");

@@ -15,7 +15,8 @@
  *   refusals         refused (producer, seq): a re-sent refused publish is
  *                    refused again, never answered "already stored"
  *   dedup            explicit --dedup-id ids per topic, for DEDUP_WINDOW_MS
- *   meta             next_msg_id: message ids are never reused
+ *   meta             next_msg_id: message ids are never reused (written when
+ *                    store_gc() collects rows: until then the largest id is a row)
  *
  * Message rows are not deleted one by one: store_gc() removes, a batch per
  * turn, every id below the smallest one any queue or delayed row still needs.
@@ -107,6 +108,15 @@ static int mkdir_p(const char *dir)
     return (mkdir(buf, 0700) == 0 || errno == EEXIST) ? 0 : -1;
 }
 
+/* After each commit of the loop's connection: the WAL's length in frames. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    ((store_t *)arg)->wal_now = frames;
+    return SQLITE_OK;
+}
+
 /* WAL checkpoints run here, on their own connection, so the loop never waits
  * for the database file's fsync (the loop's connection has autocheckpoint off). */
 static void *checkpointer(void *arg)
@@ -126,6 +136,7 @@ static void *checkpointer(void *arg)
         int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
             LOG_WARN("%s: checkpoint: %s", s->path, sqlite3_errmsg(db));
+        __atomic_store_n(&s->wal_backfilled, done, __ATOMIC_RELAXED);
         /* A WAL that grows past ~64 MiB is truncated once the loop lets it:
          * PASSIVE alone lets the file reuse its space, not shrink. */
         if (log > 16384 && done == log)
@@ -166,6 +177,7 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA wal_autocheckpoint=0;"
              "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;", sync);
     if (exec_sql(s, pragmas) != 0 || exec_sql(s, SCHEMA) != 0) goto fail;
+    sqlite3_wal_hook(s->db, wal_hook, s);
 
     if (prep(s, &s->begin, "BEGIN IMMEDIATE") || prep(s, &s->commit, "COMMIT") ||
         prep(s, &s->rollback, "ROLLBACK") ||
@@ -299,7 +311,6 @@ int store_stage_message(store_t *s, const char *mid, const char *topic, const vo
     if (s->nsmsg == PROTO_MAX_BATCH && store_flush(s) != 0) return -1;
     staged_msg *m = &s->smsg[s->nsmsg];
     m->id = *id = s->next_msg_id++;
-    s->next_id_dirty = true;
     m->created_ms = now_ms;
     size_t ml = strnlen(mid, PROTO_ID_MAX);
     memcpy(m->mid, mid, ml);
@@ -422,6 +433,27 @@ int store_commit(store_t *s)
     return -1;
 }
 
+/* Keeps the WAL from growing without end. SQLite starts writing the WAL from
+ * its beginning again only when a write transaction begins with every frame
+ * already copied into the database; under steady load the checkpointer never
+ * sees that moment (a commit always lands while it copies), so the file grew
+ * until the 64 MiB truncate, and a write that grows a file makes fdatasync
+ * commit the file system's journal too: about 1.7x the latency of an
+ * overwrite on this machine. So, between transactions, once the checkpointer
+ * has copied all but a few frames of a WAL past WAL_RESTART_FRAMES, the loop
+ * copies the rest itself (a few pages and one fsync of the database), and
+ * the next transaction overwrites the WAL from its start. */
+void store_restart_wal(store_t *s)
+{
+    if (s->in_txn) return;
+    int done = __atomic_load_n(&s->wal_backfilled, __ATOMIC_RELAXED);
+    if (s->wal_now < WAL_RESTART_FRAMES || done < s->wal_now - WAL_RESTART_SLACK) return;
+    int nlog = 0, ndone = 0;
+    if (sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &ndone) == SQLITE_OK &&
+        nlog == ndone)
+        s->wal_now = 0;   /* the next transaction starts the WAL over */
+}
+
 int64_t store_sub_id(store_t *s, const char *topic, const char *function)
 {
     sqlite3_stmt *st = NULL;
@@ -470,7 +502,6 @@ int store_insert_message(store_t *s, const char *mid, const char *topic,
     sqlite3_bind_int64(st, 6, now_ms);
     if (step_done(s, st) != 0) return -1;
     s->next_msg_id++;
-    s->next_id_dirty = true;
     return 0;
 }
 
@@ -663,6 +694,7 @@ int store_gc(store_t *s, broker_t *b)
     sqlite3_bind_int64(s->gc_msgs, 2, hi);
     if (step_done(s, s->gc_msgs) != 0) return -1;
     s->gc_floor = hi;
+    s->next_id_dirty = true;   /* the largest id may be gone from `messages` now */
     return 0;
 }
 

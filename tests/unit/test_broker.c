@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "../../broker/broker.h"
@@ -193,4 +194,45 @@ Test(broker, dispatch_mid_turn_sends_only_committed_deliveries)
     zmq_close(dealer);
     zmq_close(router);
     zmq_ctx_term(ctx);
+}
+
+/* Under a steady moderate load (here ~2,000 small commits/s, W3's pace) the
+ * WAL is written from its start again, over and over, long before the
+ * checkpointer's 64 MiB truncate: store_restart_wal() between transactions.
+ * The WAL hook's frame count after each commit shows it: it climbs past
+ * WAL_RESTART_FRAMES and falls back. (Flat out, the loop would rather let the
+ * WAL grow than stop to copy what the checkpointer has not: see store.c.) */
+Test(broker, wal_restarts_under_steady_writes, .timeout = 60)
+{
+    char dir[] = "/tmp/herald-test-wal-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    store_t s;
+    cr_assert_eq(store_open(&s, dir, DURABILITY_OS), 0);
+    char payload[256];
+    memset(payload, 'x', sizeof payload);
+    int restarts = 0, peak = 0, highest = 0;
+    int64_t end = util_mono_ms() + 20000;
+    for (int64_t seq = 1; restarts < 3 && util_mono_ms() < end; seq++) {
+        char mid[32];
+        snprintf(mid, sizeof mid, "p-%lld", (long long)seq);
+        int64_t id;
+        cr_assert_eq(store_begin(&s), 0);
+        cr_assert_eq(store_stage_message(&s, mid, "t", NULL, 0, payload, sizeof payload, 0, &id), 0);
+        cr_assert_eq(store_commit(&s), 0);
+        if (s.wal_now > peak) peak = s.wal_now;
+        if (peak >= WAL_RESTART_FRAMES && s.wal_now < peak / 2) {
+            restarts++;
+            if (peak > highest) highest = peak;
+            peak = s.wal_now;
+        }
+        store_restart_wal(&s);
+        struct timespec pace = { 0, 500000 };
+        nanosleep(&pace, NULL);
+    }
+    store_close(&s);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_geq(restarts, 3, "the WAL restarted %d times", restarts);
+    cr_assert_lt(highest, 16384, "the WAL reached %d frames before starting over", highest);
 }
