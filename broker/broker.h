@@ -229,6 +229,7 @@ struct broker {
     pending_confirm *confirms, **confirms_tail;
     struct pending_reply *admin_pending; /* replay/purge answers, sent after the commit */
     size_t dispatch_rr;                  /* fairness: first sub to serve */
+    size_t worker_rr;                    /* fairness: first worker to serve */
     int64_t heartbeat_ms;
     int64_t started_ms;                  /* wall */
     int64_t last_gc_ms, last_prune_ms, last_disk_ms;   /* monotonic */

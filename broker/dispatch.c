@@ -9,7 +9,9 @@
  * Credits: a worker holds at most `slots` deliveries; a function runs at most
  * its `concurrency` across all workers. Fairness: each worker's free slots are
  * filled one delivery per eligible subscription in turn, starting from a
- * rotating subscription, so one busy queue cannot starve the others. Each
+ * rotating subscription, so one busy queue cannot starve the others; and each
+ * pump starts with the next worker, so that at low rates the work spreads over
+ * every worker instead of all going to the first one with a free slot. Each
  * worker gets one DELIVER batch per turn (split at PROTO_MAX_BATCH).
  */
 #include <stdlib.h>
@@ -104,7 +106,12 @@ void dispatch_pump(broker_t *b, bool mid_turn)
     if (b->nsubs == 0) return;
     if (!mid_turn)
         for (size_t i = 0; i < b->nsubs; i++) queue_refill(b, b->subs[i]);
-    for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) {
+    size_t nw = b->workers.n, first = nw ? b->worker_rr++ % nw : 0;
+    list_node *start = b->workers.head.next;
+    for (size_t k = 0; k < first; k++) start = start->next;
+    for (size_t k = 0; k < nw; k++) {
+        list_node *n = start;
+        start = start->next == &b->workers.head ? b->workers.head.next : start->next;
         worker_t *w = container_of(n, worker_t, link);
         if (w->dead || w->draining || w->busy >= w->slots) continue;
         fill_worker(b, w, mid_turn);

@@ -236,3 +236,70 @@ Test(broker, wal_restarts_under_steady_writes, .timeout = 60)
     cr_assert_geq(restarts, 3, "the WAL restarted %d times", restarts);
     cr_assert_lt(highest, 16384, "the WAL reached %d frames before starting over", highest);
 }
+
+/* At a low rate (one delivery per turn) the work goes round every worker,
+ * not always to the first one with a free slot: a worker that is frozen or
+ * cut off then holds work like the others, and its leases come back `lost`. */
+Test(broker, dispatch_spreads_low_rate_work_over_every_worker)
+{
+    void *ctx = zmq_ctx_new();
+    void *router = zmq_socket(ctx, ZMQ_ROUTER);
+    cr_assert_eq(zmq_bind(router, "inproc://spread-test"), 0);
+    void *dealers[3];
+    for (int i = 0; i < 3; i++) {
+        char rid[4] = { 'w', (char)('1' + i), 0 };
+        dealers[i] = zmq_socket(ctx, ZMQ_DEALER);
+        cr_assert_eq(zmq_setsockopt(dealers[i], ZMQ_ROUTING_ID, rid, 2), 0);
+        cr_assert_eq(zmq_connect(dealers[i], "inproc://spread-test"), 0);
+        zmq_send(dealers[i], "hi", 2, 0);
+        char buf[8];
+        cr_assert_eq(zmq_recv(router, buf, sizeof buf, 0), 2);
+        cr_assert_eq(zmq_recv(router, buf, sizeof buf, 0), 2);
+    }
+    broker_t b;
+    memset(&b, 0, sizeof b);
+    b.wrk_sock = router;
+    msgpack_sbuffer_init(&b.sb);
+    list_init(&b.workers);
+    list_init(&b.invoke_queue);
+    cfg_function fcfg = { .name = "f", .max_attempts = 3 };
+    function_t fn = { .name = "f", .cfg = &fcfg };
+    sub_t s = { .id = 1, .topic = "t", .fn = &fn, .caught_up = true };
+    list_init(&s.ready);
+    sub_t *subs[] = { &s };
+    b.subs = subs;
+    b.nsubs = 1;
+    worker_t w[3];
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < 3; i++) {
+        w[i].slots = 8;
+        w[i].rid_len = 2;
+        w[i].rid[0] = 'w';
+        w[i].rid[1] = (unsigned char)('1' + i);
+        list_init(&w[i].leases);
+        list_push_back(&b.workers, &w[i].link);
+    }
+    for (int i = 0; i < 6; i++) {   /* six turns, one new delivery each */
+        message_t *m = message_new(i + 1, "p-1", "t", NULL, 0);
+        m->payload = strdup("x");
+        m->payload_len = 1;
+        delivery_t *d = delivery_new(&b, &s, m, 0);
+        list_push_back(&s.ready, &d->link);
+        dispatch_pump(&b, false);
+    }
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(w[i].busy, 2, "worker %d holds %u of the 6", i + 1, w[i].busy);
+
+    for (int i = 0; i < 3; i++) {
+        while (w[i].leases.n) {
+            delivery_t *d = container_of(list_first(&w[i].leases), delivery_t, link);
+            list_remove(&w[i].leases, &d->link);
+            delivery_free(&b, d);
+        }
+        zmq_close(dealers[i]);
+    }
+    free(b.leases.slots);
+    msgpack_sbuffer_destroy(&b.sb);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
