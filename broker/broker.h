@@ -192,8 +192,11 @@ typedef struct {
     bool failed;                         /* a staged write failed: the turn must not commit */
     char *path;
     bool checkpoint_stop;       /* checkpoint thread */
-    int wal_backfilled;         /* frames the checkpointer's last pass had copied (atomic) */
+    uint64_t wal_mark;          /* the checkpointer's last pass: WAL cycle << 32 | frames it
+                                   had copied (atomic) */
+    uint32_t wal_cycle;         /* WAL restarts (and truncates) seen by the loop (atomic) */
     int wal_now;                /* frames in the WAL after the loop's last commit */
+    bool wal_restarting;        /* the loop copied the rest: the next write starts the WAL over */
     pthread_t checkpointer;
     bool checkpointer_started;
 } store_t;

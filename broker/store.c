@@ -108,12 +108,20 @@ static int mkdir_p(const char *dir)
     return (mkdir(buf, 0700) == 0 || errno == EEXIST) ? 0 : -1;
 }
 
-/* After each commit of the loop's connection: the WAL's length in frames. */
+/* After each commit of the loop's connection: the WAL's length in frames.
+ * Shorter than after the last commit: the WAL was started over (or
+ * truncated): a new cycle, in which the checkpointer's older figures mean
+ * nothing. */
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
     (void)db;
     (void)name;
-    ((store_t *)arg)->wal_now = frames;
+    store_t *s = arg;
+    if (frames < s->wal_now) {
+        __atomic_add_fetch(&s->wal_cycle, 1, __ATOMIC_RELAXED);
+        s->wal_restarting = false;
+    }
+    s->wal_now = frames;
     return SQLITE_OK;
 }
 
@@ -133,10 +141,12 @@ static void *checkpointer(void *arg)
     sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
     while (!__atomic_load_n(&s->checkpoint_stop, __ATOMIC_ACQUIRE)) {
         int log = 0, done = 0;
+        uint64_t cycle = __atomic_load_n(&s->wal_cycle, __ATOMIC_RELAXED);
         int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
             LOG_WARN("%s: checkpoint: %s", s->path, sqlite3_errmsg(db));
-        __atomic_store_n(&s->wal_backfilled, done, __ATOMIC_RELAXED);
+        if (done >= 0)
+            __atomic_store_n(&s->wal_mark, cycle << 32 | (uint32_t)done, __ATOMIC_RELAXED);
         /* A WAL that grows past ~64 MiB is truncated once the loop lets it:
          * PASSIVE alone lets the file reuse its space, not shrink. */
         if (log > 16384 && done == log)
@@ -428,8 +438,12 @@ int store_commit(store_t *s)
     if (s->next_id_dirty) {
         sqlite3_bind_text(s->set_meta, 1, "next_msg_id", -1, SQLITE_STATIC);
         sqlite3_bind_int64(s->set_meta, 2, s->next_msg_id);
-        step_done(s, s->set_meta);
         s->next_id_dirty = false;
+        if (step_done(s, s->set_meta) != 0) {   /* GC removed the rows that held it: all or nothing */
+            s->in_txn = false;
+            step_done(s, s->rollback);
+            return -1;
+        }
     }
     s->in_txn = false;
     if (step_done(s, s->commit) == 0) return 0;
@@ -450,12 +464,16 @@ int store_commit(store_t *s)
 void store_restart_wal(store_t *s)
 {
     if (s->in_txn) return;
-    int done = __atomic_load_n(&s->wal_backfilled, __ATOMIC_RELAXED);
-    if (s->wal_now < WAL_RESTART_FRAMES || done < s->wal_now - WAL_RESTART_SLACK) return;
+    if (s->wal_restarting || s->wal_now < WAL_RESTART_FRAMES) return;
+    uint64_t mark = __atomic_load_n(&s->wal_mark, __ATOMIC_RELAXED);
+    int done = (int)(uint32_t)mark;
+    if ((uint32_t)(mark >> 32) != __atomic_load_n(&s->wal_cycle, __ATOMIC_RELAXED) ||
+        done < s->wal_now - WAL_RESTART_SLACK)
+        return;   /* figures of an earlier cycle, or too much left to copy here */
     int nlog = 0, ndone = 0;
     if (sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &ndone) == SQLITE_OK &&
         nlog == ndone)
-        s->wal_now = 0;   /* the next transaction starts the WAL over */
+        s->wal_restarting = true;   /* the next transaction starts the WAL over */
 }
 
 int64_t store_sub_id(store_t *s, const char *topic, const char *function)

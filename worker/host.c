@@ -7,10 +7,14 @@
  * writes its progress in its slot of the host board (runner_int.h), which is
  * how main knows which job a crash or a timeout belongs to and when to kill
  * us for overrunning; so results need not go out one by one: they are held
- * and sent together when no job is left to run, when the oldest has waited
- * HOST_HOLD_US, or when they fill HOST_HOLD_BYTES. EOF from main:
- * herald_fini, exit 0. State: the read buffer, the held results and the
- * current response (output ≤ 6 MiB, error ≤ 4 KiB). stdout goes to stderr,
+ * and sent together when no job is left to run or when they fill
+ * HOST_HOLD_BYTES, and a small flusher thread sends them once the oldest has
+ * waited HOST_HOLD_US — so results of quick jobs never wait for a slow job
+ * behind them, nor die with it if it crashes. EOF from main: herald_fini,
+ * exit 0. State: the read buffer, the held results (shared with the flusher,
+ * under its mutex) and the current response (output ≤ 6 MiB, error ≤ 4 KiB).
+ * The flusher blocks every signal and has a small stack (RLIMIT_DATA counts
+ * thread stacks); the handler runs on the main thread. stdout goes to stderr,
  * stdin is /dev/null. RLIMIT_DATA is skipped, with a warning, only when the
  * host already exceeds it before dlopen (a sanitizer build's shadow memory).
  */
@@ -20,6 +24,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
@@ -181,6 +186,69 @@ static int run_job(wbuf *out, host_slot *slot, uint64_t count, herald_handler_fn
     return ret;
 }
 
+/* Results made and not yet sent, shared by the main thread and the flusher. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    wbuf held;
+    int64_t held_since;     /* monotonic µs when the oldest held result was made; 0: none */
+    int sock;
+    bool stop;
+} holder;
+
+/* Sends what is held; the caller holds the mutex. Main gone: exit. */
+static void send_held(holder *h)
+{
+    if (h->held.len && launcher_write_all(h->sock, h->held.p, h->held.len) < 0)
+        _exit(1);
+    h->held.len = h->held.off = 0;
+    h->held_since = 0;
+}
+
+static void *flusher(void *arg)
+{
+    holder *h = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pthread_mutex_lock(&h->mu);
+    while (!h->stop) {
+        if (h->held_since == 0) {
+            pthread_cond_wait(&h->cv, &h->mu);
+            continue;
+        }
+        int64_t due = h->held_since + HOST_HOLD_US;
+        if (clock_us(CLOCK_MONOTONIC) < due) {
+            struct timespec ts = { due / 1000000, (due % 1000000) * 1000 };
+            pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+            continue;
+        }
+        send_held(h);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+/* Starts the flusher; false if it cannot (then every result goes out at once). */
+static bool holder_start(holder *h, int sock, pthread_t *t)
+{
+    memset(h, 0, sizeof *h);
+    h->sock = sock;
+    pthread_condattr_t ca;
+    pthread_attr_t ta;
+    if (pthread_condattr_init(&ca) != 0)
+        return false;
+    bool ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_mutex_init(&h->mu, NULL) == 0 &&
+              pthread_cond_init(&h->cv, &ca) == 0 && pthread_attr_init(&ta) == 0;
+    pthread_condattr_destroy(&ca);
+    if (!ok)
+        return false;
+    pthread_attr_setstacksize(&ta, 64 << 10);
+    ok = pthread_create(t, &ta, flusher, h) == 0;
+    pthread_attr_destroy(&ta);
+    return ok;
+}
+
 void host_main(int sock, const char *b, uint32_t n, host_slot *board)
 {
     util_set_program("herald-host");
@@ -250,9 +318,13 @@ void host_main(int sock, const char *b, uint32_t n, host_slot *board)
         _exit(1);
     wbuf_free(&out);
 
-    wbuf in = { 0 }, results = { 0 };
+    holder hd;
+    pthread_t ft;
+    bool flusher_up = holder_start(&hd, sock, &ft);
+    if (!flusher_up)
+        LOG_WARN("host %s: no flusher thread: results go out one by one", function);
+    wbuf in = { 0 }, one = { 0 };
     uint64_t count = 0;
-    int64_t held_since = 0;   /* monotonic µs: when the oldest held result was made */
     for (;;) {
         if (!wbuf_reserve(&in, 1 << 16)) {
             LOG_ERROR("host %s: out of memory reading jobs", function);
@@ -268,25 +340,46 @@ void host_main(int sock, const char *b, uint32_t n, host_slot *board)
         uint32_t len;
         bool bad = false;
         while (msg_next(&in, &body, &len, &bad)) {
+            one.len = one.off = 0;
             if (body[0] != CH_H_JOB ||
-                run_job(&results, slot, ++count, fn, function, timeout_ms, body + 1, len - 1) < 0) {
+                run_job(&one, slot, ++count, fn, function, timeout_ms, body + 1, len - 1) < 0) {
                 LOG_ERROR("host %s: bad job", function);
                 _exit(1);
             }
-            int64_t now = clock_us(CLOCK_MONOTONIC);
-            if (held_since == 0)
-                held_since = now;
-            bool more = msg_pending(&in);
-            if (!more || now - held_since >= HOST_HOLD_US || results.len >= HOST_HOLD_BYTES) {
-                if (launcher_write_all(sock, results.p, results.len) < 0) _exit(1);   /* main is gone */
-                results.len = results.off = 0;
-                held_since = 0;
+            if (!flusher_up) {
+                if (launcher_write_all(sock, one.p, one.len) < 0) _exit(1);   /* main is gone */
+                continue;
             }
+            bool more = msg_pending(&in);
+            pthread_mutex_lock(&hd.mu);
+            wbuf_put(&hd.held, one.p, one.len);
+            if (hd.held.failed) {
+                LOG_ERROR("host %s: out of memory holding a result", function);
+                _exit(1);
+            }
+            bool wake = false;
+            if (!more || hd.held.len >= HOST_HOLD_BYTES) {
+                send_held(&hd);
+            } else if (hd.held_since == 0) {
+                hd.held_since = clock_us(CLOCK_MONOTONIC);
+                wake = true;   /* the flusher starts the clock */
+            }
+            pthread_mutex_unlock(&hd.mu);
+            if (wake)
+                pthread_cond_signal(&hd.cv);
         }
         if (bad) {
             LOG_ERROR("host %s: malformed job stream", function);
             _exit(1);
         }
+    }
+    if (flusher_up) {
+        pthread_mutex_lock(&hd.mu);
+        send_held(&hd);
+        hd.stop = true;
+        pthread_mutex_unlock(&hd.mu);
+        pthread_cond_signal(&hd.cv);
+        pthread_join(ft, NULL);
     }
     if (fini)
         fini();

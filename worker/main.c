@@ -173,7 +173,11 @@ static void on_deliver(worker_t *w, const proto_deliver *d, proto_frames *f)
                          .message_id = e->message_id, .attempt = (int)e->attempt,
                          .max_attempts = (int)e->max_attempts, .attrs = e->attrs, .nattrs = e->nattrs,
                          .payload = frames_data(f, 1 + (int)i), .payload_len = frames_size(f, 1 + (int)i) };
-        if (runner_submit(w->runner, &j) != 0) {
+        int rc = runner_submit(w->runner, &j);
+        if (rc == -2) {   /* no launcher: back to the broker unstarted, for another worker */
+            runner_result r = { .token = e->lease, .outcome = OUT_RETURNED };
+            on_result(w, &r);
+        } else if (rc != 0) {
             runner_result r = { .token = e->lease, .outcome = OUT_ERROR, .started_ms = util_wall_ms(),
                                 .error = "function not available on this worker" };
             on_result(w, &r);
@@ -429,6 +433,13 @@ int main(int argc, char **argv)
         if (handshake_refused(&w)) { w.exit_code = 1; break; }
         runner_dispatch(w.runner, on_result, &w);
         if (w.nresults) flush_results(&w);
+        if (runner_broken(w.runner)) {
+            /* Every delivery it still got would fail here: go, so that the
+             * broker gives them to other workers and a supervisor restarts us. */
+            fprintf(stderr, "herald-worker: the handler launcher died: no handler can start; exiting\n");
+            w.exit_code = 1;
+            break;
+        }
     }
 out:
     if (w.mon) zmq_close(w.mon);

@@ -640,17 +640,24 @@ static void host_exited(runner_t *r, host *h, int status)
         return;
     }
     /* What the board says it did (it is dead: its last writes are all seen).
-     * Jobs it finished whose results died with it, and jobs it never began,
-     * go back to the broker without counting an attempt; the one it was
-     * running is charged the crash or the timeout — unless main killed it
-     * for overrunning another job, which finished just in time. */
+     * The job it was running is charged the crash or the timeout — unless
+     * main killed it for overrunning another job, which finished just in
+     * time. Dead between jobs, it is the last job it finished (a thread or
+     * an atexit of that handler, say): charged rather than run again
+     * uncounted forever. The other jobs it finished, whose results died with
+     * it, and those it never began go back to the broker without counting an
+     * attempt. A host that did not die of its own doing (the launcher went,
+     * main killed it for a start that took too long) is charged nothing. */
     const host_slot *sl = &r->board[h->slot];
     uint64_t started = atomic_load(&sl->started), done = atomic_load(&sl->done);
+    uint64_t culprit = h->backstop ? h->kill_for : started;
+    if (status < 0 || (h->backstop && (h->kill_for == 0 || done >= h->kill_for)))
+        culprit = 0;
     uint64_t count = h->reported;
     job *j;
     while ((j = jobq_pop(&h->sent))) {
         count++;
-        if (count != started || started == done || (h->backstop && h->kill_for != count)) {
+        if (count != culprit) {
             deliver(r, j->token, OUT_RETURNED, 0, 0, NULL, NULL, 0);
             job_free(j);
             continue;
@@ -660,7 +667,10 @@ static void host_exited(runner_t *r, host *h, int status)
         uint32_t dur = (uint32_t)((now - began) * 1000);
         char text[320];
         proto_outcome o;
-        if (status >= 0 && h->backstop) {
+        if (started == done && !h->backstop) {
+            o = OUT_CRASHED;
+            snprintf(text, sizeof text, "the handler's host died after it returned: %s", why);
+        } else if (h->backstop) {
             o = OUT_TIMEOUT;
             if (h->timeout_ms % 1000 == 0)
                 snprintf(text, sizeof text, "timeout after %u s", h->timeout_ms / 1000);
@@ -905,28 +915,60 @@ runner_t *runner_new(const runner_opts *o)
         close(board_fd);
         goto fail_dir;
     }
-    pid_t pid = fork();
-    if (pid < 0) {
-        LOG_ERROR("runner: fork: %s", strerror(errno));
-        close(sv[0]);
-        close(sv[1]);
-        close(board_fd);
-        goto fail_dir;
-    }
-    if (pid == 0) {
-        /* The launcher: keep 0–2, our channel as fd 3 and (for an exec'd
-         * launcher) the board as fd 4, nothing else. */
-        int ch = fcntl(sv[1], F_DUPFD, 10), bd = fcntl(board_fd, F_DUPFD, 10);
-        if (ch < 0 || bd < 0 || dup2(ch, 3) < 0 || dup2(bd, 4) < 0)
-            _exit(127);
-        if (exe) {
-            launcher_close_from(5);
-            char *argv[] = { (char *)"herald-launcher", r->wdir, NULL };
-            execv(exe, argv);
-            _exit(127);   /* main sees the channel close: "the launcher died" */
+    pid_t pid;
+    for (;;) {
+        /* An exec'd launcher reports a failed exec on this pipe (closed by a
+         * good one): then the launcher is forked as if there were none. */
+        int st[2] = { -1, -1 };
+        if (exe && pipe2(st, O_CLOEXEC) < 0)
+            exe = NULL;
+        pid = fork();
+        if (pid < 0) {
+            LOG_ERROR("runner: fork: %s", strerror(errno));
+            close(sv[0]);
+            close(sv[1]);
+            close(board_fd);
+            if (exe) {
+                close(st[0]);
+                close(st[1]);
+            }
+            goto fail_dir;
         }
-        launcher_close_from(4);
-        launcher_main(3, r->wdir, r->board);
+        if (pid == 0) {
+            /* The launcher: keep 0–2, our channel as fd 3 and (for an exec'd
+             * launcher) the board as fd 4, nothing else. */
+            int ch = fcntl(sv[1], F_DUPFD, 10), bd = fcntl(board_fd, F_DUPFD, 10);
+            int rep = exe ? fcntl(st[1], F_DUPFD_CLOEXEC, 10) : -1;
+            if (ch < 0 || bd < 0 || (exe && rep < 0) || dup2(ch, 3) < 0 || dup2(bd, 4) < 0)
+                _exit(127);
+            if (exe) {
+                if (dup2(rep, 5) < 0 || fcntl(5, F_SETFD, FD_CLOEXEC) < 0)
+                    _exit(127);
+                launcher_close_from(6);
+                char *argv[] = { (char *)"herald-launcher", r->wdir, NULL };
+                execv(exe, argv);
+                int e = errno;
+                if (write(5, &e, sizeof e) < 0)
+                    _exit(127);
+                _exit(127);
+            }
+            launcher_close_from(4);
+            launcher_main(3, r->wdir, r->board);
+        }
+        if (!exe)
+            break;
+        close(st[1]);
+        int e = 0;
+        ssize_t got;
+        while ((got = read(st[0], &e, sizeof e)) < 0 && errno == EINTR)
+            ;
+        close(st[0]);
+        if (got <= 0)
+            break;   /* exec'd (or, a read error, unknowable: then it runs) */
+        waitpid(pid, NULL, 0);
+        LOG_WARN("runner: cannot run %s: %s: forking the launcher instead", exe,
+                 got == (ssize_t)sizeof e ? strerror(e) : "it failed to start");
+        exe = NULL;
     }
     close(board_fd);
     close(sv[1]);
@@ -1300,9 +1342,10 @@ int runner_submit(runner_t *r, const runner_job *j)
         LOG_ERROR("runner: submit: unknown function %s", j->function);
         return -1;
     }
-    if (f->refused || r->broken) {
-        LOG_ERROR("runner: submit: function %s %s", j->function,
-                  r->broken ? "cannot run: the launcher is gone" : "is refused");
+    if (r->broken)
+        return -2;   /* not the function's fault: the caller hands it back */
+    if (f->refused) {
+        LOG_ERROR("runner: submit: function %s is refused", j->function);
         return -1;
     }
     return f->def.native ? submit_native(r, f, j) : submit_exec(r, f, j);
@@ -1313,12 +1356,15 @@ int runner_fd(const runner_t *r)
     return r ? r->epfd : -1;
 }
 
-/* When main kills h if it is still at it (monotonic ms), or -1: no deadline.
- * A running job (the board says so): its start + the function's timeout —
- * the host arms no timer of its own. A start (dlopen + herald_init):
- * HOST_START_MS. */
-static int64_t host_deadline(const runner_t *r, const host *h)
+/* When main kills h if it is still at it (monotonic ms), or -1: no deadline;
+ * *job: the job (count) that deadline is for, 0 for none. A running job (the
+ * board says so): its start + the function's timeout — the host arms no
+ * timer of its own. Between jobs with more written into it: the next one
+ * starts now at the earliest, so look again by now + timeout. A start
+ * (dlopen + herald_init): HOST_START_MS. */
+static int64_t host_deadline(const runner_t *r, const host *h, uint64_t *job)
 {
+    *job = 0;
     if (h->backstop || h->fd < 0)
         return -1;
     if (h->state == H_STARTING)
@@ -1328,7 +1374,8 @@ static int64_t host_deadline(const runner_t *r, const host *h)
     const host_slot *sl = &r->board[h->slot];
     uint64_t started = atomic_load_explicit(&sl->started, memory_order_acquire);
     if (started == atomic_load_explicit(&sl->done, memory_order_acquire))
-        return -1;   /* between jobs */
+        return util_mono_ms() + h->timeout_ms;   /* between jobs: not a kill, a wake-up */
+    *job = started;
     return atomic_load_explicit(&sl->start_ms, memory_order_relaxed) + h->timeout_ms;
 }
 
@@ -1340,14 +1387,17 @@ int runner_next_timeout_ms(const runner_t *r)
         return 0;   /* submitted jobs wait in buffers: dispatch now */
     int64_t best = -1, now = util_mono_ms();
     for (fn *f = r->fns; f; f = f->next)
-        for (host *h = f->hosts; h; h = h->next)
-            if (host_deadline(r, h) >= 0) {
-                int64_t left = host_deadline(r, h) - now;
+        for (host *h = f->hosts; h; h = h->next) {
+            uint64_t job;
+            int64_t dl = host_deadline(r, h, &job);
+            if (dl >= 0) {
+                int64_t left = dl - now;
                 if (left < 0)
                     left = 0;
                 if (best < 0 || left < best)
                     best = left;
             }
+        }
     return best > INT_MAX ? INT_MAX : (int)best;
 }
 
@@ -1410,13 +1460,14 @@ void runner_dispatch(runner_t *r, runner_result_fn *cb, void *arg)
     int64_t now = util_mono_ms();
     for (fn *f = r->fns; f && !r->broken; f = f->next)
         for (host *h = f->hosts; h; h = h->next) {
-            int64_t dl = host_deadline(r, h);
+            uint64_t job;
+            int64_t dl = host_deadline(r, h, &job);
             if (dl >= 0 && now >= dl) {
                 if (h->state == H_STARTING)
                     LOG_ERROR("runner: a host of %s did not start in %d s: killing it",
                               f->def.name, HOST_START_MS / 1000);
                 h->backstop = true;
-                h->kill_for = atomic_load(&r->board[h->slot].started);
+                h->kill_for = job;   /* the job the deadline was for, whatever runs by the kill */
                 lsend_kill(r, h->id);
             }
         }
@@ -1452,6 +1503,11 @@ void runner_cancel_all(runner_t *r)
     r->busy = 0;
     if (!r->in_dispatch)
         free_graveyard(r);
+}
+
+bool runner_broken(const runner_t *r)
+{
+    return !r || r->broken;
 }
 
 size_t runner_busy(const runner_t *r)

@@ -74,8 +74,9 @@ void runner_destroy(runner_t **r);
  * library, herald_init() failing, …), in which case the function is refused. */
 int runner_define(runner_t *r, const proto_fndef *fn);
 
-/* Queues one attempt; everything is copied. 0, or -1 if the function is
- * unknown/refused (no callback will come for it). */
+/* Queues one attempt; everything is copied. 0; -1 if the function is
+ * unknown/refused; -2 if the runner is broken (its launcher died: nothing can
+ * start any more). No callback comes for a job that was not queued. */
 int runner_submit(runner_t *r, const runner_job *j);
 
 /* The one descriptor the caller polls for POLLIN. */
@@ -93,6 +94,9 @@ void runner_dispatch(runner_t *r, runner_result_fn *cb, void *arg);
 /* Fencing: kills every running handler and drops every queued job, without
  * callbacks (the broker treats them as lost). Hosts are replaced lazily. */
 void runner_cancel_all(runner_t *r);
+
+/* The launcher died: no handler can start any more (the worker should go). */
+bool runner_broken(const runner_t *r);
 
 /* Jobs submitted and not yet reported. */
 size_t runner_busy(const runner_t *r);

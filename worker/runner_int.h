@@ -67,6 +67,9 @@ typedef struct {
     char pad[64 - 3 * 8];       /* a cache line each: hosts do not share lines */
 } host_slot;
 
+/* The slots are shared between processes: their atomics must not be emulated with locks. */
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "the host board needs lock-free 64-bit atomics");
+
 #define HOST_SLOTS 4096         /* live native hosts per worker, at most (256 KiB, touched lazily) */
 #define HOST_HOLD_US 1000       /* a host sends its held results once the oldest is this old */
 #define HOST_HOLD_BYTES (256u << 10)   /* … or once they fill this much */

@@ -147,6 +147,25 @@ static void wait_results(fixture *f, int n, int ms)
     wait_for(f, have_n, &n, ms);
 }
 
+/* As herald-worker waits: only as long as runner_next_timeout_ms() says (no
+ * look every 50 ms), so a deadline the runner forgets is missed here too. */
+static void wait_results_as_worker(fixture *f, int n, int ms)
+{
+    int64_t end = util_mono_ms() + ms;
+    for (;;) {
+        runner_dispatch(f->r, collect, f->c);
+        if (f->c->n >= n)
+            return;
+        int64_t left = end - util_mono_ms();
+        cr_assert(left > 0, "timed out after %d ms (%d results)", ms, f->c->n);
+        int t = runner_next_timeout_ms(f->r);
+        if (t < 0 || t > left)
+            t = (int)left;
+        struct pollfd p = { .fd = runner_fd(f->r), .events = POLLIN };
+        poll(&p, 1, t);
+    }
+}
+
 static bool file_exists(fixture *f, void *arg)
 {
     (void)f;
@@ -610,10 +629,19 @@ static void parent_exe(pid_t pid, char *out, size_t n)
  * both run exec and native handlers alike. */
 Test(runner, launcher_program_or_fork_both_run_handlers, .timeout = 30)
 {
-    const char *kinds[] = { "program", "fork", "missing" };
-    for (int k = 0; k < 3; k++) {
+    /* "broken": executable, but exec fails (ENOEXEC): the worker must notice
+     * and fork, not run on with a dead launcher */
+    char broken[] = "/tmp/herald-test-launcher-XXXXXX";
+    int bfd = mkstemp(broken);
+    cr_assert(bfd >= 0);
+    cr_assert_eq(write(bfd, "not a program\n", 14), 14);
+    close(bfd);
+    chmod(broken, 0755);
+    const char *kinds[] = { "program", "fork", "missing", "broken" };
+    const char *paths[] = { launcher_program(), NULL, "/nonexistent/herald-launcher", broken };
+    for (int k = 0; k < 4; k++) {
         fixture f;
-        setup_with(&f, 1, k == 0 ? launcher_program() : k == 1 ? NULL : "/nonexistent/herald-launcher");
+        setup_with(&f, 1, paths[k]);
         define_native(&f, "echo", 5000, NULL, 0);
         const char *argv[] = { "/bin/sh", "-c", "echo hi", NULL };
         define_exec(&f, "sh", argv, 5000, 0, NULL, 0);
@@ -632,6 +660,38 @@ Test(runner, launcher_program_or_fork_both_run_handlers, .timeout = 30)
             cr_assert_str_neq(base, "herald-launcher", "%s: the host's parent runs %s", kinds[k], exe);
         teardown(&f);
     }
+    unlink(broken);
+}
+
+/* A quick job's held result does not wait for the slow job behind it (the
+ * host's flusher sends it), and the slow job's timeout is enforced on time
+ * even though main last looked while the host was between the two jobs. */
+Test(runner, native_quick_result_not_held_behind_a_slow_job_and_timeout_on_time, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    define_native(&f, "slow", 300, NULL, 0);
+    submit_str(&f, "slow", 1, "warm");
+    wait_results(&f, 1, 10000);
+    submit_str(&f, "slow", 2, "x");
+    submit_str(&f, "slow", 3, "sleep");
+    wait_results_as_worker(&f, 2, 10000);
+    const runner_result *r = f.c->n >= 2 ? &f.c->res[1] : NULL;
+    cr_assert(r && r->token == 2, "the quick job's result came first");
+    cr_assert_eq(r->outcome, OUT_OK);
+    wait_results_as_worker(&f, 3, 10000);
+    r = by_token(&f, 3);
+    cr_assert_eq(r->outcome, OUT_TIMEOUT);
+    cr_assert(r->duration_us >= 250000 && r->duration_us < 700000, "killed after %u us", r->duration_us);
+    /* A slow job sent to an idle host: main's first look comes before the
+     * host has started it, and nothing else wakes main until its deadline. */
+    wait_results(&f, 3, 10000);
+    submit_str(&f, "slow", 4, "sleep");
+    wait_results_as_worker(&f, 4, 10000);
+    r = by_token(&f, 4);
+    cr_assert_eq(r->outcome, OUT_TIMEOUT);
+    cr_assert(r->duration_us >= 250000 && r->duration_us < 700000, "killed after %u us", r->duration_us);
+    teardown(&f);
 }
 
 /* A host holds results to send them together; when it crashes, results it
@@ -653,9 +713,13 @@ Test(runner, native_held_results_of_a_crashed_host_are_returned, .timeout = 30)
     submit_str(&f, "echo", 5, "c");
     wait_results(&f, 5, 10000);
     for (uint64_t t = 2; t <= 3; t++) {
+        /* RETURNED when the crash came before the flusher sent them (within
+         * HOST_HOLD_US, the usual case); OK if it sent them first. Never charged. */
         const runner_result *r = by_token(&f, t);
-        cr_assert_eq(r->outcome, OUT_RETURNED, "job %lu: outcome %d", (unsigned long)t, r->outcome);
-        cr_assert_null(r->error);
+        cr_assert(r->outcome == OUT_RETURNED || r->outcome == OUT_OK, "job %lu: outcome %d",
+                  (unsigned long)t, r->outcome);
+        if (r->outcome == OUT_RETURNED)
+            cr_assert_null(r->error);
     }
     const runner_result *r = by_token(&f, 4);
     cr_assert_eq(r->outcome, OUT_CRASHED);
