@@ -10,7 +10,9 @@
  * and sent together when no job is left to run or when they fill
  * HOST_HOLD_BYTES, and a small flusher thread sends them once the oldest has
  * waited HOST_HOLD_US — so results of quick jobs never wait for a slow job
- * behind them, nor die with it if it crashes. EOF from main: herald_fini,
+ * behind them, nor die with it if it crashes. The flusher sleeps on a
+ * timerfd that main arms when it starts holding and disarms when it sends:
+ * a batch that ends in time costs two syscalls and wakes nobody. EOF from main: herald_fini,
  * exit 0. State: the read buffer, the held results (shared with the flusher,
  * under its mutex) and the current response (output ≤ 6 MiB, error ≤ 4 KiB).
  * The flusher blocks every signal and has a small stack (RLIMIT_DATA counts
@@ -30,6 +32,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -189,12 +192,18 @@ static int run_job(wbuf *out, host_slot *slot, uint64_t count, herald_handler_fn
 /* Results made and not yet sent, shared by the main thread and the flusher. */
 typedef struct {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     wbuf held;
     int64_t held_since;     /* monotonic µs when the oldest held result was made; 0: none */
     int sock;
+    int tfd;                /* the flusher's alarm clock */
     bool stop;
 } holder;
+
+static void arm_us(holder *h, int64_t us)
+{
+    struct itimerspec it = { { 0, 0 }, { us / 1000000, (us % 1000000) * 1000 } };
+    timerfd_settime(h->tfd, 0, &it, NULL);   /* 0 disarms */
+}
 
 /* Sends what is held; the caller holds the mutex. Main gone: exit. */
 static void send_held(holder *h)
@@ -211,22 +220,23 @@ static void *flusher(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    pthread_mutex_lock(&h->mu);
-    while (!h->stop) {
-        if (h->held_since == 0) {
-            pthread_cond_wait(&h->cv, &h->mu);
-            continue;
+    for (;;) {
+        uint64_t fired;
+        if (read(h->tfd, &fired, sizeof fired) < 0 && errno != EINTR && errno != EAGAIN)
+            return NULL;
+        pthread_mutex_lock(&h->mu);
+        bool stop = h->stop;
+        if (!stop && h->held_since) {
+            int64_t left = h->held_since + HOST_HOLD_US - clock_us(CLOCK_MONOTONIC);
+            if (left > 0)
+                arm_us(h, left);   /* main re-armed it for a newer hold */
+            else
+                send_held(h);
         }
-        int64_t due = h->held_since + HOST_HOLD_US;
-        if (clock_us(CLOCK_MONOTONIC) < due) {
-            struct timespec ts = { due / 1000000, (due % 1000000) * 1000 };
-            pthread_cond_timedwait(&h->cv, &h->mu, &ts);
-            continue;
-        }
-        send_held(h);
+        pthread_mutex_unlock(&h->mu);
+        if (stop)
+            return NULL;
     }
-    pthread_mutex_unlock(&h->mu);
-    return NULL;
 }
 
 /* Starts the flusher; false if it cannot (then every result goes out at once). */
@@ -234,17 +244,12 @@ static bool holder_start(holder *h, int sock, pthread_t *t)
 {
     memset(h, 0, sizeof *h);
     h->sock = sock;
-    pthread_condattr_t ca;
+    h->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
     pthread_attr_t ta;
-    if (pthread_condattr_init(&ca) != 0)
-        return false;
-    bool ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_mutex_init(&h->mu, NULL) == 0 &&
-              pthread_cond_init(&h->cv, &ca) == 0 && pthread_attr_init(&ta) == 0;
-    pthread_condattr_destroy(&ca);
-    if (!ok)
+    if (h->tfd < 0 || pthread_mutex_init(&h->mu, NULL) != 0 || pthread_attr_init(&ta) != 0)
         return false;
     pthread_attr_setstacksize(&ta, 64 << 10);
-    ok = pthread_create(t, &ta, flusher, h) == 0;
+    bool ok = pthread_create(t, &ta, flusher, h) == 0;
     pthread_attr_destroy(&ta);
     return ok;
 }
@@ -357,16 +362,16 @@ void host_main(int sock, const char *b, uint32_t n, host_slot *board)
                 LOG_ERROR("host %s: out of memory holding a result", function);
                 _exit(1);
             }
-            bool wake = false;
             if (!more || hd.held.len >= HOST_HOLD_BYTES) {
+                bool armed = hd.held_since != 0;
                 send_held(&hd);
+                if (armed)
+                    arm_us(&hd, 0);
             } else if (hd.held_since == 0) {
                 hd.held_since = clock_us(CLOCK_MONOTONIC);
-                wake = true;   /* the flusher starts the clock */
+                arm_us(&hd, HOST_HOLD_US);   /* the flusher sends them if we do not in time */
             }
             pthread_mutex_unlock(&hd.mu);
-            if (wake)
-                pthread_cond_signal(&hd.cv);
         }
         if (bad) {
             LOG_ERROR("host %s: malformed job stream", function);
@@ -377,8 +382,8 @@ void host_main(int sock, const char *b, uint32_t n, host_slot *board)
         pthread_mutex_lock(&hd.mu);
         send_held(&hd);
         hd.stop = true;
+        arm_us(&hd, 1);   /* wake it to see stop */
         pthread_mutex_unlock(&hd.mu);
-        pthread_cond_signal(&hd.cv);
         pthread_join(ft, NULL);
     }
     if (fini)

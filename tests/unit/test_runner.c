@@ -682,7 +682,7 @@ Test(runner, native_quick_result_not_held_behind_a_slow_job_and_timeout_on_time,
     wait_results_as_worker(&f, 3, 10000);
     r = by_token(&f, 3);
     cr_assert_eq(r->outcome, OUT_TIMEOUT);
-    cr_assert(r->duration_us >= 250000 && r->duration_us < 700000, "killed after %u us", r->duration_us);
+    cr_assert(r->duration_us >= 250000 && r->duration_us < 2000000, "killed after %u us", r->duration_us);
     /* A slow job sent to an idle host: main's first look comes before the
      * host has started it, and nothing else wakes main until its deadline. */
     wait_results(&f, 3, 10000);
@@ -690,7 +690,7 @@ Test(runner, native_quick_result_not_held_behind_a_slow_job_and_timeout_on_time,
     wait_results_as_worker(&f, 4, 10000);
     r = by_token(&f, 4);
     cr_assert_eq(r->outcome, OUT_TIMEOUT);
-    cr_assert(r->duration_us >= 250000 && r->duration_us < 700000, "killed after %u us", r->duration_us);
+    cr_assert(r->duration_us >= 250000 && r->duration_us < 2000000, "killed after %u us", r->duration_us);
     teardown(&f);
 }
 
