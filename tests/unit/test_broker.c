@@ -92,12 +92,87 @@ Test(broker, timers_wake_deliveries_in_visible_order)
     free(b.timers);
 }
 
-/* Mid-turn dispatch (between PUBLISH messages of a long turn) sends only what
- * earlier transactions committed: a delivery published in the open
- * transaction stays queued until the commit, then goes out. Drives the real
- * dispatch code over an inproc ROUTER/DEALER pair and decodes what arrives. */
-static uint32_t delivered(void *dealer, uint64_t *first_lease)
+/* A broker with one subscription ("t" → "f") and a ROUTER worker socket on
+ * inproc, to drive the real dispatch code; workers are DEALERs attached to it. */
+typedef struct {
+    void *ctx, *router;
+    broker_t b;
+    cfg_function fcfg;
+    function_t fn;
+    sub_t s;
+    sub_t *subs[1];
+} dispatch_fx;
+
+static void dfx_init(dispatch_fx *x, const char *endpoint)
 {
+    memset(x, 0, sizeof *x);
+    x->ctx = zmq_ctx_new();
+    x->router = zmq_socket(x->ctx, ZMQ_ROUTER);
+    cr_assert_eq(zmq_bind(x->router, endpoint), 0);
+    x->b.wrk_sock = x->router;
+    msgpack_sbuffer_init(&x->b.sb);
+    list_init(&x->b.workers);
+    list_init(&x->b.invoke_queue);
+    x->fcfg = (cfg_function){ .name = "f", .max_attempts = 3 };
+    x->fn = (function_t){ .name = "f", .cfg = &x->fcfg };
+    x->s = (sub_t){ .id = 1, .topic = "t", .fn = &x->fn, .caught_up = true };
+    list_init(&x->s.ready);
+    x->subs[0] = &x->s;
+    x->b.subs = x->subs;
+    x->b.nsubs = 1;
+}
+
+/* Connects a DEALER named rid and registers worker w (slots) for it. */
+static void *dfx_worker(dispatch_fx *x, const char *endpoint, worker_t *w, const char *rid, uint32_t slots)
+{
+    void *d = zmq_socket(x->ctx, ZMQ_DEALER);
+    cr_assert_eq(zmq_setsockopt(d, ZMQ_ROUTING_ID, rid, strlen(rid)), 0);
+    cr_assert_eq(zmq_connect(d, endpoint), 0);
+    zmq_send(d, "hi", 2, 0);   /* the ROUTER learns the routing id */
+    char buf[8];
+    cr_assert_eq(zmq_recv(x->router, buf, sizeof buf, 0), (int)strlen(rid));
+    cr_assert_eq(zmq_recv(x->router, buf, sizeof buf, 0), 2);
+    memset(w, 0, sizeof *w);
+    w->slots = slots;
+    w->rid_len = strlen(rid);
+    memcpy(w->rid, rid, w->rid_len);
+    list_init(&w->leases);
+    list_push_back(&x->b.workers, &w->link);
+    return d;
+}
+
+/* A READY delivery of a new message "p-N" (payload "x") at the queue's tail. */
+static delivery_t *dfx_delivery(dispatch_fx *x, int n)
+{
+    char mid[16];
+    snprintf(mid, sizeof mid, "p-%d", n);
+    message_t *m = message_new(n, mid, "t", NULL, 0);
+    m->payload = strdup("x");
+    m->payload_len = 1;
+    delivery_t *d = delivery_new(&x->b, &x->s, m, 0);
+    list_push_back(&x->s.ready, &d->link);
+    return d;
+}
+
+static void dfx_fini(dispatch_fx *x, worker_t *ws, int nw)
+{
+    for (int i = 0; i < nw; i++)
+        while (ws[i].leases.n) {
+            delivery_t *d = container_of(list_first(&ws[i].leases), delivery_t, link);
+            list_remove(&ws[i].leases, &d->link);
+            delivery_free(&x->b, d);   /* the last reference frees the message and its payload */
+        }
+    free(x->b.leases.slots);
+    msgpack_sbuffer_destroy(&x->b.sb);
+    zmq_close(x->router);
+}
+
+/* The next DELIVER on dealer (0 if none waits): its entry count, and the
+ * first entry's lease and message id. */
+static uint32_t delivered(void *dealer, int wait_ms, uint64_t *first_lease, char first_mid[16])
+{
+    zmq_pollitem_t it = { dealer, 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll(&it, 1, wait_ms) <= 0) return 0;
     proto_frames f;
     memset(&f, 0, sizeof f);
     if (frames_recv(dealer, &f, PROTO_MAX_FRAMES + 1, ZMQ_DONTWAIT) != 0) return 0;
@@ -107,93 +182,49 @@ static uint32_t delivered(void *dealer, uint64_t *first_lease)
     cr_assert_eq(m.type, MSG_DELIVER);
     uint32_t n = m.u.deliver.n;
     *first_lease = m.u.deliver.ds[0].lease;
-    cr_assert_str_eq(m.u.deliver.ds[0].message_id, "p-1");
+    snprintf(first_mid, 16, "%s", m.u.deliver.ds[0].message_id);
     proto_msg_clear(&m);
     frames_close(&f);
+    free(f.parts);
     return n;
 }
 
+/* Mid-turn dispatch (between PUBLISH messages of a long turn) sends only what
+ * earlier transactions committed: a delivery published in the open
+ * transaction stays queued until the commit, then goes out. Drives the real
+ * dispatch code over an inproc ROUTER/DEALER pair and decodes what arrives. */
 Test(broker, dispatch_mid_turn_sends_only_committed_deliveries)
 {
-    void *ctx = zmq_ctx_new();
-    void *router = zmq_socket(ctx, ZMQ_ROUTER), *dealer = zmq_socket(ctx, ZMQ_DEALER);
-    cr_assert_eq(zmq_bind(router, "inproc://dispatch-test"), 0);
-    cr_assert_eq(zmq_setsockopt(dealer, ZMQ_ROUTING_ID, "w1", 2), 0);
-    cr_assert_eq(zmq_connect(dealer, "inproc://dispatch-test"), 0);
-    zmq_send(dealer, "hi", 2, 0);   /* the ROUTER learns the routing id */
-    char rid[8], hi[8];
-    cr_assert_eq(zmq_recv(router, rid, sizeof rid, 0), 2);
-    cr_assert_eq(zmq_recv(router, hi, sizeof hi, 0), 2);
-
-    broker_t b;
-    memset(&b, 0, sizeof b);
-    b.wrk_sock = router;
-    msgpack_sbuffer_init(&b.sb);
-    list_init(&b.workers);
-    list_init(&b.invoke_queue);
-    cfg_function fcfg = { .name = "f", .max_attempts = 3 };
-    function_t fn = { .name = "f", .cfg = &fcfg };
-    sub_t s = { .id = 1, .topic = "t", .fn = &fn, .caught_up = true };
-    list_init(&s.ready);
-    sub_t *subs[] = { &s };
-    b.subs = subs;
-    b.nsubs = 1;
-    worker_t w = { .slots = 10, .rid_len = 2 };
-    memcpy(w.rid, "w1", 2);
-    list_init(&w.leases);
-    list_push_back(&b.workers, &w.link);
-
-    message_t *msgs[4];
-    for (int i = 0; i < 4; i++) {
-        char mid[8];
-        snprintf(mid, sizeof mid, "p-%d", i + 1);
-        msgs[i] = message_new(i + 1, mid, "t", NULL, 0);
-        msgs[i]->payload = strdup("x");
-        msgs[i]->payload_len = 1;
-        delivery_t *d = delivery_new(&b, &s, msgs[i], 0);
-        d->txn = i < 2 ? 4 : 5;   /* two from a committed transaction, two from the open one */
-        list_push_back(&s.ready, &d->link);
-    }
-    b.store.in_txn = true;
-    b.store.txn_no = 5;
-    uint64_t lease = 0;
-    dispatch_pump(&b, true);
-    cr_assert_eq(delivered(dealer, &lease), 2, "only the committed two go out mid-turn");
-    cr_assert_eq(s.ready.n, 2);
+    dispatch_fx x;
+    const char *ep = "inproc://dispatch-test";
+    dfx_init(&x, ep);
+    worker_t w;
+    void *dealer = dfx_worker(&x, ep, &w, "w1", 10);
+    for (int i = 0; i < 4; i++)
+        dfx_delivery(&x, i + 1)->txn = i < 2 ? 4 : 5;   /* two committed, two of the open transaction */
+    x.b.store.in_txn = true;
+    x.b.store.txn_no = 5;
+    uint64_t lease = 0, l2 = 0;
+    char mid[16];
+    dispatch_pump(&x.b, true);
+    cr_assert_eq(delivered(dealer, 1000, &lease, mid), 2, "only the committed two go out mid-turn");
+    cr_assert_str_eq(mid, "p-1");
+    cr_assert_eq(x.s.ready.n, 2);
     cr_assert_eq(w.busy, 2);
-    dispatch_pump(&b, true);
-    cr_assert_eq(delivered(dealer, &lease), 0, "nothing more before the commit");
+    dispatch_pump(&x.b, true);
+    cr_assert_eq(delivered(dealer, 0, &l2, mid), 0, "nothing more before the commit");
 
-    b.store.in_txn = false;   /* committed */
-    dispatch_pump(&b, false);
-    uint64_t l2 = 0;
-    zmq_pollitem_t it = { dealer, 0, ZMQ_POLLIN, 0 };
-    zmq_poll(&it, 1, 1000);
-    proto_frames f;
-    memset(&f, 0, sizeof f);
-    cr_assert_eq(frames_recv(dealer, &f, PROTO_MAX_FRAMES + 1, 0), 0);
-    proto_msg m;
-    char err[256];
-    cr_assert_eq(proto_decode(frames_data(&f, 0), frames_size(&f, 0), &m, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(m.u.deliver.n, 2);
-    cr_assert_str_eq(m.u.deliver.ds[0].message_id, "p-3");
-    l2 = m.u.deliver.ds[0].lease;
+    x.b.store.in_txn = false;   /* committed */
+    dispatch_pump(&x.b, false);
+    cr_assert_eq(delivered(dealer, 1000, &l2, mid), 2);
+    cr_assert_str_eq(mid, "p-3");
     cr_assert_gt(l2, lease);
-    proto_msg_clear(&m);
-    frames_close(&f);
-    cr_assert_eq(s.ready.n, 0);
+    cr_assert_eq(x.s.ready.n, 0);
     cr_assert_eq(w.busy, 4);
 
-    while (w.leases.n) {
-        delivery_t *d = container_of(list_first(&w.leases), delivery_t, link);
-        list_remove(&w.leases, &d->link);
-        delivery_free(&b, d);   /* the last reference frees the message and its payload */
-    }
-    free(b.leases.slots);
-    msgpack_sbuffer_destroy(&b.sb);
     zmq_close(dealer);
-    zmq_close(router);
-    zmq_ctx_term(ctx);
+    dfx_fini(&x, &w, 1);
+    zmq_ctx_term(x.ctx);
 }
 
 /* Under a steady moderate load (here ~2,000 small commits/s, W3's pace) the
@@ -242,64 +273,20 @@ Test(broker, wal_restarts_under_steady_writes, .timeout = 60)
  * cut off then holds work like the others, and its leases come back `lost`. */
 Test(broker, dispatch_spreads_low_rate_work_over_every_worker)
 {
-    void *ctx = zmq_ctx_new();
-    void *router = zmq_socket(ctx, ZMQ_ROUTER);
-    cr_assert_eq(zmq_bind(router, "inproc://spread-test"), 0);
-    void *dealers[3];
-    for (int i = 0; i < 3; i++) {
-        char rid[4] = { 'w', (char)('1' + i), 0 };
-        dealers[i] = zmq_socket(ctx, ZMQ_DEALER);
-        cr_assert_eq(zmq_setsockopt(dealers[i], ZMQ_ROUTING_ID, rid, 2), 0);
-        cr_assert_eq(zmq_connect(dealers[i], "inproc://spread-test"), 0);
-        zmq_send(dealers[i], "hi", 2, 0);
-        char buf[8];
-        cr_assert_eq(zmq_recv(router, buf, sizeof buf, 0), 2);
-        cr_assert_eq(zmq_recv(router, buf, sizeof buf, 0), 2);
-    }
-    broker_t b;
-    memset(&b, 0, sizeof b);
-    b.wrk_sock = router;
-    msgpack_sbuffer_init(&b.sb);
-    list_init(&b.workers);
-    list_init(&b.invoke_queue);
-    cfg_function fcfg = { .name = "f", .max_attempts = 3 };
-    function_t fn = { .name = "f", .cfg = &fcfg };
-    sub_t s = { .id = 1, .topic = "t", .fn = &fn, .caught_up = true };
-    list_init(&s.ready);
-    sub_t *subs[] = { &s };
-    b.subs = subs;
-    b.nsubs = 1;
+    dispatch_fx x;
+    const char *ep = "inproc://spread-test";
+    dfx_init(&x, ep);
     worker_t w[3];
-    memset(w, 0, sizeof w);
-    for (int i = 0; i < 3; i++) {
-        w[i].slots = 8;
-        w[i].rid_len = 2;
-        w[i].rid[0] = 'w';
-        w[i].rid[1] = (unsigned char)('1' + i);
-        list_init(&w[i].leases);
-        list_push_back(&b.workers, &w[i].link);
-    }
+    void *dealers[3];
+    const char *rids[] = { "w1", "w2", "w3" };
+    for (int i = 0; i < 3; i++) dealers[i] = dfx_worker(&x, ep, &w[i], rids[i], 8);
     for (int i = 0; i < 6; i++) {   /* six turns, one new delivery each */
-        message_t *m = message_new(i + 1, "p-1", "t", NULL, 0);
-        m->payload = strdup("x");
-        m->payload_len = 1;
-        delivery_t *d = delivery_new(&b, &s, m, 0);
-        list_push_back(&s.ready, &d->link);
-        dispatch_pump(&b, false);
+        dfx_delivery(&x, i + 1);
+        dispatch_pump(&x.b, false);
     }
     for (int i = 0; i < 3; i++)
         cr_assert_eq(w[i].busy, 2, "worker %d holds %u of the 6", i + 1, w[i].busy);
-
-    for (int i = 0; i < 3; i++) {
-        while (w[i].leases.n) {
-            delivery_t *d = container_of(list_first(&w[i].leases), delivery_t, link);
-            list_remove(&w[i].leases, &d->link);
-            delivery_free(&b, d);
-        }
-        zmq_close(dealers[i]);
-    }
-    free(b.leases.slots);
-    msgpack_sbuffer_destroy(&b.sb);
-    zmq_close(router);
-    zmq_ctx_term(ctx);
+    for (int i = 0; i < 3; i++) zmq_close(dealers[i]);
+    dfx_fini(&x, w, 3);
+    zmq_ctx_term(x.ctx);
 }
