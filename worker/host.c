@@ -11,9 +11,9 @@
  * HOST_HOLD_BYTES, and a small flusher thread sends them once the oldest has
  * waited HOST_HOLD_US — so results of quick jobs never wait for a slow job
  * behind them, nor die with it if it crashes. The flusher sleeps on a
- * timerfd that main arms when it starts holding and disarms when it sends:
- * a batch that ends in time costs two syscalls and wakes nobody. EOF from main: herald_fini,
- * exit 0. State: the read buffer, the held results (shared with the flusher,
+ * timerfd that the main thread arms when it starts holding and disarms when
+ * it sends: a batch that ends in time costs two syscalls and wakes nobody.
+ * EOF from main: herald_fini, exit 0. State: the read buffer, the held results (shared with the flusher,
  * under its mutex) and the current response (output ≤ 6 MiB, error ≤ 4 KiB).
  * The flusher blocks every signal and has a small stack (RLIMIT_DATA counts
  * thread stacks); the handler runs on the main thread. stdout goes to stderr,
@@ -246,11 +246,17 @@ static bool holder_start(holder *h, int sock, pthread_t *t)
     h->sock = sock;
     h->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
     pthread_attr_t ta;
-    if (h->tfd < 0 || pthread_mutex_init(&h->mu, NULL) != 0 || pthread_attr_init(&ta) != 0)
+    if (h->tfd < 0)
         return false;
+    if (pthread_mutex_init(&h->mu, NULL) != 0 || pthread_attr_init(&ta) != 0) {
+        close(h->tfd);
+        return false;
+    }
     pthread_attr_setstacksize(&ta, 64 << 10);
     bool ok = pthread_create(t, &ta, flusher, h) == 0;
     pthread_attr_destroy(&ta);
+    if (!ok)
+        close(h->tfd);
     return ok;
 }
 
