@@ -95,7 +95,9 @@ typedef struct delivery {
     uint64_t lease;             /* current lease id when INFLIGHT */
     worker_t *worker;           /* holder when INFLIGHT */
     size_t heap_pos;            /* index in the timer heap when RETRY_WAIT */
-    uint64_t txn;               /* published in this transaction (store.txn_no); 0: read from disk */
+    uint64_t txn;               /* its row was written by this transaction (store.txn_no): a
+                                   publish, a replay, a retry's move to `delayed`; 0: read
+                                   from disk */
 } delivery_t;
 
 struct function {
@@ -229,6 +231,9 @@ struct broker {
     uint64_t invoke_seq;                 /* message ids of sync invokes */
     uint64_t next_lease;
     delivery_t **timers; size_t ntimers, timers_cap;   /* min-heap by visible_ms */
+    struct row_key { int64_t sub, msg; } *reload_skip; size_t nreload_skip;
+                                         /* after a rollback: in-flight rows the windows must
+                                            not read again (sorted; freed once caught up) */
     pending_confirm *confirms, **confirms_tail;
     struct pending_reply *admin_pending; /* replay/purge answers, sent after the commit */
     size_t dispatch_rr;                  /* fairness: first sub to serve */
@@ -330,6 +335,8 @@ int64_t backoff_ms(const cfg_backoff *p, uint32_t failures, double rnd);
 void queue_refill(broker_t *b, sub_t *s);
 bool queue_take_new(const sub_t *s);   /* may a just-published delivery go to memory? */
 int queue_load_delayed(broker_t *b);   /* at start */
+/* After transaction txn was rolled back: memory forgets what it stored. */
+void queue_rollback(broker_t *b, uint64_t txn);
 
 /* --- publish.c: PUBLISH handling (stage, fan-out) --- */
 void publish_handle(broker_t *b, proto_frames *f);

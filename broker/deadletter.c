@@ -150,6 +150,7 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
             d->in_delayed = true;
             d->state = DELIVERY_RETRY_WAIT;
             d->visible_ms = visible;
+            d->txn = b->store.txn_no;   /* its row is this transaction's */
             done[ndone].d = cur = d;
         } else if (store_insert_queue(&b->store, s->id, msg, ATTEMPTS_REPLAYED) != 0) {
             goto fail;

@@ -216,6 +216,7 @@ void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
         store_delete_delivery(s, d);
         store_insert_delayed(s, d->sub->id, d->msg->id, d->visible_ms, d->attempts);
         d->in_delayed = true;
+        d->txn = s->txn_no;   /* its `delayed` row is this transaction's (queue_rollback) */
         d->sub->queued--;
         d->sub->delayed++;
     }

@@ -43,20 +43,6 @@ void send_welcome(broker_t *b, void *sock, proto_frames *f)
         frames_send(sock, frames_data(f, 0), frames_size(f, 0), &b->sb, NULL, 0, ZMQ_DONTWAIT);
 }
 
-/* A failed commit rolled back the whole turn: forget what memory holds of
- * READY deliveries and read the queues again from the database, which is the
- * truth. Rows of deliveries acked in the lost turn come back (at-least-once). */
-static void reset_windows(broker_t *b)
-{
-    for (size_t i = 0; i < b->nsubs; i++) {
-        sub_t *s = b->subs[i];
-        list_node *n;
-        while ((n = list_pop_front(&s->ready)) != NULL) delivery_free(b, container_of(n, delivery_t, link));
-        s->cursor = 0;
-        s->caught_up = false;
-    }
-}
-
 /* The disk alarm (like RabbitMQ's): below disk_min_free bytes free in the
  * data dir, publishes are refused "throttled" — SQLite in WAL mode cannot
  * free space by itself once the disk is truly full. Checked once a second. */
@@ -169,10 +155,11 @@ int loop_run(broker_t *b)
          * acks may wait for ACK_COMMIT_MS to share an fsync with later turns. */
         bool must = b->confirms != NULL || b->admin_pending != NULL ||
                     (b->store.in_txn && util_mono_ms() - b->store.txn_started_ms >= ACK_COMMIT_MS);
+        uint64_t txn = b->store.txn_no;
         bool committed = !must || store_commit(&b->store) == 0;
         if (!committed) {
             LOG_ERROR("commit failed: this turn's publishes are refused, queues reloaded");
-            reset_windows(b);
+            queue_rollback(b, txn);   /* rows of acks lost with the turn come back (at-least-once) */
         }
         confirms_send(b, committed);
         admin_flush(b, committed);

@@ -143,6 +143,7 @@ out_zmq:
     zmq_ctx_term(b.zctx);
     frames_close(&b.in);
     free(b.in.parts);
+    free(b.reload_skip);
     msgpack_sbuffer_destroy(&b.sb);
     config_destroy(&cfg);
     return rc;

@@ -36,8 +36,30 @@ static message_t *message_from_row(sqlite3_stmt *st, int c_id, int c_mid, int c_
     return m;
 }
 
+static int cmp_key(const void *a, const void *b)
+{
+    const struct row_key *x = a, *y = b;
+    return x->sub != y->sub ? (x->sub < y->sub ? -1 : 1) : (x->msg < y->msg ? -1 : x->msg > y->msg);
+}
+
+/* Is this row an in-flight delivery's, after a rollback? */
+static bool skipped(const broker_t *b, int64_t sub, int64_t msg)
+{
+    struct row_key k = { sub, msg };
+    return b->nreload_skip && bsearch(&k, b->reload_skip, b->nreload_skip, sizeof k, cmp_key);
+}
+
 void queue_refill(broker_t *b, sub_t *s)
 {
+    if (b->reload_skip) {   /* every window read past the rows in flight at the rollback? */
+        bool all = true;
+        for (size_t i = 0; i < b->nsubs && all; i++) all = b->subs[i]->caught_up;
+        if (all) {
+            free(b->reload_skip);
+            b->reload_skip = NULL;
+            b->nreload_skip = 0;
+        }
+    }
     if (s->caught_up || s->ready.n >= SUB_WINDOW / 2) return;
     int want = SUB_WINDOW - (int)s->ready.n;
     sqlite3_stmt *st = b->store.load_window;
@@ -48,6 +70,7 @@ void queue_refill(broker_t *b, sub_t *s)
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         got++;
         s->cursor = sqlite3_column_int64(st, 0);
+        if (skipped(b, s->id, s->cursor)) continue;   /* in flight: it is in memory already */
         message_t *m = message_from_row(st, 0, 2, 3, 4, 5);
         if (!m) break;
         delivery_t *d = delivery_from_row(b, s, m, sqlite3_column_int64(st, 1));
@@ -58,6 +81,60 @@ void queue_refill(broker_t *b, sub_t *s)
     else if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         LOG_ERROR("reading the queue of %s/%s: %s", s->topic, s->fn->name, sqlite3_errmsg(b->store.db));
     sqlite3_reset(st);
+}
+
+/* A failed commit rolled transaction txn back. The ready windows are read
+ * again from the table, which is the truth, except the delayed deliveries
+ * that woke into them: their rows are in `delayed`, which is read only at
+ * start, so they stay. Deliveries whose rows txn wrote (publishes, replays,
+ * a retry's move to `delayed`, whose row is back in `queue`) go, from the
+ * windows and from the timer heap. The rows of deliveries in flight are not
+ * read again (b->reload_skip), and the counters are counted again from the
+ * tables: a scan the loop makes only here, after a failure. */
+void queue_rollback(broker_t *b, uint64_t txn)
+{
+    size_t n = 0, cap = 0;
+    struct row_key *skip = NULL;
+    for (list_node *wn = b->workers.head.next; wn != &b->workers.head; wn = wn->next) {
+        worker_t *w = container_of(wn, worker_t, link);
+        for (list_node *ln = w->leases.head.next; ln != &w->leases.head; ln = ln->next) {
+            delivery_t *d = container_of(ln, delivery_t, link);
+            if (d->inv || d->in_delayed) continue;   /* no `queue` row */
+            if (n == cap) {
+                cap = cap ? cap * 2 : 64;
+                struct row_key *v = realloc(skip, cap * sizeof *v);
+                if (!v) { LOG_ERROR("out of memory after a rollback: in-flight deliveries may run twice"); break; }
+                skip = v;
+            }
+            skip[n++] = (struct row_key){ d->sub->id, d->msg->id };
+        }
+    }
+    if (n > 1) qsort(skip, n, sizeof *skip, cmp_key);
+    free(b->reload_skip);
+    b->reload_skip = skip;
+    b->nreload_skip = n;
+    for (size_t i = 0; i < b->nsubs; i++) {
+        sub_t *s = b->subs[i];
+        list_t keep;
+        list_init(&keep);
+        list_node *n;
+        while ((n = list_pop_front(&s->ready)) != NULL) {
+            delivery_t *d = container_of(n, delivery_t, link);
+            if (d->in_delayed && d->txn != txn) list_push_back(&keep, &d->link);
+            else delivery_free(b, d);
+        }
+        while ((n = list_pop_front(&keep)) != NULL) list_push_back(&s->ready, n);
+        s->cursor = 0;
+        s->caught_up = false;
+    }
+    for (size_t i = b->ntimers; i-- > 0;) {
+        delivery_t *d = b->timers[i];
+        if (d->txn != txn) continue;
+        timers_remove(b, d);
+        delivery_free(b, d);
+    }
+    if (store_counts(&b->store, b) != 0)
+        LOG_ERROR("counting the queues again after a rollback failed: stats may be off");
 }
 
 /* At start: every `delayed` row becomes a RETRY_WAIT delivery in the timer

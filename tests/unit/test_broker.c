@@ -290,3 +290,84 @@ Test(broker, dispatch_spreads_low_rate_work_over_every_worker)
     dfx_fini(&x, w, 3);
     zmq_ctx_term(x.ctx);
 }
+
+/* After a failed commit (transaction 7 rolled back) memory forgets what that
+ * transaction stored and reads the windows again from the table — but keeps
+ * the delayed deliveries that had woken into a window (their rows are in
+ * `delayed`, which is read only at start) and does not read again the rows of
+ * deliveries in flight. A real store holds rows 1–4; row 2 is in flight. */
+Test(broker, rollback_forgets_the_failed_transaction_keeps_woken_delayed)
+{
+    char dir[] = "/tmp/herald-test-rollback-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    dispatch_fx x;
+    dfx_init(&x, "inproc://rollback-test");
+    cr_assert_eq(store_open(&x.b.store, dir, DURABILITY_OS), 0);
+    x.s.id = store_sub_id(&x.b.store, "t", "f");
+    cr_assert_geq(x.s.id, 0);
+    cr_assert_eq(store_begin(&x.b.store), 0);
+    for (int i = 1; i <= 4; i++) {
+        char mid[16];
+        snprintf(mid, sizeof mid, "p-%d", i);
+        int64_t id;
+        cr_assert_eq(store_stage_message(&x.b.store, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
+        cr_assert_eq(store_stage_queue(&x.b.store, x.s.id, id), 0);
+    }
+    cr_assert_eq(store_commit(&x.b.store), 0);
+
+    worker_t w;
+    void *dealer = dfx_worker(&x, "inproc://rollback-test", &w, "w1", 8);
+    delivery_t *flying = dfx_delivery(&x, 2);
+    delivery_dispatch(&x.b, flying, &w);                     /* row 2, in flight */
+    delivery_t *woken = dfx_delivery(&x, 10);
+    woken->in_delayed = true;                                 /* kept */
+    dfx_delivery(&x, 11)->txn = 7;                            /* published by the failed txn */
+    delivery_t *d12 = dfx_delivery(&x, 12);
+    d12->in_delayed = true;
+    d12->txn = 7;                                             /* a delayed publish of it, woken */
+    delivery_t *heap[2];
+    for (int i = 0; i < 2; i++) {
+        heap[i] = dfx_delivery(&x, 13 + i);
+        list_remove(&x.s.ready, &heap[i]->link);
+        heap[i]->in_delayed = true;
+        heap[i]->state = DELIVERY_RETRY_WAIT;
+        heap[i]->visible_ms = 1000 + i;
+        heap[i]->txn = i == 0 ? 7 : 3;                        /* a replay of the failed txn; an older one */
+        timers_add(&x.b, heap[i]);
+    }
+    x.s.cursor = 4;
+    x.s.caught_up = true;
+    queue_rollback(&x.b, 7);
+    cr_assert_eq(x.s.ready.n, 1);
+    cr_assert_eq(container_of(list_first(&x.s.ready), delivery_t, link), woken);
+    cr_assert_eq(x.b.ntimers, 1);
+    cr_assert_eq(x.b.timers[0], heap[1]);
+    cr_assert_eq(x.s.queued, 4, "counted again from the table (in flight included)");
+
+    queue_refill(&x.b, &x.s);
+    int64_t got[8];
+    int n = 0;
+    for (list_node *ln = x.s.ready.head.next; ln != &x.s.ready.head && n < 8; ln = ln->next)
+        got[n++] = container_of(ln, delivery_t, link)->msg->id;
+    cr_assert_eq(n, 4, "%d in the window", n);
+    cr_assert_eq(got[0], 10);
+    cr_assert_eq(got[1], 1);
+    cr_assert_eq(got[2], 3, "row 2 is in flight: not read again");
+    cr_assert_eq(got[3], 4);
+    cr_assert(x.s.caught_up);
+    queue_refill(&x.b, &x.s);
+    cr_assert_null(x.b.reload_skip, "dropped once every window has read past it");
+
+    list_node *ln;
+    while ((ln = list_pop_front(&x.s.ready)) != NULL) delivery_free(&x.b, container_of(ln, delivery_t, link));
+    timers_remove(&x.b, heap[1]);
+    delivery_free(&x.b, heap[1]);
+    free(x.b.timers);
+    zmq_close(dealer);
+    dfx_fini(&x, &w, 1);
+    zmq_ctx_term(x.ctx);
+    store_close(&x.b.store);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
