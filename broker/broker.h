@@ -61,6 +61,7 @@
 
 typedef struct list_node { struct list_node *prev, *next; } list_node;
 typedef struct { list_node head; size_t n; } list_t;
+struct row_key { int64_t sub, msg; };   /* a delivery's row: (subscription id, message id) */
 
 typedef struct function function_t;
 typedef struct sub sub_t;
@@ -185,6 +186,7 @@ typedef struct {
     bool next_id_dirty;         /* write meta.next_msg_id in this transaction (one that
                                    collects message rows: until then the rows hold it) */
     int64_t gc_floor;           /* message ids below it are already collected */
+    int64_t gc_floor_committed; /* … as of the last commit (a rollback goes back to it) */
     int64_t *sub_ids; size_t nsub_ids;   /* every row of `subs`, for store_gc */
     staged_msg *smsg; size_t nsmsg;      /* staged message inserts (PROTO_MAX_BATCH at most) */
     staged_row *sq; size_t nsq, sq_cap;  /* staged queue inserts */
@@ -231,7 +233,7 @@ struct broker {
     uint64_t invoke_seq;                 /* message ids of sync invokes */
     uint64_t next_lease;
     delivery_t **timers; size_t ntimers, timers_cap;   /* min-heap by visible_ms */
-    struct row_key { int64_t sub, msg; } *reload_skip; size_t nreload_skip;
+    struct row_key *reload_skip; size_t nreload_skip;
                                          /* after a rollback: in-flight rows the windows must
                                             not read again (sorted; freed once caught up) */
     pending_confirm *confirms, **confirms_tail;
@@ -334,7 +336,9 @@ int64_t backoff_ms(const cfg_backoff *p, uint32_t failures, double rnd);
 /* --- queue.c: the bounded in-memory window of each subscription --- */
 void queue_refill(broker_t *b, sub_t *s);
 bool queue_take_new(const sub_t *s);   /* may a just-published delivery go to memory? */
-int queue_load_delayed(broker_t *b);   /* at start */
+/* At start: every `delayed` row into the timer heap. After a rollback, the
+ * rows whose (sub, msg) is in skip (sorted, n) are in memory already. */
+int queue_load_delayed(broker_t *b, const struct row_key *skip, size_t n);
 /* After transaction txn was rolled back: memory forgets what it stored. */
 void queue_rollback(broker_t *b, uint64_t txn);
 
@@ -373,6 +377,7 @@ void invoke_teardown(broker_t *b);
 /* --- timers.c: RETRY_WAIT deliveries by visible_ms --- */
 void timers_add(broker_t *b, delivery_t *d);
 void timers_remove(broker_t *b, delivery_t *d);
+void timers_drop_txn(broker_t *b, uint64_t txn);   /* frees those whose row txn wrote */
 int64_t timers_run(broker_t *b, int64_t now_wall);   /* returns ms until the next, or -1 */
 
 /* --- deadletter.c: dlq replay / purge (all or nothing, in the turn's transaction) --- */

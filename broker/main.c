@@ -104,7 +104,7 @@ int main(int argc, char **argv)
     if (store_open(&b.store, cfg->broker.data_dir, cfg->broker.durability) != 0) goto out_zmq;
     b.dlq_db = dlq_open(b.store.path, why, sizeof why);
     if (!b.dlq_db) LOG_WARN("dead letters will not be readable over the admin endpoint: %s", why);
-    if (broker_setup(&b, cfg) != 0 || store_counts(&b.store, &b) != 0 || queue_load_delayed(&b) != 0) {
+    if (broker_setup(&b, cfg) != 0 || store_counts(&b.store, &b) != 0 || queue_load_delayed(&b, NULL, 0) != 0) {
         LOG_ERROR("cannot rebuild the queues from %s", b.store.path);
         goto out_store;
     }

@@ -91,23 +91,29 @@ void queue_refill(broker_t *b, sub_t *s)
  * windows and from the timer heap. The rows of deliveries in flight are not
  * read again (b->reload_skip), and the counters are counted again from the
  * tables: a scan the loop makes only here, after a failure. */
+/* Appends d's row to v (in `delayed` or in `queue`, as asked). */
+static void add_key(struct row_key **v, size_t *n, size_t *cap, const delivery_t *d, bool delayed)
+{
+    if (d->inv || d->in_delayed != delayed) return;   /* a sync invoke has no row */
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        struct row_key *p = realloc(*v, c * sizeof *p);
+        if (!p) { LOG_ERROR("out of memory after a rollback: a delivery may run twice"); return; }
+        *v = p;
+        *cap = c;
+    }
+    (*v)[(*n)++] = (struct row_key){ d->sub->id, d->msg->id };
+}
+
 void queue_rollback(broker_t *b, uint64_t txn)
 {
+    /* in-flight rows of `queue`: not to be read into the windows again */
     size_t n = 0, cap = 0;
     struct row_key *skip = NULL;
     for (list_node *wn = b->workers.head.next; wn != &b->workers.head; wn = wn->next) {
         worker_t *w = container_of(wn, worker_t, link);
-        for (list_node *ln = w->leases.head.next; ln != &w->leases.head; ln = ln->next) {
-            delivery_t *d = container_of(ln, delivery_t, link);
-            if (d->inv || d->in_delayed) continue;   /* no `queue` row */
-            if (n == cap) {
-                cap = cap ? cap * 2 : 64;
-                struct row_key *v = realloc(skip, cap * sizeof *v);
-                if (!v) { LOG_ERROR("out of memory after a rollback: in-flight deliveries may run twice"); break; }
-                skip = v;
-            }
-            skip[n++] = (struct row_key){ d->sub->id, d->msg->id };
-        }
+        for (list_node *ln = w->leases.head.next; ln != &w->leases.head; ln = ln->next)
+            add_key(&skip, &n, &cap, container_of(ln, delivery_t, link), false);
     }
     if (n > 1) qsort(skip, n, sizeof *skip, cmp_key);
     free(b->reload_skip);
@@ -127,12 +133,24 @@ void queue_rollback(broker_t *b, uint64_t txn)
         s->cursor = 0;
         s->caught_up = false;
     }
-    for (size_t i = b->ntimers; i-- > 0;) {
-        delivery_t *d = b->timers[i];
-        if (d->txn != txn) continue;
-        timers_remove(b, d);
-        delivery_free(b, d);
+    timers_drop_txn(b, txn);
+    /* `delayed` rows memory lost with the turn (a delayed delivery acked or
+     * dead-lettered in it): read again, all but those memory still holds */
+    size_t nd = 0, capd = 0;
+    struct row_key *held = NULL;
+    for (size_t i = 0; i < b->ntimers; i++) add_key(&held, &nd, &capd, b->timers[i], true);
+    for (size_t i = 0; i < b->nsubs; i++)
+        for (list_node *ln = b->subs[i]->ready.head.next; ln != &b->subs[i]->ready.head; ln = ln->next)
+            add_key(&held, &nd, &capd, container_of(ln, delivery_t, link), true);
+    for (list_node *wn = b->workers.head.next; wn != &b->workers.head; wn = wn->next) {
+        worker_t *w = container_of(wn, worker_t, link);
+        for (list_node *ln = w->leases.head.next; ln != &w->leases.head; ln = ln->next)
+            add_key(&held, &nd, &capd, container_of(ln, delivery_t, link), true);
     }
+    if (nd > 1) qsort(held, nd, sizeof *held, cmp_key);
+    if (queue_load_delayed(b, held, nd) != 0)
+        LOG_ERROR("reading `delayed` again after a rollback failed: some retries wait for a restart");
+    free(held);
     if (store_counts(&b->store, b) != 0)
         LOG_ERROR("counting the queues again after a rollback failed: stats may be off");
 }
@@ -140,7 +158,7 @@ void queue_rollback(broker_t *b, uint64_t txn)
 /* At start: every `delayed` row becomes a RETRY_WAIT delivery in the timer
  * heap. (Debt: a large delayed backlog is held whole in memory; a windowed
  * load by visible_ms would bound it like the ready queues.) */
-int queue_load_delayed(broker_t *b)
+int queue_load_delayed(broker_t *b, const struct row_key *skip, size_t nskip)
 {
     sqlite3_stmt *st = b->store.load_due;
     sqlite3_bind_int64(st, 1, INT64_MIN);
@@ -152,6 +170,8 @@ int queue_load_delayed(broker_t *b)
         for (size_t i = 0; i < b->nsubs; i++)
             if (b->subs[i]->id == sub_id) s = b->subs[i];
         if (!s) continue;   /* a removed subscription's rows wait for its return */
+        struct row_key k = { sub_id, sqlite3_column_int64(st, 0) };
+        if (nskip && bsearch(&k, skip, nskip, sizeof k, cmp_key)) continue;   /* in memory */
         message_t *m = message_from_row(st, 0, 4, 5, 6, 7);
         if (!m) { rc = SQLITE_NOMEM; break; }
         delivery_t *d = delivery_from_row(b, s, m, sqlite3_column_int64(st, 3));

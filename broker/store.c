@@ -117,11 +117,9 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
     (void)db;
     (void)name;
     store_t *s = arg;
-    if (frames < s->wal_now) {
-        __atomic_add_fetch(&s->wal_cycle, 1, __ATOMIC_RELAXED);
-        s->wal_restarting = false;
-    }
+    if (frames < s->wal_now) __atomic_add_fetch(&s->wal_cycle, 1, __ATOMIC_RELAXED);
     s->wal_now = frames;
+    s->wal_restarting = false;   /* started over, or not (a reader held on): look again */
     return SQLITE_OK;
 }
 
@@ -245,7 +243,7 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
         goto fail;
     if (sqlite3_step(st) == SQLITE_ROW) {
         s->next_msg_id = sqlite3_column_int64(st, 0);
-        s->gc_floor = sqlite3_column_int64(st, 1);
+        s->gc_floor = s->gc_floor_committed = sqlite3_column_int64(st, 1);
     }
     sqlite3_finalize(st);
 
@@ -426,29 +424,31 @@ int store_begin(store_t *s)
     return 0;
 }
 
+/* The turn's transaction is lost: its rows and its collection of messages. */
+static int rollback(store_t *s)
+{
+    s->in_txn = false;
+    s->failed = false;
+    s->next_id_dirty = false;
+    s->gc_floor = s->gc_floor_committed;
+    step_done(s, s->rollback);
+    return -1;
+}
+
 int store_commit(store_t *s)
 {
     if (!s->in_txn) return 0;
-    if (store_flush(s) != 0 || s->failed) {   /* a lost write: the whole turn goes */
-        s->in_txn = false;
-        s->failed = false;
-        step_done(s, s->rollback);
-        return -1;
-    }
+    if (store_flush(s) != 0 || s->failed) return rollback(s);   /* a lost write: the whole turn goes */
     if (s->next_id_dirty) {
         sqlite3_bind_text(s->set_meta, 1, "next_msg_id", -1, SQLITE_STATIC);
         sqlite3_bind_int64(s->set_meta, 2, s->next_msg_id);
+        if (step_done(s, s->set_meta) != 0) return rollback(s);   /* GC removed the rows that held it */
         s->next_id_dirty = false;
-        if (step_done(s, s->set_meta) != 0) {   /* GC removed the rows that held it: all or nothing */
-            s->in_txn = false;
-            step_done(s, s->rollback);
-            return -1;
-        }
     }
     s->in_txn = false;
-    if (step_done(s, s->commit) == 0) return 0;
-    step_done(s, s->rollback);
-    return -1;
+    if (step_done(s, s->commit) != 0) return rollback(s);
+    s->gc_floor_committed = s->gc_floor;
+    return 0;
 }
 
 /* Keeps the WAL from growing without end. SQLite starts writing the WAL from
@@ -654,6 +654,7 @@ int store_counts(store_t *s, broker_t *b)
         "SELECT sub, count(*) FROM dead GROUP BY sub",
     };
     b->backlog = 0;
+    for (size_t i = 0; i < b->nsubs; i++) b->subs[i]->queued = b->subs[i]->delayed = b->subs[i]->dead = 0;
     /* every subscription the database knows, configured or not: GC must not
      * collect messages that a removed subscription's rows still need */
     sqlite3_stmt *ids = NULL;

@@ -63,6 +63,24 @@ void timers_remove(broker_t *b, delivery_t *d)
     }
 }
 
+/* Frees every waiting delivery whose row transaction txn wrote (a failed
+ * commit's), keeping the rest as a heap. */
+void timers_drop_txn(broker_t *b, uint64_t txn)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->ntimers; i++) {
+        delivery_t *d = b->timers[i];
+        if (d->txn == txn) {
+            delivery_free(b, d);
+            continue;
+        }
+        d->heap_pos = n;
+        b->timers[n++] = d;
+    }
+    b->ntimers = n;
+    for (size_t i = n / 2; i-- > 0;) sift_down(b, i);
+}
+
 int64_t timers_run(broker_t *b, int64_t now)
 {
     while (b->ntimers && b->timers[0]->visible_ms <= now) {

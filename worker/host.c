@@ -217,9 +217,6 @@ static void send_held(holder *h)
 static void *flusher(void *arg)
 {
     holder *h = arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
     for (;;) {
         uint64_t fired;
         if (read(h->tfd, &fired, sizeof fired) < 0 && errno != EINTR && errno != EAGAIN)
@@ -253,7 +250,12 @@ static bool holder_start(holder *h, int sock, pthread_t *t)
         return false;
     }
     pthread_attr_setstacksize(&ta, 64 << 10);
+    /* born with every signal blocked: none of the handler's may land on it */
+    sigset_t all, was;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &was);
     bool ok = pthread_create(t, &ta, flusher, h) == 0;
+    pthread_sigmask(SIG_SETMASK, &was, NULL);
     pthread_attr_destroy(&ta);
     if (!ok)
         close(h->tfd);
@@ -338,7 +340,11 @@ void host_main(int sock, const char *b, uint32_t n, host_slot *board)
     uint64_t count = 0;
     for (;;) {
         if (!wbuf_reserve(&in, 1 << 16)) {
+            /* a job too big for memory_mb: charged to it (the board says it
+             * began), or it would come back uncounted again and again */
             LOG_ERROR("host %s: out of memory reading jobs", function);
+            atomic_store_explicit(&slot->start_ms, clock_us(CLOCK_MONOTONIC) / 1000, memory_order_relaxed);
+            atomic_store_explicit(&slot->started, count + 1, memory_order_release);
             _exit(1);
         }
         ssize_t got = recv(sock, in.p + in.len, in.cap - in.len, 0);

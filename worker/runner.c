@@ -939,11 +939,16 @@ runner_t *runner_new(const runner_opts *o)
              * launcher) the board as fd 4, nothing else. */
             int ch = fcntl(sv[1], F_DUPFD, 10), bd = fcntl(board_fd, F_DUPFD, 10);
             int rep = exe ? fcntl(st[1], F_DUPFD_CLOEXEC, 10) : -1;
-            if (ch < 0 || bd < 0 || (exe && rep < 0) || dup2(ch, 3) < 0 || dup2(bd, 4) < 0)
+            if (ch < 0 || bd < 0 || (exe && rep < 0) || dup2(ch, 3) < 0 || dup2(bd, 4) < 0 ||
+                (exe && (dup2(rep, 5) < 0 || fcntl(5, F_SETFD, FD_CLOEXEC) < 0))) {
+                if (exe) {   /* tell main, which then forks the launcher instead */
+                    int e = errno;
+                    if (write(rep >= 0 ? rep : st[1], &e, sizeof e) < 0)
+                        _exit(127);
+                }
                 _exit(127);
+            }
             if (exe) {
-                if (dup2(rep, 5) < 0 || fcntl(5, F_SETFD, FD_CLOEXEC) < 0)
-                    _exit(127);
                 launcher_close_from(6);
                 char *argv[] = { (char *)"herald-launcher", r->wdir, NULL };
                 execv(exe, argv);

@@ -294,8 +294,10 @@ Test(broker, dispatch_spreads_low_rate_work_over_every_worker)
 /* After a failed commit (transaction 7 rolled back) memory forgets what that
  * transaction stored and reads the windows again from the table — but keeps
  * the delayed deliveries that had woken into a window (their rows are in
- * `delayed`, which is read only at start) and does not read again the rows of
- * deliveries in flight. A real store holds rows 1–4; row 2 is in flight. */
+ * `delayed`, which is read only at start), does not read again the rows of
+ * deliveries in flight, and reads again the `delayed` rows memory lost with
+ * the turn. A real store holds `queue` rows 1–4 (2 is in flight) and a
+ * `delayed` row 5 that nothing in memory holds (acked in the lost turn). */
 Test(broker, rollback_forgets_the_failed_transaction_keeps_woken_delayed)
 {
     char dir[] = "/tmp/herald-test-rollback-XXXXXX";
@@ -306,13 +308,15 @@ Test(broker, rollback_forgets_the_failed_transaction_keeps_woken_delayed)
     x.s.id = store_sub_id(&x.b.store, "t", "f");
     cr_assert_geq(x.s.id, 0);
     cr_assert_eq(store_begin(&x.b.store), 0);
-    for (int i = 1; i <= 4; i++) {
+    for (int i = 1; i <= 5; i++) {
         char mid[16];
         snprintf(mid, sizeof mid, "p-%d", i);
         int64_t id;
         cr_assert_eq(store_stage_message(&x.b.store, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
-        cr_assert_eq(store_stage_queue(&x.b.store, x.s.id, id), 0);
+        if (i <= 4) cr_assert_eq(store_stage_queue(&x.b.store, x.s.id, id), 0);
     }
+    cr_assert_eq(store_flush(&x.b.store), 0);
+    cr_assert_eq(store_insert_delayed(&x.b.store, x.s.id, 5, 5, 1), 0);
     cr_assert_eq(store_commit(&x.b.store), 0);
 
     worker_t w;
@@ -325,24 +329,39 @@ Test(broker, rollback_forgets_the_failed_transaction_keeps_woken_delayed)
     delivery_t *d12 = dfx_delivery(&x, 12);
     d12->in_delayed = true;
     d12->txn = 7;                                             /* a delayed publish of it, woken */
-    delivery_t *heap[2];
-    for (int i = 0; i < 2; i++) {
-        heap[i] = dfx_delivery(&x, 13 + i);
-        list_remove(&x.s.ready, &heap[i]->link);
-        heap[i]->in_delayed = true;
-        heap[i]->state = DELIVERY_RETRY_WAIT;
-        heap[i]->visible_ms = 1000 + i;
-        heap[i]->txn = i == 0 ? 7 : 3;                        /* a replay of the failed txn; an older one */
-        timers_add(&x.b, heap[i]);
+    /* waiting: visible 1, 10, 2, 11, 12, 3, 4; those at 10 and 11 were written by
+     * the failed txn (a replay, a retry's move) — a heap where removing one by
+     * one from the end would skip one */
+    static const int64_t vis[] = { 1, 10, 2, 11, 12, 3, 4 };
+    for (int i = 0; i < 7; i++) {
+        delivery_t *d = dfx_delivery(&x, 20 + i);
+        list_remove(&x.s.ready, &d->link);
+        d->in_delayed = true;
+        d->state = DELIVERY_RETRY_WAIT;
+        d->visible_ms = vis[i];
+        d->txn = vis[i] == 10 || vis[i] == 11 ? 7 : 3;
+        timers_add(&x.b, d);
     }
     x.s.cursor = 4;
     x.s.caught_up = true;
     queue_rollback(&x.b, 7);
     cr_assert_eq(x.s.ready.n, 1);
     cr_assert_eq(container_of(list_first(&x.s.ready), delivery_t, link), woken);
-    cr_assert_eq(x.b.ntimers, 1);
-    cr_assert_eq(x.b.timers[0], heap[1]);
+    cr_assert_eq(x.b.ntimers, 6, "%zu waiting", x.b.ntimers);
+    int64_t last = -1;
+    bool row5 = false;
+    for (int i = 0; i < 6; i++) {   /* in visible order, none of the failed txn's, row 5 back */
+        delivery_t *d = x.b.timers[0];
+        timers_remove(&x.b, d);
+        cr_assert_neq(d->txn, 7);
+        cr_assert_geq(d->visible_ms, last);
+        last = d->visible_ms;
+        row5 = row5 || d->msg->id == 5;
+        delivery_free(&x.b, d);
+    }
+    cr_assert(row5, "the delayed row lost with the turn is read again");
     cr_assert_eq(x.s.queued, 4, "counted again from the table (in flight included)");
+    cr_assert_eq(x.s.delayed, 1);
 
     queue_refill(&x.b, &x.s);
     int64_t got[8];
@@ -360,8 +379,6 @@ Test(broker, rollback_forgets_the_failed_transaction_keeps_woken_delayed)
 
     list_node *ln;
     while ((ln = list_pop_front(&x.s.ready)) != NULL) delivery_free(&x.b, container_of(ln, delivery_t, link));
-    timers_remove(&x.b, heap[1]);
-    delivery_free(&x.b, heap[1]);
     free(x.b.timers);
     zmq_close(dealer);
     dfx_fini(&x, &w, 1);
