@@ -123,13 +123,13 @@ void queue_rollback(broker_t *b, uint64_t txn)
         sub_t *s = b->subs[i];
         list_t keep;
         list_init(&keep);
-        list_node *n;
-        while ((n = list_pop_front(&s->ready)) != NULL) {
-            delivery_t *d = container_of(n, delivery_t, link);
+        list_node *ln;
+        while ((ln = list_pop_front(&s->ready)) != NULL) {
+            delivery_t *d = container_of(ln, delivery_t, link);
             if (d->in_delayed && d->txn != txn) list_push_back(&keep, &d->link);
             else delivery_free(b, d);
         }
-        while ((n = list_pop_front(&keep)) != NULL) list_push_back(&s->ready, n);
+        while ((ln = list_pop_front(&keep)) != NULL) list_push_back(&s->ready, ln);
         s->cursor = 0;
         s->caught_up = false;
     }
