@@ -193,15 +193,7 @@ static void report(int fd, proto_outcome o, int64_t started_ms, uint32_t dur_us,
                    const char *error, const void *out, size_t outlen)
 {
     wbuf b = { 0 };
-    size_t at = msg_begin(&b, CH_RESULT);
-    put_u64(&b, 0);
-    put_u8(&b, (uint8_t)o);
-    put_i64(&b, started_ms);
-    put_u32(&b, dur_us);
-    put_u8(&b, error != NULL);
-    put_str(&b, error);
-    put_bytes(&b, out, outlen);
-    if (msg_end(&b, at) == 0)
+    if (result_put(&b, 0, o, started_ms, dur_us, error, out, outlen) == 0)
         launcher_write_all(fd, b.p, b.len);
     wbuf_free(&b);
 }

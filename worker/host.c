@@ -167,20 +167,9 @@ static int run_job(wbuf *out, host_slot *slot, uint64_t count, herald_handler_fn
         error = resp.err ? resp.err : buf;
         break;
     }
-    wbuf *b = out;
-    size_t at = msg_begin(b, CH_RESULT);
-    put_u64(b, seq);
-    put_u8(b, (uint8_t)o);
-    put_i64(b, started_ms);
-    put_u32(b, d < 0 ? 0 : d > UINT32_MAX ? UINT32_MAX : (uint32_t)d);
-    put_u8(b, error != NULL);
-    put_str(b, error);
-    if (o == OUT_OK)
-        put_bytes(b, resp.out, resp.outlen);
-    else
-        put_bytes(b, "", 0);
     int ret = 0;
-    if (msg_end(b, at) != 0) {
+    if (result_put(out, seq, o, started_ms, d < 0 ? 0 : d > UINT32_MAX ? UINT32_MAX : (uint32_t)d, error,
+                   o == OUT_OK ? resp.out : "", o == OUT_OK ? resp.outlen : 0) != 0) {
         LOG_ERROR("host %s: out of memory writing a result", function);
         ret = -1;
     }

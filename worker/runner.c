@@ -46,7 +46,6 @@ struct job {
     uint64_t token;
     char *msg;              /* encoded CH_H_JOB frame; NULL once written to a host */
     size_t len;
-    uint64_t end_at;        /* host stream offset just past it, once written */
 };
 
 typedef struct { job *head, *tail; size_t n; } jobq;
@@ -70,8 +69,6 @@ struct host {
     uint64_t kill_for;      /* the job (count) it was killed for overrunning */
     bool cancelled;         /* runner_cancel_all dropped its jobs: report nothing */
     wbuf out, in;
-    uint64_t out_queued;    /* stream bytes appended to out, ever */
-    uint64_t out_sent;      /* stream bytes written to the socket, ever */
     jobq sent;              /* written (or being written), in order; head: the oldest unreported */
     uint64_t reported;      /* results read from it, ever (the count of sent.head - 1) */
     uint32_t slot;          /* its slot in the host board */
@@ -313,7 +310,6 @@ static void host_flush(runner_t *r, host *h)
             break;
         }
         h->out.off += (size_t)n;
-        h->out_sent += (uint64_t)n;
     }
     epoll_out(r, h->fd, h, &h->out_armed, wbuf_pending(&h->out) > 0);
 }
@@ -435,8 +431,6 @@ static void host_assign(runner_t *r, host *h, job *j)
         job_free(j);
         return;
     }
-    h->out_queued += j->len;
-    j->end_at = h->out_queued;
     free(j->msg);
     j->msg = NULL;
     jobq_push(&h->sent, j);
@@ -526,17 +520,10 @@ static void host_unlink(runner_t *r, host *h)
 /* h finished its head job: a result arrived. */
 static void host_result(runner_t *r, host *h, const char *body, uint32_t n)
 {
-    rd d = { body, n, false };
-    uint64_t seq = rd_u64(&d);
-    uint8_t o = rd_u8(&d);
-    int64_t started = rd_i64(&d);
-    uint32_t dur = rd_u32(&d);
-    bool has_err = rd_u8(&d);
-    const char *err = rd_str(&d);
-    size_t outlen;
-    const char *out = rd_bytes(&d, &outlen);
+    runner_result res;
+    bool ok = result_get(body, n, &res);
     job *j = h->sent.head;
-    if (d.bad || !j || j->token != seq || o >= OUT_COUNT) {
+    if (!ok || !j || j->token != res.token) {
         LOG_ERROR("runner: host %llu of %s sent a bad result: killing it",
                   (unsigned long long)h->id, h->f->def.name);
         lsend_kill(r, h->id);
@@ -546,7 +533,7 @@ static void host_result(runner_t *r, host *h, const char *body, uint32_t n)
     jobq_pop(&h->sent);
     h->reported++;
     if (!h->cancelled)
-        deliver(r, j->token, o, started, dur, has_err ? err : NULL, out, outlen);
+        deliver(r, j->token, res.outcome, res.started_ms, res.duration_us, res.error, res.output, res.output_len);
     job_free(j);
     if (h->sent.n == 0 && (h->state == H_STOPPING || h->gen != h->f->gen)) {
         host_retire(h);
@@ -715,21 +702,14 @@ static void attempt_read(runner_t *r, attempt *a)
     uint32_t n;
     bool bad = false;
     if (msg_next(&a->in, &body, &n, &bad) && (uint8_t)body[0] == CH_RESULT) {
-        rd d = { body + 1, n - 1, false };
-        rd_u64(&d);
-        uint8_t o = rd_u8(&d);
-        int64_t started = rd_i64(&d);
-        uint32_t dur = rd_u32(&d);
-        bool has_err = rd_u8(&d);
-        const char *err = rd_str(&d);
-        size_t outlen;
-        const char *out = rd_bytes(&d, &outlen);
+        runner_result res;
+        bool ok = result_get(body + 1, n - 1, &res);
         uint64_t token = a->token;
         attempt_end(r, a);   /* before the callback: it may submit */
-        if (d.bad || o >= OUT_COUNT)
+        if (!ok)
             deliver(r, token, OUT_CRASHED, 0, 0, "runner: malformed result from supervisor", NULL, 0);
         else
-            deliver(r, token, o, started, dur, has_err ? err : NULL, out, outlen);
+            deliver(r, token, res.outcome, res.started_ms, res.duration_us, res.error, res.output, res.output_len);
         return;
     }
     if (eof || bad) {

@@ -216,6 +216,41 @@ static inline const char *rd_bytes(rd *r, size_t *len)
 }
 static inline const char *rd_str(rd *r) { return rd_bytes(r, NULL); }
 
+/* --- CH_RESULT, written by hosts and supervisors, read by main --- */
+
+/* Appends a CH_RESULT for the job token (0 from a supervisor: main knows
+ * its attempt). 0, or -1 if the buffer failed. */
+static inline int result_put(wbuf *b, uint64_t token, proto_outcome o, int64_t started_ms, uint32_t dur_us,
+                             const char *error, const void *out, size_t outlen)
+{
+    size_t at = msg_begin(b, CH_RESULT);
+    put_u64(b, token);
+    put_u8(b, (uint8_t)o);
+    put_i64(b, started_ms);
+    put_u32(b, dur_us);
+    put_u8(b, error != NULL);
+    put_str(b, error);
+    put_bytes(b, out, outlen);
+    return msg_end(b, at);
+}
+
+/* Reads a CH_RESULT body (after its type byte) into res, whose strings point
+ * into the body. false if it is malformed. */
+static inline bool result_get(const char *body, uint32_t n, runner_result *res)
+{
+    rd d = { body, n, false };
+    res->token = rd_u64(&d);
+    uint8_t o = rd_u8(&d);
+    res->outcome = (proto_outcome)o;
+    res->started_ms = rd_i64(&d);
+    res->duration_us = rd_u32(&d);
+    bool has_err = rd_u8(&d);
+    const char *err = rd_str(&d);
+    res->error = has_err ? err : NULL;
+    res->output = rd_bytes(&d, &res->output_len);
+    return !d.bad && o < OUT_COUNT;
+}
+
 /* --- launcher.c: the launcher process and the process-tree helpers --- */
 
 /* Body of the launcher (never returns). sock: its end of the main channel;
