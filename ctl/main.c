@@ -200,6 +200,17 @@ static void print_dlq_show(const msgpack_object *d)
 }
 
 /* dlq replay / purge: writes, so always through the broker. */
+/* The dead-letter filter of an admin request: "function" and "topic", nil when not given. */
+static void pack_filter(msgpack_packer *pk, const ctl_opts *o)
+{
+    msgpack_pack_str_with_body(pk, "function", 8);
+    if (o->function) msgpack_pack_str_with_body(pk, o->function, strlen(o->function));
+    else msgpack_pack_nil(pk);
+    msgpack_pack_str_with_body(pk, "topic", 5);
+    if (o->topic) msgpack_pack_str_with_body(pk, o->topic, strlen(o->topic));
+    else msgpack_pack_nil(pk);
+}
+
 static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
 {
     bool replay = strcmp(argv[1], "replay") == 0;
@@ -242,12 +253,7 @@ static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
         }
         msgpack_pack_int64(&pk, id);
     }
-    msgpack_pack_str_with_body(&pk, "function", 8);
-    if (o->function) msgpack_pack_str_with_body(&pk, o->function, strlen(o->function));
-    else msgpack_pack_nil(&pk);
-    msgpack_pack_str_with_body(&pk, "topic", 5);
-    if (o->topic) msgpack_pack_str_with_body(&pk, o->topic, strlen(o->topic));
-    else msgpack_pack_nil(&pk);
+    pack_filter(&pk, o);
     msgpack_pack_str_with_body(&pk, "rate", 4);
     msgpack_pack_double(&pk, o->rate);
     msgpack_pack_str_with_body(&pk, "older_than", 10);
@@ -354,12 +360,7 @@ static int cmd_dlq(const ctl_opts *o, int argc, char **argv)
             msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
             if (list) {
                 msgpack_pack_map(&pk, 3);
-                msgpack_pack_str_with_body(&pk, "function", 8);
-                if (o->function) msgpack_pack_str_with_body(&pk, o->function, strlen(o->function));
-                else msgpack_pack_nil(&pk);
-                msgpack_pack_str_with_body(&pk, "topic", 5);
-                if (o->topic) msgpack_pack_str_with_body(&pk, o->topic, strlen(o->topic));
-                else msgpack_pack_nil(&pk);
+                pack_filter(&pk, o);
                 msgpack_pack_str_with_body(&pk, "limit", 5);
                 msgpack_pack_int64(&pk, o->limit);
             } else {
