@@ -264,9 +264,13 @@ void admin_flush(broker_t *b, bool committed)
             char err[512];
             uint32_t st = dlq_run(b, &p->dlq, &p->body, err, sizeof err);
             reply(b, p->rid, p->rid_len, p->req, st, st == PROTO_OK ? NULL : err, &p->body);
+        } else if (committed) {
+            reply(b, p->rid, p->rid_len, p->req, PROTO_OK, NULL, &p->body);
         } else {
-            reply(b, p->rid, p->rid_len, p->req, committed ? PROTO_OK : PROTO_E_INTERNAL,
-                  committed ? NULL : "storage failed: the commit did not succeed; nothing changed", &p->body);
+            char err[256];
+            snprintf(err, sizeof err, "storage failed: the commit did not succeed (%s); nothing changed",
+                     b->store.why[0] ? b->store.why : "unknown error");
+            reply(b, p->rid, p->rid_len, p->req, PROTO_E_INTERNAL, err, &p->body);
         }
         msgpack_sbuffer_destroy(&p->body);
         free(p);

@@ -131,7 +131,8 @@ struct sub {
 typedef struct {
     char *name;
     sub_t **subs; size_t nsubs;
-    uint64_t published;
+    uint64_t published;         /* confirmed publishes since start */
+    uint64_t turn, turn_published;   /* of them, counted in turn `turn` (undone if its commit fails) */
 } topic_t;
 
 struct worker {
@@ -194,6 +195,7 @@ typedef struct {
     msgpack_sbuffer stage_attrs;         /* the staged messages' attribute blobs */
     sqlite3_stmt *ins_msg_n[STAGE_ROWS + 1], *ins_queue_n[STAGE_ROWS + 1];
     bool failed;                         /* a staged write failed: the turn must not commit */
+    char why[160];                       /* SQLite's words for the last failed statement */
     char *path;
     bool checkpoint_stop;       /* checkpoint thread */
     uint64_t wal_mark;          /* the checkpointer's last pass: WAL cycle << 32 | frames it
@@ -237,6 +239,7 @@ struct broker {
                                          /* after a rollback: in-flight rows the windows must
                                             not read again (sorted; freed once caught up) */
     pending_confirm *confirms, **confirms_tail;
+    uint64_t turn;                       /* numbers the loop's commit points */
     struct pending_reply *admin_pending; /* replay/purge answers, sent after the commit */
     size_t dispatch_rr;                  /* fairness: first sub to serve */
     size_t worker_rr;                    /* fairness: first worker to serve */

@@ -118,7 +118,11 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
                  (long long)b->cfg->broker.max_backlog);
         return PROTO_E_THROTTLED;
     }
-    if (t) t->published++;
+    if (t) {
+        if (t->turn != b->turn) t->turn = b->turn, t->turn_published = 0;
+        t->published++;
+        t->turn_published++;
+    }
     if (nt == 0) return PROTO_OK;   /* matched no subscription: counted, not stored */
 
     store_t *s = &b->store;
@@ -278,13 +282,18 @@ void publish_handle(broker_t *b, proto_frames *f)
 void confirms_send(broker_t *b, bool committed)
 {
     pending_confirm *c = b->confirms, *next;
+    if (!committed)   /* what this turn counted was refused after all */
+        for (size_t i = 0; i < b->ntopics; i++)
+            if (b->topics[i].turn == b->turn) b->topics[i].published -= b->topics[i].turn_published;
+    b->turn++;
     for (; c; c = next) {
         next = c->next;
         if (!committed)
             for (uint32_t i = 0; i < c->n; i++)
                 if (c->entries[i].status == PROTO_OK) {
                     c->entries[i].status = PROTO_E_INTERNAL;
-                    snprintf(c->entries[i].text, 192, "storage failed: the commit did not succeed");
+                    snprintf(c->entries[i].text, 192, "storage failed: the commit did not succeed (%.140s)",
+                             b->store.why[0] ? b->store.why : "unknown error");
                 }
         proto_confirm pc = { .entries = c->entries, .n = c->n };
         msgpack_sbuffer_clear(&b->sb);

@@ -89,7 +89,8 @@ static int step_done(store_t *s, sqlite3_stmt *st)
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
-        LOG_ERROR("%s: %s", s->path, sqlite3_errmsg(s->db));
+        snprintf(s->why, sizeof s->why, "%s", sqlite3_errmsg(s->db));
+        LOG_ERROR("%s: %s", s->path, s->why);
         return -1;
     }
     return 0;
@@ -431,7 +432,10 @@ static int rollback(store_t *s)
     s->failed = false;
     s->next_id_dirty = false;
     s->gc_floor = s->gc_floor_committed;
-    step_done(s, s->rollback);
+    /* A failed COMMIT (an I/O error, a full disk) may have rolled back
+     * already: then there is no transaction left to end. */
+    if (!sqlite3_get_autocommit(s->db))
+        step_done(s, s->rollback);
     return -1;
 }
 

@@ -1,4 +1,5 @@
-/* test_disk.c — disk full (docs/RELIABILITY.md, test 5).
+/* test_disk.c — disk full (docs/RELIABILITY.md, test 5), and writes that fail
+ * (test 5b).
  *
  * The broker's data_dir is a 16 MiB tmpfs the test mounts (root only; skipped
  * otherwise) and always unmounts. disk_min_free = 4 MiB; a filler file takes
@@ -14,12 +15,14 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -234,4 +237,116 @@ Test(disk, full_tmpfs_refuses_publishes_keeps_every_confirmed_event_and_recovers
     cr_assert_eq(lost, 0, "%zu confirmed events not handled after a full disk", lost);
     cr_assert_str_eq(ic2, "ok", "integrity_check after the broker stopped: %s", ic2);
     cr_assert_eq(h_count_lines(rec), (size_t)confirmed, "runs %zu for %d confirmed", h_count_lines(rec), confirmed);
+}
+
+/* Test 5b: the broker's writes fail. RLIMIT_FSIZE of 1 byte, set on the
+ * running broker (prlimit(2), no root needed), makes every write it issues
+ * past the first byte of any file fail with EFBIG — WAL frames, the
+ * checkpointer's copies, its log — so commits fail while a worker is acking:
+ * publishes and acks of those turns are lost together, as a dying disk would
+ * do it. Must hold: the broker lives; each refused publish says "storage
+ * failed" with SQLite's reason and is never stored (never handled); stats
+ * count only what was confirmed; once the limit is lifted the same broker
+ * confirms again; every confirmed event is handled (acks lost with a failed
+ * turn give duplicates, which at-least-once allows: counted); the database
+ * passes integrity_check after the broker stops. */
+static void set_fsize(pid_t pid, rlim_t soft)
+{
+    struct rlimit old, rl;
+    cr_assert_eq(prlimit(pid, RLIMIT_FSIZE, NULL, &old), 0, "prlimit: %s", strerror(errno));
+    rl.rlim_cur = soft;
+    rl.rlim_max = old.rlim_max;
+    cr_assert_eq(prlimit(pid, RLIMIT_FSIZE, &rl, NULL), 0, "prlimit: %s", strerror(errno));
+}
+
+static long topic_published(const char *topic)
+{
+    char *st = h_stats(&env), anchor[200];
+    snprintf(anchor, sizeof anchor, "{\"name\":\"%s\"", topic);
+    long n = st ? h_json_num(st, anchor, "published") : LONG_MIN;
+    free(st);
+    return n;
+}
+
+Test(disk, failing_writes_refuse_the_turn_lose_no_confirmed_event_and_recover)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"rec\"; native = { library = \"build/tests/handlers/librel_record.so\";"
+             " symbol = \"record\"; }; env = { RECORD_FILE = \"%s\"; SLEEP_US = \"2000\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"rec\"; } ); } );\n",
+             h_path(&env, "record.txt"));
+    h_config(&env, "fsync", body);
+    pid_t broker = h_broker(&env);
+    h_worker(&env, NULL, 8);
+    char rec[600];   /* h_path's buffers are reused by the calls below */
+    snprintf(rec, sizeof rec, "%s", h_path(&env, "record.txt"));
+
+    /* 1. a stream being handled (2 ms a run: ~0.4 s of work in flight) */
+    const int n1 = 400, n2 = 200, n3 = 200;
+    int confirmed = publish_batch(0, n1, NULL);
+    cr_assert_eq(confirmed, n1, "before any fault: %d of %d confirmed", confirmed, n1);
+    cr_assert(rel_wait_lines(rec, 20, 10000), "the worker handles nothing");
+
+    /* 2. every write fails: publishes are refused, the worker's acks are lost */
+    set_fsize(broker, 1);
+    size_t at_fault = h_count_lines(rec);
+    char *why = NULL;
+    int c2 = publish_batch(n1, n2, &why);
+    cr_assert_eq(c2, 0, "%d publishes confirmed while every write failed", c2);
+    cr_assert(why && strstr(why, "storage failed") && strstr(why, "I/O error"),
+              "a refusal does not say the storage failed, and why: %.300s", why ? why : "");
+    char first_refusal[300];
+    snprintf(first_refusal, sizeof first_refusal, "%.*s", (int)strcspn(strstr(why, "LINE"), "\n"),
+             strstr(why, "LINE"));
+    free(why);
+    cr_assert(rel_wait_lines(rec, (size_t)n1, 20000), "the worker stopped while writes failed: %zu runs",
+              h_count_lines(rec));
+    size_t during = h_count_lines(rec) - at_fault;
+    cr_assert_gt(during, 0, "no handler ran while writes failed: the acks were not put to the test");
+    cr_assert_eq(h_wait_exit(broker, 0), -1, "the broker died when its writes failed");
+    cr_assert_eq(topic_published("t"), n1, "stats count refused publishes as published");
+
+    /* 3. writes work again: the same broker confirms again */
+    set_fsize(broker, RLIM_INFINITY);
+    int c3 = publish_batch(n1 + n2, n3, &why);
+    cr_assert_eq(c3, n3, "after the fault, %d of %d confirmed: %.300s", c3, n3, why ? why : "");
+    free(why);
+    confirmed += c3;
+
+    /* every confirmed event handled under its id; no refused one ever ran */
+    cr_assert(rel_wait_drained(&env, "t", "rec", 60000), "the queue never drained: %s", h_stats(&env));
+    char *ids = h_read(h_path(&env, "ids.txt"), NULL), *r = h_read(rec, NULL);
+    size_t lost = 0, ran_refused = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(ids, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char id[128], needle[200];
+        int i;
+        cr_assert_eq(sscanf(line, "%d %127s", &i, id), 2);
+        snprintf(needle, sizeof needle, "%s D%d ", id, i);
+        if (!strstr(r, needle)) lost++;
+    }
+    for (int i = n1; i < n1 + n2; i++) {
+        char needle[32];
+        snprintf(needle, sizeof needle, " D%d ", i);
+        if (strstr(r, needle)) ran_refused++;
+    }
+    free(ids);
+    free(r);
+    size_t runs = h_count_lines(rec);
+    cr_assert_eq(topic_published("t"), confirmed, "stats: published is not the %d confirmed", confirmed);
+    cr_assert_eq(h_signal_exit(&env, broker, SIGTERM, 15000), 0, "the broker did not stop cleanly");
+    char db[700];
+    snprintf(db, sizeof db, "%s/data/herald.db", env.dir);
+    const char *ic = integrity(db);
+    char extra[900];
+    snprintf(extra, sizeof extra,
+             "RLIMIT_FSIZE 1 byte on the running broker, then lifted: %d of %d refused; \"%s\"; "
+             "%zu runs while writes failed; integrity_check %s after stop",
+             n2, n1 + n2 + n3, first_refusal, during, ic);
+    rel_report("write-failure", "every broker write fails (EFBIG)", 1, confirmed, (long)lost,
+               (long)(runs - (size_t)confirmed), extra);
+    cr_assert_eq(lost, 0, "%zu confirmed events never handled after failed writes", lost);
+    cr_assert_eq(ran_refused, 0, "%zu refused publishes were stored and ran", ran_refused);
+    cr_assert_str_eq(ic, "ok", "integrity_check after the broker stopped: %s", ic);
 }
