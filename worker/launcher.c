@@ -234,11 +234,17 @@ static void spawn(int sock, const char *wdir, uint8_t type, const char *body, ui
         rd r = { body, n, false };
         id = rd_u64(&r);
     }
+    pid_t self = getpid();
     pid_t pid = fork();
     if (pid == 0) {
         int c = child_fds(fd);
         if (type == CH_L_EXEC)
             exec_supervise(c, wdir, body, n);
+        /* A host dies with us: once the launcher is gone its worker hands the
+         * host's deliveries back, so a host running on would run them twice. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != self)
+            _exit(1);
         host_main(c, body, n, board);
     }
     if (pid < 0) {

@@ -624,6 +624,45 @@ static void parent_exe(pid_t pid, char *out, size_t n)
     out[k] = 0;
 }
 
+static bool gone_or_zombie(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp) return true;
+    char stat[512] = "";
+    char *ok = fgets(stat, sizeof stat, fp);
+    fclose(fp);
+    const char *p = ok ? strrchr(stat, ')') : NULL;
+    return !p || p[2] == 'Z' || p[2] == 'X';
+}
+
+/* When the launcher dies, the worker gives the host's deliveries back to the
+ * broker: the host must not run on (it would run them a second time). */
+Test(runner, native_hosts_die_with_their_launcher, .timeout = 30)
+{
+    fixture f;
+    setup_with(&f, 1, launcher_program());
+    define_native(&f, "echo", 5000, NULL, 0);
+    submit_str(&f, "echo", 1, "pid");
+    wait_results(&f, 1, 10000);
+    cr_assert_eq(by_token(&f, 1)->outcome, OUT_OK);
+    pid_t host = (pid_t)atoi((const char *)by_token(&f, 1)->output);
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)host);
+    FILE *fp = fopen(path, "r");
+    cr_assert(fp && fgets(stat, sizeof stat, fp));
+    fclose(fp);
+    int launcher = 0;
+    cr_assert_eq(sscanf(strrchr(stat, ')') + 2, "%*c %d", &launcher), 1);
+    cr_assert_eq(kill(launcher, SIGKILL), 0);
+    bool gone = false;
+    for (int i = 0; i < 500 && !(gone = gone_or_zombie(host)); i++)
+        usleep(10000);
+    cr_assert(gone, "host %d still runs 5 s after its launcher %d was killed", (int)host, launcher);
+    teardown(&f);
+}
+
 /* Handlers' processes come from the lean herald-launcher program when it is
  * given, and from a fork of the worker itself when it is not (or missing):
  * both run exec and native handlers alike. */
