@@ -33,6 +33,10 @@
  * queue stays in SQLite and is read back in order as the window drains, so
  * memory does not grow with the backlog. */
 #define SUB_WINDOW 8192
+/* Deliveries of one subscription whose rows are in `delayed` (retry backoff,
+ * --delay, paced replays) held in memory: about this many at most, the
+ * earliest; the rest are read back by visible time as these wake. */
+#define DELAYED_WINDOW 8192
 /* Messages taken from one socket per loop turn before the others get a go. */
 #define DRAIN_CAP 256
 /* store_restart_wal(): a WAL of this many frames (4 KiB each) is written from
@@ -121,6 +125,12 @@ struct sub {
     int64_t cursor;             /* highest message id read into memory from `queue` */
     bool caught_up;             /* every `queue` row past cursor is in memory */
     /* counts of rows (database truth, kept in memory) */
+    /* its `delayed` rows in memory (queue.c): every row whose key
+     * (visible_ms, msg) is at or below the cursor — all of them when dall —
+     * and no other. (0, 0): none read yet (keys are positive). */
+    int64_t dcursor_ms, dcursor_msg;
+    bool dall;
+    int64_t dmem;               /* deliveries in memory whose row is in `delayed` */
     int64_t queued;             /* rows in `queue` (ready + inflight ones) */
     int64_t delayed;            /* rows in `delayed` */
     int64_t dead;
@@ -179,7 +189,7 @@ typedef struct {
     sqlite3_stmt *begin, *commit, *rollback;
     sqlite3_stmt *ins_msg, *ins_queue, *ins_delayed, *del_queue, *del_delayed;
     sqlite3_stmt *upd_producer, *get_producer, *set_meta;
-    sqlite3_stmt *load_window, *load_due, *min_queue, *min_delayed, *gc_msgs;
+    sqlite3_stmt *load_window, *load_delayed, *min_queue, *min_delayed, *gc_msgs;
     sqlite3_stmt *upd_delayed, *ins_dead, *ins_failure;
     sqlite3_stmt *get_refusal, *ins_refusal, *get_dedup, *ins_dedup, *prune[3], *del_failures;
     sqlite3_stmt *del_queue_range;
@@ -339,9 +349,15 @@ int64_t backoff_ms(const cfg_backoff *p, uint32_t failures, double rnd);
 /* --- queue.c: the bounded in-memory window of each subscription --- */
 void queue_refill(broker_t *b, sub_t *s);
 bool queue_take_new(const sub_t *s);   /* may a just-published delivery go to memory? */
-/* At start: every `delayed` row into the timer heap. After a rollback, the
- * rows whose (sub, msg) is in skip (sorted, n) are in memory already. */
-int queue_load_delayed(broker_t *b, const struct row_key *skip, size_t n);
+/* The delayed windows (retries, --delay, paced replays): d, whose row is in
+ * `delayed` and which waits (RETRY_WAIT), goes to the timer heap when its key
+ * is within its subscription's window, else it is freed and its row waits on
+ * disk; counted: d is in sub->dmem already (a delayed delivery retried). */
+void queue_delay(broker_t *b, delivery_t *d, bool counted);
+bool queue_delay_takes(const sub_t *s, int64_t visible_ms);   /* would a new one be kept? */
+/* Reads further into `delayed` when the window has room (between transactions;
+ * at start it reads the first window). */
+void queue_refill_delayed(broker_t *b, sub_t *s);
 /* After transaction txn was rolled back: memory forgets what it stored. */
 void queue_rollback(broker_t *b, uint64_t txn);
 

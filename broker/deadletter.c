@@ -87,7 +87,7 @@ static void rollback(broker_t *b)
 }
 
 /* What a replay changes in memory, applied only once every row is written. */
-typedef struct { sub_t *s; delivery_t *d; } replayed;
+typedef struct { sub_t *s; delivery_t *d; bool delayed; } replayed;
 
 int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, dead_result *res,
                 char *err, size_t n)
@@ -127,7 +127,7 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
             if (!v) goto fail;
             done = v;
         }
-        done[ndone] = (replayed){ s, NULL };
+        done[ndone] = (replayed){ s, NULL, false };
         char mid[PROTO_ID_MAX + 1];
         snprintf(mid, sizeof mid, "%s", (const char *)sqlite3_column_text(st, 2));
         const void *payload = sqlite3_column_blob(st, 6);
@@ -137,8 +137,12 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
                                  (size_t)sqlite3_column_bytes(st, 5), payload, len, now, &msg) != 0)
             goto fail;
         int64_t visible = rate > 0 ? now + (int64_t)((double)(res->count - 1) * 1000.0 / rate) : now;
-        if (rate > 0) {
-            if (store_insert_delayed(&b->store, s->id, msg, visible, ATTEMPTS_REPLAYED) != 0) goto fail;
+        done[ndone].delayed = rate > 0;
+        if (rate <= 0) {
+            if (store_insert_queue(&b->store, s->id, msg, ATTEMPTS_REPLAYED) != 0) goto fail;
+        } else if (store_insert_delayed(&b->store, s->id, msg, visible, ATTEMPTS_REPLAYED) != 0) {
+            goto fail;
+        } else if (queue_delay_takes(s, visible)) {   /* else a refill reads it */
             proto_attr attrs[PROTO_MAX_ATTRS];
             uint32_t na = attrs_unpack(sqlite3_column_blob(st, 5), sqlite3_column_bytes(st, 5), attrs, &strs);
             message_t *m = message_new(msg, mid, topic, attrs, na);
@@ -147,13 +151,10 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
             m->payload_len = len;
             delivery_t *d = delivery_from_row(b, s, m, ATTEMPTS_REPLAYED);
             if (!d) { m->refs = 1; message_unref(&m); goto fail; }
-            d->in_delayed = true;
-            d->state = DELIVERY_RETRY_WAIT;
+            d->state = DELIVERY_RETRY_WAIT;   /* in_delayed once in the window (below) */
             d->visible_ms = visible;
             d->txn = b->store.txn_no;   /* its row is this transaction's */
             done[ndone].d = cur = d;
-        } else if (store_insert_queue(&b->store, s->id, msg, ATTEMPTS_REPLAYED) != 0) {
-            goto fail;
         }
         ndone++;
         cur = NULL;
@@ -164,8 +165,11 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
     if (!dry_run && savepoint(b, "RELEASE") != 0) { st = NULL; goto fail; }
     for (size_t i = 0; i < ndone; i++) {   /* every row is written: now memory */
         sub_t *s = done[i].s;
-        if (done[i].d) {
-            timers_add(b, done[i].d);
+        if (done[i].delayed) {
+            if (done[i].d) {
+                done[i].d->in_delayed = true;
+                queue_delay(b, done[i].d, false);
+            }
             s->delayed++;
         } else {
             s->caught_up = false;   /* the window reads it from the table */

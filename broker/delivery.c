@@ -45,6 +45,7 @@ delivery_t *delivery_from_row(broker_t *b, sub_t *sub, message_t *m, int64_t att
 void delivery_free(broker_t *b, delivery_t *d)
 {
     (void)b;
+    if (d->in_delayed) d->sub->dmem--;
     message_unref(&d->msg);
     free(d);
 }
@@ -204,6 +205,7 @@ void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
         return;
     }
     d->visible_ms = now_ms + backoff_ms(&fn->cfg->backoff, d->attempts, random_unit());
+    bool counted = d->in_delayed;
     if (d->in_delayed) {
         sqlite3_bind_int64(s->upd_delayed, 1, d->visible_ms);
         sqlite3_bind_int64(s->upd_delayed, 2, d->attempts);
@@ -221,7 +223,7 @@ void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
         d->sub->delayed++;
     }
     d->state = DELIVERY_RETRY_WAIT;
-    timers_add(b, d);
+    queue_delay(b, d, counted);
 }
 
 void delivery_return(broker_t *b, delivery_t *d)

@@ -105,7 +105,10 @@ void dispatch_pump(broker_t *b, bool mid_turn)
 {
     if (b->nsubs == 0) return;
     if (!mid_turn)
-        for (size_t i = 0; i < b->nsubs; i++) queue_refill(b, b->subs[i]);
+        for (size_t i = 0; i < b->nsubs; i++) {
+            queue_refill(b, b->subs[i]);
+            queue_refill_delayed(b, b->subs[i]);
+        }
     size_t nw = b->workers.n, first = nw ? b->worker_rr++ % nw : 0;
     list_node *start = b->workers.head.next;
     for (size_t k = 0; k < first; k++) start = start->next;

@@ -108,10 +108,11 @@ int main(int argc, char **argv)
     if (store_open(&b.store, cfg->broker.data_dir, cfg->broker.durability) != 0) goto out_zmq;
     b.dlq_db = dlq_open(b.store.path, why, sizeof why);
     if (!b.dlq_db) LOG_WARN("dead letters will not be readable over the admin endpoint: %s", why);
-    if (broker_setup(&b, cfg) != 0 || store_counts(&b.store, &b) != 0 || queue_load_delayed(&b, NULL, 0) != 0) {
+    if (broker_setup(&b, cfg) != 0 || store_counts(&b.store, &b) != 0) {
         LOG_ERROR("cannot rebuild the queues from %s", b.store.path);
         goto out_store;
     }
+    for (size_t i = 0; i < b.nsubs; i++) queue_refill_delayed(&b, b.subs[i]);   /* the first wake-ups */
     int64_t mp = cfg->broker.max_payload, head = 64 * 1024;
     int64_t wmax = (mp > (int64_t)PROTO_OUTPUT_MAX ? mp : (int64_t)PROTO_OUTPUT_MAX) + head;
     int64_t amax = (mp > (1 << 20) ? mp : (1 << 20)) + head;
@@ -124,10 +125,10 @@ int main(int argc, char **argv)
         goto out_sockets;
     }
 
-    int64_t ready = 0;
-    for (size_t i = 0; i < b.nsubs; i++) ready += b.subs[i]->queued;
-    LOG_INFO("ready: %zu topics, %zu functions, %lld queued, %zu delayed; publish %s, workers %s, admin %s%s",
-             b.ntopics, b.nfunctions, (long long)ready, b.ntimers, cfg->broker.publish_endpoint,
+    int64_t ready = 0, delayed = 0;
+    for (size_t i = 0; i < b.nsubs; i++) ready += b.subs[i]->queued, delayed += b.subs[i]->delayed;
+    LOG_INFO("ready: %zu topics, %zu functions, %lld queued, %lld delayed; publish %s, workers %s, admin %s%s",
+             b.ntopics, b.nfunctions, (long long)ready, (long long)delayed, cfg->broker.publish_endpoint,
              cfg->broker.worker_endpoint, cfg->broker.admin_endpoint,
              b.auth.on ? "; CURVE on, ZAP self-test passed" : "");
     rc = loop_run(&b) == 0 ? 0 : 1;

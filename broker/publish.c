@@ -133,14 +133,16 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
     bool delayed = p->delay_ms > 0;
     /* Does any delivery stay in memory? Then the frame moves into the
      * message first, and the row is written from where the payload now is
-     * (a small frame's bytes live inside the zmq_msg_t itself). Delayed ones
-     * always go to the timer heap (debt: see queue_load_delayed). */
-    bool keep = delayed;
-    for (size_t i = 0; i < nt && !keep; i++) keep = queue_take_new(targets[i]);
+     * (a small frame's bytes live inside the zmq_msg_t itself). */
+    int64_t visible = now + p->delay_ms;
+    bool keep = false;
+    for (size_t i = 0; i < nt && !keep; i++)
+        keep = delayed ? queue_delay_takes(targets[i], visible) : queue_take_new(targets[i]);
     message_t *m = NULL;
     if (keep) {
         m = message_new(0, mid, p->topic, p->attrs, p->nattrs);
         if (!m) goto internal;
+        m->refs = 1;   /* ours while deliveries are made: queue_delay may free one */
         zmq_msg_init(&m->zmsg);
         zmq_msg_move(&m->zmsg, frame);
         m->zmsg_owned = true;
@@ -154,12 +156,13 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
     if (m) m->id = id;
     for (size_t i = 0; i < nt; i++) {
         sub_t *sub = targets[i];
-        int rc = delayed ? store_insert_delayed(s, sub->id, id, now + p->delay_ms, 0)
+        int rc = delayed ? store_insert_delayed(s, sub->id, id, visible, 0)
                          : store_stage_queue(s, sub->id, id);
         if (rc != 0) goto internal_free;
         b->backlog++;
         if (delayed) sub->delayed++;
         else sub->queued++;
+        if (delayed && !queue_delay_takes(sub, visible)) continue;   /* a refill reads it */
         if (!delayed && !queue_take_new(sub)) { sub->caught_up = false; continue; }
         delivery_t *d = delivery_new(b, sub, m, 0);
         if (!d) goto internal_free;
@@ -167,18 +170,18 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
         if (delayed) {
             d->in_delayed = true;
             d->state = DELIVERY_RETRY_WAIT;
-            d->visible_ms = now + p->delay_ms;
-            timers_add(b, d);
+            d->visible_ms = visible;
+            queue_delay(b, d, false);
         } else {
             list_push_back(&sub->ready, &d->link);
             sub->cursor = id;
         }
     }
-    if (m && m->refs == 0) { m->refs = 1; message_unref(&m); }   /* no taker after all: not kept */
+    message_unref(&m);   /* ours: freed here if no delivery kept it */
     return PROTO_OK;
 internal_free:
     s->failed = true;   /* part of this event may be staged: the turn must not commit */
-    if (m && m->refs == 0) { m->refs = 1; message_unref(&m); }
+    message_unref(&m);
 internal:
     snprintf(why, whylen, "storage failed: %s", sqlite3_errmsg(s->db));
     return PROTO_E_INTERNAL;

@@ -83,14 +83,168 @@ void queue_refill(broker_t *b, sub_t *s)
     sqlite3_reset(st);
 }
 
+/* --- the delayed windows ---------------------------------------------------
+ * A subscription's `delayed` rows (retry backoff, --delay, paced replays) are
+ * ordered by key (visible_ms, msg). Memory holds every row at or below the
+ * subscription's cursor (all of them while dall) and no other: the earliest,
+ * the next to wake, about DELAYED_WINDOW at most. A delivery that becomes
+ * delayed in memory stays only when its key is within the window; past it,
+ * its row waits on disk. A window grown past DELAYED_WINDOW lets its latest
+ * waiting deliveries go and brings the cursor down; one fallen below half is
+ * read further from the table, between transactions only (a row of the open
+ * transaction may yet be rolled back). So a million retries in backoff, or
+ * events published with --delay, cost memory for the next few thousand. */
+
+static bool key_le(int64_t ms, int64_t msg, int64_t cms, int64_t cmsg)
+{
+    return ms < cms || (ms == cms && msg <= cmsg);
+}
+
+bool queue_delay_takes(const sub_t *s, int64_t visible_ms)
+{
+    /* a new message's id is above every stored one: at an equal time its key
+     * is past the cursor */
+    return s->dall || visible_ms < s->dcursor_ms;
+}
+
+static int cmp_later(const void *a, const void *b)   /* by key, the latest first */
+{
+    const delivery_t *x = *(delivery_t *const *)a, *y = *(delivery_t *const *)b;
+    if (x->visible_ms != y->visible_ms) return x->visible_ms > y->visible_ms ? -1 : 1;
+    return x->msg->id > y->msg->id ? -1 : x->msg->id < y->msg->id;
+}
+
+static void note_later(const delivery_t *d, int64_t *ms, int64_t *msg)
+{
+    if (!key_le(d->visible_ms, d->msg->id, *ms, *msg)) *ms = d->visible_ms, *msg = d->msg->id;
+}
+
+/* More than DELAYED_WINDOW of s's delayed rows in memory: the latest waiting
+ * ones leave, down to 3/4 of it, and the cursor comes down to the latest key
+ * still held. Woken and running deliveries stay, and so does every waiting
+ * one at or below the latest of them: every row under the cursor stays in
+ * memory. */
+static void trim(broker_t *b, sub_t *s)
+{
+    if (s->dmem <= DELAYED_WINDOW) return;
+    int64_t hms = 0, hmsg = 0;
+    for (list_node *ln = s->ready.head.next; ln != &s->ready.head; ln = ln->next) {
+        const delivery_t *d = container_of(ln, delivery_t, link);
+        if (d->in_delayed) note_later(d, &hms, &hmsg);
+    }
+    for (list_node *wn = b->workers.head.next; wn != &b->workers.head; wn = wn->next) {
+        worker_t *w = container_of(wn, worker_t, link);
+        for (list_node *ln = w->leases.head.next; ln != &w->leases.head; ln = ln->next) {
+            const delivery_t *d = container_of(ln, delivery_t, link);
+            if (d->sub == s && d->in_delayed) note_later(d, &hms, &hmsg);
+        }
+    }
+    delivery_t **v = malloc((b->ntimers + 1) * sizeof *v);
+    if (!v) { LOG_ERROR("out of memory trimming a delayed window"); return; }
+    size_t n = 0;
+    for (size_t i = 0; i < b->ntimers; i++) {
+        delivery_t *d = b->timers[i];
+        if (d->sub == s && !key_le(d->visible_ms, d->msg->id, hms, hmsg)) v[n++] = d;
+    }
+    qsort(v, n, sizeof *v, cmp_later);
+    size_t i = 0;
+    for (; i < n && s->dmem > DELAYED_WINDOW * 3 / 4; i++) {
+        timers_remove(b, v[i]);
+        delivery_free(b, v[i]);
+    }
+    if (i < n) note_later(v[i], &hms, &hmsg);
+    s->dcursor_ms = hms;
+    s->dcursor_msg = hmsg;
+    s->dall = false;
+    free(v);
+}
+
+void queue_delay(broker_t *b, delivery_t *d, bool counted)
+{
+    sub_t *s = d->sub;
+    if (!counted) s->dmem++;
+    if (!s->dall && !key_le(d->visible_ms, d->msg->id, s->dcursor_ms, s->dcursor_msg)) {
+        delivery_free(b, d);   /* its row waits on disk; a refill reads it in turn */
+        return;
+    }
+    timers_add(b, d);
+    trim(b, s);
+}
+
+/* The current row of load_delayed as a waiting delivery of s, in the heap. */
+static delivery_t *delayed_from_row(broker_t *b, sub_t *s, sqlite3_stmt *st)
+{
+    message_t *m = message_from_row(st, 0, 4, 5, 6, 7);
+    if (!m) return NULL;
+    delivery_t *d = delivery_from_row(b, s, m, sqlite3_column_int64(st, 3));
+    if (!d) { m->refs = 1; message_unref(&m); return NULL; }
+    d->in_delayed = true;
+    d->state = DELIVERY_RETRY_WAIT;
+    d->visible_ms = sqlite3_column_int64(st, 2);
+    s->dmem++;
+    timers_add(b, d);
+    return d;
+}
+
+/* load_delayed bound to s's rows with keys in (lo, hi], at most limit (-1: all). */
+static sqlite3_stmt *bind_range(broker_t *b, const sub_t *s, int64_t lo_ms, int64_t lo_msg, int64_t hi_ms,
+                                int64_t hi_msg, int limit)
+{
+    sqlite3_stmt *st = b->store.load_delayed;
+    sqlite3_bind_int64(st, 1, s->id);
+    sqlite3_bind_int64(st, 2, lo_ms);
+    sqlite3_bind_int64(st, 3, lo_msg);
+    sqlite3_bind_int64(st, 4, hi_ms);
+    sqlite3_bind_int64(st, 5, hi_msg);
+    sqlite3_bind_int(st, 6, limit);
+    return st;
+}
+
+void queue_refill_delayed(broker_t *b, sub_t *s)
+{
+    if (s->dall || s->dmem >= DELAYED_WINDOW / 2 || b->store.in_txn) return;
+    int want = DELAYED_WINDOW - (int)s->dmem;
+    sqlite3_stmt *st = bind_range(b, s, s->dcursor_ms, s->dcursor_msg, INT64_MAX, INT64_MAX, want);
+    int got = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!delayed_from_row(b, s, st)) { rc = SQLITE_NOMEM; break; }
+        got++;
+        s->dcursor_ms = sqlite3_column_int64(st, 2);
+        s->dcursor_msg = sqlite3_column_int64(st, 0);
+    }
+    if (rc == SQLITE_DONE && got < want) s->dall = true;
+    else if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        LOG_ERROR("reading the delayed deliveries of %s/%s: %s", s->topic, s->fn->name,
+                  rc == SQLITE_NOMEM ? "out of memory" : sqlite3_errmsg(b->store.db));
+    sqlite3_reset(st);
+}
+
+/* After a rollback: s's rows within its window that memory does not hold
+ * (skip, sorted) are read again. */
+static int reload_delayed(broker_t *b, sub_t *s, const struct row_key *skip, size_t nskip)
+{
+    sqlite3_stmt *st = bind_range(b, s, 0, 0, s->dall ? INT64_MAX : s->dcursor_ms,
+                                  s->dall ? INT64_MAX : s->dcursor_msg, -1);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct row_key k = { s->id, sqlite3_column_int64(st, 0) };
+        if (nskip && bsearch(&k, skip, nskip, sizeof k, cmp_key)) continue;   /* in memory */
+        if (!delayed_from_row(b, s, st)) { rc = SQLITE_NOMEM; break; }
+    }
+    sqlite3_reset(st);
+    trim(b, s);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
 /* A failed commit rolled transaction txn back. The ready windows are read
  * again from the table, which is the truth, except the delayed deliveries
- * that woke into them: their rows are in `delayed`, which is read only at
- * start, so they stay. Deliveries whose rows txn wrote (publishes, replays,
- * a retry's move to `delayed`, whose row is back in `queue`) go, from the
- * windows and from the timer heap. The rows of deliveries in flight are not
- * read again (b->reload_skip), and the counters are counted again from the
- * tables: a scan the loop makes only here, after a failure. */
+ * that woke into them: their rows are in `delayed`, not `queue`, so they
+ * stay. Deliveries whose rows txn wrote (publishes, replays, a retry's move
+ * to `delayed`, whose row is back in `queue`) go, from the windows and from
+ * the timer heap. The rows of deliveries in flight are not read again
+ * (b->reload_skip); the `delayed` rows within each delayed window that memory
+ * lost with the turn are read again; and the counters are counted again from
+ * the tables: a scan the loop makes only here, after a failure. */
 /* Appends d's row to v (in `delayed` or in `queue`, as asked). */
 static void add_key(struct row_key **v, size_t *n, size_t *cap, const delivery_t *d, bool delayed)
 {
@@ -148,39 +302,10 @@ void queue_rollback(broker_t *b, uint64_t txn)
             add_key(&held, &nd, &capd, container_of(ln, delivery_t, link), true);
     }
     if (nd > 1) qsort(held, nd, sizeof *held, cmp_key);
-    if (queue_load_delayed(b, held, nd) != 0)
-        LOG_ERROR("reading `delayed` again after a rollback failed: some retries wait for a restart");
+    for (size_t i = 0; i < b->nsubs; i++)
+        if (reload_delayed(b, b->subs[i], held, nd) != 0)
+            LOG_ERROR("reading `delayed` again after a rollback failed: some retries wait for a restart");
     free(held);
     if (store_counts(&b->store, b) != 0)
         LOG_ERROR("counting the queues again after a rollback failed: stats may be off");
-}
-
-/* At start: every `delayed` row becomes a RETRY_WAIT delivery in the timer
- * heap. (Debt: a large delayed backlog is held whole in memory; a windowed
- * load by visible_ms would bound it like the ready queues.) */
-int queue_load_delayed(broker_t *b, const struct row_key *skip, size_t nskip)
-{
-    sqlite3_stmt *st = b->store.load_due;
-    sqlite3_bind_int64(st, 1, INT64_MIN);
-    sqlite3_bind_int64(st, 2, INT64_MAX);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t sub_id = sqlite3_column_int64(st, 1);
-        sub_t *s = NULL;
-        for (size_t i = 0; i < b->nsubs; i++)
-            if (b->subs[i]->id == sub_id) s = b->subs[i];
-        if (!s) continue;   /* a removed subscription's rows wait for its return */
-        struct row_key k = { sub_id, sqlite3_column_int64(st, 0) };
-        if (nskip && bsearch(&k, skip, nskip, sizeof k, cmp_key)) continue;   /* in memory */
-        message_t *m = message_from_row(st, 0, 4, 5, 6, 7);
-        if (!m) { rc = SQLITE_NOMEM; break; }
-        delivery_t *d = delivery_from_row(b, s, m, sqlite3_column_int64(st, 3));
-        if (!d) { m->refs = 1; message_unref(&m); rc = SQLITE_NOMEM; break; }
-        d->in_delayed = true;
-        d->state = DELIVERY_RETRY_WAIT;
-        d->visible_ms = sqlite3_column_int64(st, 2);
-        timers_add(b, d);
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : -1;
 }

@@ -43,7 +43,8 @@ static const char *SCHEMA =
     "  attempts INTEGER NOT NULL, PRIMARY KEY(sub, msg)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS delayed(msg INTEGER NOT NULL, sub INTEGER NOT NULL,"
     "  visible_ms INTEGER NOT NULL, attempts INTEGER NOT NULL, PRIMARY KEY(msg, sub)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS delayed_by_time ON delayed(visible_ms);"
+    "DROP INDEX IF EXISTS delayed_by_time;"   /* before the delayed windows: by time only */
+    "CREATE INDEX IF NOT EXISTS delayed_by_sub ON delayed(sub, visible_ms);"
     "CREATE TABLE IF NOT EXISTS producers(id TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
     "  updated_ms INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS producers_by_age ON producers(updated_ms);"
@@ -218,9 +219,11 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
         prep(s, &s->load_window, "SELECT q.msg, q.attempts, m.mid, m.topic, m.attrs, m.payload"
                                  " FROM queue q JOIN messages m ON m.id = q.msg"
                                  " WHERE q.sub=? AND q.msg>? ORDER BY q.msg LIMIT ?") ||
-        prep(s, &s->load_due, "SELECT d.msg, d.sub, d.visible_ms, d.attempts, m.mid, m.topic,"
-                              " m.attrs, m.payload FROM delayed d JOIN messages m ON m.id = d.msg"
-                              " WHERE d.visible_ms > ? AND d.visible_ms <= ?") ||
+        prep(s, &s->load_delayed, "SELECT d.msg, d.sub, d.visible_ms, d.attempts, m.mid, m.topic,"
+                                  " m.attrs, m.payload FROM delayed d JOIN messages m ON m.id = d.msg"
+                                  " WHERE d.sub=?1 AND (d.visible_ms, d.msg) > (?2, ?3)"
+                                  " AND (d.visible_ms, d.msg) <= (?4, ?5)"
+                                  " ORDER BY d.visible_ms, d.msg LIMIT ?6") ||
         prep(s, &s->min_queue, "SELECT msg FROM queue WHERE sub=? ORDER BY msg LIMIT 1") ||
         prep(s, &s->min_delayed, "SELECT msg FROM delayed ORDER BY msg LIMIT 1") ||
         prep(s, &s->gc_msgs, "DELETE FROM messages WHERE id >= ? AND id < ?") ||
@@ -270,7 +273,7 @@ void store_close(store_t *s)
     sqlite3_stmt **all[] = {
         &s->begin, &s->commit, &s->rollback, &s->ins_msg, &s->ins_queue, &s->ins_delayed,
         &s->del_queue, &s->del_delayed, &s->upd_producer, &s->get_producer, &s->set_meta,
-        &s->load_window, &s->load_due, &s->min_queue, &s->min_delayed, &s->gc_msgs,
+        &s->load_window, &s->load_delayed, &s->min_queue, &s->min_delayed, &s->gc_msgs,
         &s->upd_delayed, &s->ins_dead, &s->ins_failure,
         &s->get_refusal, &s->ins_refusal, &s->get_dedup, &s->ins_dedup,
         &s->prune[0], &s->prune[1], &s->prune[2], &s->del_failures, &s->del_queue_range,

@@ -241,6 +241,87 @@ Test(flow, delayed_publish_is_not_handled_before_its_delay)
     cr_assert_eq(h_count_lines(f.path), 1);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Publishes n lines "PREFIX-i" with --delay; the confirmed ids go to ids_path. */
+static void publish_delayed_lines(const char *prefix, int n, const char *delay, const char *ids_path)
+{
+    char in[64], fmt[64];
+    snprintf(in, sizeof in, "%s.txt", prefix);
+    snprintf(fmt, sizeof fmt, "%s-%%d", prefix);
+    h_write_lines(h_path(&env, in), n, fmt);
+    char *out = NULL, *err = NULL;
+    int rc = h_run(&env, h_path(&env, in), &out, &err, "bin/herald-publish", "--broker", env.pub, "--lines",
+                   "--delay", delay, "t", NULL);
+    cr_assert_eq(rc, 0, "herald-publish --lines --delay %s: exit %d: %.300s", delay, rc, err ? err : "");
+    h_write(ids_path, out);
+    free(out);
+    free(err);
+    cr_assert_eq(h_count_lines(ids_path), (size_t)n);
+}
+
+/* More delayed events than a subscription keeps in memory (DELAYED_WINDOW,
+ * 8,192): the rest wait on disk and are read in time order as the first ones
+ * wake — with the broker running throughout, and with a broker killed and
+ * restarted while they wait. Every one is handled exactly once. */
+Test(flow, delayed_events_beyond_the_memory_window_are_each_handled_once)
+{
+    char record[600], body[1024];
+    snprintf(record, sizeof record, "%s", h_path(&env, "record.txt"));
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"rec\"; native = { library = \"build/tests/handlers/librel_record.so\";"
+             " symbol = \"record\"; }; env = { RECORD_FILE = \"%s\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"rec\"; } ); } );\n",
+             record);
+    h_config(&env, "os", body);
+    pid_t broker = h_broker(&env);
+    h_worker(&env, NULL, 8);
+    n_workers nw = { &env, 1 };
+    cr_assert(h_wait(workers_at_least, &nw, 20000), "the worker never connected");
+    const int n = 20000;
+    char ids_a[600], ids_b[600];
+    snprintf(ids_a, sizeof ids_a, "%s", h_path(&env, "ids_a.txt"));
+    snprintf(ids_b, sizeof ids_b, "%s", h_path(&env, "ids_b.txt"));
+
+    /* 1. the broker runs throughout */
+    publish_delayed_lines("a", n, "1", ids_a);
+    h_wait_lines(record, (size_t)n, 60000);
+
+    /* 2. killed and restarted while they wait */
+    publish_delayed_lines("b", n, "3", ids_b);
+    h_kill(&env, broker, SIGKILL);
+    h_broker(&env);
+    h_wait_lines(record, (size_t)(2 * n), 60000);
+    h_wait_sub(&env, "t", "rec", "delayed", 0, 10000);
+    h_wait_sub(&env, "t", "rec", "inflight", 0, 10000);
+
+    /* exactly once: the record's ids, sorted, have no repeat, and hold every
+     * confirmed id */
+    char *rec = h_read(record, NULL);
+    char **got = calloc((size_t)(3 * n), sizeof *got);
+    size_t ng = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(rec, "\n", &save); line && ng < (size_t)(3 * n); line = strtok_r(NULL, "\n", &save)) {
+        line[strcspn(line, " ")] = 0;
+        got[ng++] = line;
+    }
+    cr_assert_eq(ng, (size_t)(2 * n), "%zu handler runs for %d events", ng, 2 * n);
+    qsort(got, ng, sizeof *got, cmp_str);
+    for (size_t i = 1; i < ng; i++) cr_assert_str_neq(got[i - 1], got[i], "%s was handled twice", got[i]);
+    const char *files[] = { ids_a, ids_b };
+    for (int f = 0; f < 2; f++) {
+        char *ids = h_read(files[f], NULL), *sv = NULL;
+        for (char *id = strtok_r(ids, "\n", &sv); id; id = strtok_r(NULL, "\n", &sv))
+            cr_assert_not_null(bsearch(&id, got, ng, sizeof *got, cmp_str), "confirmed %s never handled", id);
+        free(ids);
+    }
+    free(got);
+    free(rec);
+}
+
 Test(flow, dedup_id_is_stored_once_and_answered_with_the_first_id)
 {
     char body[1024];

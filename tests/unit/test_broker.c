@@ -115,7 +115,7 @@ static void dfx_init(dispatch_fx *x, const char *endpoint)
     list_init(&x->b.invoke_queue);
     x->fcfg = (cfg_function){ .name = "f", .max_attempts = 3 };
     x->fn = (function_t){ .name = "f", .cfg = &x->fcfg };
-    x->s = (sub_t){ .id = 1, .topic = "t", .fn = &x->fn, .caught_up = true };
+    x->s = (sub_t){ .id = 1, .topic = "t", .fn = &x->fn, .caught_up = true, .dall = true };
     list_init(&x->s.ready);
     x->subs[0] = &x->s;
     x->b.subs = x->subs;
@@ -344,6 +344,8 @@ Test(broker, rollback_forgets_the_failed_transaction_keeps_woken_delayed)
     }
     x.s.cursor = 4;
     x.s.caught_up = true;
+    x.s.dall = true;   /* the delayed window held every `delayed` row */
+    x.s.dmem = 9;      /* woken 10 and 12, and the 7 waiting */
     queue_rollback(&x.b, 7);
     cr_assert_eq(x.s.ready.n, 1);
     cr_assert_eq(container_of(list_first(&x.s.ready), delivery_t, link), woken);
@@ -382,6 +384,127 @@ Test(broker, rollback_forgets_the_failed_transaction_keeps_woken_delayed)
     free(x.b.timers);
     zmq_close(dealer);
     dfx_fini(&x, &w, 1);
+    zmq_ctx_term(x.ctx);
+    store_close(&x.b.store);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* Wakes every waiting delivery (they are due: now is far ahead), frees them
+ * after noting their keys; returns how many. */
+static int wake_all(dispatch_fx *x, int64_t *last_ms, unsigned char *seen, int64_t nseen)
+{
+    int n = 0;
+    timers_run(&x->b, INT64_MAX);
+    list_node *ln;
+    while ((ln = list_pop_front(&x->s.ready)) != NULL) {
+        delivery_t *d = container_of(ln, delivery_t, link);
+        cr_assert_gt(d->visible_ms, *last_ms, "woken out of time order: %lld after %lld",
+                     (long long)d->visible_ms, (long long)*last_ms);
+        *last_ms = d->visible_ms;
+        cr_assert(d->msg->id > 0 && d->msg->id < nseen);
+        cr_assert_eq(seen[d->msg->id], 0, "row %lld woke twice", (long long)d->msg->id);
+        seen[d->msg->id] = 1;
+        delivery_free(&x->b, d);
+        n++;
+    }
+    return n;
+}
+
+/* A message row and its `delayed` row at visible_ms, committed. */
+static int64_t delayed_row(dispatch_fx *x, int64_t visible_ms)
+{
+    static int k;
+    char mid[32];
+    snprintf(mid, sizeof mid, "d-%d", ++k);
+    int64_t id;
+    cr_assert_eq(store_begin(&x->b.store), 0);
+    cr_assert_eq(store_stage_message(&x->b.store, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
+    cr_assert_eq(store_flush(&x->b.store), 0);
+    cr_assert_eq(store_insert_delayed(&x->b.store, x->s.id, id, visible_ms, 1), 0);
+    cr_assert_eq(store_commit(&x->b.store), 0);
+    return id;
+}
+
+/* A RETRY_WAIT delivery of row id at visible_ms, handed to queue_delay. */
+static void delay_in_memory(dispatch_fx *x, int64_t id, int64_t visible_ms)
+{
+    message_t *m = message_new(id, "d", "t", NULL, 0);
+    m->payload = strdup("x");
+    m->payload_len = 1;
+    delivery_t *d = delivery_new(&x->b, &x->s, m, 1);
+    d->in_delayed = true;
+    d->state = DELIVERY_RETRY_WAIT;
+    d->visible_ms = visible_ms;
+    queue_delay(&x->b, d, false);
+}
+
+/* `delayed` rows (retries in backoff, --delay) are held in memory only as a
+ * window of the earliest ~DELAYED_WINDOW per subscription: read from the
+ * table in time order as they wake, trimmed from the latest end when new
+ * early ones push it past its size; a delivery delayed past the window waits
+ * on disk. Every row wakes exactly once, in time order. */
+Test(broker, delayed_window_holds_the_earliest_rows_and_reads_the_rest_in_time_order, .timeout = 60)
+{
+    char dir[] = "/tmp/herald-test-delayed-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    dispatch_fx x;
+    dfx_init(&x, "inproc://delayed-test");
+    cr_assert_eq(store_open(&x.b.store, dir, DURABILITY_OS), 0);
+    x.s.id = store_sub_id(&x.b.store, "t", "f");
+    x.s.dall = false;   /* nothing read yet, as at start */
+    const int n = 3 * DELAYED_WINDOW + 100;
+    cr_assert_eq(store_begin(&x.b.store), 0);
+    for (int i = 1; i <= n; i++) {   /* distinct times, not in id order */
+        char mid[32];
+        snprintf(mid, sizeof mid, "p-%d", i);
+        int64_t id;
+        cr_assert_eq(store_stage_message(&x.b.store, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
+        cr_assert_eq(store_flush(&x.b.store), 0);
+        cr_assert_eq(store_insert_delayed(&x.b.store, x.s.id, id, 100000 + 10 * (((int64_t)i * 7919) % n), 0), 0);
+    }
+    cr_assert_eq(store_commit(&x.b.store), 0);
+
+    queue_refill_delayed(&x.b, &x.s);
+    cr_assert_eq(x.b.ntimers, DELAYED_WINDOW, "%zu in memory", x.b.ntimers);
+    cr_assert_eq(x.s.dmem, DELAYED_WINDOW);
+    cr_assert(!x.s.dall);
+    cr_assert_eq(x.s.dcursor_ms, 100000 + 10 * (DELAYED_WINDOW - 1), "the window is the earliest rows");
+
+    /* an early retry: kept, and the window, now too big, lets its latest go */
+    int64_t early = delayed_row(&x, 100005);
+    delay_in_memory(&x, early, 100005);
+    cr_assert_eq(x.s.dmem, DELAYED_WINDOW * 3 / 4, "trimmed to %lld", (long long)x.s.dmem);
+    cr_assert_eq(x.b.ntimers, (size_t)x.s.dmem);
+    int64_t top = 0;
+    for (size_t i = 0; i < x.b.ntimers; i++)
+        if (x.b.timers[i]->visible_ms > top) top = x.b.timers[i]->visible_ms;
+    cr_assert_eq(x.s.dcursor_ms, top, "the cursor came down to the latest held");
+    /* a retry past the window: its row waits on disk */
+    int64_t late = delayed_row(&x, 100000 + 10 * (n + 5));
+    size_t before = x.b.ntimers;
+    delay_in_memory(&x, late, 100000 + 10 * (n + 5));
+    cr_assert_eq(x.b.ntimers, before, "a delivery past the window stayed in memory");
+    cr_assert_eq(x.s.dmem, (int64_t)before);
+    /* a new delayed publish past the window is not even made */
+    cr_assert(!queue_delay_takes(&x.s, x.s.dcursor_ms));
+    cr_assert(queue_delay_takes(&x.s, x.s.dcursor_ms - 1));
+
+    unsigned char *seen = calloc((size_t)n + 3, 1);
+    int64_t last = 0;
+    int woken = 0, rounds = 0;
+    while (x.b.ntimers || !x.s.dall) {
+        cr_assert_leq(x.b.ntimers, DELAYED_WINDOW, "%zu in memory", x.b.ntimers);
+        woken += wake_all(&x, &last, seen, n + 3);
+        queue_refill_delayed(&x.b, &x.s);
+        cr_assert_lt(++rounds, 100);
+    }
+    cr_assert_eq(woken, n + 2, "%d of %d rows woke", woken, n + 2);
+    cr_assert_eq(x.s.dmem, 0);
+    free(seen);
+    free(x.b.timers);
+    dfx_fini(&x, NULL, 0);
     zmq_ctx_term(x.ctx);
     store_close(&x.b.store);
     char cmd[128];
