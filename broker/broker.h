@@ -37,6 +37,10 @@
  * --delay, paced replays) held in memory: about this many at most, the
  * earliest; the rest are read back by visible time as these wake. */
 #define DELAYED_WINDOW 8192
+/* … and at most about this many payload bytes in each of those two windows
+ * (at least one delivery): with large payloads the count alone would let a
+ * backlog of 256 KiB events take 2 GiB per subscription. */
+#define WINDOW_BYTES (16 << 20)
 /* Messages taken from one socket per loop turn before the others get a go. */
 #define DRAIN_CAP 256
 /* store_restart_wal(): a WAL of this many frames (4 KiB each) is written from
@@ -131,6 +135,8 @@ struct sub {
     int64_t dcursor_ms, dcursor_msg;
     bool dall;
     int64_t dmem;               /* deliveries in memory whose row is in `delayed` */
+    int64_t dbytes;             /* … and their payload bytes */
+    int64_t ready_bytes;        /* payload bytes of the READY deliveries in `ready` */
     int64_t queued;             /* rows in `queue` (ready + inflight ones) */
     int64_t delayed;            /* rows in `delayed` */
     int64_t dead;
@@ -348,7 +354,10 @@ int64_t backoff_ms(const cfg_backoff *p, uint32_t failures, double rnd);
 
 /* --- queue.c: the bounded in-memory window of each subscription --- */
 void queue_refill(broker_t *b, sub_t *s);
-bool queue_take_new(const sub_t *s);   /* may a just-published delivery go to memory? */
+bool queue_take_new(const sub_t *s, size_t len);   /* may a just-published delivery go to memory? */
+/* A READY delivery into / out of its subscription's window (keeps ready_bytes). */
+void window_push(sub_t *s, delivery_t *d);
+void window_remove(sub_t *s, delivery_t *d);
 /* The delayed windows (retries, --delay, paced replays): d, whose row is in
  * `delayed` and which waits (RETRY_WAIT), goes to the timer heap when its key
  * is within its subscription's window, else it is freed and its row waits on

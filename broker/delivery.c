@@ -45,7 +45,7 @@ delivery_t *delivery_from_row(broker_t *b, sub_t *sub, message_t *m, int64_t att
 void delivery_free(broker_t *b, delivery_t *d)
 {
     (void)b;
-    if (d->in_delayed) d->sub->dmem--;
+    if (d->in_delayed) d->sub->dmem--, d->sub->dbytes -= (int64_t)d->msg->payload_len;
     message_unref(&d->msg);
     free(d);
 }
@@ -53,7 +53,8 @@ void delivery_free(broker_t *b, delivery_t *d)
 void delivery_dispatch(broker_t *b, delivery_t *d, worker_t *w)
 {
     if (d->state != DELIVERY_READY) return;
-    list_remove(d->inv ? &b->invoke_queue : &d->sub->ready, &d->link);
+    if (d->inv) list_remove(&b->invoke_queue, &d->link);
+    else window_remove(d->sub, d);
     d->state = DELIVERY_INFLIGHT;
     d->lease = ++b->next_lease;
     lease_put(&b->leases, d->lease, d);
@@ -231,7 +232,8 @@ void delivery_return(broker_t *b, delivery_t *d)
     if (d->state != DELIVERY_INFLIGHT) return;
     end_lease(b, d);
     d->state = DELIVERY_READY;
-    list_push_back(d->inv ? &b->invoke_queue : &d->sub->ready, &d->link);
+    if (d->inv) list_push_back(&b->invoke_queue, &d->link);
+    else window_push(d->sub, d);
 }
 
 void delivery_wake(broker_t *b, delivery_t *d)
@@ -239,5 +241,5 @@ void delivery_wake(broker_t *b, delivery_t *d)
     (void)b;
     if (d->state != DELIVERY_RETRY_WAIT) return;
     d->state = DELIVERY_READY;
-    list_push_back(&d->sub->ready, &d->link);
+    window_push(d->sub, d);
 }

@@ -137,7 +137,7 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
     int64_t visible = now + p->delay_ms;
     bool keep = false;
     for (size_t i = 0; i < nt && !keep; i++)
-        keep = delayed ? queue_delay_takes(targets[i], visible) : queue_take_new(targets[i]);
+        keep = delayed ? queue_delay_takes(targets[i], visible) : queue_take_new(targets[i], len);
     message_t *m = NULL;
     if (keep) {
         m = message_new(0, mid, p->topic, p->attrs, p->nattrs);
@@ -163,7 +163,7 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
         if (delayed) sub->delayed++;
         else sub->queued++;
         if (delayed && !queue_delay_takes(sub, visible)) continue;   /* a refill reads it */
-        if (!delayed && !queue_take_new(sub)) { sub->caught_up = false; continue; }
+        if (!delayed && !queue_take_new(sub, len)) { sub->caught_up = false; continue; }
         delivery_t *d = delivery_new(b, sub, m, 0);
         if (!d) goto internal_free;
         d->txn = s->txn_no;
@@ -173,7 +173,7 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
             d->visible_ms = visible;
             queue_delay(b, d, false);
         } else {
-            list_push_back(&sub->ready, &d->link);
+            window_push(sub, d);
             sub->cursor = id;
         }
     }

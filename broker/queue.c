@@ -13,9 +13,22 @@
 
 #include "broker.h"
 
-bool queue_take_new(const sub_t *s)
+bool queue_take_new(const sub_t *s, size_t len)
 {
-    return s->caught_up && s->ready.n < SUB_WINDOW;
+    return s->caught_up && s->ready.n < SUB_WINDOW &&
+           (s->ready.n == 0 || s->ready_bytes + (int64_t)len <= WINDOW_BYTES);
+}
+
+void window_push(sub_t *s, delivery_t *d)
+{
+    list_push_back(&s->ready, &d->link);
+    s->ready_bytes += (int64_t)d->msg->payload_len;
+}
+
+void window_remove(sub_t *s, delivery_t *d)
+{
+    list_remove(&s->ready, &d->link);
+    s->ready_bytes -= (int64_t)d->msg->payload_len;
 }
 
 /* Reads a message row's attributes (a msgpack map blob) into a message. */
@@ -60,7 +73,7 @@ void queue_refill(broker_t *b, sub_t *s)
             b->nreload_skip = 0;
         }
     }
-    if (s->caught_up || s->ready.n >= SUB_WINDOW / 2) return;
+    if (s->caught_up || s->ready.n >= SUB_WINDOW / 2 || (s->ready.n && s->ready_bytes >= WINDOW_BYTES / 2)) return;
     int want = SUB_WINDOW - (int)s->ready.n;
     sqlite3_stmt *st = b->store.load_window;
     sqlite3_bind_int64(st, 1, s->id);
@@ -68,14 +81,17 @@ void queue_refill(broker_t *b, sub_t *s)
     sqlite3_bind_int(st, 3, want);
     int got = 0, rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t msg = sqlite3_column_int64(st, 0);
+        if (!skipped(b, s->id, msg)) {   /* else in flight: it is in memory already */
+            message_t *m = message_from_row(st, 0, 2, 3, 4, 5);
+            if (!m) break;
+            delivery_t *d = delivery_from_row(b, s, m, sqlite3_column_int64(st, 1));
+            if (!d) { m->refs = 1; message_unref(&m); break; }
+            window_push(s, d);
+        }
         got++;
-        s->cursor = sqlite3_column_int64(st, 0);
-        if (skipped(b, s->id, s->cursor)) continue;   /* in flight: it is in memory already */
-        message_t *m = message_from_row(st, 0, 2, 3, 4, 5);
-        if (!m) break;
-        delivery_t *d = delivery_from_row(b, s, m, sqlite3_column_int64(st, 1));
-        if (!d) { m->refs = 1; message_unref(&m); break; }
-        list_push_back(&s->ready, &d->link);
+        s->cursor = msg;
+        if (s->ready_bytes >= WINDOW_BYTES) break;   /* rc stays SQLITE_ROW: not caught up */
     }
     if (rc == SQLITE_DONE && got < want) s->caught_up = true;
     else if (rc != SQLITE_DONE && rc != SQLITE_ROW)
@@ -119,14 +135,14 @@ static void note_later(const delivery_t *d, int64_t *ms, int64_t *msg)
     if (!key_le(d->visible_ms, d->msg->id, *ms, *msg)) *ms = d->visible_ms, *msg = d->msg->id;
 }
 
-/* More than DELAYED_WINDOW of s's delayed rows in memory: the latest waiting
- * ones leave, down to 3/4 of it, and the cursor comes down to the latest key
- * still held. Woken and running deliveries stay, and so does every waiting
- * one at or below the latest of them: every row under the cursor stays in
- * memory. */
+/* More than DELAYED_WINDOW of s's delayed rows in memory, or WINDOW_BYTES of
+ * their payloads: the latest waiting ones leave, down to 3/4 of both (but one
+ * stays), and the cursor comes down to the latest key still held. Woken and
+ * running deliveries stay, and so does every waiting one at or below the
+ * latest of them: every row under the cursor stays in memory. */
 static void trim(broker_t *b, sub_t *s)
 {
-    if (s->dmem <= DELAYED_WINDOW) return;
+    if (s->dmem <= DELAYED_WINDOW && s->dbytes <= WINDOW_BYTES) return;
     int64_t hms = 0, hmsg = 0;
     for (list_node *ln = s->ready.head.next; ln != &s->ready.head; ln = ln->next) {
         const delivery_t *d = container_of(ln, delivery_t, link);
@@ -148,7 +164,7 @@ static void trim(broker_t *b, sub_t *s)
     }
     qsort(v, n, sizeof *v, cmp_later);
     size_t i = 0;
-    for (; i < n && s->dmem > DELAYED_WINDOW * 3 / 4; i++) {
+    for (; i < n && s->dmem > 1 && (s->dmem > DELAYED_WINDOW * 3 / 4 || s->dbytes > WINDOW_BYTES / 4 * 3); i++) {
         timers_remove(b, v[i]);
         delivery_free(b, v[i]);
     }
@@ -162,7 +178,7 @@ static void trim(broker_t *b, sub_t *s)
 void queue_delay(broker_t *b, delivery_t *d, bool counted)
 {
     sub_t *s = d->sub;
-    if (!counted) s->dmem++;
+    if (!counted) s->dmem++, s->dbytes += (int64_t)d->msg->payload_len;
     if (!s->dall && !key_le(d->visible_ms, d->msg->id, s->dcursor_ms, s->dcursor_msg)) {
         delivery_free(b, d);   /* its row waits on disk; a refill reads it in turn */
         return;
@@ -182,6 +198,7 @@ static delivery_t *delayed_from_row(broker_t *b, sub_t *s, sqlite3_stmt *st)
     d->state = DELIVERY_RETRY_WAIT;
     d->visible_ms = sqlite3_column_int64(st, 2);
     s->dmem++;
+    s->dbytes += (int64_t)m->payload_len;
     timers_add(b, d);
     return d;
 }
@@ -202,7 +219,8 @@ static sqlite3_stmt *bind_range(broker_t *b, const sub_t *s, int64_t lo_ms, int6
 
 void queue_refill_delayed(broker_t *b, sub_t *s)
 {
-    if (s->dall || s->dmem >= DELAYED_WINDOW / 2 || b->store.in_txn) return;
+    if (s->dall || s->dmem >= DELAYED_WINDOW / 2 || (s->dmem && s->dbytes >= WINDOW_BYTES / 2) || b->store.in_txn)
+        return;
     int want = DELAYED_WINDOW - (int)s->dmem;
     sqlite3_stmt *st = bind_range(b, s, s->dcursor_ms, s->dcursor_msg, INT64_MAX, INT64_MAX, want);
     int got = 0, rc;
@@ -211,6 +229,7 @@ void queue_refill_delayed(broker_t *b, sub_t *s)
         got++;
         s->dcursor_ms = sqlite3_column_int64(st, 2);
         s->dcursor_msg = sqlite3_column_int64(st, 0);
+        if (s->dbytes >= WINDOW_BYTES) break;   /* rc stays SQLITE_ROW: not all read */
     }
     if (rc == SQLITE_DONE && got < want) s->dall = true;
     else if (rc != SQLITE_DONE && rc != SQLITE_ROW)
@@ -283,7 +302,8 @@ void queue_rollback(broker_t *b, uint64_t txn)
             if (d->in_delayed && d->txn != txn) list_push_back(&keep, &d->link);
             else delivery_free(b, d);
         }
-        while ((ln = list_pop_front(&keep)) != NULL) list_push_back(&s->ready, ln);
+        s->ready_bytes = 0;
+        while ((ln = list_pop_front(&keep)) != NULL) window_push(s, container_of(ln, delivery_t, link));
         s->cursor = 0;
         s->caught_up = false;
     }
