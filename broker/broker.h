@@ -136,6 +136,12 @@ struct sub {
     bool dall;
     int64_t dmem;               /* deliveries in memory whose row is in `delayed` */
     int64_t dbytes;             /* … and their payload bytes */
+    int64_t dtrim_mem, dtrim_bytes;   /* the next trim waits until dmem or dbytes passes these */
+    struct {                    /* a paced replay's tally (dead_replay, while it runs) */
+        int64_t n, bytes;       /* deliveries it made for the window */
+        bool full;              /* the window filled: this row (ms, msg) on stays on disk */
+        int64_t ms, msg;
+    } replay;
     int64_t ready_bytes;        /* payload bytes of the READY deliveries in `ready` */
     int64_t queued;             /* rows in `queue` (ready + inflight ones) */
     int64_t delayed;            /* rows in `delayed` */
@@ -320,6 +326,9 @@ int store_refusal_set(store_t *s, const char *producer, uint64_t seq, uint32_t s
 int store_dedup_get(store_t *s, const char *topic, const char *id, int64_t now_ms, char *mid, size_t n);
 int store_dedup_set(store_t *s, const char *topic, const char *id, const char *mid, int64_t now_ms);
 int store_prune(store_t *s, int64_t now_ms);   /* fills sub counts at start */
+/* The counts of one subscription from the tables (one added on SIGHUP may
+ * have rows from an earlier life), added to the backlog. */
+int store_count_sub(store_t *s, broker_t *b, sub_t *sub);
 int store_gc(store_t *s, broker_t *b);
 /* msgpack-encoded attributes ⇄ proto_attr */
 int attrs_pack(msgpack_sbuffer *sb, const proto_attr *a, uint32_t n);
@@ -364,6 +373,9 @@ void window_remove(sub_t *s, delivery_t *d);
  * disk; counted: d is in sub->dmem already (a delayed delivery retried). */
 void queue_delay(broker_t *b, delivery_t *d, bool counted);
 bool queue_delay_takes(const sub_t *s, int64_t visible_ms);   /* would a new one be kept? */
+/* Rows of s from key (ms, msg) on were left on disk (a paced replay that
+ * filled the window): none at or past it stays in memory. */
+void queue_delay_cut(broker_t *b, sub_t *s, int64_t ms, int64_t msg);
 /* Reads further into `delayed` when the window has room (between transactions;
  * at start it reads the first window). */
 void queue_refill_delayed(broker_t *b, sub_t *s);

@@ -106,6 +106,7 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
     size_t ndone = 0, cap = 0;
     delivery_t *cur = NULL;   /* made for this row, not yet in done[] */
     static attr_strs strs;   /* the loop's thread only; copied by message_new */
+    for (size_t i = 0; i < b->nsubs; i++) memset(&b->subs[i]->replay, 0, sizeof b->subs[i]->replay);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
         sub_t *s = sub_by_id(b, sqlite3_column_int64(st, 1));
@@ -142,7 +143,14 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
             if (store_insert_queue(&b->store, s->id, msg, ATTEMPTS_REPLAYED) != 0) goto fail;
         } else if (store_insert_delayed(&b->store, s->id, msg, visible, ATTEMPTS_REPLAYED) != 0) {
             goto fail;
-        } else if (queue_delay_takes(s, visible)) {   /* else a refill reads it */
+        } else if (s->replay.full || !queue_delay_takes(s, visible)) {
+            /* past the window: a refill reads it in turn */
+        } else if (s->dmem + s->replay.n >= DELAYED_WINDOW ||
+                   (s->dmem + s->replay.n > 0 && s->dbytes + s->replay.bytes + (int64_t)len > WINDOW_BYTES)) {
+            s->replay.full = true;   /* this row and the later ones (later keys) stay on disk */
+            s->replay.ms = visible;
+            s->replay.msg = msg;
+        } else {
             proto_attr attrs[PROTO_MAX_ATTRS];
             uint32_t na = attrs_unpack(sqlite3_column_blob(st, 5), sqlite3_column_bytes(st, 5), attrs, &strs);
             message_t *m = message_new(msg, mid, topic, attrs, na);
@@ -155,6 +163,8 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
             d->visible_ms = visible;
             d->txn = b->store.txn_no;   /* its row is this transaction's */
             done[ndone].d = cur = d;
+            s->replay.n++;
+            s->replay.bytes += (int64_t)len;
         }
         ndone++;
         cur = NULL;
@@ -178,6 +188,8 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
         s->dead--;
         b->backlog++;
     }
+    for (size_t i = 0; i < b->nsubs; i++)
+        if (b->subs[i]->replay.full) queue_delay_cut(b, b->subs[i], b->subs[i]->replay.ms, b->subs[i]->replay.msg);
     free(done);
     return 0;
 fail:

@@ -102,6 +102,14 @@ static void count_duration(function_t *fn, uint32_t us)
     fn->duration_total_us += us;
 }
 
+/* A write of this turn failed: the turn must not commit (a dead letter
+ * without its row moved, a retry without its new time...). */
+static void write_failed(broker_t *b, const char *what)
+{
+    LOG_ERROR("%s: %s", what, sqlite3_errmsg(b->store.db));
+    b->store.failed = true;
+}
+
 /* The row is gone (acked or dead): drop it from the counts. */
 static void forget_row(broker_t *b, delivery_t *d)
 {
@@ -119,15 +127,16 @@ void delivery_succeed(broker_t *b, delivery_t *d, const proto_result_entry *r)
     }
     end_lease(b, d);
     store_begin(&b->store);
-    if (d->in_delayed) store_delete_delivery(&b->store, d);
-    else store_stage_ack(&b->store, d->sub->id, d->msg->id);   /* written with the others of its RESULT */
+    if (d->in_delayed) {
+        if (store_delete_delivery(&b->store, d) != 0) b->store.failed = true;
+    } else store_stage_ack(&b->store, d->sub->id, d->msg->id);   /* written with the others of its RESULT */
     if (d->attempts > 0 || d->has_history) {
         /* it made it: the failures kept for a dead letter it will never be go
          * (the rare path; without this the table grows with every flaky run) */
         sqlite3_stmt *h = b->store.del_failures;
         sqlite3_bind_text(h, 1, d->msg->mid, -1, SQLITE_STATIC);
         sqlite3_bind_int64(h, 2, d->sub->id);
-        if (sqlite3_step(h) != SQLITE_DONE) LOG_ERROR("dropping the failure history: %s", sqlite3_errmsg(b->store.db));
+        if (sqlite3_step(h) != SQLITE_DONE) write_failed(b, "dropping the failure history");
         sqlite3_reset(h);
     }
     forget_row(b, d);
@@ -182,7 +191,7 @@ void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
     sqlite3_bind_int64(f, 6, r ? r->started_ms : 0);
     sqlite3_bind_int64(f, 7, r ? r->duration_us / 1000 : 0);
     sqlite3_bind_text(f, 8, error ? error : "", -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(f) != SQLITE_DONE) LOG_ERROR("recording a failure: %s", sqlite3_errmsg(s->db));
+    if (sqlite3_step(f) != SQLITE_DONE) write_failed(b, "recording a failure");
     sqlite3_reset(f);
     sqlite3_clear_bindings(f);
 
@@ -196,10 +205,10 @@ void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
         sqlite3_bind_text(st, 5, proto_outcome_name(o), -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 6, error ? error : "", -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 7, now_ms);
-        if (sqlite3_step(st) != SQLITE_DONE) LOG_ERROR("dead letter: %s", sqlite3_errmsg(s->db));
+        if (sqlite3_step(st) != SQLITE_DONE) write_failed(b, "dead letter");
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
-        store_delete_delivery(s, d);
+        if (store_delete_delivery(s, d) != 0) s->failed = true;
         forget_row(b, d);
         d->sub->dead++;
         delivery_free(b, d);
@@ -212,12 +221,14 @@ void delivery_fail(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
         sqlite3_bind_int64(s->upd_delayed, 2, d->attempts);
         sqlite3_bind_int64(s->upd_delayed, 3, d->msg->id);
         sqlite3_bind_int64(s->upd_delayed, 4, d->sub->id);
-        if (sqlite3_step(s->upd_delayed) != SQLITE_DONE) LOG_ERROR("retry: %s", sqlite3_errmsg(s->db));
+        if (sqlite3_step(s->upd_delayed) != SQLITE_DONE) write_failed(b, "retry");
         sqlite3_reset(s->upd_delayed);
         sqlite3_clear_bindings(s->upd_delayed);
+        d->txn = s->txn_no;   /* its row's new time is this transaction's (queue_rollback) */
     } else {
-        store_delete_delivery(s, d);
-        store_insert_delayed(s, d->sub->id, d->msg->id, d->visible_ms, d->attempts);
+        if (store_delete_delivery(s, d) != 0 ||
+            store_insert_delayed(s, d->sub->id, d->msg->id, d->visible_ms, d->attempts) != 0)
+            s->failed = true;
         d->in_delayed = true;
         d->txn = s->txn_no;   /* its `delayed` row is this transaction's (queue_rollback) */
         d->sub->queued--;

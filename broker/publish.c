@@ -33,6 +33,16 @@ bool filter_match(const cfg_subscription *s, const proto_attr *attrs, uint32_t n
     return true;
 }
 
+/* A publish stored (or matching nothing): counted, and undone with its turn
+ * if the commit fails (confirms_send). */
+static void count_published(broker_t *b, topic_t *t)
+{
+    if (!t) return;
+    if (t->turn != b->turn) t->turn = b->turn, t->turn_published = 0;
+    t->published++;
+    t->turn_published++;
+}
+
 static pending_confirm *confirm_new(const void *rid, size_t rid_len, uint32_t n)
 {
     /* texts: a message id (≤ 63) or a reason (≤ 191) per entry */
@@ -118,12 +128,10 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
                  (long long)b->cfg->broker.max_backlog);
         return PROTO_E_THROTTLED;
     }
-    if (t) {
-        if (t->turn != b->turn) t->turn = b->turn, t->turn_published = 0;
-        t->published++;
-        t->turn_published++;
+    if (nt == 0) {   /* matched no subscription: counted, not stored */
+        count_published(b, t);
+        return PROTO_OK;
     }
-    if (nt == 0) return PROTO_OK;   /* matched no subscription: counted, not stored */
 
     store_t *s = &b->store;
     if (store_begin(s) != 0) goto internal;
@@ -178,6 +186,7 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
         }
     }
     message_unref(&m);   /* ours: freed here if no delivery kept it */
+    count_published(b, t);
     return PROTO_OK;
 internal_free:
     s->failed = true;   /* part of this event may be staged: the turn must not commit */

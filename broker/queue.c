@@ -139,10 +139,14 @@ static void note_later(const delivery_t *d, int64_t *ms, int64_t *msg)
  * their payloads: the latest waiting ones leave, down to 3/4 of both (but one
  * stays), and the cursor comes down to the latest key still held. Woken and
  * running deliveries stay, and so does every waiting one at or below the
- * latest of them: every row under the cursor stays in memory. */
+ * latest of them: every row under the cursor stays in memory. What could not
+ * go stays, and the next trim waits for a quarter window more: a window of
+ * mostly woken deliveries is not scanned again on every retry. */
 static void trim(broker_t *b, sub_t *s)
 {
-    if (s->dmem <= DELAYED_WINDOW && s->dbytes <= WINDOW_BYTES) return;
+    if ((s->dmem <= DELAYED_WINDOW || s->dmem <= s->dtrim_mem) &&
+        (s->dbytes <= WINDOW_BYTES || s->dbytes <= s->dtrim_bytes))
+        return;
     int64_t hms = 0, hmsg = 0;
     for (list_node *ln = s->ready.head.next; ln != &s->ready.head; ln = ln->next) {
         const delivery_t *d = container_of(ln, delivery_t, link);
@@ -172,6 +176,8 @@ static void trim(broker_t *b, sub_t *s)
     s->dcursor_ms = hms;
     s->dcursor_msg = hmsg;
     s->dall = false;
+    s->dtrim_mem = s->dmem + DELAYED_WINDOW / 4;
+    s->dtrim_bytes = s->dbytes + WINDOW_BYTES / 4;
     free(v);
 }
 
@@ -185,6 +191,21 @@ void queue_delay(broker_t *b, delivery_t *d, bool counted)
     }
     timers_add(b, d);
     trim(b, s);
+}
+
+void queue_delay_cut(broker_t *b, sub_t *s, int64_t ms, int64_t msg)
+{
+    for (size_t i = 0; i < b->ntimers;) {
+        delivery_t *d = b->timers[i];
+        if (d->sub != s || key_le(d->visible_ms, d->msg->id, ms, msg - 1)) { i++; continue; }
+        timers_remove(b, d);   /* the last entry moves to i: look at i again */
+        delivery_free(b, d);
+    }
+    if (s->dall || !key_le(s->dcursor_ms, s->dcursor_msg, ms, msg - 1)) {
+        s->dcursor_ms = ms;
+        s->dcursor_msg = msg - 1;
+    }
+    s->dall = false;
 }
 
 /* The current row of load_delayed as a waiting delivery of s, in the heap. */

@@ -36,6 +36,12 @@ static void sub_free(broker_t *b, sub_t *s)
 {
     list_node *n;
     while ((n = list_pop_front(&s->ready)) != NULL) delivery_free(b, container_of(n, delivery_t, link));
+    for (size_t i = 0; i < b->ntimers;) {   /* none when its counts were right; never left dangling */
+        delivery_t *d = b->timers[i];
+        if (d->sub != s) { i++; continue; }
+        timers_remove(b, d);
+        delivery_free(b, d);
+    }
     free(s->topic);
     free(s);
 }
@@ -54,8 +60,9 @@ static sub_t *take_old(sub_t **old, size_t nold, const char *topic, const char *
 }
 
 /* Builds b's functions, topics and subs from cfg, reusing the old ones by
- * name. On failure b is unchanged (-1). */
-static int build(broker_t *b, herald_config *cfg)
+ * name; on reload, counts the rows of the subs it creates. On failure b is
+ * unchanged (-1). */
+static int build(broker_t *b, herald_config *cfg, bool reload)
 {
     size_t nf = cfg->nfunctions, nt = cfg->ntopics, total = nf;
     for (size_t i = 0; i < nt; i++) total += cfg->topics[i].nsubs;
@@ -114,6 +121,12 @@ static int build(broker_t *b, herald_config *cfg)
     for (size_t i = 0; i < b->nsubs; i++)
         if (old[i]) sub_free(b, old[i]);
     free(old);
+    /* a subscription (re)created here may find rows of an earlier life:
+     * counted now, read into its windows by the next refill */
+    for (size_t i = 0; reload && i < nfresh; i++)
+        if (store_count_sub(&b->store, b, fresh[i]) != 0)
+            LOG_ERROR("counting the rows of %s → %s: %s", fresh[i]->topic, fresh[i]->fn->name,
+                      sqlite3_errmsg(b->store.db));
     for (size_t i = 0; i < b->ntopics; i++) free(b->topics[i].subs);
     free(b->topics);
     free(b->functions);
@@ -134,7 +147,7 @@ fail:
 
 int broker_setup(broker_t *b, herald_config *cfg)
 {
-    return build(b, cfg);
+    return build(b, cfg, false);   /* main counts every queue next (store_counts) */
 }
 
 /* What a reload cannot change without a restart. */
@@ -178,7 +191,8 @@ int broker_reload(broker_t *b)
             const cfg_topic *t = config_topic(nc, s->topic);
             for (size_t j = 0; t && j < t->nsubs && !kept; j++) kept = strcmp(t->subs[j].function, s->fn->name) == 0;
         }
-        if (kept || (s->queued == 0 && s->delayed == 0 && s->inflight == 0)) continue;
+        if (kept || (s->queued == 0 && s->delayed == 0 && s->inflight == 0 && s->ready.n == 0 && s->dmem == 0))
+            continue;
         if (s->topic[0])
             snprintf(why, sizeof why, "it removes subscription %s → %s, which still has %lld ready, %lld delayed, "
                      "%lld in flight", s->topic, s->fn->name, (long long)(s->queued - s->inflight),
@@ -207,7 +221,7 @@ int broker_reload(broker_t *b)
     /* adding or removing a .pub takes effect for new connections */
     if (curve && auth_load(b, &nc->security, why, sizeof why) != 0) goto refuse_serves;
     herald_config *old = b->cfg;
-    if (build(b, nc) != 0) { snprintf(why, sizeof why, "out of memory"); goto refuse_serves; }
+    if (build(b, nc, true) != 0) { snprintf(why, sizeof why, "out of memory"); goto refuse_serves; }
     k = 0;
     for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next, k++) {
         worker_t *w = container_of(n, worker_t, link);

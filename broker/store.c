@@ -653,6 +653,30 @@ int store_prune(store_t *s, int64_t now_ms)
 
 /* At start only (the loop never counts rows): fills each subscription's
  * queued / delayed / dead counts and the total backlog. */
+int store_count_sub(store_t *s, broker_t *b, sub_t *sub)
+{
+    static const char *q[] = {
+        "SELECT count(*) FROM queue WHERE sub=?",
+        "SELECT count(*) FROM delayed WHERE sub=?",
+        "SELECT count(*) FROM dead WHERE sub=?",
+    };
+    int64_t n[3] = { 0, 0, 0 };
+    for (int k = 0; k < 3; k++) {
+        sqlite3_stmt *st = NULL;
+        if (prep(s, &st, q[k]) != 0) return -1;
+        sqlite3_bind_int64(st, 1, sub->id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) n[k] = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_ROW) return -1;
+    }
+    sub->queued = n[0];
+    sub->delayed = n[1];
+    sub->dead = n[2];
+    b->backlog += n[0] + n[1];
+    return 0;
+}
+
 int store_counts(store_t *s, broker_t *b)
 {
     static const char *q[] = {

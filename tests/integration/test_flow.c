@@ -654,3 +654,52 @@ Test(flow, sighup_refuses_removing_a_busy_subscription_and_applies_an_added_one)
     cr_assert(h_wait(has_id, &k3, 15000) && h_wait(has_id, &d3, 15000), "an old subscription missed an event");
     cr_assert_eq(h_count_lines(l3.path), 1, "the added subscription got events from before it existed");
 }
+
+/* The broker started without subscription t2 → rec while the database still
+ * held its rows (ready and delayed); a SIGHUP adds it back: its rows are
+ * counted (a reload removing it again is refused) and each runs once. */
+static void write_t2_config(bool with_t2)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"rec\"; native = { library = \"build/tests/handlers/librel_record.so\";"
+             " symbol = \"record\"; }; env = { RECORD_FILE = \"%s\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"rec\"; } ); }%s );\n",
+             h_path(&env, "record.txt"), with_t2 ? ", { name = \"t2\"; subscriptions = ( { function = \"rec\"; } ); }" : "");
+    h_config(&env, "os", body);
+}
+
+Test(flow, a_subscription_added_back_by_sighup_counts_and_runs_its_old_rows_once)
+{
+    write_t2_config(true);
+    pid_t broker = h_broker(&env);
+    char ids[5][128];
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(publish("t2", "old", ids[i], NULL, i < 2 ? NULL : "--delay", i < 2 ? NULL : "2", NULL, NULL), 0);
+    cr_assert_eq(h_signal_exit(&env, broker, SIGTERM, 15000), 0);
+
+    write_t2_config(false);
+    broker = h_broker(&env);
+    write_t2_config(true);
+    kill(broker, SIGHUP);
+    file_has reloaded = { h_path(&env, "broker.err"), "reloaded" };
+    cr_assert(h_wait(file_contains, &reloaded, 10000), "no reload logged");
+    h_assert_sub(&env, "t2", "rec", "ready", 2);
+    h_assert_sub(&env, "t2", "rec", "delayed", 3);
+
+    write_t2_config(false);
+    kill(broker, SIGHUP);
+    file_has refused = { h_path(&env, "broker.err"), "refused" };
+    cr_assert(h_wait(file_contains, &refused, 10000), "removing t2 → rec with 5 rows was not refused");
+    cr_assert_eq(h_wait_exit(broker, 0), -1, "the broker died");
+
+    h_worker(&env, NULL, 4);
+    h_wait_lines(h_path(&env, "record.txt"), 5, 20000);
+    h_wait_sub(&env, "t2", "rec", "delayed", 0, 10000);
+    h_wait_sub(&env, "t2", "rec", "ready", 0, 10000);
+    h_assert_sub(&env, "t2", "rec", "succeeded", 5);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(lines_with_id(h_path(&env, "record.txt"), ids[i]), 1, "%s ran %zu times", ids[i],
+                     lines_with_id(h_path(&env, "record.txt"), ids[i]));
+    cr_assert_eq(h_count_lines(h_path(&env, "record.txt")), 5);
+}
