@@ -1,12 +1,14 @@
-/* queue.c — each subscription's bounded in-memory window of its durable queue.
+/* queue.c — each subscription's bounded in-memory windows of its durable
+ * queue: the ready one (`queue` rows) and the delayed one (`delayed` rows).
  *
  * The `queue` table is the truth; memory holds at most SUB_WINDOW READY
- * deliveries per subscription, read back in message order from the table's
- * key (sub, msg) after `cursor`. A freshly published delivery goes straight
- * into memory only while the window is caught up with the table and has room
- * — otherwise it stays on disk and a later refill reads it — so memory never
- * grows with the backlog, and the fast path (publish → dispatch) never reads
- * SQLite.
+ * deliveries per subscription and about WINDOW_BYTES of their payloads, read
+ * back in message order from the table's key (sub, msg) after `cursor`. A
+ * freshly published delivery goes straight into memory only while the window
+ * is caught up with the table and has room — otherwise it stays on disk and a
+ * later refill reads it — so memory never grows with the backlog, and the
+ * fast path (publish → dispatch) never reads SQLite. The delayed windows are
+ * described where their code begins, below.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -276,15 +278,6 @@ static int reload_delayed(broker_t *b, sub_t *s, const struct row_key *skip, siz
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* A failed commit rolled transaction txn back. The ready windows are read
- * again from the table, which is the truth, except the delayed deliveries
- * that woke into them: their rows are in `delayed`, not `queue`, so they
- * stay. Deliveries whose rows txn wrote (publishes, replays, a retry's move
- * to `delayed`, whose row is back in `queue`) go, from the windows and from
- * the timer heap. The rows of deliveries in flight are not read again
- * (b->reload_skip); the `delayed` rows within each delayed window that memory
- * lost with the turn are read again; and the counters are counted again from
- * the tables: a scan the loop makes only here, after a failure. */
 /* Appends d's row to v (in `delayed` or in `queue`, as asked). */
 static void add_key(struct row_key **v, size_t *n, size_t *cap, const delivery_t *d, bool delayed)
 {
@@ -299,6 +292,15 @@ static void add_key(struct row_key **v, size_t *n, size_t *cap, const delivery_t
     (*v)[(*n)++] = (struct row_key){ d->sub->id, d->msg->id };
 }
 
+/* A failed commit rolled transaction txn back. The ready windows are read
+ * again from the table, which is the truth, except the delayed deliveries
+ * that woke into them: their rows are in `delayed`, not `queue`, so they
+ * stay. Deliveries whose rows txn wrote (publishes, replays, a retry's move
+ * to `delayed`, whose row is back in `queue`) go, from the windows and from
+ * the timer heap. The rows of deliveries in flight are not read again
+ * (b->reload_skip); the `delayed` rows within each delayed window that memory
+ * lost with the turn are read again; and the counters are counted again from
+ * the tables: a scan the loop makes only here, after a failure. */
 void queue_rollback(broker_t *b, uint64_t txn)
 {
     /* in-flight rows of `queue`: not to be read into the windows again */
