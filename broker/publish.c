@@ -94,10 +94,14 @@ static void answer(proto_confirm_entry *e, uint64_t seq, uint32_t status, const 
 }
 
 /* Stores one event; its payload frame is moved into the in-memory message
- * when any delivery of it stays in memory. */
+ * when any delivery of it stays in memory. The staged row points into that
+ * message (a small payload lives inside it) until store_flush: *held gets a
+ * reference the caller drops after the flush, since a delivery made here may
+ * leave memory at once (a delayed window's trim) and free the message. */
 static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
-                            zmq_msg_t *frame, char *why, size_t whylen)
+                            zmq_msg_t *frame, char *why, size_t whylen, message_t **held)
 {
+    *held = NULL;
     sub_t *targets[256];
     size_t nt = 0;
     topic_t *t = NULL;
@@ -150,7 +154,7 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
     if (keep) {
         m = message_new(0, mid, p->topic, p->attrs, p->nattrs);
         if (!m) goto internal;
-        m->refs = 1;   /* ours while deliveries are made: queue_delay may free one */
+        m->refs = 1;   /* ours until the row is written (*held) */
         zmq_msg_init(&m->zmsg);
         zmq_msg_move(&m->zmsg, frame);
         m->zmsg_owned = true;
@@ -185,12 +189,12 @@ static uint32_t store_event(broker_t *b, const proto_pub *p, const char *mid,
             sub->cursor = id;
         }
     }
-    message_unref(&m);   /* ours: freed here if no delivery kept it */
+    *held = m;
     count_published(b, t);
     return PROTO_OK;
 internal_free:
     s->failed = true;   /* part of this event may be staged: the turn must not commit */
-    message_unref(&m);
+    *held = m;
 internal:
     snprintf(why, whylen, "storage failed: %s", sqlite3_errmsg(s->db));
     return PROTO_E_INTERNAL;
@@ -245,6 +249,8 @@ void publish_handle(broker_t *b, proto_frames *f)
     uint64_t hw = 0;
     if (store_producer_get(&b->store, p->producer, &hw) != 0) hw = 0;
     uint64_t top = hw;
+    message_t *held[PROTO_MAX_BATCH];   /* what the staged rows point into */
+    uint32_t nheld = 0;
     for (uint32_t i = 0; i < p->npubs; i++) {
         const proto_pub *e = &p->pubs[i];
         char mid[PROTO_ID_MAX + 1], why[160];
@@ -269,7 +275,9 @@ void publish_handle(broker_t *b, proto_frames *f)
                 continue;
             }
         }
-        st = store_event(b, e, mid, &f->parts[2 + i], why, sizeof why);
+        message_t *kept;
+        st = store_event(b, e, mid, &f->parts[2 + i], why, sizeof why, &kept);
+        if (kept) held[nheld++] = kept;
         if (st == PROTO_OK) {
             answer_id(&c->entries[i], e->seq, mid, mid_len);
             if (e->dedup_id) store_dedup_set(&b->store, key, e->dedup_id, mid, now);
@@ -279,8 +287,10 @@ void publish_handle(broker_t *b, proto_frames *f)
         }
         if (e->seq > top) top = e->seq;
     }
-    /* the staged rows point into this message's frames and arena: written now */
+    /* the staged rows point into this message's frames and arena, and into
+     * the messages held: written now */
     store_flush(&b->store);
+    for (uint32_t i = 0; i < nheld; i++) message_unref(&held[i]);   /* freed if no delivery kept it */
     /* one high-water write per PUBLISH, in the same transaction as its events */
     if (top > hw && (store_begin(&b->store) != 0 || store_producer_set(&b->store, p->producer, top) != 0))
         LOG_ERROR("recording producer %s: %s", p->producer, sqlite3_errmsg(b->store.db));
