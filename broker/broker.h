@@ -55,6 +55,12 @@
  * pass never holds the loop for long. */
 #define GC_BATCH 8192
 #define GC_EVERY_MS 20
+/* When the smallest needed id stays (a subscription no worker serves, a long
+ * delay, a backlog) and the ids above it span more than this, store_gc sweeps
+ * them for unneeded rows, so one stuck delivery does not keep every message
+ * published after it; a sweep pass that finds nothing rests this many passes. */
+#define GC_SWEEP_SPAN 65536
+#define GC_SWEEP_REST 50
 /* A turn that staged only acks, retries and dead letters may leave its
  * transaction open this long: losing those in a crash only means a delivery
  * runs again (at-least-once), and it saves an fsync per result batch. */
@@ -202,6 +208,7 @@ typedef struct {
     sqlite3_stmt *ins_msg, *ins_queue, *ins_delayed, *del_queue, *del_delayed;
     sqlite3_stmt *upd_producer, *get_producer, *set_meta;
     sqlite3_stmt *load_window, *load_delayed, *min_queue, *min_delayed, *gc_msgs;
+    sqlite3_stmt *sweep_queue, *sweep_delayed, *next_msg;
     sqlite3_stmt *upd_delayed, *ins_dead, *ins_failure;
     sqlite3_stmt *get_refusal, *ins_refusal, *get_dedup, *ins_dedup, *prune[3], *del_failures;
     sqlite3_stmt *del_queue_range;
@@ -210,6 +217,8 @@ typedef struct {
                                    collects message rows: until then the rows hold it) */
     int64_t gc_floor;           /* message ids below it are already collected */
     int64_t gc_floor_committed; /* … as of the last commit (a rollback goes back to it) */
+    int64_t gc_sweep;           /* the sweep above a held floor: next id to look at */
+    int gc_rest;                /* GC passes the sweep still waits (it found nothing to delete) */
     int64_t *sub_ids; size_t nsub_ids;   /* every row of `subs`, for store_gc */
     staged_msg *smsg; size_t nsmsg;      /* staged message inserts (PROTO_MAX_BATCH at most) */
     staged_row *sq; size_t nsq, sq_cap;  /* staged queue inserts */

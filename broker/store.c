@@ -19,7 +19,8 @@
  *                    store_gc() collects rows: until then the largest id is a row)
  *
  * Message rows are not deleted one by one: store_gc() removes, a batch per
- * turn, every id below the smallest one any queue or delayed row still needs.
+ * turn, every id below the smallest one any queue or delayed row still needs;
+ * when that one stays, it sweeps the ids above it for those no row needs.
  *
  * Invariant: every write happens inside store_begin()/store_commit(); the loop
  * confirms nothing before store_commit() returned 0.
@@ -226,6 +227,9 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
                                   " ORDER BY d.visible_ms, d.msg LIMIT ?6") ||
         prep(s, &s->min_queue, "SELECT msg FROM queue WHERE sub=? ORDER BY msg LIMIT 1") ||
         prep(s, &s->min_delayed, "SELECT msg FROM delayed ORDER BY msg LIMIT 1") ||
+        prep(s, &s->sweep_queue, "SELECT msg FROM queue WHERE sub=? AND msg>=? AND msg<?") ||
+        prep(s, &s->sweep_delayed, "SELECT msg FROM delayed WHERE msg>=? AND msg<?") ||
+        prep(s, &s->next_msg, "SELECT id FROM messages WHERE id>=? ORDER BY id LIMIT 1") ||
         prep(s, &s->gc_msgs, "DELETE FROM messages WHERE id >= ? AND id < ?") ||
         prep(s, &s->upd_delayed, "UPDATE delayed SET visible_ms=?, attempts=? WHERE msg=? AND sub=?") ||
         prep(s, &s->ins_dead, "INSERT INTO dead(msg, sub, mid, topic, function, attempts, outcome,"
@@ -274,7 +278,7 @@ void store_close(store_t *s)
         &s->begin, &s->commit, &s->rollback, &s->ins_msg, &s->ins_queue, &s->ins_delayed,
         &s->del_queue, &s->del_delayed, &s->upd_producer, &s->get_producer, &s->set_meta,
         &s->load_window, &s->load_delayed, &s->min_queue, &s->min_delayed, &s->gc_msgs,
-        &s->upd_delayed, &s->ins_dead, &s->ins_failure,
+        &s->sweep_queue, &s->sweep_delayed, &s->next_msg, &s->upd_delayed, &s->ins_dead, &s->ins_failure,
         &s->get_refusal, &s->ins_refusal, &s->get_dedup, &s->ins_dedup,
         &s->prune[0], &s->prune[1], &s->prune[2], &s->del_failures, &s->del_queue_range,
     };
@@ -719,10 +723,72 @@ int store_counts(store_t *s, broker_t *b)
     return 0;
 }
 
+/* A message id the sweep must keep: a `queue` or `delayed` row needs it. */
+static void mark_needed(sqlite3_stmt *st, int64_t lo, uint8_t *needed)
+{
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t k = sqlite3_column_int64(st, 0) - lo;
+        if (k >= 0 && k < GC_BATCH) needed[k / 8] |= (uint8_t)(1u << (k % 8));
+    }
+    sqlite3_reset(st);
+}
+
+/* The floor is held by a row that stays (a subscription no worker serves, a
+ * long delay, a backlog): the ids above it are swept, GC_BATCH a pass from
+ * the next row that exists, and those no row needs are deleted around those
+ * it does; from the newest id the sweep starts again at the floor. A pass
+ * that deletes nothing (a backlog: every row still needed) makes the next
+ * ones wait GC_SWEEP_REST. */
+static int sweep(store_t *s)
+{
+    if (s->next_msg_id - s->gc_floor <= GC_SWEEP_SPAN) return 0;
+    if (s->gc_rest > 0) { s->gc_rest--; return 0; }
+    if (s->gc_sweep <= s->gc_floor || s->gc_sweep >= s->next_msg_id) s->gc_sweep = s->gc_floor + 1;
+    /* from the next row that exists: what earlier passes deleted is skipped */
+    sqlite3_bind_int64(s->next_msg, 1, s->gc_sweep);
+    int64_t lo = sqlite3_step(s->next_msg) == SQLITE_ROW ? sqlite3_column_int64(s->next_msg, 0) : s->next_msg_id;
+    sqlite3_reset(s->next_msg);
+    if (lo >= s->next_msg_id) {   /* nothing left above: start again from the floor */
+        s->gc_sweep = s->next_msg_id;
+        return 0;
+    }
+    int64_t hi = lo + GC_BATCH < s->next_msg_id ? lo + GC_BATCH : s->next_msg_id;
+    uint8_t needed[GC_BATCH / 8];
+    memset(needed, 0, sizeof needed);
+    for (size_t i = 0; i < s->nsub_ids; i++) {
+        sqlite3_bind_int64(s->sweep_queue, 1, s->sub_ids[i]);
+        sqlite3_bind_int64(s->sweep_queue, 2, lo);
+        sqlite3_bind_int64(s->sweep_queue, 3, hi);
+        mark_needed(s->sweep_queue, lo, needed);
+    }
+    sqlite3_bind_int64(s->sweep_delayed, 1, lo);
+    sqlite3_bind_int64(s->sweep_delayed, 2, hi);
+    mark_needed(s->sweep_delayed, lo, needed);
+    if (store_begin(s) != 0) return -1;
+    int64_t deleted = 0;
+    for (int64_t from = lo; from < hi;) {   /* each run of unneeded ids: one range delete */
+        while (from < hi && (needed[(from - lo) / 8] >> ((from - lo) % 8) & 1)) from++;
+        int64_t to = from;
+        while (to < hi && !(needed[(to - lo) / 8] >> ((to - lo) % 8) & 1)) to++;
+        if (to > from) {
+            sqlite3_bind_int64(s->gc_msgs, 1, from);
+            sqlite3_bind_int64(s->gc_msgs, 2, to);
+            if (step_done(s, s->gc_msgs) != 0) return -1;
+            deleted += sqlite3_changes(s->db);
+        }
+        from = to;
+    }
+    s->gc_sweep = hi;
+    if (deleted) s->next_id_dirty = true;   /* the largest id may be gone from `messages` now */
+    else s->gc_rest = GC_SWEEP_REST;
+    return 0;
+}
+
 /* Collects message rows no delivery needs any more: every id below the
  * smallest one still in `queue` (per subscription: an index seek each) or in
- * `delayed` (its key starts with msg). Dead letters hold their own copy.
- * At most GC_BATCH ids per call, inside the turn's transaction. */
+ * `delayed` (its key starts with msg), and, when that row stays, the unneeded
+ * ids above it (sweep). Dead letters hold their own copy. At most GC_BATCH
+ * ids per call, inside the turn's transaction. */
 int store_gc(store_t *s, broker_t *b)
 {
     int64_t low = s->next_msg_id;
@@ -740,7 +806,7 @@ int store_gc(store_t *s, broker_t *b)
     }
     sqlite3_reset(s->min_delayed);
     (void)b;
-    if (low <= s->gc_floor) return 0;
+    if (low <= s->gc_floor) return sweep(s);
     int64_t hi = low;
     if (hi - s->gc_floor > GC_BATCH) hi = s->gc_floor + GC_BATCH;
     if (store_begin(s) != 0) return -1;

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <limits.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -702,4 +703,66 @@ Test(flow, a_subscription_added_back_by_sighup_counts_and_runs_its_old_rows_once
         cr_assert_eq(lines_with_id(h_path(&env, "record.txt"), ids[i]), 1, "%s ran %zu times", ids[i],
                      lines_with_id(h_path(&env, "record.txt"), ids[i]));
     cr_assert_eq(h_count_lines(h_path(&env, "record.txt")), 5);
+}
+
+/* Message rows in the database (read-only, beside the running broker). */
+static long db_messages(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/data/herald.db", env.dir);
+    sqlite3 *db = NULL;
+    long n = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *st = NULL;
+        sqlite3_busy_timeout(db, 5000);
+        if (sqlite3_prepare_v2(db, "SELECT count(*) FROM messages", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            n = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return n;
+}
+
+static bool few_messages(void *arg)
+{
+    long n = db_messages();
+    return n >= 0 && n <= *(long *)arg;
+}
+
+/* A subscription no worker serves holds one delivery forever; the events of
+ * another topic, all handled, must not stay in the database behind it. */
+Test(flow, one_delivery_that_stays_does_not_keep_later_messages_on_disk, .timeout = 120)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"rec\"; native = { library = \"build/tests/handlers/librel_record.so\";"
+             " symbol = \"record\"; }; env = { RECORD_FILE = \"%s\"; }; },\n"
+             "  { name = \"idle\"; native = { library = \"build/tests/handlers/librel_record.so\";"
+             " symbol = \"record\"; }; env = { RECORD_FILE = \"/dev/null\"; }; } );\n"
+             "topics = ( { name = \"stuck\"; subscriptions = ( { function = \"idle\"; } ); },\n"
+             "  { name = \"t\"; subscriptions = ( { function = \"rec\"; } ); } );\n",
+             h_path(&env, "record.txt"));
+    h_config(&env, "os", body);
+    h_broker(&env);
+    h_start(&env, "worker", "bin/herald-worker", "--broker", env.wrk, "--functions", "rec", "--concurrency", "64",
+            NULL);
+    char id[128];
+    cr_assert_eq(publish("stuck", "forever", id, NULL, NULL, NULL, NULL, NULL), 0);
+    const int n = 70000;   /* past GC_SWEEP_SPAN ids above the one that stays */
+    char ids[600];
+    snprintf(ids, sizeof ids, "%s", h_path(&env, "ids.txt"));
+    h_write_lines(h_path(&env, "in.txt"), n, "m-%d");
+    char *out = NULL, *err = NULL;
+    int rc = h_run(&env, h_path(&env, "in.txt"), &out, &err, "bin/herald-publish", "--broker", env.pub, "--lines", "t",
+                   NULL);
+    cr_assert_eq(rc, 0, "herald-publish --lines: exit %d: %.300s", rc, err ? err : "");
+    free(out);
+    free(err);
+    h_wait_lines(h_path(&env, "record.txt"), (size_t)n, 60000);
+    h_wait_sub(&env, "t", "rec", "ready", 0, 20000);
+    h_assert_sub(&env, "stuck", "idle", "ready", 1);
+    long want = 10;   /* the one that stays, and a few the sweep has not reached again */
+    cr_assert(h_wait(few_messages, &want, 30000), "%ld message rows stay on disk behind one stuck delivery",
+              db_messages());
 }

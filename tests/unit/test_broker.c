@@ -850,3 +850,65 @@ Test(broker, paced_replay_fills_one_delayed_window_at_most, .timeout = 60)
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+static int64_t count_rows(dispatch_fx *x, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(x->b.store.db, sql, -1, &st, NULL), SQLITE_OK, "%s", sql);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* One delivery that stays (a subscription no worker serves) must not keep
+ * every message published after it: the collector sweeps past it and keeps
+ * exactly the messages some `queue` or `delayed` row needs. */
+Test(broker, message_collection_sweeps_past_a_delivery_that_stays, .timeout = 60)
+{
+    char dir[] = "/tmp/herald-test-sweep-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    dispatch_fx x;
+    dfx_init(&x, "inproc://sweep-test");
+    store_t *s = &x.b.store;
+    cr_assert_eq(store_open(s, dir, DURABILITY_OS), 0);
+    int64_t stuck = store_sub_id(s, "idle", "f"), busy = store_sub_id(s, "t", "f");
+    const int n = GC_SWEEP_SPAN + 3 * GC_BATCH + 77;
+    cr_assert_eq(store_begin(s), 0);
+    for (int i = 1; i <= n; i++) {
+        char mid[32];
+        snprintf(mid, sizeof mid, "p-%d", i);
+        int64_t id;
+        cr_assert_eq(store_stage_message(s, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
+        if (i == 1) cr_assert_eq(store_stage_queue(s, stuck, id), 0);
+        else if (i % 1000 == 0) cr_assert_eq(store_stage_queue(s, busy, id), 0);   /* still queued */
+        cr_assert_eq(store_flush(s), 0);
+        if (i == n / 2 + 1) cr_assert_eq(store_insert_delayed(s, busy, id, 5, 1), 0);   /* a retry */
+    }
+    cr_assert_eq(store_commit(s), 0);
+    const int64_t needed = 1 + n / 1000 + 1;
+    for (int pass = 0; pass < 2000 && count_rows(&x, "SELECT count(*) FROM messages") > needed; pass++) {
+        cr_assert_eq(store_gc(s, &x.b), 0);
+        cr_assert_eq(store_commit(s), 0);
+    }
+    cr_assert_eq(count_rows(&x, "SELECT count(*) FROM messages"), needed, "%lld messages kept, %lld needed",
+                 (long long)count_rows(&x, "SELECT count(*) FROM messages"), (long long)needed);
+    cr_assert_eq(count_rows(&x, "SELECT count(*) FROM queue q LEFT JOIN messages m ON m.id = q.msg"
+                                " WHERE m.id IS NULL"), 0, "a queued delivery lost its message");
+    cr_assert_eq(count_rows(&x, "SELECT count(*) FROM delayed d LEFT JOIN messages m ON m.id = d.msg"
+                                " WHERE m.id IS NULL"), 0, "a delayed delivery lost its message");
+    /* the stuck delivery goes: the floor moves up past it */
+    cr_assert_eq(sqlite3_exec(s->db, "DELETE FROM queue WHERE msg = 1", NULL, NULL, NULL), SQLITE_OK);
+    for (int pass = 0; pass < 100 && count_rows(&x, "SELECT count(*) FROM messages") > needed - 1; pass++) {
+        cr_assert_eq(store_gc(s, &x.b), 0);
+        cr_assert_eq(store_commit(s), 0);
+    }
+    cr_assert_eq(count_rows(&x, "SELECT count(*) FROM messages WHERE id = 1"), 0);
+    cr_assert_eq(count_rows(&x, "SELECT count(*) FROM messages"), needed - 1);
+    dfx_fini(&x, NULL, 0);
+    zmq_ctx_term(x.ctx);
+    store_close(s);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
