@@ -5,8 +5,10 @@
  * "dlq.replay" {ids?, function?, topic?, rate?, dry_run?},
  * "dlq.purge" {ids?, function?, topic?, older_than?, dry_run?}, "ping".
  * Dead letters are read through a read-only connection of their own. A
- * replay or purge writes in the loop's transaction; its answer is deferred
- * until that transaction is committed (admin_flush), like a publish confirm. Replies are msgpack maps that heraldctl prints as JSON or tables.
+ * replay or purge is a job that writes a chunk per turn in the loop's
+ * transaction; its answer goes out after the commit of its last chunk
+ * (admin_flush), like a publish confirm. Replies are msgpack maps that
+ * heraldctl prints as JSON or tables.
  * Everything here reads counters kept in memory: no query runs on the loop.
  */
 #include <stdio.h>
@@ -216,7 +218,7 @@ static int selection(const proto_admin *a, dead_select *sel, int64_t **ids, char
     if (arg_str(a, "function", fn, n, &sel->function) || arg_str(a, "topic", tp, n, &sel->topic) ||
         arg_int(a, "older_than", 0, &older))
         return -1;
-    sel->older_than_ms = older * 1000;
+    if (older > 0) sel->failed_before_ms = util_wall_ms() - older * 1000;
     return 0;
 }
 
@@ -224,9 +226,8 @@ typedef struct pending_reply {
     struct pending_reply *next;
     unsigned char rid[256]; size_t rid_len;
     uint64_t req;
-    msgpack_sbuffer body;       /* the answer, ready (replay/purge) … */
-    bool read;                  /* … or a dead-letter read to run after the commit */
-    dlq_req dlq;
+    msgpack_sbuffer body;       /* the answer, written after the commit */
+    dlq_req dlq;                /* the dead-letter read to run then */
 } pending_reply;
 
 /* Queued to be answered after this turn's commit; false: no memory. */
@@ -254,67 +255,158 @@ static void reply(broker_t *b, const void *rid, size_t rid_len, uint64_t req, ui
         frames_send(b->adm_sock, rid, rid_len, &b->sb, NULL, 0, ZMQ_DONTWAIT);
 }
 
-/* After the commit: answers to replays/purges (an error if it failed). */
+static void jobs_flush(broker_t *b, bool committed);
+
+/* After the commit: dead-letter reads, and the replay or purge chunk that ran. */
 void admin_flush(broker_t *b, bool committed)
 {
+    jobs_flush(b, committed);
     pending_reply *p = b->admin_pending, *next;
-    for (; p; p = next) {
+    for (; p; p = next) {   /* now the read-only connection sees this turn's dead letters */
         next = p->next;
-        if (p->read) {   /* now the read-only connection sees this turn's dead letters */
-            char err[512];
-            uint32_t st = dlq_run(b, &p->dlq, &p->body, err, sizeof err);
-            reply(b, p->rid, p->rid_len, p->req, st, st == PROTO_OK ? NULL : err, &p->body);
-        } else if (committed) {
-            reply(b, p->rid, p->rid_len, p->req, PROTO_OK, NULL, &p->body);
-        } else {
-            char err[256];
-            snprintf(err, sizeof err, "storage failed: the commit did not succeed (%s); nothing changed",
-                     b->store.why[0] ? b->store.why : "unknown error");
-            reply(b, p->rid, p->rid_len, p->req, PROTO_E_INTERNAL, err, &p->body);
-        }
+        char err[512];
+        uint32_t st = dlq_run(b, &p->dlq, &p->body, err, sizeof err);
+        reply(b, p->rid, p->rid_len, p->req, st, st == PROTO_OK ? NULL : err, &p->body);
         msgpack_sbuffer_destroy(&p->body);
         free(p);
     }
     b->admin_pending = NULL;
 }
 
-static uint32_t dead_write(broker_t *b, proto_frames *f, const proto_admin *a, msgpack_sbuffer *body,
-                           bool *deferred, char *err, size_t n)
-{
-    bool replay = strcmp(a->command, "dlq.replay") == 0;
+/* A replay or purge in progress: a chunk of DLQ_CHUNK rows per loop turn,
+ * each committed with its turn, so the loop keeps serving publishes, workers
+ * and heartbeats while a million dead letters go; the answer goes out after
+ * the commit of the last chunk. It covers the dead letters there were when
+ * it was asked for (ids up to the largest then), and a replay's pacing counts
+ * from then. A failed commit ends it with an error saying how many chunks'
+ * worth were done before. */
+struct dlq_job {
+    struct dlq_job *next;
+    unsigned char rid[256]; size_t rid_len;
+    uint64_t req;
+    bool replay, dry_run;
+    double rate;
+    int64_t now_ms;                     /* when it was asked for */
+    dead_select sel;                    /* after_id moves on with each committed chunk */
+    int64_t *ids;                       /* sel's ids, owned */
     char fn[PROTO_NAME_MAX + 1], tp[PROTO_NAME_MAX + 1];
-    dead_select sel;
-    int64_t *ids = NULL;
+    dead_result res, done;              /* so far; as of the last committed chunk */
+    int64_t last;                       /* the last id of the chunk run this turn */
+    bool ran, more;                     /* a chunk ran this turn; rows may remain after it */
+};
+
+static void job_free(dlq_job *j)
+{
+    free(j->ids);
+    free(j);
+}
+
+static void job_answer(broker_t *b, const dlq_job *j)
+{
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init(&body);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, j->replay ? 3 : 1);
+    pk_str(&pk, "count"); msgpack_pack_int64(&pk, j->res.count);
+    if (j->replay) {
+        pk_str(&pk, "skipped"); msgpack_pack_int64(&pk, j->res.skipped);
+        pk_str(&pk, "why"); pk_str(&pk, j->res.why);
+    }
+    reply(b, j->rid, j->rid_len, j->req, PROTO_OK, NULL, &body);
+    msgpack_sbuffer_destroy(&body);
+}
+
+static void job_fail(broker_t *b, const dlq_job *j, const char *why)
+{
+    char err[512];
+    snprintf(err, sizeof err, "%s; %lld dead letters were %s before it", why, (long long)j->done.count,
+             j->replay ? "replayed" : "purged");
+    reply(b, j->rid, j->rid_len, j->req, PROTO_E_INTERNAL, err, NULL);
+}
+
+static uint32_t dead_write(broker_t *b, proto_frames *f, const proto_admin *a, bool *deferred, char *err,
+                           size_t n)
+{
+    dlq_job *j = calloc(1, sizeof *j);
+    if (!j) { snprintf(err, n, "out of memory"); return PROTO_E_INTERNAL; }
+    j->replay = strcmp(a->command, "dlq.replay") == 0;
     const msgpack_object *r = arg(a, "rate"), *dry = arg(a, "dry_run");
-    double rate = 0;
-    if (r && (r->type == MSGPACK_OBJECT_FLOAT64 || r->type == MSGPACK_OBJECT_FLOAT32)) rate = r->via.f64;
-    else if (r && r->type == MSGPACK_OBJECT_POSITIVE_INTEGER) rate = (double)r->via.u64;
-    bool dry_run = dry && dry->type == MSGPACK_OBJECT_BOOLEAN && dry->via.boolean;
-    if (selection(a, &sel, &ids, fn, tp, sizeof fn) != 0 || rate < 0) {
-        free(ids);
+    if (r && (r->type == MSGPACK_OBJECT_FLOAT64 || r->type == MSGPACK_OBJECT_FLOAT32)) j->rate = r->via.f64;
+    else if (r && r->type == MSGPACK_OBJECT_POSITIVE_INTEGER) j->rate = (double)r->via.u64;
+    j->dry_run = dry && dry->type == MSGPACK_OBJECT_BOOLEAN && dry->via.boolean;
+    if (selection(a, &j->sel, &j->ids, j->fn, j->tp, sizeof j->fn) != 0 || j->rate < 0) {
+        job_free(j);
         snprintf(err, n, "%s: bad arguments", a->command);
         return PROTO_E_MALFORMED;
     }
-    dead_result res;
-    int rc = replay ? dead_replay(b, &sel, rate, dry_run, &res, err, n) : dead_purge(b, &sel, dry_run, &res, err, n);
-    free(ids);
-    if (rc != 0) return PROTO_E_INTERNAL;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, body, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, replay ? 3 : 1);
-    pk_str(&pk, "count"); msgpack_pack_int64(&pk, res.count);
-    if (replay) {
-        pk_str(&pk, "skipped"); msgpack_pack_int64(&pk, res.skipped);
-        pk_str(&pk, "why"); pk_str(&pk, res.why);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(b->store.db, "SELECT coalesce(max(id), 0) FROM dead", -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        snprintf(err, n, "storage: %s", sqlite3_errmsg(b->store.db));
+        sqlite3_finalize(st);
+        job_free(j);
+        return PROTO_E_INTERNAL;
     }
-    if (dry_run) return PROTO_OK;
-    pending_reply *p = defer(b, f, a->req);
-    if (!p) return PROTO_OK;   /* answered now: the commit follows this turn anyway */
-    msgpack_sbuffer_destroy(&p->body);
-    p->body = *body;           /* takes the buffer */
-    msgpack_sbuffer_init(body);
+    j->sel.max_id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    j->sel.limit = DLQ_CHUNK;
+    j->now_ms = util_wall_ms();
+    memcpy(j->rid, frames_data(f, 0), frames_size(f, 0));
+    j->rid_len = frames_size(f, 0);
+    j->req = a->req;
+    dlq_job **tail = &b->dlq_jobs;
+    while (*tail) tail = &(*tail)->next;
+    *tail = j;
     *deferred = true;
     return PROTO_OK;
+}
+
+void admin_jobs_run(broker_t *b)
+{
+    dlq_job *j = b->dlq_jobs;
+    if (!j || j->ran) return;
+    char err[256];
+    int rc = j->replay ? dead_replay(b, &j->sel, j->rate, j->now_ms, j->dry_run, &j->res, &j->last, &j->more, err,
+                                     sizeof err)
+                       : dead_purge(b, &j->sel, j->dry_run, &j->res, &j->last, &j->more, err, sizeof err);
+    if (rc != 0) {   /* this chunk's writes are undone (its savepoint); the earlier ones stay */
+        job_fail(b, j, err);
+        b->dlq_jobs = j->next;
+        job_free(j);
+        return;
+    }
+    j->ran = true;
+}
+
+/* After the commit: the chunk that ran counts, or the job ends with an error. */
+static void jobs_flush(broker_t *b, bool committed)
+{
+    dlq_job *j = b->dlq_jobs;
+    if (!j || !j->ran) return;
+    j->ran = false;
+    if (!committed) {
+        char why[256];
+        snprintf(why, sizeof why, "storage failed: the commit did not succeed (%.140s)",
+                 b->store.why[0] ? b->store.why : "unknown error");
+        job_fail(b, j, why);
+    } else {
+        j->done = j->res;
+        j->sel.after_id = j->last;
+        if (j->more) return;
+        job_answer(b, j);
+    }
+    b->dlq_jobs = j->next;
+    job_free(j);
+}
+
+void admin_teardown(broker_t *b)
+{
+    while (b->dlq_jobs) {   /* stopping: unanswered, like any request the broker did not finish */
+        dlq_job *j = b->dlq_jobs;
+        b->dlq_jobs = j->next;
+        job_free(j);
+    }
 }
 
 void admin_handle(broker_t *b, proto_frames *f)
@@ -373,7 +465,6 @@ void admin_handle(broker_t *b, proto_frames *f)
         status = dlq_parse(&m.u.admin, &r, err, sizeof err);
         pending_reply *p = status == PROTO_OK && b->store.in_txn ? defer(b, f, m.u.admin.req) : NULL;
         if (p) {
-            p->read = true;
             p->dlq = r;
             msgpack_sbuffer_destroy(&body);
             proto_msg_clear(&m);
@@ -383,7 +474,7 @@ void admin_handle(broker_t *b, proto_frames *f)
         if (status != PROTO_OK) why = err;
     } else if (strcmp(m.u.admin.command, "dlq.replay") == 0 || strcmp(m.u.admin.command, "dlq.purge") == 0) {
         bool deferred = false;
-        status = dead_write(b, f, &m.u.admin, &body, &deferred, err, sizeof err);
+        status = dead_write(b, f, &m.u.admin, &deferred, err, sizeof err);
         if (status != PROTO_OK) why = err;
         if (deferred) {
             msgpack_sbuffer_destroy(&body);

@@ -72,12 +72,16 @@
  * pruned: far beyond any client's re-send horizon (its timeout_ms). */
 #define PRODUCER_TTL_MS (60 * 60 * 1000)
 #define PRUNE_EVERY_MS 10000
+/* Dead letters a replay or purge handles per loop turn (admin.c): tens of
+ * milliseconds of work, so heartbeats and publishes go on meanwhile. */
+#define DLQ_CHUNK 2000
 
 typedef struct list_node { struct list_node *prev, *next; } list_node;
 typedef struct { list_node head; size_t n; } list_t;
 struct row_key { int64_t sub, msg; };   /* a delivery's row: (subscription id, message id) */
 
 typedef struct function function_t;
+typedef struct dlq_job dlq_job;
 typedef struct sub sub_t;
 typedef struct worker worker_t;
 typedef struct broker broker_t;
@@ -271,7 +275,8 @@ struct broker {
                                             not read again (sorted; freed once caught up) */
     pending_confirm *confirms, **confirms_tail;
     uint64_t turn;                       /* numbers the loop's commit points */
-    struct pending_reply *admin_pending; /* replay/purge answers, sent after the commit */
+    struct pending_reply *admin_pending; /* dead-letter reads, answered after the commit */
+    dlq_job *dlq_jobs;                   /* replays and purges in progress, a chunk per turn (FIFO) */
     size_t dispatch_rr;                  /* fairness: first sub to serve */
     size_t worker_rr;                    /* fairness: first worker to serve */
     int64_t heartbeat_ms;
@@ -433,20 +438,29 @@ int64_t timers_run(broker_t *b, int64_t now_wall);   /* returns ms until the nex
 typedef struct {
     const int64_t *ids; size_t nids;    /* when nids > 0: exactly these */
     const char *function, *topic;       /* else all, filtered (NULL: any) */
-    int64_t older_than_ms;              /* purge: failed before now - this (0: any age) */
+    int64_t failed_before_ms;           /* purge: failed before this wall time (0: any age) */
+    int64_t after_id, max_id;           /* ids in (after_id, max_id] only … */
+    int limit;                          /* … at most this many rows per call */
 } dead_select;
 typedef struct {
     int64_t count;                      /* replayed / purged (or would be, dry run) */
     int64_t skipped;                    /* replay: left in place (subscription gone) */
     char why[2048];                     /* one line per skipped dead letter */
 } dead_result;
-int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, dead_result *res,
-                char *err, size_t n);
-int dead_purge(broker_t *b, const dead_select *sel, bool dry_run, dead_result *res, char *err, size_t n);
+/* One chunk of a replay or purge: at most sel->limit rows, all or none of
+ * them in the turn's transaction; res adds up over the chunks; *last is the
+ * last id looked at, *more whether rows may remain. A replay with a rate
+ * makes the i-th (res->count) visible at now_ms + i/rate. */
+int dead_replay(broker_t *b, const dead_select *sel, double rate, int64_t now_ms, bool dry_run, dead_result *res,
+                int64_t *last, bool *more, char *err, size_t n);
+int dead_purge(broker_t *b, const dead_select *sel, bool dry_run, dead_result *res, int64_t *last, bool *more,
+               char *err, size_t n);
 
 /* --- admin.c: the admin endpoint --- */
 void admin_handle(broker_t *b, proto_frames *f);
 void admin_flush(broker_t *b, bool committed);   /* after the commit */
+void admin_jobs_run(broker_t *b);   /* the next chunk of the oldest replay/purge, in the turn's transaction */
+void admin_teardown(broker_t *b);
 
 /* --- setup.c: from config to functions/topics/subs, at start and on SIGHUP --- */
 int broker_setup(broker_t *b, herald_config *cfg);

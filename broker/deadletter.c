@@ -1,7 +1,8 @@
 /* deadletter.c — the writes of the dead-letter tools: `dlq replay` and
- * `dlq purge`, run by the admin endpoint inside the loop's transaction, so one
- * call replays or purges all of its selection or none of it (one commit), and
- * its answer goes out only after that commit (admin.c defers it).
+ * `dlq purge`, run by the admin endpoint a chunk per loop turn (admin.c), so
+ * a replay or purge of a million dead letters never holds the loop: each
+ * chunk is all or nothing inside its turn's transaction, and the answer goes
+ * out after the commit of the last one.
  *
  * Replay puts a dead letter back on its own subscription's queue — not on
  * every subscription of its topic — with attempts reset, as a new message row
@@ -30,11 +31,11 @@ static void where(char *sql, size_t n, const dead_select *sel)
         k += (size_t)snprintf(sql + k, n - k, " WHERE id IN (");
         for (size_t i = 0; i < sel->nids && k < n; i++)
             k += (size_t)snprintf(sql + k, n - k, "%s%lld", i ? "," : "", (long long)sel->ids[i]);
-        snprintf(sql + k, n - k, ")");
+        snprintf(sql + k, n - k, ") AND id > ?4 AND id <= ?5");
         return;
     }
     snprintf(sql + k, n - k, " WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR topic = ?2)"
-                             " AND (?3 IS NULL OR failed_ms < ?3)");
+                             " AND (?3 IS NULL OR failed_ms < ?3) AND id > ?4 AND id <= ?5");
 }
 
 static sqlite3_stmt *select_dead(broker_t *b, const char *cols, const dead_select *sel, char *err, size_t n)
@@ -44,7 +45,7 @@ static sqlite3_stmt *select_dead(broker_t *b, const char *cols, const dead_selec
     if (!sql) { snprintf(err, n, "out of memory"); return NULL; }
     snprintf(sql, len, "SELECT %s FROM dead", cols);
     where(sql, len, sel);
-    strncat(sql, " ORDER BY id", len - strlen(sql) - 1);
+    strncat(sql, " ORDER BY id LIMIT ?6", len - strlen(sql) - 1);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(b->store.db, sql, -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, n, "selecting dead letters: %s", sqlite3_errmsg(b->store.db));
@@ -55,8 +56,11 @@ static sqlite3_stmt *select_dead(broker_t *b, const char *cols, const dead_selec
     if (!sel->nids) {
         if (sel->function) sqlite3_bind_text(st, 1, sel->function, -1, SQLITE_STATIC);
         if (sel->topic) sqlite3_bind_text(st, 2, sel->topic, -1, SQLITE_STATIC);
-        if (sel->older_than_ms > 0) sqlite3_bind_int64(st, 3, util_wall_ms() - sel->older_than_ms);
+        if (sel->failed_before_ms > 0) sqlite3_bind_int64(st, 3, sel->failed_before_ms);
     }
+    sqlite3_bind_int64(st, 4, sel->after_id);
+    sqlite3_bind_int64(st, 5, sel->max_id);
+    sqlite3_bind_int(st, 6, sel->limit);
     return st;
 }
 
@@ -89,10 +93,12 @@ static void rollback(broker_t *b)
 /* What a replay changes in memory, applied only once every row is written. */
 typedef struct { sub_t *s; delivery_t *d; bool delayed; } replayed;
 
-int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, dead_result *res,
-                char *err, size_t n)
+int dead_replay(broker_t *b, const dead_select *sel, double rate, int64_t now_ms, bool dry_run, dead_result *res,
+                int64_t *last, bool *more, char *err, size_t n)
 {
-    memset(res, 0, sizeof *res);
+    dead_result before = *res;   /* a failed chunk counts nothing */
+    int rows = 0;
+    *last = sel->after_id;
     sqlite3_stmt *st = select_dead(b, "id, sub, mid, topic, function, attrs, payload", sel, err, n);
     if (!st) return -1;
     if (!dry_run && (store_begin(&b->store) != 0 || savepoint(b, "SAVEPOINT") != 0)) {
@@ -100,7 +106,7 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
         sqlite3_finalize(st);
         return -1;
     }
-    int64_t now = util_wall_ms();
+    int64_t now = now_ms;
     int rc;
     replayed *done = NULL;
     size_t ndone = 0, cap = 0;
@@ -109,6 +115,8 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
     for (size_t i = 0; i < b->nsubs; i++) memset(&b->subs[i]->replay, 0, sizeof b->subs[i]->replay);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
+        rows++;
+        *last = id;
         sub_t *s = sub_by_id(b, sqlite3_column_int64(st, 1));
         const char *topic = (const char *)sqlite3_column_text(st, 3);
         const char *fname = (const char *)sqlite3_column_text(st, 4);
@@ -191,6 +199,7 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, bool dry_run, 
     for (size_t i = 0; i < b->nsubs; i++)
         if (b->subs[i]->replay.full) queue_delay_cut(b, b->subs[i], b->subs[i]->replay.ms, b->subs[i]->replay.msg);
     free(done);
+    *more = rows == sel->limit;
     return 0;
 fail:
     snprintf(err, n, "storage: %s", sqlite3_errmsg(b->store.db));
@@ -200,13 +209,16 @@ fail:
         if (done[i].d) delivery_free(b, done[i].d);
     if (cur) delivery_free(b, cur);
     free(done);
-    res->count = 0;
+    *res = before;
     return -1;
 }
 
-int dead_purge(broker_t *b, const dead_select *sel, bool dry_run, dead_result *res, char *err, size_t n)
+int dead_purge(broker_t *b, const dead_select *sel, bool dry_run, dead_result *res, int64_t *last, bool *more,
+               char *err, size_t n)
 {
-    memset(res, 0, sizeof *res);
+    dead_result before = *res;   /* a failed chunk counts nothing */
+    int rows = 0;
+    *last = sel->after_id;
     sqlite3_stmt *st = select_dead(b, "id, sub, mid", sel, err, n);
     if (!st) return -1;
     if (!dry_run && (store_begin(&b->store) != 0 || savepoint(b, "SAVEPOINT") != 0)) {
@@ -222,6 +234,8 @@ int dead_purge(broker_t *b, const dead_select *sel, bool dry_run, dead_result *r
         goto fail;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        rows++;
+        *last = sqlite3_column_int64(st, 0);
         res->count++;
         if (dry_run) continue;
         int64_t sub = sqlite3_column_int64(st, 1);
@@ -259,6 +273,7 @@ int dead_purge(broker_t *b, const dead_select *sel, bool dry_run, dead_result *r
         if (s) s->dead--;
     }
     free(subs);
+    *more = rows == sel->limit;
     return 0;
 fail:
     snprintf(err, n, "storage: %s", sqlite3_errmsg(b->store.db));
@@ -266,6 +281,6 @@ fail:
     sqlite3_finalize(hist);
     if (!dry_run) rollback(b);
     free(subs);
-    res->count = 0;
+    *res = before;
     return -1;
 }

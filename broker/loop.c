@@ -130,7 +130,7 @@ int loop_run(broker_t *b)
         if (items[1].revents & ZMQ_POLLIN) { int n = drain(b, b->wrk_sock, workers_handle, false); if (n > most) most = n; }
         if (items[0].revents & ZMQ_POLLIN) { int n = drain(b, b->pub_sock, publish_handle, true); if (n > most) most = n; }
         if (items[2].revents & ZMQ_POLLIN) { int n = drain(b, b->adm_sock, admin_handle, false); if (n > most) most = n; }
-        busy = most >= DRAIN_CAP;
+        busy = most >= DRAIN_CAP || b->dlq_jobs != NULL;
         for (int k = 0; b->auth.zap && k < DRAIN_CAP && (items[3].revents & ZMQ_POLLIN); k++) {
             int ev = 0;
             size_t evlen = sizeof ev;
@@ -153,7 +153,8 @@ int loop_run(broker_t *b)
         /* 4. commit → confirms → dispatch → reap. A turn with answers to
          * send commits now (never confirm what is not on disk); one with only
          * acks may wait for ACK_COMMIT_MS to share an fsync with later turns. */
-        bool must = b->confirms != NULL || b->admin_pending != NULL ||
+        admin_jobs_run(b);
+        bool must = b->confirms != NULL || b->admin_pending != NULL || b->dlq_jobs != NULL ||
                     (b->store.in_txn && util_mono_ms() - b->store.txn_started_ms >= ACK_COMMIT_MS);
         uint64_t txn = b->store.txn_no;
         bool committed = !must || store_commit(&b->store) == 0;

@@ -250,6 +250,7 @@ refuse:
 void broker_teardown(broker_t *b)
 {
     invoke_teardown(b);   /* first: in-flight invokes point at leases freed below */
+    admin_teardown(b);
     list_node *n;
     while ((n = list_pop_front(&b->workers)) != NULL) {
         worker_t *w = container_of(n, worker_t, link);

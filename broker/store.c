@@ -60,6 +60,7 @@ static const char *SCHEMA =
     "  sub INTEGER NOT NULL, mid TEXT NOT NULL, topic TEXT NOT NULL, function TEXT NOT NULL,"
     "  attempts INTEGER NOT NULL, outcome TEXT NOT NULL, error TEXT, failed_ms INTEGER NOT NULL,"
     "  attrs BLOB, payload BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS dead_by_mid ON dead(mid, sub);"
     "CREATE TABLE IF NOT EXISTS failures(mid TEXT NOT NULL, sub INTEGER NOT NULL,"
     "  n INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL, worker TEXT,"
     "  started_ms INTEGER, duration_ms INTEGER, error TEXT, PRIMARY KEY(mid, sub, n)) WITHOUT ROWID;";

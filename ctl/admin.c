@@ -1,6 +1,8 @@
 /* admin.c — heraldctl's admin client: a DEALER on the admin endpoint, one
  * request at a time, each answered within the timeout or reported as
- * "unreachable". Replies are matched by request id; stale ones are skipped. */
+ * "unreachable" — except a long one (a replay or purge of many dead letters),
+ * which is waited for as long as the broker answers a ping within the
+ * timeout. Replies are matched by request id; stale ones are skipped. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,12 +69,23 @@ static bool refused(admin_client *a)
     return no;
 }
 
+static int send_ping(admin_client *a, uint64_t req)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int rc = proto_encode_admin(&sb, req, "ping", NULL, 0) == 0 ? frames_send(a->sock, NULL, 0, &sb, NULL, 0, 0) : -1;
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
 /* Sends the header sb (+ payloads) and waits up to wait_ms for the reply of
- * type `want` carrying request id req. 0: a->reply holds it (and a->in its
+ * type `want` carrying request id req; with keepalive, a ping answered
+ * within wait_ms gives it wait_ms more. 0: a->reply holds it (and a->in its
  * frames). -1: a->error says why. */
 static int request(admin_client *a, msgpack_sbuffer *sb, const proto_iov *iov, size_t niov, msg_type want,
-                   uint64_t req, int wait_ms)
+                   uint64_t req, int wait_ms, bool keepalive)
 {
+    uint64_t ping = 0;   /* the ping waiting for its answer, if any */
     if (a->have_reply) { proto_msg_clear(&a->reply); a->have_reply = false; }
     if (frames_send(a->sock, NULL, 0, sb, iov, niov, 0) != 0) {
         snprintf(a->error, sizeof a->error, "cannot send to %s: %s", a->endpoint, zmq_strerror(zmq_errno()));
@@ -81,6 +94,12 @@ static int request(admin_client *a, msgpack_sbuffer *sb, const proto_iov *iov, s
     int64_t deadline = util_mono_ms() + wait_ms;
     for (;;) {
         int64_t left = deadline - util_mono_ms();
+        if (left <= 0 && keepalive && !ping) {   /* still working, or gone? */
+            ping = ++a->next_req;
+            if (send_ping(a, ping) != 0) break;
+            deadline = util_mono_ms() + wait_ms;
+            continue;
+        }
         if (left <= 0) break;
         zmq_pollitem_t it[2] = { { a->sock, 0, ZMQ_POLLIN, 0 }, { a->mon, 0, ZMQ_POLLIN, 0 } };
         if (zmq_poll(it, a->mon ? 2 : 1, (long)left) <= 0) continue;
@@ -100,6 +119,10 @@ static int request(admin_client *a, msgpack_sbuffer *sb, const proto_iov *iov, s
             a->have_reply = true;
             return 0;
         }
+        if (ping && a->reply.type == MSG_ADMIN_REPLY && a->reply.u.admin_reply.req == ping) {
+            ping = 0;   /* alive: wait on */
+            deadline = util_mono_ms() + wait_ms;
+        }
         proto_msg_clear(&a->reply);   /* a late answer to an earlier request */
     }
     snprintf(a->error, sizeof a->error, "broker unreachable at %s: no answer within %g s", a->endpoint,
@@ -107,15 +130,25 @@ static int request(admin_client *a, msgpack_sbuffer *sb, const proto_iov *iov, s
     return -1;
 }
 
-int admin_call(admin_client *a, const char *command, const void *args, size_t args_len)
+static int call(admin_client *a, const char *command, const void *args, size_t args_len, bool keepalive)
 {
     uint64_t req = ++a->next_req;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     proto_encode_admin(&sb, req, command, args, args_len);
-    int rc = request(a, &sb, NULL, 0, MSG_ADMIN_REPLY, req, a->timeout_ms);
+    int rc = request(a, &sb, NULL, 0, MSG_ADMIN_REPLY, req, a->timeout_ms, keepalive);
     msgpack_sbuffer_destroy(&sb);
     return rc;
+}
+
+int admin_call(admin_client *a, const char *command, const void *args, size_t args_len)
+{
+    return call(a, command, args, args_len, false);
+}
+
+int admin_call_long(admin_client *a, const char *command, const void *args, size_t args_len)
+{
+    return call(a, command, args, args_len, true);
 }
 
 int admin_invoke(admin_client *a, const char *function, const void *payload, size_t len,
@@ -127,7 +160,7 @@ int admin_invoke(admin_client *a, const char *function, const void *payload, siz
     proto_invoke in = { .req = req, .function = (char *)function, .timeout_ms = timeout_ms };
     proto_encode_invoke(&sb, &in);
     proto_iov iov = { payload, len };
-    int rc = request(a, &sb, &iov, 1, MSG_INVOKE_REPLY, req, wait_ms);
+    int rc = request(a, &sb, &iov, 1, MSG_INVOKE_REPLY, req, wait_ms, false);
     msgpack_sbuffer_destroy(&sb);
     if (rc == 0) {
         *out = frames_data(&a->in, 1);   /* valid until the next call or admin_close */

@@ -32,6 +32,9 @@ int admin_open(admin_client *a, const char *endpoint, int timeout_ms, const char
  * 0: a->reply.u.admin_reply holds it (status may be an error).
  * -1: unreachable / timeout, a->error says so. */
 int admin_call(admin_client *a, const char *command, const void *args, size_t args_len);
+/* The same for a request that may take long (dlq replay/purge): waited for
+ * while the broker answers a ping within the timeout. */
+int admin_call_long(admin_client *a, const char *command, const void *args, size_t args_len);
 /* INVOKE: runs function once; waits up to wait_ms for the reply. 0: the
  * reply is in a->reply.u.invoke_reply and *out its output (borrowed until the
  * next call). -1: a->error says why (unreachable, no answer). */

@@ -273,7 +273,7 @@ static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
     admin_client a;
     int rc = 1;
     if (admin_open(&a, endpoint, (int)(o->timeout_s * 1000), o->key, o->broker_key) != 0 ||
-        admin_call(&a, replay ? "dlq.replay" : "dlq.purge", args.data, args.size) != 0) {
+        admin_call_long(&a, replay ? "dlq.replay" : "dlq.purge", args.data, args.size) != 0) {
         fprintf(stderr, "heraldctl: %s\n", a.error);
         goto out;
     }

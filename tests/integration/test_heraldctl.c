@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1872,4 +1873,84 @@ Test(heraldctl, bad_flags_and_unknown_commands_exit_2_with_a_clear_message)
     cr_assert(strstr(err, "usage"), "no command: %s", err);
     free(out);
     free(err);
+}
+
+/* ---- a large replay and purge ---------------------------------------------- */
+
+/* Inserts n dead letters of (topic, function) into the stopped broker's
+ * database, ids interleaved with those of other calls (step, offset). */
+static void insert_dead(const char *topic, const char *function, int n, int step, int offset)
+{
+    char path[600], sql[768];
+    snprintf(path, sizeof path, "%s/data/herald.db", env.dir);
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    snprintf(sql, sizeof sql,
+             "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < %d)"
+             " INSERT INTO dead(id, msg, sub, mid, topic, function, attempts, outcome, error, failed_ms, payload)"
+             " SELECT 1 + i * %d + %d, 1, (SELECT id FROM subs WHERE topic = '%s' AND function = '%s'),"
+             " 'old-' || '%s-' || i, '%s', '%s', 3, 'error', 'boom', 0, 'payload-' || i FROM k",
+             n - 1, step, offset, topic, function, function, topic, function);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+/* Replaying and purging tens of thousands of dead letters takes the broker
+ * a while; it goes on serving meanwhile: a worker stays connected (its
+ * heartbeats answered), publishes are confirmed, heraldctl waits for the
+ * answer past its timeout while the broker answers its pings. */
+Test(heraldctl, dlq_replay_and_purge_of_many_keep_the_broker_serving, .timeout = 180)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"rec\"; native = { library = \"build/tests/handlers/librel_record.so\";"
+             " symbol = \"record\"; }; env = { RECORD_FILE = \"%s\"; }; },\n"
+             "  { name = \"other\"; native = { library = \"build/tests/handlers/librel_record.so\";"
+             " symbol = \"record\"; }; env = { RECORD_FILE = \"/dev/null\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"rec\"; }, { function = \"other\"; } ); } );\n",
+             h_path(&env, "record.txt"));
+    h_config(&env, "os", body);
+    pid_t broker = h_broker(&env);
+    cr_assert_eq(h_signal_exit(&env, broker, SIGTERM, 15000), 0);
+    const int n = 200000;   /* of each: 100 chunks each, longer than heraldctl --timeout 0.5 */
+    insert_dead("t", "rec", n, 2, 0);
+    insert_dead("t", "other", n, 2, 1);
+    broker = h_broker(&env);
+    h_assert_sub(&env, "t", "rec", "dead", n);
+    pid_t worker = h_start(&env, "worker", "bin/herald-worker", "--broker", env.wrk, "--functions", "rec",
+                           "--concurrency", "64", NULL);
+
+    /* meanwhile: a publisher, one event at a time */
+    char script[1200];
+    snprintf(script, sizeof script,
+             "i=0; while [ ! -e %s ]; do i=$((i+1)); bin/herald-publish --broker %s t during-$i >/dev/null"
+             " || echo \"publish $i failed\"; done",
+             h_path(&env, "stop"), env.pub);
+    pid_t pub = h_start(&env, "prober", "/bin/sh", "-c", script, NULL);
+
+    char *out = NULL, *err = NULL;
+    int rc = h_run(&env, NULL, &out, &err, "bin/heraldctl", "--broker", env.adm, "--timeout", "0.5", "dlq", "replay",
+                   "--all", "--function", "rec", NULL);
+    cr_assert_eq(rc, 0, "dlq replay: exit %d: %s", rc, err ? err : "");
+    cr_assert(strstr(out, "replayed 200000"), "%s", out);
+    free(out);
+    free(err);
+    rc = h_run(&env, NULL, &out, &err, "bin/heraldctl", "--broker", env.adm, "--timeout", "0.5", "dlq", "purge", "--all",
+               NULL);
+    cr_assert_eq(rc, 0, "dlq purge: exit %d: %s", rc, err ? err : "");
+    cr_assert(strstr(out, "purged 200000"), "%s", out);
+    free(out);
+    free(err);
+    h_write(h_path(&env, "stop"), "");
+    cr_assert_eq(h_wait_exit(pub, 30000), 0, "the publisher loop did not end");
+
+    h_wait_lines(h_path(&env, "record.txt"), (size_t)n, 60000);
+    h_assert_sub(&env, "t", "rec", "dead", 0);
+    h_assert_sub(&env, "t", "other", "dead", 0);
+    char *plog = h_read(h_path(&env, "prober.out"), NULL), *wlog = h_read(h_path(&env, "worker.err"), NULL);
+    cr_assert(!plog || !strstr(plog, "failed"), "a publish failed during the replay or purge: %.500s", plog);
+    cr_assert(!wlog || !strstr(wlog, "silent"), "the worker lost the broker during the replay or purge: %.500s", wlog);
+    free(plog);
+    free(wlog);
+    (void)worker;
 }
