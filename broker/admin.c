@@ -3,7 +3,8 @@
  * Commands: "stats" (DESIGN §2 figures, every key of `heraldctl stats --json`),
  * "dlq.list" {function?, topic?, limit?}, "dlq.show" {id},
  * "dlq.replay" {ids?, function?, topic?, rate?, dry_run?},
- * "dlq.purge" {ids?, function?, topic?, older_than?, dry_run?}, "ping".
+ * "dlq.purge" {ids?, function?, topic?, older_than?, dry_run?}, "ping" (→ the
+ * broker's start time, wall ms: a restart shows as a new value).
  * Dead letters are read through a read-only connection of their own. A
  * replay or purge is a job that writes a chunk per turn in the loop's
  * transaction; its answer goes out after the commit of its last chunk
@@ -385,7 +386,7 @@ static void jobs_flush(broker_t *b, bool committed)
     dlq_job *j = b->dlq_jobs;
     if (!j || !j->ran) return;
     j->ran = false;
-    if (!committed) {
+    if (!committed && !j->dry_run) {   /* a dry run wrote nothing: it goes on */
         char why[256];
         snprintf(why, sizeof why, "storage failed: the commit did not succeed (%.140s)",
                  b->store.why[0] ? b->store.why : "unknown error");
@@ -482,7 +483,7 @@ void admin_handle(broker_t *b, proto_frames *f)
             return;
         }
     } else if (strcmp(m.u.admin.command, "ping") == 0) {
-        msgpack_pack_true(&pk);
+        msgpack_pack_int64(&pk, b->started_ms);   /* which run of the broker answers */
     } else {
         snprintf(err, sizeof err, "unknown admin command '%s'", m.u.admin.command);
         status = PROTO_E_MALFORMED;

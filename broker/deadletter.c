@@ -106,7 +106,7 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, int64_t now_ms
         sqlite3_finalize(st);
         return -1;
     }
-    int64_t now = now_ms;
+    int64_t now = now_ms, wall = util_wall_ms();
     int rc;
     replayed *done = NULL;
     size_t ndone = 0, cap = 0;
@@ -146,6 +146,10 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, int64_t now_ms
                                  (size_t)sqlite3_column_bytes(st, 5), payload, len, now, &msg) != 0)
             goto fail;
         int64_t visible = rate > 0 ? now + (int64_t)((double)(res->count - 1) * 1000.0 / rate) : now;
+        /* never in the past: a chunk that runs late (queued behind another job)
+         * keeps its keys above every delivery that already woke (the window's
+         * cut must not go below those) */
+        if (visible < wall) visible = wall;
         done[ndone].delayed = rate > 0;
         if (rate <= 0) {
             if (store_insert_queue(&b->store, s->id, msg, ATTEMPTS_REPLAYED) != 0) goto fail;

@@ -112,7 +112,9 @@ int loop_run(broker_t *b)
         if (b->store.in_txn && timeout > ACK_COMMIT_MS) timeout = ACK_COMMIT_MS;
         if (next >= 0 && next < timeout) timeout = (long)next;
         if (busy) timeout = 0;
-        if (*b->reload) {
+        /* between transactions: a reload may write `subs` rows, which must
+         * not be rolled back with a turn that fails while their ids live on */
+        if (*b->reload && !b->store.in_txn) {
             *b->reload = 0;
             broker_reload(b);
         }

@@ -724,14 +724,27 @@ int store_counts(store_t *s, broker_t *b)
     return 0;
 }
 
-/* A message id the sweep must keep: a `queue` or `delayed` row needs it. */
-static void mark_needed(sqlite3_stmt *st, int64_t lo, uint8_t *needed)
+/* The message ids in st's rows, which the sweep must keep: a `queue` or
+ * `delayed` row needs them. -1 when the read failed: then nothing may go. */
+static int mark_needed(sqlite3_stmt *st, int64_t lo, uint8_t *needed)
 {
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t k = sqlite3_column_int64(st, 0) - lo;
         if (k >= 0 && k < GC_BATCH) needed[k / 8] |= (uint8_t)(1u << (k % 8));
     }
     sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* The smallest message id st (min_queue or min_delayed, bound) finds, into
+ * *low when smaller. -1 when the read failed. */
+static int lower_to(sqlite3_stmt *st, int64_t *low)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_int64(st, 0) < *low) *low = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* The floor is held by a row that stays (a subscription no worker serves, a
@@ -760,11 +773,11 @@ static int sweep(store_t *s)
         sqlite3_bind_int64(s->sweep_queue, 1, s->sub_ids[i]);
         sqlite3_bind_int64(s->sweep_queue, 2, lo);
         sqlite3_bind_int64(s->sweep_queue, 3, hi);
-        mark_needed(s->sweep_queue, lo, needed);
+        if (mark_needed(s->sweep_queue, lo, needed) != 0) return -1;
     }
     sqlite3_bind_int64(s->sweep_delayed, 1, lo);
     sqlite3_bind_int64(s->sweep_delayed, 2, hi);
-    mark_needed(s->sweep_delayed, lo, needed);
+    if (mark_needed(s->sweep_delayed, lo, needed) != 0) return -1;
     if (store_begin(s) != 0) return -1;
     int64_t deleted = 0;
     for (int64_t from = lo; from < hi;) {   /* each run of unneeded ids: one range delete */
@@ -795,17 +808,9 @@ int store_gc(store_t *s, broker_t *b)
     int64_t low = s->next_msg_id;
     for (size_t i = 0; i < s->nsub_ids; i++) {
         sqlite3_bind_int64(s->min_queue, 1, s->sub_ids[i]);
-        if (sqlite3_step(s->min_queue) == SQLITE_ROW) {
-            int64_t m = sqlite3_column_int64(s->min_queue, 0);
-            if (m < low) low = m;
-        }
-        sqlite3_reset(s->min_queue);
+        if (lower_to(s->min_queue, &low) != 0) return -1;   /* unknown: collect nothing */
     }
-    if (sqlite3_step(s->min_delayed) == SQLITE_ROW) {
-        int64_t m = sqlite3_column_int64(s->min_delayed, 0);
-        if (m < low) low = m;
-    }
-    sqlite3_reset(s->min_delayed);
+    if (lower_to(s->min_delayed, &low) != 0) return -1;
     (void)b;
     if (low <= s->gc_floor) return sweep(s);
     int64_t hi = low;

@@ -78,12 +78,20 @@ static int send_ping(admin_client *a, uint64_t req)
     return rc;
 }
 
+/* The broker's start time in a ping's answer (0: an answer without it). */
+static int64_t ping_started(const proto_msg *m)
+{
+    const msgpack_object *r = &m->u.admin_reply.result;
+    return r->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)r->via.u64 : 0;
+}
+
 /* Sends the header sb (+ payloads) and waits up to wait_ms for the reply of
  * type `want` carrying request id req; with keepalive, a ping answered
- * within wait_ms gives it wait_ms more. 0: a->reply holds it (and a->in its
- * frames). -1: a->error says why. */
+ * within wait_ms by the same run of the broker (started, when known) gives
+ * it wait_ms more. 0: a->reply holds it (and a->in its frames). -1:
+ * a->error says why. */
 static int request(admin_client *a, msgpack_sbuffer *sb, const proto_iov *iov, size_t niov, msg_type want,
-                   uint64_t req, int wait_ms, bool keepalive)
+                   uint64_t req, int wait_ms, bool keepalive, int64_t started)
 {
     uint64_t ping = 0;   /* the ping waiting for its answer, if any */
     if (a->have_reply) { proto_msg_clear(&a->reply); a->have_reply = false; }
@@ -120,6 +128,12 @@ static int request(admin_client *a, msgpack_sbuffer *sb, const proto_iov *iov, s
             return 0;
         }
         if (ping && a->reply.type == MSG_ADMIN_REPLY && a->reply.u.admin_reply.req == ping) {
+            if (started && ping_started(&a->reply) != started) {   /* it restarted: our request died with it */
+                snprintf(a->error, sizeof a->error, "the broker at %s restarted before it answered: part of the "
+                         "request may be done; run it again for the rest", a->endpoint);
+                proto_msg_clear(&a->reply);
+                return -1;
+            }
             ping = 0;   /* alive: wait on */
             deadline = util_mono_ms() + wait_ms;
         }
@@ -130,25 +144,30 @@ static int request(admin_client *a, msgpack_sbuffer *sb, const proto_iov *iov, s
     return -1;
 }
 
-static int call(admin_client *a, const char *command, const void *args, size_t args_len, bool keepalive)
+static int call(admin_client *a, const char *command, const void *args, size_t args_len, bool keepalive,
+                int64_t started)
 {
     uint64_t req = ++a->next_req;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     proto_encode_admin(&sb, req, command, args, args_len);
-    int rc = request(a, &sb, NULL, 0, MSG_ADMIN_REPLY, req, a->timeout_ms, keepalive);
+    int rc = request(a, &sb, NULL, 0, MSG_ADMIN_REPLY, req, a->timeout_ms, keepalive, started);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
 
 int admin_call(admin_client *a, const char *command, const void *args, size_t args_len)
 {
-    return call(a, command, args, args_len, false);
+    return call(a, command, args, args_len, false, 0);
 }
 
 int admin_call_long(admin_client *a, const char *command, const void *args, size_t args_len)
 {
-    return call(a, command, args, args_len, true);
+    /* which run of the broker takes the request: a later ping answered by
+     * another one means the request died with the first */
+    if (call(a, "ping", NULL, 0, false, 0) != 0) return -1;
+    int64_t started = ping_started(&a->reply);
+    return call(a, command, args, args_len, true, started);
 }
 
 int admin_invoke(admin_client *a, const char *function, const void *payload, size_t len,
@@ -160,7 +179,7 @@ int admin_invoke(admin_client *a, const char *function, const void *payload, siz
     proto_invoke in = { .req = req, .function = (char *)function, .timeout_ms = timeout_ms };
     proto_encode_invoke(&sb, &in);
     proto_iov iov = { payload, len };
-    int rc = request(a, &sb, &iov, 1, MSG_INVOKE_REPLY, req, wait_ms, false);
+    int rc = request(a, &sb, &iov, 1, MSG_INVOKE_REPLY, req, wait_ms, false, 0);
     msgpack_sbuffer_destroy(&sb);
     if (rc == 0) {
         *out = frames_data(&a->in, 1);   /* valid until the next call or admin_close */

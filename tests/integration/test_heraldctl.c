@@ -1954,3 +1954,41 @@ Test(heraldctl, dlq_replay_and_purge_of_many_keep_the_broker_serving, .timeout =
     free(wlog);
     (void)worker;
 }
+
+/* The broker stops (and comes back) while a long purge runs: the purge dies
+ * with it, so heraldctl must say so rather than wait for an answer that will
+ * never come. */
+Test(heraldctl, dlq_purge_cut_by_a_broker_restart_ends_with_an_error, .timeout = 120)
+{
+    h_config(&env, "os",
+             "functions = ( { name = \"rec\"; native = { library = \"build/tests/handlers/librel_record.so\";"
+             " symbol = \"record\"; }; env = { RECORD_FILE = \"/dev/null\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"rec\"; } ); } );\n");
+    pid_t broker = h_broker(&env);
+    cr_assert_eq(h_signal_exit(&env, broker, SIGTERM, 15000), 0);
+    const int n = 400000;
+    insert_dead("t", "rec", n, 1, 0);
+    broker = h_broker(&env);
+    /* its first ping goes 5 s after the request: to the broker that came back */
+    pid_t ctl = h_start(&env, "purge", "bin/heraldctl", "--broker", env.adm, "--timeout", "5", "dlq", "purge", "--all",
+                        NULL);
+    long end = 0;
+    for (int i = 0; i < 1000; i++) {   /* until the purge is under way */
+        long dead = h_sub_stat(&env, "t", "rec", "dead");
+        if (dead != LONG_MIN && dead < n) break;
+        usleep(10000);
+        end = i;
+    }
+    cr_assert_lt(end, 999, "the purge never started");
+    cr_assert_eq(h_signal_exit(&env, broker, SIGTERM, 15000), 0);
+    broker = h_broker(&env);
+    long left = h_sub_stat(&env, "t", "rec", "dead");
+    int st = h_wait_exit(ctl, 30000);
+    char *err = h_read(h_path(&env, "purge.err"), NULL);
+    cr_assert_neq(st, -1, "heraldctl still waits for a purge the broker dropped when it stopped");
+    cr_assert_eq(st, 1, "heraldctl exit %d: %s", st, err ? err : "");
+    cr_assert(err && strstr(err, "restarted"), "stderr: %s", err ? err : "");
+    cr_assert(left > 0 && left < n, "%ld of %d dead letters left: the purge was not cut part way", left, n);
+    fprintf(stderr, "heraldctl: a purge cut by a restart (%ld of %d left): %s", left, n, err);
+    free(err);
+}

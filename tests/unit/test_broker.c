@@ -919,3 +919,113 @@ Test(broker, message_collection_sweeps_past_a_delivery_that_stays, .timeout = 60
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* A paced replay queued behind another job runs late: its visible times
+ * would lie in the past, below a retry that already woke. When the replay
+ * fills the window and cuts it there, the woken retry must not end up above
+ * the cursor (a refill would read its row again: two copies, run twice). */
+Test(broker, paced_replay_that_runs_late_never_cuts_below_a_woken_delivery, .timeout = 60)
+{
+    char dir[] = "/tmp/herald-test-rcut-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    dispatch_fx x;
+    dfx_init(&x, "inproc://rcut-test");
+    cr_assert_eq(store_open(&x.b.store, dir, DURABILITY_OS), 0);
+    x.s.id = store_sub_id(&x.b.store, "t", "f");
+    x.s.dall = true;
+    int64_t now = util_wall_ms();
+    int64_t retry = delayed_row(&x, now - 1000);   /* due a second ago */
+    x.s.delayed = 1;
+    delay_in_memory(&x, retry, now - 1000);
+    timers_run(&x.b, now);
+    cr_assert_eq(x.s.ready.n, 1, "the retry woke");
+    char sql[512];
+    snprintf(sql, sizeof sql,   /* three 10 MiB dead letters: the second fills the window */
+             "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 3)"
+             " INSERT INTO dead(msg, sub, mid, topic, function, attempts, outcome, error, failed_ms, payload)"
+             " SELECT i, %lld, 'big-' || i, 't', 'f', 3, 'error', 'boom', 0, zeroblob(10485760) FROM k",
+             (long long)x.s.id);
+    cr_assert_eq(sqlite3_exec(x.b.store.db, sql, NULL, NULL, NULL), SQLITE_OK);
+    x.s.dead = 3;
+    dead_select all = { .max_id = INT64_MAX, .limit = DLQ_CHUNK };
+    dead_result res = { 0 };
+    char err[256] = "";
+    int64_t last_id = 0;
+    bool more = false;
+    /* asked for a minute ago, --rate 1 */
+    cr_assert_eq(dead_replay(&x.b, &all, 1.0, now - 60000, false, &res, &last_id, &more, err, sizeof err), 0, "%s",
+                 err);
+    cr_assert_eq(store_commit(&x.b.store), 0);
+    cr_assert_eq(res.count, 3);
+    check_window(&x, "after the replay");
+    /* the replayed ones run and go; the woken retry stays READY */
+    for (int round = 0; round < 4; round++) {
+        timers_run(&x.b, INT64_MAX);
+        list_node *ln = x.s.ready.head.next;
+        while (ln != &x.s.ready.head) {
+            delivery_t *d = container_of(ln, delivery_t, link);
+            ln = ln->next;
+            if (d->msg->id == retry) continue;
+            snprintf(sql, sizeof sql, "DELETE FROM delayed WHERE msg = %lld", (long long)d->msg->id);
+            cr_assert_eq(sqlite3_exec(x.b.store.db, sql, NULL, NULL, NULL), SQLITE_OK);
+            window_remove(&x.s, d);
+            delivery_free(&x.b, d);
+        }
+        queue_refill_delayed(&x.b, &x.s);
+        check_window(&x, "reading on");
+    }
+    list_node *ln;
+    while ((ln = list_pop_front(&x.s.ready)) != NULL) delivery_free(&x.b, container_of(ln, delivery_t, link));
+    free(x.b.timers);
+    dfx_fini(&x, NULL, 0);
+    zmq_ctx_term(x.ctx);
+    store_close(&x.b.store);
+    snprintf(sql, sizeof sql, "rm -rf %s", dir);
+    cr_assert_eq(system(sql), 0);
+}
+
+/* Makes the sweep's read of `queue` fail part way (as an I/O error would). */
+static int interrupt_sweep(void *arg)
+{
+    store_t *s = arg;
+    return s->sweep_queue && sqlite3_stmt_busy(s->sweep_queue);
+}
+
+/* A read that fails while the collector looks for the messages still needed
+ * must make it delete nothing, not what it did not get to see. */
+Test(broker, message_collection_deletes_nothing_when_its_read_fails, .timeout = 60)
+{
+    char dir[] = "/tmp/herald-test-sweeperr-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    dispatch_fx x;
+    dfx_init(&x, "inproc://sweeperr-test");
+    store_t *s = &x.b.store;
+    cr_assert_eq(store_open(s, dir, DURABILITY_OS), 0);
+    int64_t stuck = store_sub_id(s, "idle", "f"), busy = store_sub_id(s, "t", "f");
+    const int n = GC_SWEEP_SPAN + 2 * GC_BATCH;
+    cr_assert_eq(store_begin(s), 0);
+    for (int i = 1; i <= n; i++) {
+        char mid[32];
+        snprintf(mid, sizeof mid, "p-%d", i);
+        int64_t id;
+        cr_assert_eq(store_stage_message(s, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
+        if (i == 1) cr_assert_eq(store_stage_queue(s, stuck, id), 0);
+        else if (i % 10 == 0) cr_assert_eq(store_stage_queue(s, busy, id), 0);
+        cr_assert_eq(store_flush(s), 0);
+    }
+    cr_assert_eq(store_commit(s), 0);
+    sqlite3_progress_handler(s->db, 1, interrupt_sweep, s);
+    for (int pass = 0; pass < 5; pass++) {
+        store_gc(s, &x.b);
+        store_commit(s);
+    }
+    sqlite3_progress_handler(s->db, 0, NULL, NULL);
+    int64_t lost = count_rows(&x, "SELECT count(*) FROM queue q LEFT JOIN messages m ON m.id = q.msg WHERE m.id IS NULL");
+    cr_assert_eq(lost, 0, "%lld queued deliveries lost their message", (long long)lost);
+    dfx_fini(&x, NULL, 0);
+    zmq_ctx_term(x.ctx);
+    store_close(s);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
