@@ -48,6 +48,15 @@ long rel_status_kb(pid_t pid, const char *field)
     return kb;
 }
 
+long rel_topic_published(h_env *e, const char *topic)
+{
+    char *st = h_stats(e), anchor[200];
+    snprintf(anchor, sizeof anchor, "{\"name\":\"%s\"", topic);
+    long n = st ? h_json_num(st, anchor, "published") : LONG_MIN;
+    free(st);
+    return n;
+}
+
 int rel_workers_connected(h_env *e)
 {
     char *st = h_stats(e);

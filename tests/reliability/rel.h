@@ -27,6 +27,8 @@ long rel_status_kb(pid_t pid, const char *field);   /* "VmRSS", "VmHWM": kB, -1 
 /* Workers the broker lists in heraldctl stats (-1 when it does not answer). */
 int rel_workers_connected(h_env *e);
 bool rel_wait_workers(h_env *e, int n, int timeout_ms);
+/* A topic's published count (heraldctl stats); LONG_MIN when missing. */
+long rel_topic_published(h_env *e, const char *topic);
 /* Nothing ready, delayed or in flight on topic/function. */
 bool rel_sub_drained(h_env *e, const char *topic, const char *function);
 bool rel_wait_drained(h_env *e, const char *topic, const char *function, int timeout_ms);

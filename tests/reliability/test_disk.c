@@ -118,6 +118,22 @@ static int publish_batch(int from, int count, char **why)
     return confirmed;
 }
 
+/* Confirmed events never handled: lines "I ID" of ids (input line I, "D<I>
+ * …", confirmed as ID) with no "ID D<I> " in the record. Consumes ids. */
+static size_t count_lost(char *ids, const char *record)
+{
+    size_t lost = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(ids, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char id[128], needle[200];
+        int i;
+        cr_assert_eq(sscanf(line, "%d %127s", &i, id), 2);
+        snprintf(needle, sizeof needle, "%s D%d ", id, i);
+        if (!strstr(record, needle)) lost++;
+    }
+    return lost;
+}
+
 Test(disk, full_tmpfs_refuses_publishes_keeps_every_confirmed_event_and_recovers)
 {
     if (geteuid() != 0) cr_skip_test("disk-full test: needs root to mount a tmpfs (run as root to include it)");
@@ -213,15 +229,7 @@ Test(disk, full_tmpfs_refuses_publishes_keeps_every_confirmed_event_and_recovers
               confirmed);
     cr_assert(rel_wait_drained(&env, "t", "rec", 30000));
     char *ids = h_read(h_path(&env, "ids.txt"), NULL), *r = h_read(rec, NULL);
-    size_t lost = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(ids, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char id[128], needle[200];
-        int i;
-        cr_assert_eq(sscanf(line, "%d %127s", &i, id), 2);
-        snprintf(needle, sizeof needle, "%s D%d ", id, i);
-        if (!strstr(r, needle)) lost++;
-    }
+    size_t lost = count_lost(ids, r);
     free(ids);
     free(r);
     size_t refused = h_count_lines(h_path(&env, "refused.txt"));
@@ -257,15 +265,6 @@ static void set_fsize(pid_t pid, rlim_t soft)
     rl.rlim_cur = soft;
     rl.rlim_max = old.rlim_max;
     cr_assert_eq(prlimit(pid, RLIMIT_FSIZE, &rl, NULL), 0, "prlimit: %s", strerror(errno));
-}
-
-static long topic_published(const char *topic)
-{
-    char *st = h_stats(&env), anchor[200];
-    snprintf(anchor, sizeof anchor, "{\"name\":\"%s\"", topic);
-    long n = st ? h_json_num(st, anchor, "published") : LONG_MIN;
-    free(st);
-    return n;
 }
 
 Test(disk, failing_writes_refuse_the_turn_lose_no_confirmed_event_and_recover)
@@ -305,7 +304,7 @@ Test(disk, failing_writes_refuse_the_turn_lose_no_confirmed_event_and_recover)
     size_t during = h_count_lines(rec) - at_fault;
     cr_assert_gt(during, 0, "no handler ran while writes failed: the acks were not put to the test");
     cr_assert_eq(h_wait_exit(broker, 0), -1, "the broker died when its writes failed");
-    cr_assert_eq(topic_published("t"), n1, "stats count refused publishes as published");
+    cr_assert_eq(rel_topic_published(&env, "t"), n1, "stats count refused publishes as published");
 
     /* 3. writes work again: the same broker confirms again */
     set_fsize(broker, RLIM_INFINITY);
@@ -317,15 +316,7 @@ Test(disk, failing_writes_refuse_the_turn_lose_no_confirmed_event_and_recover)
     /* every confirmed event handled under its id; no refused one ever ran */
     cr_assert(rel_wait_drained(&env, "t", "rec", 60000), "the queue never drained: %s", h_stats(&env));
     char *ids = h_read(h_path(&env, "ids.txt"), NULL), *r = h_read(rec, NULL);
-    size_t lost = 0, ran_refused = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(ids, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char id[128], needle[200];
-        int i;
-        cr_assert_eq(sscanf(line, "%d %127s", &i, id), 2);
-        snprintf(needle, sizeof needle, "%s D%d ", id, i);
-        if (!strstr(r, needle)) lost++;
-    }
+    size_t lost = count_lost(ids, r), ran_refused = 0;
     for (int i = n1; i < n1 + n2; i++) {
         char needle[32];
         snprintf(needle, sizeof needle, " D%d ", i);
@@ -334,7 +325,7 @@ Test(disk, failing_writes_refuse_the_turn_lose_no_confirmed_event_and_recover)
     free(ids);
     free(r);
     size_t runs = h_count_lines(rec);
-    cr_assert_eq(topic_published("t"), confirmed, "stats: published is not the %d confirmed", confirmed);
+    cr_assert_eq(rel_topic_published(&env, "t"), confirmed, "stats: published is not the %d confirmed", confirmed);
     cr_assert_eq(h_signal_exit(&env, broker, SIGTERM, 15000), 0, "the broker did not stop cleanly");
     char db[700];
     snprintf(db, sizeof db, "%s/data/herald.db", env.dir);

@@ -46,15 +46,6 @@ static void write_config(bool extra)
     h_config(&env, "os", body);
 }
 
-static long topic_published(const char *topic)
-{
-    char *st = h_stats(&env), anchor[200];
-    snprintf(anchor, sizeof anchor, "{\"name\":\"%s\"", topic);
-    long n = st ? h_json_num(st, anchor, "published") : LONG_MIN;
-    free(st);
-    return n;
-}
-
 Test(reload, sighup_again_and_again_under_a_stream_loses_nothing)
 {
     const int n = REL_PICK(3000, 30000);
@@ -85,7 +76,7 @@ Test(reload, sighup_again_and_again_under_a_stream_loses_nothing)
 
     rel_tally t;
     rel_tally_stream("L", f.out, NULL, h_path(&env, "record.txt"), (size_t)n, &t, NULL, NULL);
-    long published = topic_published("t");
+    long published = rel_topic_published(&env, "t");
     char *log = h_read(h_path(&env, "broker.err"), NULL);
     int applied = 0, refused = 0;
     for (const char *p = log; p && (p = strstr(p, "SIGHUP: reloaded")) != NULL; p++) applied++;

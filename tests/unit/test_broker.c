@@ -103,6 +103,7 @@ typedef struct {
     function_t fn;
     sub_t s;
     sub_t *subs[1];
+    char dir[64];               /* sfx_open: the store's temp dir */
 } dispatch_fx;
 
 static void dfx_init(dispatch_fx *x, const char *endpoint)
@@ -167,6 +168,42 @@ static void dfx_fini(dispatch_fx *x, worker_t *ws, int nw)
     free(x->b.leases.slots);
     msgpack_sbuffer_destroy(&x->b.sb);
     zmq_close(x->router);
+}
+
+/* The same over a real store in a fresh temp dir, the subscription bound to
+ * its row ("t" → "f"), nothing of `delayed` read yet. */
+static void sfx_open(dispatch_fx *x, const char *endpoint)
+{
+    dfx_init(x, endpoint);
+    snprintf(x->dir, sizeof x->dir, "/tmp/herald-test-store-XXXXXX");
+    cr_assert(mkdtemp(x->dir));
+    cr_assert_eq(store_open(&x->b.store, x->dir, DURABILITY_OS), 0);
+    x->s.id = store_sub_id(&x->b.store, "t", "f");
+    cr_assert_geq(x->s.id, 0);
+    x->s.dall = false;
+}
+
+static void sfx_close(dispatch_fx *x, worker_t *ws, int nw)
+{
+    free(x->b.timers);
+    x->b.timers = NULL;
+    dfx_fini(x, ws, nw);
+    zmq_ctx_term(x->ctx);
+    store_close(&x->b.store);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", x->dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* Message "p-N" with this payload, written in the open transaction; its id. */
+static int64_t sfx_message(dispatch_fx *x, int n, const void *payload, size_t len)
+{
+    char mid[32];
+    snprintf(mid, sizeof mid, "p-%d", n);
+    int64_t id;
+    cr_assert_eq(store_stage_message(&x->b.store, mid, "t", NULL, 0, payload, len, 0, &id), 0);
+    cr_assert_eq(store_flush(&x->b.store), 0);
+    return id;
 }
 
 /* The next DELIVER on dealer (0 if none waits): its entry count, and the
@@ -302,13 +339,8 @@ Test(broker, dispatch_spreads_low_rate_work_over_every_worker)
  * `delayed` row 5 that nothing in memory holds (acked in the lost turn). */
 Test(broker, rollback_forgets_the_failed_transaction_keeps_woken_delayed)
 {
-    char dir[] = "/tmp/herald-test-rollback-XXXXXX";
-    cr_assert(mkdtemp(dir));
     dispatch_fx x;
-    dfx_init(&x, "inproc://rollback-test");
-    cr_assert_eq(store_open(&x.b.store, dir, DURABILITY_OS), 0);
-    x.s.id = store_sub_id(&x.b.store, "t", "f");
-    cr_assert_geq(x.s.id, 0);
+    sfx_open(&x, "inproc://rollback-test");
     cr_assert_eq(store_begin(&x.b.store), 0);
     for (int i = 1; i <= 5; i++) {
         char mid[16];
@@ -383,14 +415,8 @@ Test(broker, rollback_forgets_the_failed_transaction_keeps_woken_delayed)
 
     list_node *ln;
     while ((ln = list_pop_front(&x.s.ready)) != NULL) delivery_free(&x.b, container_of(ln, delivery_t, link));
-    free(x.b.timers);
     zmq_close(dealer);
-    dfx_fini(&x, &w, 1);
-    zmq_ctx_term(x.ctx);
-    store_close(&x.b.store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    sfx_close(&x, &w, 1);
 }
 
 /* Wakes every waiting delivery (they are due: now is far ahead), frees them
@@ -402,7 +428,7 @@ static int wake_all(dispatch_fx *x, int64_t *last_ms, unsigned char *seen, int64
     list_node *ln;
     while ((ln = list_pop_front(&x->s.ready)) != NULL) {
         delivery_t *d = container_of(ln, delivery_t, link);
-        cr_assert_gt(d->visible_ms, *last_ms, "woken out of time order: %lld after %lld",
+        cr_assert_geq(d->visible_ms, *last_ms, "woken out of time order: %lld after %lld",
                      (long long)d->visible_ms, (long long)*last_ms);
         *last_ms = d->visible_ms;
         cr_assert(d->msg->id > 0 && d->msg->id < nseen);
@@ -449,21 +475,12 @@ static void delay_in_memory(dispatch_fx *x, int64_t id, int64_t visible_ms)
  * on disk. Every row wakes exactly once, in time order. */
 Test(broker, delayed_window_holds_the_earliest_rows_and_reads_the_rest_in_time_order, .timeout = 60)
 {
-    char dir[] = "/tmp/herald-test-delayed-XXXXXX";
-    cr_assert(mkdtemp(dir));
     dispatch_fx x;
-    dfx_init(&x, "inproc://delayed-test");
-    cr_assert_eq(store_open(&x.b.store, dir, DURABILITY_OS), 0);
-    x.s.id = store_sub_id(&x.b.store, "t", "f");
-    x.s.dall = false;   /* nothing read yet, as at start */
+    sfx_open(&x, "inproc://delayed-test");
     const int n = 3 * DELAYED_WINDOW + 100;
     cr_assert_eq(store_begin(&x.b.store), 0);
     for (int i = 1; i <= n; i++) {   /* distinct times, not in id order */
-        char mid[32];
-        snprintf(mid, sizeof mid, "p-%d", i);
-        int64_t id;
-        cr_assert_eq(store_stage_message(&x.b.store, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
-        cr_assert_eq(store_flush(&x.b.store), 0);
+        int64_t id = sfx_message(&x, i, "x", 1);
         cr_assert_eq(store_insert_delayed(&x.b.store, x.s.id, id, 100000 + 10 * (((int64_t)i * 7919) % n), 0), 0);
     }
     cr_assert_eq(store_commit(&x.b.store), 0);
@@ -505,13 +522,7 @@ Test(broker, delayed_window_holds_the_earliest_rows_and_reads_the_rest_in_time_o
     cr_assert_eq(woken, n + 2, "%d of %d rows woke", woken, n + 2);
     cr_assert_eq(x.s.dmem, 0);
     free(seen);
-    free(x.b.timers);
-    dfx_fini(&x, NULL, 0);
-    zmq_ctx_term(x.ctx);
-    store_close(&x.b.store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    sfx_close(&x, NULL, 0);
 }
 
 /* Large payloads: each window (ready, delayed) holds at most about
@@ -519,12 +530,8 @@ Test(broker, delayed_window_holds_the_earliest_rows_and_reads_the_rest_in_time_o
  * once, in order; a single payload larger than the bound still gets in. */
 Test(broker, windows_hold_at_most_window_bytes_of_payload, .timeout = 60)
 {
-    char dir[] = "/tmp/herald-test-bytes-XXXXXX";
-    cr_assert(mkdtemp(dir));
     dispatch_fx x;
-    dfx_init(&x, "inproc://bytes-test");
-    cr_assert_eq(store_open(&x.b.store, dir, DURABILITY_OS), 0);
-    x.s.id = store_sub_id(&x.b.store, "t", "f");
+    sfx_open(&x, "inproc://bytes-test");
     x.s.caught_up = false;
     x.s.dall = false;
     const size_t big = 1 << 20;
@@ -532,11 +539,7 @@ Test(broker, windows_hold_at_most_window_bytes_of_payload, .timeout = 60)
     char *payload = calloc(1, big);
     cr_assert_eq(store_begin(&x.b.store), 0);
     for (int i = 1; i <= 2 * n; i++) {
-        char mid[32];
-        snprintf(mid, sizeof mid, "p-%d", i);
-        int64_t id;
-        cr_assert_eq(store_stage_message(&x.b.store, mid, "t", NULL, 0, payload, big, 0, &id), 0);
-        cr_assert_eq(store_flush(&x.b.store), 0);
+        int64_t id = sfx_message(&x, i, payload, big);
         if (i <= n) cr_assert_eq(store_stage_queue(&x.b.store, x.s.id, id), 0);
         else cr_assert_eq(store_insert_delayed(&x.b.store, x.s.id, id, 1000 + i, 0), 0);
     }
@@ -584,13 +587,7 @@ Test(broker, windows_hold_at_most_window_bytes_of_payload, .timeout = 60)
         cr_assert_eq(x.s.dbytes, 0);
     }
     cr_assert_eq(woken, n, "%d of %d delayed rows woke", woken, n);
-    free(x.b.timers);
-    dfx_fini(&x, NULL, 0);
-    zmq_ctx_term(x.ctx);
-    store_close(&x.b.store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    sfx_close(&x, NULL, 0);
 }
 
 /* The delayed window's invariant, checked against the table: memory holds
@@ -640,23 +637,14 @@ static void check_window(dispatch_fx *x, const char *when)
  * while a transaction is open. The table and memory agree at every step. */
 Test(broker, delayed_window_trims_around_woken_and_running_and_ties, .timeout = 60)
 {
-    char dir[] = "/tmp/herald-test-dties-XXXXXX";
-    cr_assert(mkdtemp(dir));
     dispatch_fx x;
-    dfx_init(&x, "inproc://dties-test");
-    cr_assert_eq(store_open(&x.b.store, dir, DURABILITY_OS), 0);
-    x.s.id = store_sub_id(&x.b.store, "t", "f");
-    x.s.dall = false;
+    sfx_open(&x, "inproc://dties-test");
     worker_t w;
     void *dealer = dfx_worker(&x, "inproc://dties-test", &w, "w1", 100000);
     const int n = 2 * DELAYED_WINDOW + 50;
     cr_assert_eq(store_begin(&x.b.store), 0);
     for (int i = 1; i <= n; i++) {   /* ten times only: ~1,640 rows each */
-        char mid[32];
-        snprintf(mid, sizeof mid, "p-%d", i);
-        int64_t id;
-        cr_assert_eq(store_stage_message(&x.b.store, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
-        cr_assert_eq(store_flush(&x.b.store), 0);
+        int64_t id = sfx_message(&x, i, "x", 1);
         cr_assert_eq(store_insert_delayed(&x.b.store, x.s.id, id, 1000 + i % 10, 0), 0);
     }
     /* a refill with a transaction open reads nothing (its rows may yet go) */
@@ -711,16 +699,10 @@ Test(broker, delayed_window_trims_around_woken_and_running_and_ties, .timeout = 
         check_window(&x, "reading on");
     }
     cr_assert_eq(done, n + DELAYED_WINDOW / 2, "%lld of %d rows ended", (long long)done, n + DELAYED_WINDOW / 2);
-    free(x.b.timers);
     free(x.b.leases.slots);
     x.b.leases.slots = NULL;
     zmq_close(dealer);
-    dfx_fini(&x, &w, 1);
-    zmq_ctx_term(x.ctx);
-    store_close(&x.b.store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    sfx_close(&x, &w, 1);
 }
 
 /* A delayed delivery fails again in a turn whose commit fails: its row keeps
@@ -729,23 +711,14 @@ Test(broker, delayed_window_trims_around_woken_and_running_and_ties, .timeout = 
  * cursor and out of memory (it would wait for a restart). */
 Test(broker, delayed_retry_rolled_back_with_its_turn_is_not_lost, .timeout = 60)
 {
-    char dir[] = "/tmp/herald-test-dretry-XXXXXX";
-    cr_assert(mkdtemp(dir));
     dispatch_fx x;
-    dfx_init(&x, "inproc://dretry-test");
-    cr_assert_eq(store_open(&x.b.store, dir, DURABILITY_OS), 0);
-    x.s.id = store_sub_id(&x.b.store, "t", "f");
-    x.s.dall = false;
+    sfx_open(&x, "inproc://dretry-test");
     worker_t w;
     void *dealer = dfx_worker(&x, "inproc://dretry-test", &w, "w1", 8);
     const int n = DELAYED_WINDOW + 100;
     cr_assert_eq(store_begin(&x.b.store), 0);
     for (int i = 0; i < n; i++) {
-        char mid[32];
-        snprintf(mid, sizeof mid, "p-%d", i);
-        int64_t id;
-        cr_assert_eq(store_stage_message(&x.b.store, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
-        cr_assert_eq(store_flush(&x.b.store), 0);
+        int64_t id = sfx_message(&x, i, "x", 1);
         cr_assert_eq(store_insert_delayed(&x.b.store, x.s.id, id, 100000 + 10 * i, 0), 0);
     }
     cr_assert_eq(store_commit(&x.b.store), 0);
@@ -785,14 +758,8 @@ Test(broker, delayed_retry_rolled_back_with_its_turn_is_not_lost, .timeout = 60)
     }
     cr_assert_eq(woken, n + DELAYED_WINDOW / 4 + 10, "%d rows woke", woken);
     free(seen);
-    free(x.b.timers);
     zmq_close(dealer);
-    dfx_fini(&x, &w, 1);
-    zmq_ctx_term(x.ctx);
-    store_close(&x.b.store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    sfx_close(&x, &w, 1);
 }
 
 /* dlq replay --rate of more dead letters than the delayed window: it makes
@@ -800,12 +767,8 @@ Test(broker, delayed_retry_rolled_back_with_its_turn_is_not_lost, .timeout = 60)
  * they come due), and every replayed row still wakes once, in order. */
 Test(broker, paced_replay_fills_one_delayed_window_at_most, .timeout = 60)
 {
-    char dir[] = "/tmp/herald-test-replay-XXXXXX";
-    cr_assert(mkdtemp(dir));
     dispatch_fx x;
-    dfx_init(&x, "inproc://replay-test");
-    cr_assert_eq(store_open(&x.b.store, dir, DURABILITY_OS), 0);
-    x.s.id = store_sub_id(&x.b.store, "t", "f");
+    sfx_open(&x, "inproc://replay-test");
     x.s.dall = true;   /* no delayed row yet: the window holds them all */
     const int n = 2 * DELAYED_WINDOW + 10;
     char sql[256];
@@ -849,13 +812,7 @@ Test(broker, paced_replay_fills_one_delayed_window_at_most, .timeout = 60)
     }
     cr_assert_eq(woken, n, "%d of %d replayed rows woke", woken, n);
     free(seen);
-    free(x.b.timers);
-    dfx_fini(&x, NULL, 0);
-    zmq_ctx_term(x.ctx);
-    store_close(&x.b.store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    sfx_close(&x, NULL, 0);
 }
 
 static int64_t count_rows(dispatch_fx *x, const char *sql)
@@ -873,20 +830,14 @@ static int64_t count_rows(dispatch_fx *x, const char *sql)
  * exactly the messages some `queue` or `delayed` row needs. */
 Test(broker, message_collection_sweeps_past_a_delivery_that_stays, .timeout = 60)
 {
-    char dir[] = "/tmp/herald-test-sweep-XXXXXX";
-    cr_assert(mkdtemp(dir));
     dispatch_fx x;
-    dfx_init(&x, "inproc://sweep-test");
+    sfx_open(&x, "inproc://sweep-test");
     store_t *s = &x.b.store;
-    cr_assert_eq(store_open(s, dir, DURABILITY_OS), 0);
     int64_t stuck = store_sub_id(s, "idle", "f"), busy = store_sub_id(s, "t", "f");
     const int n = GC_SWEEP_SPAN + 3 * GC_BATCH + 77;
     cr_assert_eq(store_begin(s), 0);
     for (int i = 1; i <= n; i++) {
-        char mid[32];
-        snprintf(mid, sizeof mid, "p-%d", i);
-        int64_t id;
-        cr_assert_eq(store_stage_message(s, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
+        int64_t id = sfx_message(&x, i, "x", 1);
         if (i == 1) cr_assert_eq(store_stage_queue(s, stuck, id), 0);
         else if (i % 1000 == 0) cr_assert_eq(store_stage_queue(s, busy, id), 0);   /* still queued */
         cr_assert_eq(store_flush(s), 0);
@@ -912,12 +863,7 @@ Test(broker, message_collection_sweeps_past_a_delivery_that_stays, .timeout = 60
     }
     cr_assert_eq(count_rows(&x, "SELECT count(*) FROM messages WHERE id = 1"), 0);
     cr_assert_eq(count_rows(&x, "SELECT count(*) FROM messages"), needed - 1);
-    dfx_fini(&x, NULL, 0);
-    zmq_ctx_term(x.ctx);
-    store_close(s);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    sfx_close(&x, NULL, 0);
 }
 
 /* A paced replay queued behind another job runs late: its visible times
@@ -926,12 +872,8 @@ Test(broker, message_collection_sweeps_past_a_delivery_that_stays, .timeout = 60
  * the cursor (a refill would read its row again: two copies, run twice). */
 Test(broker, paced_replay_that_runs_late_never_cuts_below_a_woken_delivery, .timeout = 60)
 {
-    char dir[] = "/tmp/herald-test-rcut-XXXXXX";
-    cr_assert(mkdtemp(dir));
     dispatch_fx x;
-    dfx_init(&x, "inproc://rcut-test");
-    cr_assert_eq(store_open(&x.b.store, dir, DURABILITY_OS), 0);
-    x.s.id = store_sub_id(&x.b.store, "t", "f");
+    sfx_open(&x, "inproc://rcut-test");
     x.s.dall = true;
     int64_t now = util_wall_ms();
     int64_t retry = delayed_row(&x, now - 1000);   /* due a second ago */
@@ -976,12 +918,7 @@ Test(broker, paced_replay_that_runs_late_never_cuts_below_a_woken_delivery, .tim
     }
     list_node *ln;
     while ((ln = list_pop_front(&x.s.ready)) != NULL) delivery_free(&x.b, container_of(ln, delivery_t, link));
-    free(x.b.timers);
-    dfx_fini(&x, NULL, 0);
-    zmq_ctx_term(x.ctx);
-    store_close(&x.b.store);
-    snprintf(sql, sizeof sql, "rm -rf %s", dir);
-    cr_assert_eq(system(sql), 0);
+    sfx_close(&x, NULL, 0);
 }
 
 /* Makes the sweep's read of `queue` fail part way (as an I/O error would). */
@@ -995,20 +932,14 @@ static int interrupt_sweep(void *arg)
  * must make it delete nothing, not what it did not get to see. */
 Test(broker, message_collection_deletes_nothing_when_its_read_fails, .timeout = 60)
 {
-    char dir[] = "/tmp/herald-test-sweeperr-XXXXXX";
-    cr_assert(mkdtemp(dir));
     dispatch_fx x;
-    dfx_init(&x, "inproc://sweeperr-test");
+    sfx_open(&x, "inproc://sweeperr-test");
     store_t *s = &x.b.store;
-    cr_assert_eq(store_open(s, dir, DURABILITY_OS), 0);
     int64_t stuck = store_sub_id(s, "idle", "f"), busy = store_sub_id(s, "t", "f");
     const int n = GC_SWEEP_SPAN + 2 * GC_BATCH;
     cr_assert_eq(store_begin(s), 0);
     for (int i = 1; i <= n; i++) {
-        char mid[32];
-        snprintf(mid, sizeof mid, "p-%d", i);
-        int64_t id;
-        cr_assert_eq(store_stage_message(s, mid, "t", NULL, 0, "x", 1, 0, &id), 0);
+        int64_t id = sfx_message(&x, i, "x", 1);
         if (i == 1) cr_assert_eq(store_stage_queue(s, stuck, id), 0);
         else if (i % 10 == 0) cr_assert_eq(store_stage_queue(s, busy, id), 0);
         cr_assert_eq(store_flush(s), 0);
@@ -1022,10 +953,5 @@ Test(broker, message_collection_deletes_nothing_when_its_read_fails, .timeout = 
     sqlite3_progress_handler(s->db, 0, NULL, NULL);
     int64_t lost = count_rows(&x, "SELECT count(*) FROM queue q LEFT JOIN messages m ON m.id = q.msg WHERE m.id IS NULL");
     cr_assert_eq(lost, 0, "%lld queued deliveries lost their message", (long long)lost);
-    dfx_fini(&x, NULL, 0);
-    zmq_ctx_term(x.ctx);
-    store_close(s);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    sfx_close(&x, NULL, 0);
 }
