@@ -387,10 +387,7 @@ static void jobs_flush(broker_t *b, bool committed)
     if (!j || !j->ran) return;
     j->ran = false;
     if (!committed && !j->dry_run) {   /* a dry run wrote nothing: it goes on */
-        char why[256];
-        snprintf(why, sizeof why, "storage failed: the commit did not succeed (%.140s)",
-                 b->store.why[0] ? b->store.why : "unknown error");
-        job_fail(b, j, why);
+        job_fail(b, j, b->store.failure);
     } else {
         j->done = j->res;
         j->sel.after_id = j->last;

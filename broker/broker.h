@@ -231,6 +231,7 @@ typedef struct {
     sqlite3_stmt *ins_msg_n[STAGE_ROWS + 1], *ins_queue_n[STAGE_ROWS + 1];
     bool failed;                         /* a staged write failed: the turn must not commit */
     char why[160];                       /* SQLite's words for the last failed statement */
+    char failure[192];                   /* what a rolled-back turn tells those it refuses */
     char *path;
     bool checkpoint_stop;       /* checkpoint thread */
     uint64_t wal_mark;          /* the checkpointer's last pass: WAL cycle << 32 | frames it

@@ -314,8 +314,7 @@ void confirms_send(broker_t *b, bool committed)
             for (uint32_t i = 0; i < c->n; i++)
                 if (c->entries[i].status == PROTO_OK) {
                     c->entries[i].status = PROTO_E_INTERNAL;
-                    snprintf(c->entries[i].text, 192, "storage failed: the commit did not succeed (%.140s)",
-                             b->store.why[0] ? b->store.why : "unknown error");
+                    snprintf(c->entries[i].text, 192, "%s", b->store.failure);
                 }
         proto_confirm pc = { .entries = c->entries, .n = c->n };
         msgpack_sbuffer_clear(&b->sb);

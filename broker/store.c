@@ -440,6 +440,8 @@ static int rollback(store_t *s)
     s->failed = false;
     s->next_id_dirty = false;
     s->gc_floor = s->gc_floor_committed;
+    snprintf(s->failure, sizeof s->failure, "storage failed: the commit did not succeed (%.140s)",
+             s->why[0] ? s->why : "unknown error");
     /* A failed COMMIT (an I/O error, a full disk) may have rolled back
      * already: then there is no transaction left to end. */
     if (!sqlite3_get_autocommit(s->db))
@@ -724,6 +726,11 @@ int store_counts(store_t *s, broker_t *b)
     return 0;
 }
 
+static bool needed_bit(const uint8_t *needed, int64_t k)
+{
+    return needed[k / 8] >> (k % 8) & 1;
+}
+
 /* The message ids in st's rows, which the sweep must keep: a `queue` or
  * `delayed` row needs them. -1 when the read failed: then nothing may go. */
 static int mark_needed(sqlite3_stmt *st, int64_t lo, uint8_t *needed)
@@ -781,9 +788,9 @@ static int sweep(store_t *s)
     if (store_begin(s) != 0) return -1;
     int64_t deleted = 0;
     for (int64_t from = lo; from < hi;) {   /* each run of unneeded ids: one range delete */
-        while (from < hi && (needed[(from - lo) / 8] >> ((from - lo) % 8) & 1)) from++;
+        while (from < hi && needed_bit(needed, from - lo)) from++;
         int64_t to = from;
-        while (to < hi && !(needed[(to - lo) / 8] >> ((to - lo) % 8) & 1)) to++;
+        while (to < hi && !needed_bit(needed, to - lo)) to++;
         if (to > from) {
             sqlite3_bind_int64(s->gc_msgs, 1, from);
             sqlite3_bind_int64(s->gc_msgs, 2, to);
