@@ -955,3 +955,39 @@ Test(broker, message_collection_deletes_nothing_when_its_read_fails, .timeout = 
     cr_assert_eq(lost, 0, "%lld queued deliveries lost their message", (long long)lost);
     sfx_close(&x, NULL, 0);
 }
+
+/* dlq purge in chunks, as the loop runs it: a selection of exactly two chunks
+ * takes a third, empty call to see the end; dead letters that came after the
+ * request (ids past max_id) are not part of it; a dry run counts the same
+ * and deletes nothing. */
+Test(broker, dlq_purge_chunks_cover_the_request_and_nothing_after_it, .timeout = 60)
+{
+    dispatch_fx x;
+    sfx_open(&x, "inproc://chunks-test");
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < %d)"
+             " INSERT INTO dead(id, msg, sub, mid, topic, function, attempts, outcome, error, failed_ms, payload)"
+             " SELECT i, i, %lld, 'd-' || i, 't', 'f', 3, 'error', 'boom', 0, 'x' FROM k",
+             2 * DLQ_CHUNK + 50, (long long)x.s.id);
+    cr_assert_eq(sqlite3_exec(x.b.store.db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(x.b.store.db));
+    x.s.dead = 2 * DLQ_CHUNK + 50;
+    char err[256] = "";
+    for (int dry = 1; dry >= 0; dry--) {
+        /* asked for when the largest id was 2 * DLQ_CHUNK; 50 more came since */
+        dead_select sel = { .max_id = 2 * DLQ_CHUNK, .limit = DLQ_CHUNK };
+        dead_result res = { 0 };
+        int64_t last = 0;
+        int calls = 0;
+        for (bool more = true; more; sel.after_id = last, calls++) {
+            cr_assert_eq(dead_purge(&x.b, &sel, dry, &res, &last, &more, err, sizeof err), 0, "%s", err);
+            cr_assert_eq(store_commit(&x.b.store), 0);
+        }
+        cr_assert_eq(res.count, 2 * DLQ_CHUNK, "%s: %lld purged", dry ? "dry run" : "purge", (long long)res.count);
+        cr_assert_eq(calls, 3, "%d calls for two full chunks", calls);
+        cr_assert_eq(count_rows(&x, "SELECT count(*) FROM dead"), dry ? 2 * DLQ_CHUNK + 50 : 50);
+    }
+    cr_assert_eq(count_rows(&x, "SELECT min(id) FROM dead"), 2 * DLQ_CHUNK + 1, "a later dead letter went");
+    cr_assert_eq(x.s.dead, 50);
+    sfx_close(&x, NULL, 0);
+}
