@@ -9,9 +9,12 @@
  *
  * Body limits: broker.max_payload for the native routes and Lambda; for SNS
  * forms 3 × max_payload + 64 KiB (percent-encoding triples a byte at worst).
- * A Content-Length above the limit is answered 413 before the body is read;
- * a chunked body that grows past it is read to its end, dropped, and
- * answered 413.
+ * A Content-Length above the limit is answered 413 before the body is read
+ * when the client waits for it (Expect: 100-continue) or the body is larger
+ * than DRAIN_MAX; otherwise, like a chunked body that grows past the limit,
+ * the body is read to its end, dropped, and answered 413 — a client still
+ * sending when the server answers and closes gets its connection reset
+ * instead of the answer (curl: "Send failure: Broken pipe").
  *
  * State: one http_conn per request (libmicrohttpd's con_cls), freed in
  * http_completed. Counters of answered requests per (route, status).
@@ -21,12 +24,14 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gateway.h"
 
 #define LAMBDA_PREFIX "/2015-03-31/functions/"
 #define FORM_HEADROOM (64u << 10)   /* the other fields of an SNS form */
 #define OTHER_LIMIT (64u << 10)     /* a body on a route that takes none */
+#define DRAIN_MAX (16u << 20)       /* a too-large body up to this is read (and dropped) before the 413 */
 
 typedef enum { KIND_NATIVE, KIND_LAMBDA, KIND_FORM, KIND_OTHER } body_kind;
 
@@ -321,11 +326,14 @@ enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *
         if (cl) {
             char *end;
             unsigned long long n = strtoull(cl, &end, 10);
-            if (end != cl && n > h->limit) {   /* answer now: no need to read it */
-                h->seen = (size_t)n;
+            if (end != cl && n > h->limit) {
                 h->too_large = true;
-                too_large(g, h, &r);
-                return send_resp(g, conn, &r);
+                const char *ex = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+                if ((ex && strcasecmp(ex, "100-continue") == 0) || n > DRAIN_MAX) {
+                    h->seen = (size_t)n;   /* answer now: it is not read */
+                    too_large(g, h, &r);
+                    return send_resp(g, conn, &r);
+                }
             }
         }
         return MHD_YES;
