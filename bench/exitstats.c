@@ -1,8 +1,10 @@
 /* exitstats.c — the CPU time of processes that have exited, from Linux
  * taskstats (Documentation/accounting/taskstats.rst).
  *
- * X1's exec supervisors and handler processes live for a millisecond or two:
- * /proc sees them only as their launcher's reaped children (one sum). To split
+ * X1's handler processes live for a millisecond or two, and its exec
+ * supervisors (which run attempt after attempt) exit when their worker stops:
+ * /proc sees them only as their launcher's reaped children, or live processes
+ * whose own time and reaped children's time it sums. To split
  * that sum, we register a taskstats listener for every CPU before the run;
  * the kernel then sends one record per exiting task: pid, ppid and its CPU
  * time. Records are kept compactly (the listener sees every process on the

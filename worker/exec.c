@@ -1,17 +1,25 @@
-/* exec: the supervisor of one exec attempt (DESIGN §4), a fork of the launcher.
+/* exec: an exec supervisor (DESIGN §4), a fork of the launcher.
  *
- * It is the attempt's child subreaper, so every process the handler starts,
- * setsid() or not, re-parents to it when its parent dies. Killing the tree:
- * SIGKILL the handler's group while the handler is an unreaped zombie (so the
- * group id cannot be reused), then kill and reap our children by PID until
- * none is left. It owns the run directory (WDIR/(id % 8)/id, fresh, removed
- * before reporting), the payload (written without blocking, interleaved with
- * reading), stdout (6 MiB kept, the rest read and dropped), stderr (last 4 KiB
- * kept) and the deadline (SIGTERM at the timeout, SIGKILL 1 s later).
- * Invariant: exactly one CH_RESULT to main, or none when main closed the
- * channel (a cancel). The handler starts by vfork+execve from a helper that
- * writes only its context struct (posix_spawn's technique; posix_spawn itself
- * cannot set RLIMIT_DATA in the child alone).
+ * It runs exec attempts one at a time: the first comes with its start, the
+ * next ones from main on the same channel (CH_S_RUN) once it said it stays.
+ * While an attempt runs it is that attempt's child subreaper, so every
+ * process the handler starts, setsid() or not, re-parents to it when its
+ * parent dies. Killing the tree: SIGKILL the handler's group while the
+ * handler is an unreaped zombie (so the group id cannot be reused), then kill
+ * and reap our children by PID until none is left. Only then does it take
+ * another attempt; a tree it cannot kill (D state) retires it. Reuse saves
+ * a fork and an exit per attempt, and the run directory's mkdir: between
+ * attempts the dir is emptied, reset to 0700 and parked (WDIR/(sid % 8)/s<sid>);
+ * the next attempt gets it renamed to its own path (WDIR/(id % 8)/id), so
+ * each attempt still has a fresh empty dir of its own, gone from its path
+ * before the result. It owns the payload (written without blocking,
+ * interleaved with reading), stdout (6 MiB kept, the rest read and dropped),
+ * stderr (last 4 KiB kept) and the deadline (SIGTERM at the timeout, SIGKILL
+ * 1 s later). Invariant: exactly one CH_RESULT per attempt, or none when main
+ * closed the channel (a cancel, or an idle supervisor's end: it exits). The
+ * handler starts by vfork+execve from a helper that writes only its context
+ * struct (posix_spawn's technique; posix_spawn itself cannot set RLIMIT_DATA
+ * in the child alone).
  */
 #define _GNU_SOURCE
 #include "runner_int.h"
@@ -22,6 +30,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -29,6 +39,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -189,22 +200,164 @@ static char *find_program(const char *name, char **env, size_t nenv)
     return NULL;
 }
 
-static void report(int fd, proto_outcome o, int64_t started_ms, uint32_t dur_us,
+/* One supervisor's state across the attempts it runs, one at a time. */
+typedef struct {
+    int rep;                /* its channel to main */
+    int sfd;                /* signalfd: SIGCHLD */
+    const char *wdir;
+    uint64_t sid;           /* its first attempt's id: names its parked run dir */
+    char parked[4096];      /* the run dir between attempts, emptied; "" when none */
+    struct stat made;       /* the run dir in use as mkdir made it */
+    int flags;              /* … and its inode flags (FS_IOC_GETFLAGS), if has_flags */
+    bool has_flags;
+    wbuf in;                /* requests after the first */
+} sup;
+
+static void report(int fd, uint64_t token, proto_outcome o, int64_t started_ms, uint32_t dur_us,
                    const char *error, const void *out, size_t outlen)
 {
     wbuf b = { 0 };
-    if (result_put(&b, 0, o, started_ms, dur_us, error, out, outlen) == 0)
+    if (result_put(&b, token, o, started_ms, dur_us, error, out, outlen) == 0)
         launcher_write_all(fd, b.p, b.len);
     wbuf_free(&b);
 }
 
-/* Fails before the handler started. */
-__attribute__((noreturn)) static void fail(int fd, const char *dir, const char *why)
+/* Is the directory open as fd still the one mkdir made (same inode, owner,
+ * group and inode flags), mode 0700, without an extended attribute a
+ * handler can set (user.*, trusted.*, ACLs in system.*) and without an
+ * entry? Only such a dir goes to the next attempt: nothing an earlier
+ * attempt did to it, or another handler did to it while parked, may reach it. */
+static bool pristine(const sup *s, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_dev != s->made.st_dev ||
+        st.st_ino != s->made.st_ino || st.st_uid != s->made.st_uid || st.st_gid != s->made.st_gid ||
+        (st.st_mode & 07777) != 0700)
+        return false;
+    int fl;
+    if (s->has_flags && (ioctl(fd, FS_IOC_GETFLAGS, &fl) < 0 || fl != s->flags))
+        return false;
+    char names[1024];
+    ssize_t n = flistxattr(fd, names, sizeof names);
+    if (n < 0 && errno != ENOTSUP)
+        return false;   /* ERANGE included: more names than a fresh dir has */
+    for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1)
+        if (strncmp(names + i, "security.", 9) != 0)
+            return false;
+    char buf[1024];
+    ssize_t k;
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return false;
+    while ((k = getdents64(fd, buf, sizeof buf)) > 0)
+        for (ssize_t off = 0; off < k;) {
+            const struct dirent64 *e = (const void *)(buf + off);
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+                return false;
+            off += e->d_reclen;
+        }
+    return k == 0;
+}
+
+/* Gives the attempt its run dir at path: the parked one moved there (a
+ * rename: ext4's mkdir searches its inode bitmap past every recently freed
+ * inode, which at a thousand attempts a second cost more than the handler's
+ * fork) if it is still pristine, else a new one. 0, or -1 with errno. */
+static int take_dir(sup *s, const char *path)
+{
+    if (s->parked[0]) {
+        bool moved = rename(s->parked, path) == 0;
+        if (!moved)
+            exec_rmtree(s->parked);
+        s->parked[0] = '\0';
+        if (moved) {
+            int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            bool ok = fd >= 0 && pristine(s, fd);
+            if (fd >= 0)
+                close(fd);
+            if (ok)
+                return 0;
+            exec_rmtree(path);   /* changed while parked: a new one */
+        }
+    }
+    if (mkdir(path, 0700) < 0)
+        return -1;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &s->made) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        exec_rmtree(path);
+        errno = e;
+        return -1;
+    }
+    s->has_flags = ioctl(fd, FS_IOC_GETFLAGS, &s->flags) == 0;
+    close(fd);
+    return 0;
+}
+
+/* Deletes every entry of the directory open as fd. 0 when it is empty. */
+static int empty_dir(int fd)
+{
+    int dfd = dup(fd);   /* closedir closes it; fd stays open */
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        return -1;
+    }
+    int rc = -1;
+    for (int pass = 0; pass < 3 && rc < 0; pass++) {   /* again: readdir may skip while we delete */
+        bool any = false;
+        struct dirent *e;
+        rewinddir(d);
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                any = true;
+                rm_at(dirfd(d), e->d_name, false);
+            }
+        if (!any)
+            rc = 0;
+    }
+    closedir(d);
+    return rc;
+}
+
+/* After an attempt, once none of its processes is left: empties its run dir
+ * and parks it for the next attempt if it is then pristine; else removes it. */
+static void release_dir(sup *s, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        struct stat st;
+        bool ok = fstat(fd, &st) == 0 && st.st_dev == s->made.st_dev && st.st_ino == s->made.st_ino &&
+                  fchmod(fd, 0700) == 0 && empty_dir(fd) == 0 && pristine(s, fd);
+        close(fd);
+        if (ok) {
+            snprintf(s->parked, sizeof s->parked, "%s/%llu/s%llu", s->wdir,
+                     (unsigned long long)(s->sid % RUN_SHARDS), (unsigned long long)s->sid);
+            if (rename(path, s->parked) == 0)
+                return;
+            s->parked[0] = '\0';
+        }
+    }
+    if (exec_rmtree(path) < 0)
+        LOG_WARN("supervisor: rm -r %s: %s", path, strerror(errno));
+}
+
+__attribute__((noreturn)) static void sup_exit(sup *s)
+{
+    if (s->parked[0])
+        exec_rmtree(s->parked);
+    _exit(0);
+}
+
+/* Fails before the handler started: reports, and the supervisor goes on. */
+static bool fail(sup *s, const char *dir, const char *why)
 {
     if (dir)
-        exec_rmtree(dir);
-    report(fd, OUT_ERROR, wall_ms(), 0, why, NULL, 0);
-    _exit(0);
+        release_dir(s, dir);
+    report(s->rep, SUP_STAYS, OUT_ERROR, wall_ms(), 0, why, NULL, 0);
+    return true;
 }
 
 typedef struct {
@@ -286,83 +439,145 @@ static void set_nonblock(int fd)
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
-void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
+/* What one attempt allocates; freed when it ends. */
+typedef struct {
+    char **argv, **env;
+    const char **fenv;
+    char *own[8];           /* the environment entries made here */
+    size_t nown;
+    char *prog;
+} request;
+
+static void request_free(request *q)
 {
-    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    free(q->argv);
+    free(q->env);
+    free(q->fenv);
+    for (size_t i = 0; i < q->nown; i++)
+        free(q->own[i]);
+    free(q->prog);
+}
+
+static char *own(request *q, char *s)
+{
+    if (s && q->nown < sizeof q->own / sizeof q->own[0])
+        return q->own[q->nown++] = s;
+    free(s);
+    return NULL;
+}
+
+/* Kills what is left of the handler's tree: its group, then every orphan
+ * that re-parented to us, until we have no child left. false when some
+ * process would not die (a D-state process): then this supervisor retires. */
+static bool kill_tree(pid_t pid, uint64_t id)
+{
+    kill(-pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    if (launcher_kill_children(mono_us() / 1000 + REAP_MAX_MS) == 0)
+        return true;
+    LOG_ERROR("supervisor: attempt %llu: processes survived SIGKILL", (unsigned long long)id);
+    return false;
+}
+
+/* Runs one attempt described by a CH_L_EXEC / CH_S_RUN body and reports it.
+ * true when this supervisor may take another attempt (it said so in the
+ * report). A cancel (main closed the channel) ends the process here. */
+static bool run_one(sup *s, const char *b, uint32_t n)
+{
     rd r = { b, n, false };
     uint64_t id = rd_u64(&r);
     uint32_t timeout_ms = rd_u32(&r);
     uint32_t memory_mb = rd_u32(&r);
     uint32_t argc = rd_u32(&r);
+    request q = { 0 };
     if (argc == 0 || argc > MAX_ARGS)
-        fail(rep, NULL, "runner: bad exec request");
-    char **argv = calloc(argc + 1, sizeof *argv);
-    for (uint32_t i = 0; argv && i < argc; i++)
-        argv[i] = (char *)rd_str(&r);
+        r.bad = true;
+    if (!r.bad)
+        q.argv = calloc(argc + 1, sizeof *q.argv);
+    for (uint32_t i = 0; q.argv && i < argc; i++)
+        q.argv[i] = (char *)rd_str(&r);
     const char *resolved = rd_str(&r);   /* main's PATH lookup; "" to search here */
     uint32_t nfenv = rd_u32(&r);
     if (nfenv > MAX_ENV)
         r.bad = true;
-    char **env = calloc((nfenv <= MAX_ENV ? nfenv : 0) + 9, sizeof *env);
-    size_t nenv = 0;
-    const char **fenv = calloc(nfenv + 1, sizeof *fenv);
-    for (uint32_t i = 0; fenv && i < nfenv && !r.bad; i++)
-        fenv[i] = rd_str(&r);
+    if (!r.bad) {
+        q.env = calloc(nfenv + 9, sizeof *q.env);
+        q.fenv = calloc(nfenv + 1, sizeof *q.fenv);
+    }
+    for (uint32_t i = 0; q.fenv && i < nfenv && !r.bad; i++)
+        q.fenv[i] = rd_str(&r);
     size_t paylen;
     const char *payload = rd_bytes(&r, &paylen);
-    if (r.bad || !argv || !env || !fenv)
-        fail(rep, NULL, "runner: bad exec request");
+    if (r.bad || !q.argv || !q.env || !q.fenv) {
+        /* main and this supervisor disagree on the format: do not go on */
+        report(s->rep, 0, OUT_ERROR, wall_ms(), 0, "runner: bad exec request", NULL, 0);
+        request_free(&q);
+        return false;
+    }
 
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/%llu/%llu", wdir, (unsigned long long)(id % RUN_SHARDS),
+    snprintf(dir, sizeof dir, "%s/%llu/%llu", s->wdir, (unsigned long long)(id % RUN_SHARDS),
              (unsigned long long)id);
-    if (mkdir(dir, 0700) < 0) {
+    if (take_dir(s, dir) < 0) {
         char why[4200];
         snprintf(why, sizeof why, "runner: mkdir %s: %s", dir, strerror(errno));
-        fail(rep, NULL, why);
+        request_free(&q);
+        return fail(s, NULL, why);
     }
 
     /* The environment, exactly (DESIGN §4); later entries win. */
+    char **env = q.env;
+    size_t nenv = 0;
     static const char *const keep[] = { "PATH", "LANG", "TZ" };
+    bool oom = false;
     for (size_t i = 0; i < 3; i++) {
         const char *v = getenv(keep[i]);
-        if (v)
-            env_set(env, &nenv, fmt("%s=%s", keep[i], v));
+        if (v) {
+            char *kv = own(&q, fmt("%s=%s", keep[i], v));
+            oom |= !kv;
+            if (kv)
+                env_set(env, &nenv, kv);
+        }
     }
-    env_set(env, &nenv, fmt("%s=%s", "HOME", dir));
-    env_set(env, &nenv, fmt("%s=%s", "TMPDIR", dir));
+    char *home = own(&q, fmt("%s=%s", "HOME", dir)), *tmp = own(&q, fmt("%s=%s", "TMPDIR", dir));
+    oom |= !home || !tmp;
+    if (!oom) {
+        env_set(env, &nenv, home);
+        env_set(env, &nenv, tmp);
+    }
     for (uint32_t i = 0; i < nfenv; i++)
-        env_set(env, &nenv, (char *)fenv[i]);
+        env_set(env, &nenv, (char *)q.fenv[i]);
     int64_t started_ms = wall_ms();
     char dl[32];
     snprintf(dl, sizeof dl, "%lld", (long long)(started_ms + timeout_ms));
-    env_set(env, &nenv, fmt("%s=%s", "HERALD_DEADLINE", dl));
-    for (size_t i = 0; i < nenv; i++)
-        if (!env[i])
-            fail(rep, dir, "runner: out of memory");
+    char *dlv = own(&q, fmt("%s=%s", "HERALD_DEADLINE", dl));
+    if (oom || !dlv) {
+        request_free(&q);
+        return fail(s, dir, "runner: out of memory");
+    }
+    env_set(env, &nenv, dlv);
     env[nenv] = NULL;
 
-    char *prog = resolved[0] ? strdup(resolved) : find_program(argv[0], env, nenv);
-    if (!prog) {
+    q.prog = resolved[0] ? strdup(resolved) : find_program(q.argv[0], env, nenv);
+    if (!q.prog) {
         char why[512];
-        snprintf(why, sizeof why, "exec %.400s: command not found", argv[0]);
-        fail(rep, dir, why);
+        snprintf(why, sizeof why, "exec %.400s: command not found", q.argv[0]);
+        request_free(&q);
+        return fail(s, dir, why);
     }
 
-    int pin[2], pout[2], perr[2];
-    if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0)
-        fail(rep, dir, "runner: pipe failed");
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGPIPE);   /* a handler that closes stdin gives us EPIPE, not death */
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    sigdelset(&set, SIGPIPE);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (sfd < 0)
-        fail(rep, dir, "runner: signalfd failed");
+    int pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 };
+    if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
+        for (int i = 0; i < 2; i++) {
+            if (pin[i] >= 0) close(pin[i]);
+            if (pout[i] >= 0) close(pout[i]);
+            if (perr[i] >= 0) close(perr[i]);
+        }
+        request_free(&q);
+        return fail(s, dir, "runner: pipe failed");
+    }
 
-    spawn_ctx sc = { .path = prog, .argv = argv, .envp = env, .dir = dir,
+    spawn_ctx sc = { .path = q.prog, .argv = q.argv, .envp = env, .dir = dir,
                      .in = pin[0], .out = pout[1], .err = perr[1],
                      .data = (rlim_t)memory_mb << 20, .err_no = 0 };
     int64_t t0 = mono_us();
@@ -371,11 +586,16 @@ void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
     close(pout[1]);
     close(perr[1]);
     if (pid < 0 || sc.err_no) {
+        int e = pid < 0 ? errno : sc.err_no;
         if (pid > 0)
             waitpid(pid, NULL, 0);
+        close(pin[1]);
+        close(pout[0]);
+        close(perr[0]);
         char why[600];
-        snprintf(why, sizeof why, "exec %.400s: %s", prog, strerror(pid < 0 ? errno : sc.err_no));
-        fail(rep, dir, why);
+        snprintf(why, sizeof why, "exec %.400s: %s", q.prog, strerror(e));
+        request_free(&q);
+        return fail(s, dir, why);
     }
     setpgid(pid, pid);   /* the child did it too; whichever runs first wins the race */
 
@@ -415,8 +635,8 @@ void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
             tmo = left < 0 ? 0 : (int)left;
         }
         struct pollfd pf[5] = {
-            { .fd = sfd, .events = POLLIN },
-            { .fd = rep, .events = POLLIN },
+            { .fd = s->sfd, .events = POLLIN },
+            { .fd = s->rep, .events = POLLIN },
             { .fd = in, .events = POLLOUT },
             { .fd = out, .events = POLLIN },
             { .fd = err, .events = POLLIN },
@@ -424,9 +644,11 @@ void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
         if (poll(pf, 5, tmo) < 0 && errno != EINTR)
             break;
         if (pf[1].revents) {
+            /* Main sends nothing while an attempt runs: EOF (or anything
+             * else) is a cancel. */
             char c;
-            ssize_t k = recv(rep, &c, 1, MSG_DONTWAIT);
-            if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
+            ssize_t k = recv(s->rep, &c, 1, MSG_DONTWAIT);
+            if (k >= 0 || (errno != EAGAIN && errno != EINTR)) {
                 cancelled = true;
                 break;
             }
@@ -456,7 +678,7 @@ void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
             drain(&err, &cap, false);
         if (pf[0].revents) {
             struct signalfd_siginfo ssi;
-            while (read(sfd, &ssi, sizeof ssi) > 0)
+            while (read(s->sfd, &ssi, sizeof ssi) > 0)
                 ;
             /* WNOWAIT: the zombie keeps the group id from being reused until
              * the group is killed below. */
@@ -468,17 +690,16 @@ void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
         }
     }
 
-    /* Whatever remains of the tree goes: the group, then every orphan that
-     * re-parented to us, until we have no child left. */
-    kill(-pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    if (launcher_kill_children(mono_us() / 1000 + REAP_MAX_MS) < 0)
-        LOG_ERROR("supervisor: attempt %llu: processes survived SIGKILL", (unsigned long long)id);
+    bool clean = kill_tree(pid, id);
     if (in >= 0)
         close(in);
     if (cancelled) {
+        if (out >= 0)
+            close(out);
+        if (err >= 0)
+            close(err);
         exec_rmtree(dir);
-        _exit(0);
+        sup_exit(s);
     }
     /* Every writer is gone, so reads end in EOF; EAGAIN would mean a
      * process survived SIGKILL and still holds the pipe: stop there. */
@@ -486,7 +707,13 @@ void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
         ;
     while (err >= 0 && drain(&err, &cap, false) == 0)
         ;
-    if (exec_rmtree(dir) < 0)
+    if (out >= 0)
+        close(out);
+    if (err >= 0)
+        close(err);
+    if (clean)
+        release_dir(s, dir);
+    else if (exec_rmtree(dir) < 0)
         LOG_WARN("supervisor: rm -r %s: %s", dir, strerror(errno));
 
     if (!end_us)
@@ -508,6 +735,7 @@ void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
         o = OUT_CRASHED;   /* poll failed: should not happen */
         free(etext);
         etext = strdup("supervisor: lost track of the handler");
+        clean = false;
     } else if (si.si_code == CLD_EXITED && si.si_status == 0) {
         o = OUT_OK;
         free(etext);
@@ -528,7 +756,61 @@ void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
     if (cap.out_dropped)
         LOG_DEBUG("supervisor: attempt %llu: %llu stdout bytes past the cap dropped",
                   (unsigned long long)id, (unsigned long long)cap.out_dropped);
-    report(rep, o, started_ms, dur, o == OUT_OK ? NULL : (etext ? etext : "handler failed"),
+    report(s->rep, clean ? SUP_STAYS : 0, o, started_ms, dur,
+           o == OUT_OK ? NULL : (etext ? etext : "handler failed"),
            o == OUT_OK ? cap.out : NULL, o == OUT_OK ? cap.outlen : 0);
-    _exit(0);
+    free(etext);
+    free(cap.out);
+    request_free(&q);
+    /* SIGCHLDs of the tree just reaped must not wake the next attempt. */
+    struct signalfd_siginfo ssi;
+    while (read(s->sfd, &ssi, sizeof ssi) > 0)
+        ;
+    return clean;
+}
+
+/* Waits for main's next request (CH_S_RUN). Its body, or NULL when main
+ * closed the channel (or broke the protocol): then the supervisor retires. */
+static const char *next_request(sup *s, uint32_t *n)
+{
+    if (s->in.off == s->in.len && s->in.cap > (1u << 20))
+        wbuf_free(&s->in);   /* after a large payload */
+    for (;;) {
+        const char *body;
+        bool bad = false;
+        if (msg_next(&s->in, &body, n, &bad))
+            return (uint8_t)body[0] == CH_S_RUN ? (--*n, body + 1) : NULL;
+        if (bad || !wbuf_reserve(&s->in, 1 << 16))
+            return NULL;
+        ssize_t got = read(s->rep, s->in.p + s->in.len, s->in.cap - s->in.len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return NULL;
+        s->in.len += (size_t)got;
+    }
+}
+
+void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
+{
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    sup s = { .rep = rep, .wdir = wdir };
+    rd r = { b, n, false };
+    s.sid = rd_u64(&r);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGPIPE);   /* a handler that closes stdin gives us EPIPE, not death */
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    sigdelset(&set, SIGPIPE);
+    s.sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (s.sfd < 0) {
+        report(rep, 0, OUT_ERROR, wall_ms(), 0, "runner: signalfd failed", NULL, 0);
+        _exit(0);
+    }
+    bool more = run_one(&s, b, n);
+    free((char *)b);
+    while (more && (b = next_request(&s, &n)))
+        more = run_one(&s, b, n);
+    sup_exit(&s);
 }

@@ -43,6 +43,7 @@ static child *kids;
 static size_t nkids, capkids;
 static host_slot *board;       /* the runner's host board, inherited by every host */
 static int fdq[4096];          /* fds received and not yet claimed by a message, FIFO */
+static wbuf in;                /* what main sent, not yet parsed */
 static size_t fdq_head, fdq_len;
 
 int launcher_write_all(int fd, const void *p, size_t n)
@@ -238,14 +239,24 @@ static void spawn(int sock, const char *wdir, uint8_t type, const char *body, ui
     pid_t pid = fork();
     if (pid == 0) {
         int c = child_fds(fd);
+        /* Supervisors and hosts live long: keep only their request, not our
+         * copy of the channel buffer (64 MiB after a large payload). */
+        char *own = malloc(n ? n : 1);
+        if (!own) {
+            if (type == CH_L_EXEC)
+                report_exec_failure(c, "runner: out of memory");
+            _exit(1);
+        }
+        memcpy(own, body, n);
+        wbuf_free(&in);
         if (type == CH_L_EXEC)
-            exec_supervise(c, wdir, body, n);
+            exec_supervise(c, wdir, own, n);
         /* A host dies with us: once the launcher is gone its worker hands the
          * host's deliveries back, so a host running on would run them twice. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != self)
             _exit(1);
-        host_main(c, body, n, board);
+        host_main(c, own, n, board);
     }
     if (pid < 0) {
         char why[128];
@@ -320,7 +331,6 @@ void launcher_main(int sock, const char *wdir, host_slot *host_board)
     int fl = fcntl(sock, F_GETFL);
     fcntl(sock, F_SETFL, fl | O_NONBLOCK);
 
-    wbuf in = { 0 };
     bool quitting = false;
     int64_t deadline = 0;
     static char cbuf[CMSG_SPACE(sizeof(int) * MAX_RECV_FDS)];

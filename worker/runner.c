@@ -1,8 +1,10 @@
 /* runner: the worker-side half of running handlers (see runner.h, DESIGN §4).
  *
  * Owns: the launcher (pid, channel, outgoing buffer with the fds to pass),
- * the function table, one `attempt` per exec attempt in flight (the main end
- * of its supervisor's channel), and per native function a queue of jobs and a
+ * the function table, one `attempt` per exec supervisor (the main end of its
+ * channel; busy with one attempt, or idle waiting for the next: a supervisor
+ * runs attempts one after another, and one idle for idle_ms is closed), and
+ * per native function a queue of jobs and a
  * pool of `host`s (the main end of each host's channel, the jobs written to
  * it in order — the head is the one running — and a backstop deadline).
  * Everything is reached through one epoll fd (runner_fd): the launcher's
@@ -88,14 +90,17 @@ struct fn {
     int nstarting;
 };
 
+/* An exec supervisor, busy with an attempt or idle. */
 typedef struct attempt attempt;
 struct attempt {
     int kind;               /* OBJ_ATTEMPT */
-    attempt *prev, *next;   /* in runner->attempts; next: the graveyard once dead */
-    uint64_t token;
+    attempt *prev, *next;   /* in runner->attempts or runner->idle; next: the graveyard once dead */
+    uint64_t token;         /* of the attempt it runs (busy) */
     int fd;                 /* main's end of the supervisor's channel */
-    bool dead;
-    wbuf in;
+    bool dead, idle;
+    bool out_armed;         /* EPOLLOUT requested */
+    int64_t idle_since_ms;  /* monotonic */
+    wbuf in, out;           /* out: a CH_S_RUN being written */
 };
 
 typedef struct { uint64_t at; int fd; } fdslot;
@@ -113,7 +118,10 @@ struct runner {
     char *root, *wdir;
     int max_hosts;
     fn *fns;
-    attempt *attempts;
+    attempt *attempts;      /* supervisors running an attempt */
+    attempt *idle;          /* supervisors waiting for one, the latest idled first */
+    int idle_ms;
+    int64_t next_retire_ms; /* monotonic: when idle supervisors are looked at again */
     uint64_t next_id;
     size_t busy;
     bool in_dispatch;
@@ -677,6 +685,34 @@ static void host_exited(runner_t *r, host *h, int status)
 
 /* --- exec attempts --------------------------------------------------------- */
 
+static attempt **attempt_list(runner_t *r, const attempt *a)
+{
+    return a->idle ? &r->idle : &r->attempts;
+}
+
+static void attempt_unlink(runner_t *r, attempt *a)
+{
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        *attempt_list(r, a) = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    a->prev = a->next = NULL;
+}
+
+static void attempt_push(runner_t *r, attempt *a)
+{
+    attempt **l = attempt_list(r, a);
+    a->prev = NULL;
+    a->next = *l;
+    if (a->next)
+        a->next->prev = a;
+    *l = a;
+}
+
+/* Closes the supervisor's channel: an idle one exits, a busy one kills its
+ * attempt's tree first. */
 static void attempt_end(runner_t *r, attempt *a)
 {
     if (a->dead)
@@ -685,19 +721,57 @@ static void attempt_end(runner_t *r, attempt *a)
     epoll_ctl(r->epfd, EPOLL_CTL_DEL, a->fd, NULL);
     close(a->fd);
     a->fd = -1;
-    if (a->prev)
-        a->prev->next = a->next;
-    else
-        r->attempts = a->next;
-    if (a->next)
-        a->next->prev = a->prev;
+    attempt_unlink(r, a);
     a->next = r->dead_attempts;
     r->dead_attempts = a;
+}
+
+static void attempt_flush(runner_t *r, attempt *a)
+{
+    while (a->fd >= 0 && wbuf_pending(&a->out) > 0) {
+        ssize_t n = send(a->fd, a->out.p + a->out.off, wbuf_pending(&a->out), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            break;
+        if (n < 0) {   /* it died: the EOF tells */
+            a->out.off = a->out.len;
+            break;
+        }
+        a->out.off += (size_t)n;
+    }
+    if (wbuf_pending(&a->out) == 0 && a->out.cap > (1u << 20))
+        wbuf_free(&a->out);   /* after a large payload */
+    epoll_out(r, a->fd, a, &a->out_armed, wbuf_pending(&a->out) > 0);
+}
+
+/* A supervisor that reported and stays waits for the next attempt. */
+static void attempt_idle(runner_t *r, attempt *a)
+{
+    attempt_unlink(r, a);
+    a->idle = true;
+    a->token = 0;
+    a->idle_since_ms = util_mono_ms();
+    attempt_push(r, a);
+}
+
+/* After a large output: its buffer goes once the callback has had it (a is
+ * freed only at the end of the dispatch; the callback may have handed it a
+ * new attempt, whose result is not read yet). */
+static void attempt_shrink(attempt *a)
+{
+    if (wbuf_pending(&a->in) == 0 && a->in.cap > (1u << 20))
+        wbuf_free(&a->in);
 }
 
 static void attempt_read(runner_t *r, attempt *a)
 {
     int eof = chan_read(a->fd, &a->in);
+    if (a->idle) {   /* it says nothing while idle: EOF (it died) or garbage ends it */
+        if (eof || wbuf_pending(&a->in) > 0)
+            attempt_end(r, a);
+        return;
+    }
     const char *body;
     uint32_t n;
     bool bad = false;
@@ -705,17 +779,37 @@ static void attempt_read(runner_t *r, attempt *a)
         runner_result res;
         bool ok = result_get(body + 1, n - 1, &res);
         uint64_t token = a->token;
-        attempt_end(r, a);   /* before the callback: it may submit */
+        /* Before the callback (it may submit): idle, or gone. */
+        if (ok && res.token == SUP_STAYS && !eof && wbuf_pending(&a->in) == 0)
+            attempt_idle(r, a);
+        else
+            attempt_end(r, a);
         if (!ok)
             deliver(r, token, OUT_CRASHED, 0, 0, "runner: malformed result from supervisor", NULL, 0);
         else
             deliver(r, token, res.outcome, res.started_ms, res.duration_us, res.error, res.output, res.output_len);
+        attempt_shrink(a);
         return;
     }
     if (eof || bad) {
         uint64_t token = a->token;
         attempt_end(r, a);
         deliver(r, token, OUT_CRASHED, 0, 0, "runner: supervisor died without a result", NULL, 0);
+    }
+}
+
+/* Closes the supervisors idle for idle_ms (looked at about every second). */
+static void retire_idle(runner_t *r)
+{
+    int64_t now = util_mono_ms();
+    if (!r->idle || now < r->next_retire_ms)
+        return;
+    r->next_retire_ms = now + (r->idle_ms < 1000 ? r->idle_ms : 1000);
+    attempt *next;
+    for (attempt *a = r->idle; a; a = next) {
+        next = a->next;
+        if (now - a->idle_since_ms >= r->idle_ms)
+            attempt_end(r, a);
     }
 }
 
@@ -831,6 +925,7 @@ runner_t *runner_new(const runner_opts *o)
     r->kind = OBJ_LAUNCHER;
     r->lsock = r->epfd = -1;
     r->launcher = -1;
+    r->idle_ms = o->idle_ms > 0 ? o->idle_ms : RUNNER_IDLE_MS;
     r->max_hosts = o->hosts > 0 ? o->hosts : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (r->max_hosts < 1)
         r->max_hosts = 1;
@@ -1222,19 +1317,39 @@ static void put_kv(wbuf *b, const char *k, const char *v)
     put_u8(b, 0);
 }
 
+/* Hands the attempt (a CH_L_EXEC message, taken from b) to an idle
+ * supervisor. false when that supervisor turns out to be gone before it got
+ * a byte (it died while idle, and its EOF is not read yet): then it is ended
+ * and the attempt is still the caller's to place — not a failed attempt. */
+static bool submit_to_idle(runner_t *r, attempt *a, wbuf *b, uint64_t token)
+{
+    char c;
+    if (recv(a->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EINTR)) {
+        attempt_end(r, a);   /* EOF, or it broke the protocol by talking while idle */
+        return false;
+    }
+    b->p[4] = CH_S_RUN;   /* the type byte after the length */
+    ssize_t n = send(a->fd, b->p, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        b->p[4] = CH_L_EXEC;
+        attempt_end(r, a);
+        return false;
+    }
+    attempt_unlink(r, a);
+    a->idle = false;
+    a->token = token;
+    wbuf_free(&a->out);   /* empty: it was idle */
+    a->out = *b;          /* its buffer, not a copy of the payload */
+    a->out.off = n > 0 ? (size_t)n : 0;
+    *b = (wbuf){ 0 };
+    attempt_push(r, a);
+    r->busy++;
+    attempt_flush(r, a);
+    return true;
+}
+
 static int submit_exec(runner_t *r, fn *f, const runner_job *j)
 {
-    attempt *a = calloc(1, sizeof *a);
-    int sv[2] = { -1, -1 };
-    if (!a || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        LOG_ERROR("runner: submit %s: %s", f->def.name, a ? strerror(errno) : "out of memory");
-        free(a);
-        return -1;
-    }
-    a->kind = OBJ_ATTEMPT;
-    a->token = j->token;
-    a->fd = sv[0];
-    set_nonblock(sv[0]);
     uint64_t id = ++r->next_id;
     wbuf b = { 0 };
     size_t at = msg_begin(&b, CH_L_EXEC);
@@ -1259,8 +1374,29 @@ static int submit_exec(runner_t *r, fn *f, const runner_job *j)
     for (size_t i = 0; i < j->nattrs; i++)
         put_attr_env(&b, &j->attrs[i]);
     put_bytes(&b, j->payload, j->payload_len);
+    if (msg_end(&b, at) < 0) {
+        LOG_ERROR("runner: submit %s: out of memory", f->def.name);
+        wbuf_free(&b);
+        return -1;
+    }
+    while (r->idle)
+        if (submit_to_idle(r, r->idle, &b, j->token))
+            return 0;
+    /* No idle supervisor: the launcher starts one with this attempt. */
+    attempt *a = calloc(1, sizeof *a);
+    int sv[2] = { -1, -1 };
+    if (!a || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        LOG_ERROR("runner: submit %s: %s", f->def.name, a ? strerror(errno) : "out of memory");
+        free(a);
+        wbuf_free(&b);
+        return -1;
+    }
+    a->kind = OBJ_ATTEMPT;
+    a->token = j->token;
+    a->fd = sv[0];
+    set_nonblock(sv[0]);
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = a };
-    if (msg_end(&b, at) < 0 || epoll_ctl(r->epfd, EPOLL_CTL_ADD, sv[0], &ev) < 0) {
+    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, sv[0], &ev) < 0) {
         LOG_ERROR("runner: submit %s: cannot queue the attempt", f->def.name);
         goto fail;
     }
@@ -1270,10 +1406,7 @@ static int submit_exec(runner_t *r, fn *f, const runner_job *j)
         goto fail;
     }
     wbuf_free(&b);
-    a->next = r->attempts;
-    if (a->next)
-        a->next->prev = a;
-    r->attempts = a;
+    attempt_push(r, a);
     r->busy++;
     return 0;
 fail:
@@ -1371,6 +1504,14 @@ int runner_next_timeout_ms(const runner_t *r)
     if (r->unflushed)
         return 0;   /* submitted jobs wait in buffers: dispatch now */
     int64_t best = -1, now = util_mono_ms();
+    for (const attempt *a = r->idle; a; a = a->next) {   /* the next idle supervisor to close */
+        int64_t at = a->idle_since_ms + r->idle_ms;
+        int64_t left = (at > r->next_retire_ms ? at : r->next_retire_ms) - now;
+        if (left < 0)
+            left = 0;
+        if (best < 0 || left < best)
+            best = left;
+    }
     for (fn *f = r->fns; f; f = f->next)
         for (host *h = f->hosts; h; h = h->next) {
             uint64_t job;
@@ -1404,6 +1545,7 @@ static void free_graveyard(runner_t *r)
         attempt *a = r->dead_attempts;
         r->dead_attempts = a->next;
         wbuf_free(&a->in);
+        wbuf_free(&a->out);
         free(a);
     }
 }
@@ -1429,7 +1571,9 @@ void runner_dispatch(runner_t *r, runner_result_fn *cb, void *arg)
                 launcher_read(r);
         } else if (kind == OBJ_ATTEMPT) {
             attempt *a = evs[i].data.ptr;
-            if (!a->dead)
+            if (!a->dead && (e & EPOLLOUT))
+                attempt_flush(r, a);
+            if (!a->dead && (e & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                 attempt_read(r, a);
         } else {
             host *h = evs[i].data.ptr;
@@ -1459,6 +1603,7 @@ void runner_dispatch(runner_t *r, runner_result_fn *cb, void *arg)
     for (fn *f = r->fns; f; f = f->next)
         pump(r, f);
     flush_hosts(r);
+    retire_idle(r);
     r->in_dispatch = false;
     free_graveyard(r);
 }
@@ -1536,6 +1681,8 @@ void runner_destroy(runner_t **rp)
     r->cb = NULL;
     /* Busy hosts are killed, idle ones get EOF and run herald_fini. */
     runner_cancel_all(r);
+    while (r->idle)
+        attempt_end(r, r->idle);   /* EOF: it removes its parked dir and exits */
     for (fn *f = r->fns; f; f = f->next)
         for (host *h = f->hosts; h; h = h->next)
             host_close(r, h);

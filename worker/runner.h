@@ -37,7 +37,12 @@ typedef struct {
     int hosts;                  /* native hosts per function; 0: the number of CPUs */
     const char *launcher;       /* the herald-launcher program; NULL (or not executable): the
                                    launcher is a fork of this process (heavier forks after it) */
+    int idle_ms;                /* an exec supervisor idle this long exits; 0: RUNNER_IDLE_MS */
 } runner_opts;
+
+/* Exec supervisors run attempts one after another; one left without work
+ * this long (ms) exits (and removes its parked run directory). */
+#define RUNNER_IDLE_MS 10000
 
 typedef struct {
     uint64_t token;             /* the caller's id (the lease), echoed in the result */

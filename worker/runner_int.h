@@ -5,7 +5,8 @@
  *             to each exec supervisor and each native host over its own.
  *   launcher  launcher.c. Forked once by runner_new(); single-threaded; forks
  *             every supervisor and host, reaps them, kills hosts on request.
- *   supervisor exec.c. One per exec attempt; child subreaper of the handler tree.
+ *   supervisor exec.c. Runs exec attempts one at a time, each attempt's child
+ *             subreaper while it runs; main hands an idle one the next attempt.
  *   host      host.c. One per native pool slot; dlopens the function's library.
  * Every channel carries length-prefixed messages: u32 body length (native
  * byte order: all ends are on one machine), then the body, whose first byte is
@@ -28,7 +29,7 @@
 /* --- message types (the first body byte) --- */
 enum {
     /* main → launcher */
-    CH_L_EXEC = 'E',     /* + fd: start a supervisor for one exec attempt */
+    CH_L_EXEC = 'E',     /* + fd: start a supervisor with its first exec attempt */
     CH_L_HOST = 'H',     /* + fd: start a native host */
     CH_L_KILL = 'K',     /* SIGKILL a host (by the id main gave it) */
     CH_L_QUIT = 'Q',     /* stop: wait for children briefly, kill the rest, exit */
@@ -39,9 +40,16 @@ enum {
     /* host → main */
     CH_H_READY = 'Y',    /* library loaded, herald_init passed */
     CH_H_INITFAIL = 'I', /* the function is refused: reason */
+    /* main → an idle supervisor: its next attempt (the CH_L_EXEC body) */
+    CH_S_RUN = 'A',
     /* host / supervisor → main */
     CH_RESULT = 'R',
 };
+
+/* A supervisor's CH_RESULT token: SUP_STAYS when it waits for the next
+ * CH_S_RUN on the same channel (every process of the attempt is gone and it
+ * is fit for another), 0 when it exits after this result. */
+#define SUP_STAYS 1
 
 #define CHAN_MSG_MAX ((uint32_t)(80u << 20))  /* a body above this is a protocol error:
                                                  payloads are ≤ 64 MiB, outputs ≤ 6 MiB */
@@ -269,8 +277,10 @@ void launcher_close_from(int from);
 
 /* --- exec.c: one exec attempt's supervisor --- */
 
-/* Runs one attempt described by the CH_L_EXEC body (b, n) and reports on the
- * report fd; never returns. Called in a fresh fork of the launcher. */
+/* Runs the attempt described by the CH_L_EXEC body (b, n: malloc'd, freed
+ * here) and reports on the report fd, then the attempts main sends on it
+ * (CH_S_RUN), one at a time, until main closes it; never returns. Called in a
+ * fresh fork of the launcher. */
 __attribute__((noreturn)) void exec_supervise(int report, const char *wdir, const char *b, uint32_t n);
 /* Removes a directory tree without following symlinks. 0 or -1 (errno). */
 int exec_rmtree(const char *path);

@@ -69,17 +69,24 @@ static void rm_rf(const char *path)
     cr_assert(system(cmd) == 0);
 }
 
-/* launcher: the herald-launcher program to exec, or NULL to fork the launcher. */
-static void setup_with(fixture *f, int hosts, const char *launcher)
+/* o: the runner's options but its root and run_dir, which the fixture sets. */
+static void setup_opts(fixture *f, runner_opts o)
 {
     memset(f, 0, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/herald-test-runner-XXXXXX");
     cr_assert(mkdtemp(f->dir));
     snprintf(f->runs, sizeof f->runs, "%s/runs", f->dir);
-    runner_opts o = { .root = root(), .run_dir = f->runs, .hosts = hosts, .launcher = launcher };
+    o.root = root();
+    o.run_dir = f->runs;
     f->r = runner_new(&o);
     cr_assert(f->r);
     f->c = calloc(1, sizeof *f->c);
+}
+
+/* launcher: the herald-launcher program to exec, or NULL to fork the launcher. */
+static void setup_with(fixture *f, int hosts, const char *launcher)
+{
+    setup_opts(f, (runner_opts){ .hosts = hosts, .launcher = launcher });
 }
 
 /* As herald-worker runs it: with the lean launcher program of this checkout. */
@@ -93,6 +100,32 @@ static const char *launcher_program(void)
 static void setup(fixture *f, int hosts)
 {
     setup_with(f, hosts, launcher_program());
+}
+
+/* The run dirs in the runner's worker dir (WDIR/shard/name), the parked ones
+ * of idle supervisors included. */
+static int count_run_dirs(const fixture *f)
+{
+    int n = 0;
+    DIR *d = opendir(f->runs);
+    cr_assert(d);
+    struct dirent *w;
+    while ((w = readdir(d))) {
+        if (w->d_name[0] == '.')
+            continue;
+        for (int shard = 0; shard < 8; shard++) {
+            char p[700];
+            snprintf(p, sizeof p, "%s/%s/%d", f->runs, w->d_name, shard);
+            DIR *s = opendir(p);
+            cr_assert(s, "%s", p);
+            struct dirent *e;
+            while ((e = readdir(s)))
+                n += e->d_name[0] != '.';
+            closedir(s);
+        }
+    }
+    closedir(d);
+    return n;
 }
 
 static void teardown(fixture *f)
@@ -303,6 +336,253 @@ Test(runner, exec_env_cwd_exact, .timeout = 30)
     struct stat st;
     cr_assert(stat(cwd, &st) < 0 && errno == ENOENT, "run dir %s still there", cwd);
     free(out);
+    teardown(&f);
+}
+
+/* The value of "key=value" on its own line of out, or "" (in a static buffer). */
+static const char *out_field(const char *out, const char *key)
+{
+    static char v[512];
+    v[0] = '\0';
+    size_t kl = strlen(key);
+    for (const char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (!strncmp(l, key, kl) && l[kl] == '=') {
+            size_t n = strcspn(l + kl + 1, "\n");
+            snprintf(v, sizeof v, "%.*s", (int)(n < sizeof v ? n : sizeof v - 1), l + kl + 1);
+            break;
+        }
+    return v;
+}
+
+static int count_fds(pid_t pid)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(p);
+    cr_assert(d, "%s: %s", p, strerror(errno));
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static pid_t supervisor_of(const runner_result *r)
+{
+    return (pid_t)atoi(out_field(r->output, "ppid"));
+}
+
+/* DESIGN §4, with one supervisor running attempts one after another: each
+ * attempt still gets a fresh, empty, 0700 run dir of its own, removed from
+ * its path when the attempt ends, and every process it started is gone by
+ * then — even when the handler left its dir unwritable and a subtree it
+ * cannot read, and a setsid'ed process behind. */
+Test(runner, exec_supervisor_reused_each_attempt_fresh_dir_no_process_left, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *argv[] = { "tests/handlers/reuse.sh", NULL };
+    define_exec(&f, "reuse", argv, 10000, 0, NULL, 0);
+    pid_t sup = 0;
+    int sup_fds = 0;
+    char prev_home[512] = "";
+    for (int i = 1; i <= 3; i++) {
+        submit_str(&f, "reuse", (uint64_t)i, "");
+        wait_results(&f, i, 10000);
+        const runner_result *r = &f.c->res[i - 1];
+        cr_assert_eq(r->outcome, OUT_OK, "attempt %d: %s", i, r->error);
+        cr_assert_str_eq(out_field(r->output, "entries"), "0", "attempt %d found an old file:\n%s", i,
+                         (const char *)r->output);
+        cr_assert_str_eq(out_field(r->output, "mode"), "700", "attempt %d", i);
+        char home[512];
+        snprintf(home, sizeof home, "%s", out_field(r->output, "home"));
+        cr_assert_str_eq(out_field(r->output, "pwd"), home);
+        cr_assert_str_neq(home, prev_home, "two attempts share a run dir path");
+        struct stat st;
+        cr_assert(stat(home, &st) < 0 && errno == ENOENT, "run dir %s still there", home);
+        pid_t sleeper = (pid_t)atoi(out_field(r->output, "sleeper"));
+        cr_assert(sleeper > 1);
+        cr_assert(kill(sleeper, 0) < 0 && errno == ESRCH, "attempt %d left process %d", i, (int)sleeper);
+        if (i == 1) {
+            sup = supervisor_of(r);
+            sup_fds = count_fds(sup);
+        } else {   /* the same supervisor ran it: reused, not one per attempt */
+            cr_assert_eq(supervisor_of(r), sup, "attempt %d ran under another supervisor", i);
+            cr_assert_eq(count_fds(sup), sup_fds, "the supervisor leaks descriptors");
+        }
+        snprintf(prev_home, sizeof prev_home, "%s", home);
+    }
+    cr_assert_eq(count_run_dirs(&f), 1, "the idle supervisor keeps exactly its parked dir");
+    teardown(&f);   /* checks the run dir is empty */
+    cr_assert(kill(sup, 0) < 0 && errno == ESRCH, "supervisor %d survived destroy", (int)sup);
+}
+
+/* Two idle supervisors with parked run dirs; one attempt of tamper.sh MODE
+ * (which goes to one of them) tampers; then one attempt on each supervisor:
+ * neither may find anything of it. */
+static void parked_dir_case(const char *mode)
+{
+    fixture f;
+    setup(&f, 1);
+    char bait[400], file[420];
+    snprintf(bait, sizeof bait, "%s/bait", f.dir);
+    snprintf(file, sizeof file, "%s/file", bait);
+    cr_assert(mkdir(bait, 0700) == 0);
+    FILE *fp = fopen(file, "w");
+    fputs("bait\n", fp);
+    fclose(fp);
+    proto_attr env[] = { { "BAIT", bait } };
+    const char *rep[] = { "tests/handlers/tamper.sh", "report", NULL };
+    const char *tam[] = { "tests/handlers/tamper.sh", mode, NULL };
+    define_exec(&f, "report", rep, 10000, 0, env, 1);
+    define_exec(&f, "tamper", tam, 10000, 0, env, 1);
+    submit_str(&f, "report", 1, "");
+    submit_str(&f, "report", 2, "");   /* none idle yet: a second supervisor */
+    wait_results(&f, 2, 10000);
+    cr_assert_eq(count_run_dirs(&f), 2, "two parked dirs");
+    submit_str(&f, "tamper", 3, "");
+    wait_results(&f, 3, 10000);
+    const runner_result *t = by_token(&f, 3);
+    cr_assert_eq(t->outcome, OUT_OK, "%s: %s", mode, t->error);
+    if (!strcmp(mode, "xattr") && !strstr(t->output, "set=yes")) {
+        cr_log_warn("user extended attributes unsupported under %s: not checked", f.dir);
+        teardown(&f);
+        return;
+    }
+    submit_str(&f, "report", 4, "");
+    submit_str(&f, "report", 5, "");
+    wait_results(&f, 5, 10000);
+    for (uint64_t k = 4; k <= 5; k++) {
+        const runner_result *r = by_token(&f, k);
+        cr_assert_eq(r->outcome, OUT_OK, "%s: %s", mode, r->error);
+        cr_assert_str_eq(out_field(r->output, "entries"), "0", "%s: an attempt found:\n%s", mode,
+                         (const char *)r->output);
+        cr_assert_str_eq(out_field(r->output, "xattrs"), "0", "%s: an attempt found an xattr", mode);
+        cr_assert(strncmp(out_field(r->output, "pwd"), f.runs, strlen(f.runs)) == 0, "%s: ran in %s", mode,
+                  out_field(r->output, "pwd"));
+    }
+    cr_assert(access(file, F_OK) == 0, "%s: the bait was deleted", mode);
+    teardown(&f);
+}
+
+/* Another attempt's handler (same user) wrote into a parked run dir. */
+Test(runner, exec_parked_dir_with_a_planted_file_is_not_handed_out, .timeout = 30)
+{
+    parked_dir_case("plant");
+}
+
+/* … or put a symlink to a directory of its own in its place. */
+Test(runner, exec_parked_dir_swapped_for_a_symlink_is_not_followed, .timeout = 30)
+{
+    parked_dir_case("swap");
+}
+
+/* A handler set a user xattr on its own run dir: the dir is not kept. */
+Test(runner, exec_run_dir_xattr_not_carried_to_the_next_attempt, .timeout = 30)
+{
+    parked_dir_case("xattr");
+}
+
+static long rss_kb(pid_t pid)
+{
+    char p[64], line[256];
+    snprintf(p, sizeof p, "/proc/%d/status", (int)pid);
+    FILE *fp = fopen(p, "r");
+    cr_assert(fp, "%s", p);
+    long kb = -1;
+    while (fgets(line, sizeof line, fp))
+        if (!strncmp(line, "VmRSS:", 6))
+            kb = atol(line + 6);
+    fclose(fp);
+    return kb;
+}
+
+/* A supervisor lives for many attempts: once its first attempt (which came
+ * through the launcher) is over, it holds no copy of that payload. */
+Test(runner, exec_supervisor_keeps_no_earlier_payload, .timeout = 60)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *argv[] = { "tests/handlers/reuse.sh", NULL };
+    define_exec(&f, "reuse", argv, 20000, 0, NULL, 0);
+    size_t n = 32u << 20;
+    char *p = malloc(n);
+    memset(p, 'p', n);
+    submit(&f, "reuse", 1, p, n);
+    free(p);
+    wait_results(&f, 1, 20000);
+    cr_assert_eq(f.c->res[0].outcome, OUT_OK, "%s", f.c->res[0].error);
+    pid_t sup = supervisor_of(&f.c->res[0]);
+    submit_str(&f, "reuse", 2, "");
+    wait_results(&f, 2, 10000);
+    cr_assert_eq(supervisor_of(&f.c->res[1]), sup);
+    long kb = rss_kb(sup);
+    cr_assert(kb > 0 && kb < 8 * 1024, "the supervisor's RSS is %ld kB after a 32 MiB payload", kb);
+    teardown(&f);
+}
+
+/* An idle supervisor that died (OOM killer, kill -9) before main read its
+ * EOF: the next attempt goes to a new one and runs — it is not reported as
+ * crashed, which would cost the delivery an attempt the handler never had. */
+Test(runner, exec_attempt_for_a_dead_idle_supervisor_runs_elsewhere, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *argv[] = { "tests/handlers/reuse.sh", NULL };
+    define_exec(&f, "reuse", argv, 10000, 0, NULL, 0);
+    submit_str(&f, "reuse", 1, "");
+    wait_results(&f, 1, 10000);
+    pid_t sup = supervisor_of(&f.c->res[0]);
+    cr_assert(kill(sup, SIGKILL) == 0);
+    /* Wait without dispatching, so the runner has not seen it go. */
+    for (int i = 0; i < 1000 && !(kill(sup, 0) < 0 && errno == ESRCH); i++)
+        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+    cr_assert(kill(sup, 0) < 0 && errno == ESRCH, "supervisor %d did not die", (int)sup);
+    submit_str(&f, "reuse", 2, "");
+    wait_results(&f, 2, 10000);
+    cr_assert_eq(f.c->res[1].outcome, OUT_OK, "%s", f.c->res[1].error);
+    cr_assert_neq(supervisor_of(&f.c->res[1]), sup);
+    teardown(&f);
+}
+
+static bool no_run_dirs(fixture *f, void *arg)
+{
+    (void)arg;
+    return count_run_dirs(f) == 0;
+}
+
+/* An idle supervisor is closed after idle_ms: it exits and takes its parked
+ * run dir with it; the next attempt starts a new one. */
+Test(runner, exec_idle_supervisor_exits_and_removes_its_dir, .timeout = 30)
+{
+    fixture f;
+    setup_opts(&f, (runner_opts){ .hosts = 1, .launcher = launcher_program(), .idle_ms = 200 });
+    const char *argv[] = { "tests/handlers/reuse.sh", NULL };
+    define_exec(&f, "reuse", argv, 10000, 0, NULL, 0);
+    submit_str(&f, "reuse", 1, "");
+    wait_results(&f, 1, 10000);
+    cr_assert_eq(f.c->res[0].outcome, OUT_OK, "%s", f.c->res[0].error);
+    pid_t sup = supervisor_of(&f.c->res[0]);
+    cr_assert(sup > 1);
+    cr_assert_eq(count_run_dirs(&f), 1);
+    /* As herald-worker waits: only as long as runner_next_timeout_ms() says,
+     * so the runner must know when its idle supervisor is due. */
+    int64_t end = util_mono_ms() + 10000;
+    for (int t; (t = runner_next_timeout_ms(f.r)) >= 0;) {   /* -1: nothing due, it was closed */
+        int64_t left = end - util_mono_ms();
+        cr_assert(left > 0, "the idle supervisor %d was not closed", (int)sup);
+        struct pollfd p = { .fd = runner_fd(f.r), .events = POLLIN };
+        poll(&p, 1, t < left ? t : (int)left);
+        runner_dispatch(f.r, collect, f.c);
+    }
+    for (int i = 0; i < 2000 && !pid_gone(&f, &sup); i++)   /* no dispatch: nothing left to do */
+        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+    cr_assert(pid_gone(&f, &sup), "the idle supervisor %d is still there", (int)sup);
+    wait_for(&f, no_run_dirs, NULL, 10000);
+    submit_str(&f, "reuse", 2, "");
+    wait_results(&f, 2, 10000);
+    cr_assert_eq(f.c->res[1].outcome, OUT_OK, "%s", f.c->res[1].error);
+    cr_assert_neq(supervisor_of(&f.c->res[1]), sup);
     teardown(&f);
 }
 
