@@ -445,7 +445,7 @@ static void parked_dir_case(const char *mode)
     const runner_result *t = by_token(&f, 3);
     cr_assert_eq(t->outcome, OUT_OK, "%s: %s", mode, t->error);
     if (!strcmp(mode, "xattr") && !strstr(t->output, "set=yes")) {
-        cr_log_warn("user extended attributes unsupported under %s: not checked", f.dir);
+        fprintf(stderr, "user extended attributes unsupported under %s: not checked\n", f.dir);
         teardown(&f);
         return;
     }
@@ -519,7 +519,7 @@ Test(runner, exec_supervisor_keeps_no_earlier_payload, .timeout = 60)
     long kb = rss_kb(sup);
 #ifdef __SANITIZE_ADDRESS__
     /* AddressSanitizer holds freed memory in quarantine (256 MiB): no RSS says anything */
-    cr_log_warn("AddressSanitizer: the supervisor's RSS (%ld kB) is not checked", kb);
+    (void)kb;
 #else
     cr_assert(kb > 0 && kb < 8 * 1024, "the supervisor's RSS is %ld kB after a 32 MiB payload", kb);
 #endif
