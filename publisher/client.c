@@ -257,8 +257,9 @@ static int enqueue(herald_client *c, const char *topic, const char *function, co
          * not answering, so this one is refused too. */
         if (!rc && c->expired != expired) rc = c->expired_status;
         if (rc == HERALD_E_TIMEOUT)
-            hc_set_error(c, "window of %u publishes full: no confirm from broker %s within %g s", c->ob.cap,
-                         c->endpoint, c->timeout_ms / 1000.0);
+            hc_set_error(c, "window full (%u publishes, %zu payload bytes in flight; at most %u and %zu MiB): "
+                         "no confirm from broker %s within %g s", hc_outbox_live(&c->ob), c->ob.bytes, c->ob.cap,
+                         HC_WINDOW_BYTES >> 20, c->endpoint, c->timeout_ms / 1000.0);
         if (rc) return rc;
     }
     const herald_attr *attrs = o ? o->attrs : NULL;

@@ -26,6 +26,12 @@
 #define HC_DEFAULT_ENDPOINT "tcp://127.0.0.1:7710"   /* DESIGN §2 */
 #define HC_DEFAULT_TIMEOUT_MS 10000
 #define HC_DEFAULT_WINDOW 1000
+/* The window is bounded in payload bytes too (at least one publish is let
+ * through): 1,000 publishes of 256 KiB would be 256 MiB copied here, and as
+ * much queued in the broker's socket for this client while it lags. 64 MiB
+ * kept the pace of 200 KiB publishes (`--lines`, fsync) and halved the
+ * broker's peak RSS (255 → 127–165 MB); 32 MiB was slower. */
+#define HC_WINDOW_BYTES ((size_t)64 << 20)
 /* Entries per PUBLISH even when the broker allows more: with the default window
  * four batches are in flight, and a bigger one only delays its first confirm. */
 #define HC_BATCH_MAX 256
@@ -59,6 +65,7 @@ typedef struct {
 typedef struct {
     hc_entry *ring;                /* cap slots */
     uint32_t cap;                  /* = the window */
+    size_t bytes;                  /* payload bytes of the live entries */
     uint64_t head;                 /* oldest seq still holding a live slot (or = tail) */
     uint64_t tail;                 /* next seq to assign; starts at 1 */
     uint64_t next_send;            /* first seq not yet sent on this socket */
@@ -80,7 +87,10 @@ int hc_outbox_init(hc_outbox *ob, uint32_t cap);       /* 0 or -1 (ENOMEM) */
 void hc_outbox_free(hc_outbox *ob);                    /* drops entries, no callbacks */
 static inline uint32_t hc_outbox_live(const hc_outbox *ob) { return (uint32_t)(ob->tail - ob->head); }
 static inline uint32_t hc_outbox_unsent(const hc_outbox *ob) { return (uint32_t)(ob->tail - ob->next_send); }
-static inline bool hc_outbox_full(const hc_outbox *ob) { return hc_outbox_live(ob) >= ob->cap; }
+static inline bool hc_outbox_full(const hc_outbox *ob)
+{
+    return hc_outbox_live(ob) >= ob->cap || (hc_outbox_live(ob) > 0 && ob->bytes >= HC_WINDOW_BYTES);
+}
 /* Copies everything; the new entry gets seq = tail. NULL: full or no memory. */
 hc_entry *hc_outbox_push(hc_outbox *ob, const char *topic, const char *function,
                          const herald_attr *attrs, size_t nattrs, const char *dedup_id,

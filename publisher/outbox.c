@@ -86,6 +86,7 @@ hc_entry *hc_outbox_push(hc_outbox *ob, const char *topic, const char *function,
     e->payload = at;
     if (len) memcpy(at, payload, len);
     e->len = len;
+    ob->bytes += len;
     at += len;
     e->pub.seq = e->seq;
     e->pub.topic = put_str(&at, topic, tlen);
@@ -124,6 +125,7 @@ bool hc_outbox_take(hc_outbox *ob, uint64_t seq, hc_done *d)
     d->cb = e->cb;
     d->arg = e->arg;
     d->seq = seq;
+    ob->bytes -= e->len;
     free(e->mem);
     memset(e, 0, sizeof *e);
     while (ob->head < ob->tail && ob->ring[ob->head % ob->cap].seq != ob->head) ob->head++;

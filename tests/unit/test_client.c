@@ -513,6 +513,38 @@ Test(client, window_respected)
     cr_assert_eq(fb.max_unconfirmed, 10, "the window was never filled");
 }
 
+/* The window is bounded in bytes too: 2 MiB publishes with a window of
+ * 1,000 have at most HC_WINDOW_BYTES (64 MiB) unconfirmed; a publish as
+ * large as the bound itself still goes, alone. */
+Test(client, window_bounded_in_payload_bytes_too, .timeout = 60)
+{
+    fake_broker fb;
+    fb_init(&fb, ctx);
+    fb.max_payload = HC_WINDOW_BYTES;
+    fb.withhold = true;
+    fb.release_ms = 100;
+    fb_start(&fb);
+    herald_client *c = connect_to(fb.endpoint, 10000, 1000);
+    size_t each = 2u << 20, n = HC_WINDOW_BYTES / each + 8;
+    char *p = calloc(1, HC_WINDOW_BYTES);
+    for (size_t i = 0; i < n; i++) {
+        int rc = herald_publish_async(c, "t", p, each, NULL, record, (void *)(intptr_t)i);
+        cr_assert_eq(rc, 0, "%zu: %s (%s)", i, herald_strerror(rc), herald_last_error(c));
+    }
+    cr_assert_eq(herald_flush(c, 20000), 0, "%s", herald_last_error(c));
+    uint64_t most = fb.max_unconfirmed;
+    int rc = herald_publish_async(c, "t", p, HC_WINDOW_BYTES, NULL, record, (void *)(intptr_t)n);
+    cr_assert_eq(rc, 0, "a publish the size of the byte bound: %s (%s)", herald_strerror(rc), herald_last_error(c));
+    cr_assert_eq(herald_flush(c, 20000), 0, "%s", herald_last_error(c));
+    cr_assert_eq(rec->n, (int)n + 1);
+    herald_close(&c);
+    fb_stop(&fb);
+    free(p);
+    cr_assert_eq(fb.entries, n + 1);
+    cr_assert_eq(most, HC_WINDOW_BYTES / each, "%llu publishes of 2 MiB unconfirmed at once",
+                 (unsigned long long)most);
+}
+
 Test(client, full_window_times_out)
 {
     fake_broker fb;
