@@ -794,6 +794,7 @@ static const char *next_request(sup *s, uint32_t *n)
 void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
 {
     prctl(PR_SET_CHILD_SUBREAPER, 1);
+    prctl(PR_SET_NAME, "herald-exec");   /* in ps and top: not another launcher */
     sup s = { .rep = rep, .wdir = wdir };
     rd r = { b, n, false };
     s.sid = rd_u64(&r);

@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -240,7 +241,14 @@ static void spawn(int sock, const char *wdir, uint8_t type, const char *body, ui
     if (pid == 0) {
         int c = child_fds(fd);
         /* Supervisors and hosts live long: keep only their request, not our
-         * copy of the channel buffer (64 MiB after a large payload). */
+         * copy of the channel buffer (64 MiB after a large payload). A
+         * supervisor's large buffers (payloads, outputs) must go back to the
+         * kernel when freed: glibc raises its mmap threshold after a large
+         * free (ours, above), and then keeps such buffers in the heap. */
+        if (type == CH_L_EXEC) {
+            mallopt(M_MMAP_THRESHOLD, 256 << 10);
+            mallopt(M_TRIM_THRESHOLD, 256 << 10);
+        }
         char *own = malloc(n ? n : 1);
         if (!own) {
             if (type == CH_L_EXEC)
