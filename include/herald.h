@@ -22,8 +22,8 @@ typedef struct { const char *key, *value; } herald_attr;
 typedef struct {
     const char *endpoint;          /* NULL: $HERALD_BROKER, else tcp://127.0.0.1:7710 */
     int timeout_ms;                /* confirm timeout; 0: 10000 */
-    int window;                    /* async publishes in flight; 0: 1000 (and at most 64 MiB of
-                                      payload, but always one) */
+    int window;                    /* async publishes in flight; 0: 1000 (a new one also waits
+                                      while 64 MiB of payload or more is in flight) */
     const char *key_file, *broker_key_file;   /* CURVE; NULL: plaintext */
 } herald_options;
 

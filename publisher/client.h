@@ -26,9 +26,10 @@
 #define HC_DEFAULT_ENDPOINT "tcp://127.0.0.1:7710"   /* DESIGN §2 */
 #define HC_DEFAULT_TIMEOUT_MS 10000
 #define HC_DEFAULT_WINDOW 1000
-/* The window is bounded in payload bytes too (at least one publish is let
- * through): 1,000 publishes of 256 KiB would be 256 MiB copied here, and as
- * much queued in the broker's socket for this client while it lags. 64 MiB
+/* The window is bounded in payload bytes too: a new publish waits while
+ * this much or more is unconfirmed (so in flight stays below it plus one
+ * max_payload). 1,000 publishes of 256 KiB would be 256 MiB copied here, and
+ * as much queued in the broker's socket for this client while it lags. 64 MiB
  * kept the pace of 200 KiB publishes (`--lines`, fsync) and halved the
  * broker's peak RSS (255 → 127–165 MB); 32 MiB was slower. */
 #define HC_WINDOW_BYTES ((size_t)64 << 20)
@@ -89,7 +90,7 @@ static inline uint32_t hc_outbox_live(const hc_outbox *ob) { return (uint32_t)(o
 static inline uint32_t hc_outbox_unsent(const hc_outbox *ob) { return (uint32_t)(ob->tail - ob->next_send); }
 static inline bool hc_outbox_full(const hc_outbox *ob)
 {
-    return hc_outbox_live(ob) >= ob->cap || (hc_outbox_live(ob) > 0 && ob->bytes >= HC_WINDOW_BYTES);
+    return hc_outbox_live(ob) >= ob->cap || ob->bytes >= HC_WINDOW_BYTES;
 }
 /* Copies everything; the new entry gets seq = tail. NULL: full or no memory. */
 hc_entry *hc_outbox_push(hc_outbox *ob, const char *topic, const char *function,
