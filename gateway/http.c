@@ -14,7 +14,8 @@
  * than DRAIN_MAX; otherwise, like a chunked body that grows past the limit,
  * the body is read to its end, dropped, and answered 413 — a client still
  * sending when the server answers and closes gets its connection reset
- * instead of the answer (curl: "Send failure: Broken pipe").
+ * instead of the answer (curl: "Send failure: Broken pipe"). A chunked body
+ * that goes past DRAIN_MAX has its connection closed.
  *
  * State: one http_conn per request (libmicrohttpd's con_cls), freed in
  * http_completed. Counters of answered requests per (route, status).
@@ -343,6 +344,7 @@ enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *
         *upload_size = 0;
         h->seen += n;
         if (h->too_large || h->q.len + n > h->limit) {
+            if (h->seen > DRAIN_MAX) return MHD_NO;   /* a chunked body without end: close */
             h->too_large = true;   /* read to the end, keep nothing */
             free(h->q.body);
             h->q.body = NULL;

@@ -817,8 +817,34 @@ Test(gateway, oversized_body_gets_413_not_a_reset)
     cr_assert_eq(poll(&p, 1, 300), 0, "the gateway answered before the body was read");
     send_all(fd, big + 1000, n - 1000);
     char *resp = recv_all(fd);
-    cr_assert(strncmp(resp, "HTTP/1.1 413", 12) == 0 && strstr(resp, "max_payload"), "%s", resp);
+    cr_assert(strncmp(resp, "HTTP/1.1 413", 12) == 0 && strstr(resp, "payload of 307200 bytes") &&
+              strstr(resp, "max_payload"), "%s", resp);
     free(resp);
+    close(fd);
+
+    /* Past 16 MiB it is not worth reading: the 413 comes at once, unread. */
+    fd = http_connect();
+    snprintf(head, sizeof head, "POST /topics/bulk HTTP/1.1\r\nHost: x\r\nContent-Length: %u\r\n"
+             "Connection: close\r\n\r\n", 17u << 20);
+    send_all(fd, head, strlen(head));
+    resp = recv_all(fd);
+    cr_assert(strncmp(resp, "HTTP/1.1 413", 12) == 0, "%s", resp);
+    free(resp);
+    close(fd);
+
+    /* A chunked body without end is cut off past 16 MiB. */
+    fd = http_connect();
+    const char *ch = "POST /topics/bulk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    send_all(fd, ch, strlen(ch));
+    char chunk_head[32];
+    snprintf(chunk_head, sizeof chunk_head, "%zx\r\n", n);
+    size_t sent = 0;
+    for (; sent < (64u << 20); sent += n) {
+        if (send(fd, chunk_head, strlen(chunk_head), MSG_NOSIGNAL) < 0 || send(fd, big, n, MSG_NOSIGNAL) < 0 ||
+            send(fd, "\r\n", 2, MSG_NOSIGNAL) < 0)
+            break;
+    }
+    cr_assert_lt(sent, 64u << 20, "64 MiB of chunks were taken in");
     close(fd);
 
     fd = http_connect();
