@@ -444,8 +444,8 @@ static void parked_dir_case(const char *mode)
     wait_results(&f, 3, 10000);
     const runner_result *t = by_token(&f, 3);
     cr_assert_eq(t->outcome, OUT_OK, "%s: %s", mode, t->error);
-    if (!strcmp(mode, "xattr") && !strstr(t->output, "set=yes")) {
-        fprintf(stderr, "user extended attributes unsupported under %s: not checked\n", f.dir);
+    if ((!strcmp(mode, "xattr") || !strcmp(mode, "flags")) && !strstr(t->output, "set=yes")) {
+        fprintf(stderr, "%s: unsupported under %s: not checked\n", mode, f.dir);
         teardown(&f);
         return;
     }
@@ -458,6 +458,7 @@ static void parked_dir_case(const char *mode)
         cr_assert_str_eq(out_field(r->output, "entries"), "0", "%s: an attempt found:\n%s", mode,
                          (const char *)r->output);
         cr_assert_str_eq(out_field(r->output, "xattrs"), "0", "%s: an attempt found an xattr", mode);
+        cr_assert_str_eq(out_field(r->output, "noatime"), "0", "%s: an attempt found an inode flag", mode);
         cr_assert(strncmp(out_field(r->output, "pwd"), f.runs, strlen(f.runs)) == 0, "%s: ran in %s", mode,
                   out_field(r->output, "pwd"));
     }
@@ -481,6 +482,12 @@ Test(runner, exec_parked_dir_swapped_for_a_symlink_is_not_followed, .timeout = 3
 Test(runner, exec_run_dir_xattr_not_carried_to_the_next_attempt, .timeout = 30)
 {
     parked_dir_case("xattr");
+}
+
+/* … or an inode flag (chattr +A): the dir is not kept either. */
+Test(runner, exec_run_dir_inode_flag_not_carried_to_the_next_attempt, .timeout = 30)
+{
+    parked_dir_case("flags");
 }
 
 static long rss_kb(pid_t pid)
