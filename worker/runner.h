@@ -4,11 +4,13 @@
  * launcher process; every handler process is created by it (a process with
  * ZeroMQ threads must not fork except straight into exec).
  *
- * - exec functions: one supervisor process per attempt (the attempt's child
- *   subreaper) that creates a fresh run directory, runs the command with the
- *   payload on stdin and the DESIGN §4 environment, enforces the timeout on the
- *   whole tree (setsid'd descendants too), caps stdout (6 MiB) and keeps the last
- *   4 KiB of stderr, removes the run directory and reports.
+ * - exec functions: a supervisor process runs each attempt (as the attempt's
+ *   child subreaper): it gives it a fresh run directory, runs the command with
+ *   the payload on stdin and the DESIGN §4 environment, enforces the timeout on
+ *   the whole tree (setsid'd descendants too), caps stdout (6 MiB) and keeps the
+ *   last 4 KiB of stderr, kills what is left, takes the run directory off the
+ *   attempt's path and reports. It then waits for the next attempt; one idle
+ *   for idle_ms exits.
  * - native functions: a pool of host processes per function (about one per
  *   CPU), each with the library dlopen'ed once, running one delivery at a time.
  *   A host that crashes or overruns its deadline is killed and replaced; its
@@ -87,8 +89,8 @@ int runner_submit(runner_t *r, const runner_job *j);
 /* The one descriptor the caller polls for POLLIN. */
 int runner_fd(const runner_t *r);
 
-/* Milliseconds until the runner next needs runner_dispatch() for a deadline;
- * -1 when none. */
+/* Milliseconds until the runner next needs runner_dispatch() for a deadline
+ * (a host's, or closing an idle exec supervisor); -1 when none. */
 int runner_next_timeout_ms(const runner_t *r);
 
 /* Does whatever is ready (never blocks): reads results, reaps, enforces
