@@ -74,6 +74,8 @@ typedef struct {
     double handlers;            /* X1: exec's share of the handler processes (exec'd scripts) */
     long nsupervisors, nhandlers;   /* exited processes counted by exitstats */
     bool split;                 /* supervisors/handlers measured (exitstats worked) */
+    bool exec_by_difference;    /* X1: exec is the machine's busy time less every other
+                                   process measured (the /proc sum came out lower) */
     double producer;            /* the publishing process (rusage) */
 } cpu_split;
 
@@ -167,6 +169,7 @@ typedef struct {
  * children ("exec" for a launcher's). 0 or -1. */
 int proc_tree_ticks(const pid_t *roots, int nroots, tree_ticks *t);
 int64_t proc_self_ticks(pid_t pid);          /* utime+stime of pid, or -1 */
+int64_t proc_busy_ticks(void);               /* the machine's non-idle ticks, all CPUs (/proc/stat) */
 double proc_status_mib(pid_t pid, const char *field);   /* "VmRSS:" etc., MiB, or -1 */
 int64_t dir_bytes(const char *dir);          /* regular files' sizes, not recursive */
 double ticks_s(int64_t ticks);

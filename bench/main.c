@@ -259,9 +259,11 @@ static void print_row(const workload *w, const result *rs, int nr)
                ex = over(rs, nr, f_cpu_exec).med, br = over(rs, nr, f_broker).med,
                su = over(rs, nr, f_cpu_sup).med, ha = over(rs, nr, f_cpu_hand).med,
                pr = over(rs, nr, f_cpu_prod).med;
-        bool split = true;
-        for (int i = 0; i < nr; i++)
+        bool split = true, diff = false;
+        for (int i = 0; i < nr; i++) {
             split &= !rs[i].ok || rs[i].cpu.split;
+            diff |= rs[i].ok && rs[i].cpu.exec_by_difference;
+        }
         double tot = wk + la + ex + br + pr;
         if (ok && tot > 0) {
             char part[300];
@@ -276,6 +278,11 @@ static void print_row(const workload *w, const result *rs, int nr)
                      "herald-worker %.2f ms (%.0f%%), broker %.2f ms (%.0f%%), producer %.2f ms (%.0f%%)",
                      tot * 1e3 / inv, part, la * 1e3 / inv, 100 * la / tot, wk * 1e3 / inv, 100 * wk / tot,
                      br * 1e3 / inv, 100 * br / tot, pr * 1e3 / inv, 100 * pr / tot);
+            if (diff) {
+                size_t l = strlen(notes);
+                snprintf(notes + l, sizeof notes - l, " (supervisors + handlers: the machine's busy time "
+                         "less the other processes, as /proc undercounts short-lived children)");
+            }
         }
     }
     if (ok < nr) {
@@ -435,8 +442,9 @@ int main(int argc, char **argv)
                     x->ok ? "" : ": ", x->ok ? "" : x->why);
             if (e.verbose)
                 fprintf(stderr, "herald-bench:   CPU s: herald-worker %.2f, launcher %.2f, hosts %.2f, "
-                                "exec %.2f (supervisors %.2f in %ld, handlers %.2f in %ld, split %s)\n",
-                        x->cpu.worker, x->cpu.launcher, x->cpu.hosts, x->cpu.exec, x->cpu.supervisors,
+                                "exec %.2f%s (supervisors %.2f in %ld, handlers %.2f in %ld, split %s)\n",
+                        x->cpu.worker, x->cpu.launcher, x->cpu.hosts, x->cpu.exec,
+                        x->cpu.exec_by_difference ? " by difference" : "", x->cpu.supervisors,
                         x->cpu.nsupervisors, x->cpu.handlers, x->cpu.nhandlers, x->cpu.split ? "yes" : "no");
         }
     if (bench_interrupted) {

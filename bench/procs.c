@@ -371,6 +371,18 @@ int64_t proc_self_ticks(pid_t pid)
     return read_stat(pid, &s) == 0 ? s.self : -1;
 }
 
+int64_t proc_busy_ticks(void)
+{
+    FILE *f = fopen("/proc/stat", "re");
+    if (!f)
+        return -1;
+    long long v[8] = { 0 };   /* user nice system idle iowait irq softirq steal */
+    int n = fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3], &v[4],
+                   &v[5], &v[6], &v[7]);
+    fclose(f);
+    return n == 8 ? (int64_t)(v[0] + v[1] + v[2] + v[5] + v[6]) : -1;
+}
+
 int proc_tree_ticks(const pid_t *roots, int nroots, tree_ticks *t)
 {
     memset(t, 0, sizeof *t);
