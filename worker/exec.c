@@ -222,11 +222,42 @@ static void report(int fd, uint64_t token, proto_outcome o, int64_t started_ms, 
     wbuf_free(&b);
 }
 
+/* Walks the entries of the directory open as fd (but . and ..): with
+ * remove, deletes them (again while a pass still finds one: a directory
+ * changed while read may skip entries). 0 when it is (now) empty, -1 when an
+ * entry is left (or a read failed). */
+static int dir_entries(int fd, bool remove)
+{
+    char buf[4096];
+    for (int pass = 0; pass < 3; pass++) {
+        if (lseek(fd, 0, SEEK_SET) < 0)
+            return -1;
+        bool any = false;
+        ssize_t k;
+        while ((k = getdents64(fd, buf, sizeof buf)) > 0)
+            for (ssize_t off = 0; off < k;) {
+                const struct dirent64 *e = (const void *)(buf + off);
+                off += e->d_reclen;
+                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                    continue;
+                if (!remove)
+                    return -1;
+                any = true;
+                rm_at(fd, e->d_name, false);
+            }
+        if (k < 0)
+            return -1;
+        if (!any)
+            return 0;
+    }
+    return -1;
+}
+
 /* Is the directory open as fd still the one mkdir made (same inode, owner,
  * group and inode flags), mode 0700, without an extended attribute a
  * handler can set (user.*, trusted.*, ACLs in system.*) and without an
- * entry? Only such a dir goes to the next attempt: nothing an earlier
- * attempt did to it, or another handler did to it while parked, may reach it. */
+ * entry? Only such a dir goes to an attempt: nothing an earlier attempt did
+ * to it, or another handler did to it while parked, may reach it. */
 static bool pristine(const sup *s, int fd)
 {
     struct stat st;
@@ -244,24 +275,14 @@ static bool pristine(const sup *s, int fd)
     for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1)
         if (strncmp(names + i, "security.", 9) != 0)
             return false;
-    char buf[1024];
-    ssize_t k;
-    if (lseek(fd, 0, SEEK_SET) < 0)
-        return false;
-    while ((k = getdents64(fd, buf, sizeof buf)) > 0)
-        for (ssize_t off = 0; off < k;) {
-            const struct dirent64 *e = (const void *)(buf + off);
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-                return false;
-            off += e->d_reclen;
-        }
-    return k == 0;
+    return dir_entries(fd, false) == 0;
 }
 
 /* Gives the attempt its run dir at path: the parked one moved there (a
  * rename: ext4's mkdir searches its inode bitmap past every recently freed
  * inode, which at a thousand attempts a second cost more than the handler's
- * fork) if it is still pristine, else a new one. 0, or -1 with errno. */
+ * fork) if it is pristine — checked here, when it is taken, whatever
+ * happened to it since — else a new one. 0, or -1 with errno. */
 static int take_dir(sup *s, const char *path)
 {
     if (s->parked[0]) {
@@ -276,7 +297,7 @@ static int take_dir(sup *s, const char *path)
                 close(fd);
             if (ok)
                 return 0;
-            exec_rmtree(path);   /* changed while parked: a new one */
+            exec_rmtree(path);   /* not as made, or changed while parked: a new one */
         }
     }
     if (mkdir(path, 0700) < 0)
@@ -295,42 +316,14 @@ static int take_dir(sup *s, const char *path)
     return 0;
 }
 
-/* Deletes every entry of the directory open as fd. 0 when it is empty. */
-static int empty_dir(int fd)
-{
-    int dfd = dup(fd);   /* closedir closes it; fd stays open */
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-    if (!d) {
-        if (dfd >= 0)
-            close(dfd);
-        return -1;
-    }
-    int rc = -1;
-    for (int pass = 0; pass < 3 && rc < 0; pass++) {   /* again: readdir may skip while we delete */
-        bool any = false;
-        struct dirent *e;
-        rewinddir(d);
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                any = true;
-                rm_at(dirfd(d), e->d_name, false);
-            }
-        if (!any)
-            rc = 0;
-    }
-    closedir(d);
-    return rc;
-}
-
 /* After an attempt, once none of its processes is left: empties its run dir
- * and parks it for the next attempt if it is then pristine; else removes it. */
+ * (mode 0700 again) and parks it for the next attempt, which checks it; a
+ * dir that cannot be emptied is removed. */
 static void release_dir(sup *s, const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd >= 0) {
-        struct stat st;
-        bool ok = fstat(fd, &st) == 0 && st.st_dev == s->made.st_dev && st.st_ino == s->made.st_ino &&
-                  fchmod(fd, 0700) == 0 && empty_dir(fd) == 0 && pristine(s, fd);
+        bool ok = fchmod(fd, 0700) == 0 && dir_entries(fd, true) == 0;
         close(fd);
         if (ok) {
             snprintf(s->parked, sizeof s->parked, "%s/%llu/s%llu", s->wdir,

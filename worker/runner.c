@@ -121,7 +121,6 @@ struct runner {
     attempt *attempts;      /* supervisors running an attempt */
     attempt *idle;          /* supervisors waiting for one, the latest idled first */
     int idle_ms;
-    int64_t next_retire_ms; /* monotonic: when idle supervisors are looked at again */
     uint64_t next_id;
     size_t busy;
     bool in_dispatch;
@@ -798,13 +797,11 @@ static void attempt_read(runner_t *r, attempt *a)
     }
 }
 
-/* Closes the supervisors idle for idle_ms (looked at about every second). */
+/* Closes the supervisors idle for idle_ms. The list is short: at most the
+ * most attempts that ran at once. */
 static void retire_idle(runner_t *r)
 {
     int64_t now = util_mono_ms();
-    if (!r->idle || now < r->next_retire_ms)
-        return;
-    r->next_retire_ms = now + (r->idle_ms < 1000 ? r->idle_ms : 1000);
     attempt *next;
     for (attempt *a = r->idle; a; a = next) {
         next = a->next;
@@ -1505,8 +1502,7 @@ int runner_next_timeout_ms(const runner_t *r)
         return 0;   /* submitted jobs wait in buffers: dispatch now */
     int64_t best = -1, now = util_mono_ms();
     for (const attempt *a = r->idle; a; a = a->next) {   /* the next idle supervisor to close */
-        int64_t at = a->idle_since_ms + r->idle_ms;
-        int64_t left = (at > r->next_retire_ms ? at : r->next_retire_ms) - now;
+        int64_t left = a->idle_since_ms + r->idle_ms - now;
         if (left < 0)
             left = 0;
         if (best < 0 || left < best)
