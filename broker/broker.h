@@ -308,7 +308,16 @@ void *lease_get(const lease_map *m, uint64_t key);
 void *lease_del(lease_map *m, uint64_t key);
 void lease_map_free(lease_map *m);
 
+/* --- lock.c: one broker per data_dir --- */
+/* Creates data_dir and takes its lock (DATA_DIR/herald.lock) for the life of
+ * the process: the fd; -2 with why when another broker holds it (naming its
+ * pid); -1 with why when the directory or file cannot be made. The kernel
+ * drops the lock when the process ends, however it ends. */
+int lock_data_dir(const char *data_dir, char *why, size_t len);
+
 /* --- store.c: SQLite — schema, statements, transactions, recovery --- */
+/* mkdir -p, mode 0700 for what it creates. 0 or -1 (errno). */
+int store_mkdir(const char *dir);
 int store_open(store_t *s, const char *data_dir, cfg_durability durability);
 void store_close(store_t *s);
 /* Between transactions: lets the WAL be written from its start again (see store.c). */

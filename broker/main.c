@@ -1,13 +1,15 @@
 /* main.c — herald-broker -c FILE: load the config, open the database, bind
  * the three endpoints, run the loop until SIGTERM/SIGINT, commit, exit 0.
- * Exit 2: usage or config error (every config error printed as FILE:LINE);
- * exit 1: runtime failure (database, endpoint in use). */
+ * Exit 2: usage or config error (every config error printed as FILE:LINE),
+ * or another broker holds the data_dir; exit 1: runtime failure (database,
+ * endpoint in use). */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "broker.h"
 #include "dlq.h"
@@ -105,7 +107,14 @@ int main(int argc, char **argv)
         rc = 2;
         goto out_zmq;
     }
-    if (store_open(&b.store, cfg->broker.data_dir, cfg->broker.durability) != 0) goto out_zmq;
+    /* before the database: a second broker must not touch it at all */
+    int lock_fd = lock_data_dir(cfg->broker.data_dir, why, sizeof why);
+    if (lock_fd < 0) {
+        fprintf(stderr, "herald-broker: %s\n", why);
+        rc = lock_fd == -2 ? 2 : 1;
+        goto out_zmq;
+    }
+    if (store_open(&b.store, cfg->broker.data_dir, cfg->broker.durability) != 0) goto out_lock;
     b.dlq_db = dlq_open(b.store.path, why, sizeof why);
     if (!b.dlq_db) LOG_WARN("dead letters will not be readable over the admin endpoint: %s", why);
     if (broker_setup(&b, cfg) != 0 || store_counts(&b.store, &b) != 0) {
@@ -143,6 +152,8 @@ out_store:
     broker_teardown(&b);
     sqlite3_close(b.dlq_db);
     store_close(&b.store);
+out_lock:
+    close(lock_fd);   /* last: the database is closed */
 out_zmq:
     auth_close(&b);
     zmq_ctx_term(b.zctx);

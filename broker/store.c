@@ -99,7 +99,7 @@ static int step_done(store_t *s, sqlite3_stmt *st)
     return 0;
 }
 
-static int mkdir_p(const char *dir)
+int store_mkdir(const char *dir)
 {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return -1;
@@ -164,7 +164,7 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
 {
     memset(s, 0, sizeof *s);
     msgpack_sbuffer_init(&s->stage_attrs);
-    if (mkdir_p(data_dir) != 0) {
+    if (store_mkdir(data_dir) != 0) {
         LOG_ERROR("data_dir %s: cannot create: %s", data_dir, strerror(errno));
         return -1;
     }
