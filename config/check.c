@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "../proto/proto.h"
 
 /* DESIGN §1: an event carries at most 16 attributes, so a filter on more
  * keys could never match. */
@@ -296,29 +297,47 @@ static int get_str(cfg_ctx *x, const config_setting_t *g, const scope *sc, const
     return 1;
 }
 
-/* A string kept as a copy, replacing *dst (which may hold a default). */
-static void take_str(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
-                     char **dst)
-{
-    const char *v;
-    if (get_str(x, g, sc, key, true, &v) == 1) {
-        free(*dst);
-        *dst = config_strdup(x, v);
-    }
-}
-
-/* A ZeroMQ endpoint: "tcp//host:1" must not become a silent bind failure. */
+/* A ZeroMQ endpoint, checked fully (proto/endpoint.c): libzmq would keep 16
+ * bits of port 99999 and bind another port without a word. bind: the broker's
+ * own endpoints, where host '*' means every interface. */
 static void take_endpoint(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
-                          char **dst)
+                          bool bind, char **dst)
 {
     const char *v;
     if (get_str(x, g, sc, key, true, &v) != 1)
         return;
-    if (!strstr(v, "://")) {
+    char why[256];
+    if (endpoint_check(v, bind, why, sizeof why) != 0) {
         char q[QUOTE_MAX * 4 + 8];
-        config_err(x, config_setting_get_member(g, key),
-                   "%s%s: '%s' is not a ZeroMQ endpoint (expected tcp://HOST:PORT or ipc://PATH)",
-                   sc->pre, key, quote(v, q, sizeof q));
+        config_err(x, config_setting_get_member(g, key), "%s%s: '%s' %s", sc->pre, key, quote(v, q, sizeof q), why);
+        return;
+    }
+    free(*dst);
+    *dst = config_strdup(x, v);
+}
+
+/* gateway.listen: HOST:PORT or [IPV6]:PORT for HTTP; port 0 binds a free one
+ * (the gateway logs which). The host itself is resolved at start. */
+static void take_listen(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, char **dst)
+{
+    const char *v;
+    if (get_str(x, g, sc, key, true, &v) != 1)
+        return;
+    const char *end = v[0] == '[' ? strchr(v, ']') : NULL;
+    const char *colon = v[0] == '[' ? (end && end[1] == ':' ? end + 1 : NULL) : strrchr(v, ':');
+    const char *port = colon ? colon + 1 : "";
+    size_t plen = strlen(port), digits = strspn(port, "0123456789");
+    char q[QUOTE_MAX * 4 + 8];
+    const config_setting_t *s = config_setting_get_member(g, key);
+    if (!colon || plen == 0 || digits != plen) {
+        config_err(x, s, "%s%s: '%s' is not HOST:PORT (or [IPV6]:PORT)", sc->pre, key, quote(v, q, sizeof q));
+        return;
+    }
+    while (*port == '0' && port[1])
+        port++;
+    if (strlen(port) > 5 || strtol(port, NULL, 10) > 65535) {
+        config_err(x, s, "%s%s: '%s' has port %s, outside 0 to 65535", sc->pre, key, quote(v, q, sizeof q),
+                   strlen(port) > 20 ? "beyond 65535" : port);
         return;
     }
     free(*dst);
@@ -425,9 +444,9 @@ static void check_broker(cfg_ctx *x, const config_setting_t *g)
     if (!g)
         return;
     check_names(x, g, &sc, known);
-    take_endpoint(x, g, &sc, "publish_endpoint", &b->publish_endpoint);
-    take_endpoint(x, g, &sc, "worker_endpoint", &b->worker_endpoint);
-    take_endpoint(x, g, &sc, "admin_endpoint", &b->admin_endpoint);
+    take_endpoint(x, g, &sc, "publish_endpoint", true, &b->publish_endpoint);
+    take_endpoint(x, g, &sc, "worker_endpoint", true, &b->worker_endpoint);
+    take_endpoint(x, g, &sc, "admin_endpoint", true, &b->admin_endpoint);
     take_path(x, g, &sc, "data_dir", &b->data_dir);
     const char *d;
     if (get_str(x, g, &sc, "durability", false, &d) == 1) {
@@ -821,7 +840,7 @@ static void check_worker(cfg_ctx *x, const config_setting_t *g)
         return;
     w->present = true;
     check_names(x, g, &sc, known);
-    take_endpoint(x, g, &sc, "broker", &w->broker);
+    take_endpoint(x, g, &sc, "broker", false, &w->broker);
     take_path(x, g, &sc, "key", &w->key);
     take_path(x, g, &sc, "broker_key", &w->broker_key);
     key_pair(x, g, &sc, "key", "broker_key");
@@ -867,9 +886,9 @@ static void check_gateway(cfg_ctx *x, const config_setting_t *g)
         return;
     gw->present = true;
     check_names(x, g, &sc, known);
-    take_str(x, g, &sc, "listen", &gw->listen);
-    take_endpoint(x, g, &sc, "broker", &gw->broker);
-    take_endpoint(x, g, &sc, "admin", &gw->admin);
+    take_listen(x, g, &sc, "listen", &gw->listen);
+    take_endpoint(x, g, &sc, "broker", false, &gw->broker);
+    take_endpoint(x, g, &sc, "admin", false, &gw->admin);
     const char *v;
     /* Both go into ARNs (arn:aws:sns:REGION:ACCOUNT:topic): a ':' would
      * shift every field after it. */

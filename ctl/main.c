@@ -608,6 +608,11 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc) { usage(stderr); return 2; }
+    char ep_why[256];   /* libzmq would keep 16 bits of port 99999 and ask another broker */
+    if (o.endpoint && endpoint_check(o.endpoint, false, ep_why, sizeof ep_why) != 0) {
+        fprintf(stderr, "heraldctl: --broker '%s' %s\n", o.endpoint, ep_why);
+        return 2;
+    }
     const char *cmd = argv[optind];
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - optind, argv + optind);
     if (strcmp(cmd, "keygen") == 0) {

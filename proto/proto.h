@@ -317,6 +317,14 @@ extern int util_verbose;             /* 1: LOG_DEBUG prints */
 /* Fills buf with n random bytes from getrandom(). */
 void util_random(void *buf, size_t n);
 
+/* --- endpoints (endpoint.c) --- */
+
+/* Checks a ZeroMQ endpoint as herald uses them: tcp://HOST:PORT (PORT 1–65535;
+ * HOST a name, an IPv4 address, [IPv6], or '*' when bind) or ipc://PATH.
+ * 0, or -1 with why: a phrase that follows the quoted endpoint in a message
+ * ("has port 99999, outside 1 to 65535"). */
+int endpoint_check(const char *endpoint, bool bind, char *why, size_t len);
+
 /* --- CURVE key files (keys.c) --- */
 
 /* Reads `field = "Z85"` (public-key / secret-key) of a certificate file. 0 or -1 (err). */

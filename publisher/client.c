@@ -76,6 +76,11 @@ herald_client *herald_connect(const herald_options *opts)
     if (!ep || !*ep) ep = HC_DEFAULT_ENDPOINT;
     int window = o.window > 0 ? o.window : HC_DEFAULT_WINDOW;
     connect_error[0] = '\0';
+    char why[256];
+    if (endpoint_check(ep, false, why, sizeof why) != 0) {
+        snprintf(connect_error, sizeof connect_error, "endpoint '%.200s' %s", ep, why);
+        return NULL;
+    }
     if (window > WINDOW_MAX) {
         snprintf(connect_error, sizeof connect_error, "window %d is above %d", window, WINDOW_MAX);
         return NULL;

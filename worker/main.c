@@ -323,6 +323,11 @@ int main(int argc, char **argv)
         }
     }
     if (optind != argc) { usage(stderr); return 2; }
+    char ep_why[256];   /* libzmq would keep 16 bits of port 99999 and connect elsewhere */
+    if (w.endpoint && endpoint_check(w.endpoint, false, ep_why, sizeof ep_why) != 0) {
+        fprintf(stderr, "herald-worker: --broker '%s' %s\n", w.endpoint, ep_why);
+        return 2;
+    }
     herald_config *cfg = NULL;
     if (cfg_path) {
         cfg = config_load(cfg_path, NULL);

@@ -96,3 +96,62 @@ Test(config_errors, a_good_config_passes_check)
     cr_assert(strstr(out, ": ok"), "%s", out);
     free(out);
 }
+
+Test(config_errors, an_endpoint_port_beyond_65535_is_a_config_error_not_another_port)
+{
+    char text[2048];
+    snprintf(text, sizeof text,
+             "broker = { publish_endpoint = \"%s\";\n  worker_endpoint = \"tcp://127.0.0.1:99999\";\n"
+             "  admin_endpoint = \"%s\"; data_dir = \"%s/data\"; };\n%s",
+             env.pub, env.adm, env.dir, GOOD_FN);
+    h_write(env.cfg, text);
+    char want[600];
+    snprintf(want, sizeof want,
+             "%s:2: broker.worker_endpoint: 'tcp://127.0.0.1:99999' has port 99999, outside 1 to 65535\n", env.cfg);
+    char *err = NULL;
+    int rc = h_run(&env, NULL, NULL, &err, "bin/herald-broker", "-c", env.cfg, NULL);
+    cr_assert_eq(rc, 2, "broker exit %d, stderr: %s", rc, err);
+    cr_assert_str_eq(err, want);
+    free(err);
+    struct stat st;
+    cr_assert(stat(h_path(&env, "data"), &st) != 0, "a refused config must start nothing: data dir exists");
+    cr_assert(stat(h_path(&env, "pub.sock"), &st) != 0, "a refused config must bind nothing");
+    err = NULL;
+    rc = h_run(&env, NULL, NULL, &err, "bin/heraldctl", "check", env.cfg, NULL);
+    cr_assert_eq(rc, 2, "check exit %d", rc);
+    cr_assert_str_eq(err, want);
+    free(err);
+}
+
+Test(config_errors, a_bad_endpoint_in_a_flag_is_a_usage_error)
+{
+    struct { const char *prog, *flag, *endpoint, *why; } cases[] = {
+        { "bin/herald-worker", "--broker", "tcp://127.0.0.1:99999", "has port 99999, outside 1 to 65535" },
+        { "bin/herald-worker", "--broker", "tcp//127.0.0.1:7711", "is not a ZeroMQ endpoint" },
+        { "bin/herald-publish", "--broker", "tcp://127.0.0.1:99999", "has port 99999, outside 1 to 65535" },
+        { "bin/heraldctl", "--broker", "udp://127.0.0.1:7712", "has an unknown transport 'udp'" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *err = NULL;
+        int rc = strcmp(cases[i].prog, "bin/herald-publish") == 0
+                     ? h_run(&env, NULL, NULL, &err, cases[i].prog, cases[i].flag, cases[i].endpoint, "t", "x", NULL)
+                 : strcmp(cases[i].prog, "bin/heraldctl") == 0
+                     ? h_run(&env, NULL, NULL, &err, cases[i].prog, cases[i].flag, cases[i].endpoint, "stats", NULL)
+                     : h_run(&env, NULL, NULL, &err, cases[i].prog, cases[i].flag, cases[i].endpoint, NULL);
+        cr_assert_eq(rc, 2, "%s %s %s: exit %d: %s", cases[i].prog, cases[i].flag, cases[i].endpoint, rc, err);
+        char want[300];   /* herald-publish says it through libherald, which names no flag */
+        snprintf(want, sizeof want, "%s '%s' %s", strcmp(cases[i].prog, "bin/herald-publish") ? cases[i].flag : "endpoint",
+                 cases[i].endpoint, cases[i].why);
+        cr_assert(err && strstr(err, want), "%s: expected '%s' in: %s", cases[i].prog, want, err);
+        cr_assert(strchr(err, '\n') == err + strlen(err) - 1, "one line: %s", err);
+        free(err);
+    }
+    /* HERALD_BROKER is the publish endpoint's other source */
+    setenv("HERALD_BROKER", "tcp://127.0.0.1:0", 1);
+    char *err = NULL;
+    int rc = h_run(&env, NULL, NULL, &err, "bin/herald-publish", "t", "x", NULL);
+    unsetenv("HERALD_BROKER");
+    cr_assert_eq(rc, 2, "exit %d: %s", rc, err);
+    cr_assert(err && strstr(err, "endpoint 'tcp://127.0.0.1:0' has port 0, outside 1 to 65535"), "%s", err);
+    free(err);
+}

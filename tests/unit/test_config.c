@@ -605,3 +605,70 @@ Test(config, names)
     config_destroy(&c);
     free(text);
 }
+
+Test(config, endpoints_are_checked_fully)
+{
+    char *err = string_fail(
+        "broker = { publish_endpoint = \"tcp://127.0.0.1:99999\";\n"
+        "  worker_endpoint = \"udp://127.0.0.1:7711\";\n"
+        "  admin_endpoint = \"tcp://127.0.0.1:\"; };\n"
+        "worker = { broker = \"tcp://*:7711\"; };\n"
+        "gateway = { broker = \"tcp://host:port\"; admin = \"inproc://admin\"; };\n");
+    expect_str(err,
+        "t.cfg:1: broker.publish_endpoint: 'tcp://127.0.0.1:99999' has port 99999, outside 1 to 65535\n"
+        "t.cfg:2: broker.worker_endpoint: 'udp://127.0.0.1:7711' has an unknown transport 'udp' (herald speaks tcp:// and ipc://)\n"
+        "t.cfg:3: broker.admin_endpoint: 'tcp://127.0.0.1:' has no port (expected tcp://HOST:PORT)\n"
+        "t.cfg:4: worker.broker: 'tcp://*:7711' has host '*', which only a bind can use: give the broker's address\n"
+        "t.cfg:5: gateway.broker: 'tcp://host:port' has port 'port', not a number from 1 to 65535\n"
+        "t.cfg:5: gateway.admin: 'inproc://admin' uses inproc://, which reaches only the same process (use tcp:// or ipc://)\n");
+    free(err);
+}
+
+Test(config, endpoint_hosts_ports_and_paths)
+{
+    char *err = string_fail(
+        "broker = { publish_endpoint = \"tcp://:7710\";\n"
+        "  worker_endpoint = \"tcp://::1:7711\";\n"
+        "  admin_endpoint = \"tcp://1.2.3.999:7712\"; };\n"
+        "worker = { broker = \"tcp://bro ker:7711\"; };\n"
+        "gateway = { broker = \"ipc://\"; admin = \"tcp://[fe80::zz]:7712\"; listen = \"127.0.0.1:70000\"; };\n");
+    expect_str(err,
+        "t.cfg:1: broker.publish_endpoint: 'tcp://:7710' has no host (expected tcp://HOST:PORT)\n"
+        "t.cfg:2: broker.worker_endpoint: 'tcp://::1:7711' has an IPv6 address without brackets (write tcp://[ADDRESS]:PORT)\n"
+        "t.cfg:3: broker.admin_endpoint: 'tcp://1.2.3.999:7712' has host '1.2.3.999', not an IPv4 address\n"
+        "t.cfg:4: worker.broker: 'tcp://bro ker:7711' has host 'bro ker', not a host name, an IP address or [IPv6]\n"
+        "t.cfg:5: gateway.listen: '127.0.0.1:70000' has port 70000, outside 0 to 65535\n"
+        "t.cfg:5: gateway.broker: 'ipc://' has an empty path\n"
+        "t.cfg:5: gateway.admin: 'tcp://[fe80::zz]:7712' has host '[fe80::zz]', not an IPv6 address\n");
+    free(err);
+
+    char longpath[200];
+    memset(longpath, 'p', 120);
+    longpath[120] = '\0';
+    char *text = NULL;
+    cr_assert(asprintf(&text, "broker = { publish_endpoint = \"tcp://*:*\"; worker_endpoint = \"tcp://0.0.0.0:0\";\n"
+                              "  admin_endpoint = \"ipc:///tmp/%s\"; };\n", longpath) > 0);
+    err = string_fail(text);
+    free(text);
+    expect_str(err,
+        "t.cfg:1: broker.publish_endpoint: 'tcp://*:*' has port '*' (any free port), which clients could not find: give a port from 1 to 65535\n"
+        "t.cfg:1: broker.worker_endpoint: 'tcp://0.0.0.0:0' has port 0, outside 1 to 65535\n"
+        "t.cfg:2: broker.admin_endpoint: 'ipc:///tmp/ppppppppppppppppppppppppppppppppppppppppppppppppppppp...' has a path of 125 bytes; a Unix socket path holds at most 107\n");
+    free(err);
+}
+
+Test(config, good_endpoints_of_every_form)
+{
+    herald_config *c = string_ok(
+        "broker = { publish_endpoint = \"tcp://*:7710\"; worker_endpoint = \"tcp://[::1]:7711\";\n"
+        "  admin_endpoint = \"ipc:///run/herald/admin.sock\"; };\n"
+        "worker = { broker = \"tcp://broker-1.example.com:7711\"; };\n"
+        "gateway = { broker = \"ipc://@herald-publish\"; admin = \"tcp://[fe80::1%eth0]:65535\"; listen = \"[::]:0\"; };\n");
+    expect_str(c->broker.publish_endpoint, "tcp://*:7710");
+    expect_str(c->worker.broker, "tcp://broker-1.example.com:7711");
+    expect_str(c->gateway.admin, "tcp://[fe80::1%eth0]:65535");
+    config_destroy(&c);
+    c = string_ok("broker = { publish_endpoint = \"tcp://eth0:1\"; worker_endpoint = \"tcp://10.1.2.3:7711\"; };\n"
+                  "worker = { broker = \"tcp://10.1.2.3:7711\"; };\n");
+    config_destroy(&c);
+}
