@@ -11,7 +11,8 @@
  *
  * The handler is served by the broker's loop (one more socket to poll): no
  * thread, no lock around the key sets, which SIGHUP reloads between turns.
- * Each refused key is logged once (per role) and every refusal is counted.
+ * Each refused key is logged once (per role), by its .pub file when one of the
+ * role directories holds it, and every refusal is counted.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -27,8 +28,14 @@ static const char *const roles[3] = { "publishers", "workers", "admins" };
 
 static int cmp_key(const void *a, const void *b) { return memcmp(a, b, 32); }
 
-/* Every *.pub in dir, as binary keys, sorted. */
-static int load_dir(const char *dir, uint8_t (**out)[32], size_t *n, char *err, size_t len)
+static void free_keys(auth_key *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(k[i].file);
+    free(k);
+}
+
+/* Every *.pub in dir, as binary keys with their files, sorted by key. */
+static int load_dir(const char *dir, auth_key **out, size_t *n, char *err, size_t len)
 {
     *out = NULL;
     *n = 0;
@@ -49,15 +56,17 @@ static int load_dir(const char *dir, uint8_t (**out)[32], size_t *n, char *err, 
             rc = -1;
             break;
         }
-        uint8_t (*v)[32] = realloc(*out, (*n + 1) * sizeof *v);
+        auth_key *v = realloc(*out, (*n + 1) * sizeof *v);
         if (!v) { rc = -1; snprintf(err, len, "out of memory"); break; }
         *out = v;
-        zmq_z85_decode(v[*n], z85);
+        zmq_z85_decode(v[*n].key, z85);
+        v[*n].file = strdup(path);
+        if (!v[*n].file) { rc = -1; snprintf(err, len, "out of memory"); break; }
         (*n)++;
     }
     closedir(d);
-    if (rc != 0) { free(*out); *out = NULL; *n = 0; return -1; }
-    qsort(*out, *n, 32, cmp_key);
+    if (rc != 0) { free_keys(*out, *n); *out = NULL; *n = 0; return -1; }
+    qsort(*out, *n, sizeof **out, cmp_key);
     return 0;
 }
 
@@ -65,15 +74,15 @@ int auth_load(broker_t *b, const cfg_security *sec, char *err, size_t len)
 {
     auth_t *a = &b->auth;
     const char *dirs[3] = { sec->publishers, sec->workers, sec->admins };
-    uint8_t (*keys[3])[32] = { NULL, NULL, NULL };
+    auth_key *keys[3] = { NULL, NULL, NULL };
     size_t n[3] = { 0, 0, 0 };
     for (int r = 0; r < 3; r++)
         if (load_dir(dirs[r], &keys[r], &n[r], err, len) != 0) {
-            for (int k = 0; k < r; k++) free(keys[k]);
+            for (int k = 0; k < r; k++) free_keys(keys[k], n[k]);
             return -1;
         }
     for (int r = 0; r < 3; r++) {
-        free(a->keys[r]);
+        free_keys(a->keys[r], a->nkeys[r]);
         a->keys[r] = keys[r];
         a->nkeys[r] = n[r];
     }
@@ -132,7 +141,19 @@ int auth_server(broker_t *b, void *sock, int role)
     return 0;
 }
 
-/* Logs a refused key once per role. */
+/* The .pub file of key in any role's directory (a key refused in one role is
+ * often one of another's), or NULL. */
+static const char *key_file(const auth_t *a, const uint8_t key[32])
+{
+    for (int r = 0; r < 3; r++) {
+        const auth_key *k = bsearch(key, a->keys[r], a->nkeys[r], sizeof *a->keys[r], cmp_key);
+        if (k) return k->file;
+    }
+    return NULL;
+}
+
+/* Logs a refused key once per role: by its file when the broker has one,
+ * else in Z85 (a key it has never seen). */
 static void log_refusal(auth_t *a, int role, const uint8_t key[32], const char *address, const char *why)
 {
     for (size_t i = 0; i < a->nlogged; i++)
@@ -147,9 +168,10 @@ static void log_refusal(auth_t *a, int role, const uint8_t key[32], const char *
         }
     }
     char z85[41] = "-";
-    if (key) zmq_z85_encode(z85, key, 32);
+    const char *file = key_file(a, key);
+    if (!file) zmq_z85_encode(z85, key, 32);
     LOG_WARN("refused a connection on the %s endpoint from %s: key %s %s (the %s directory)", domains[role],
-             address[0] ? address : "?", z85, why, roles[role]);
+             address[0] ? address : "?", file ? file : z85, why, roles[role]);
 }
 
 /* One ZAP request: [version, request id, domain, address, identity,
@@ -180,7 +202,7 @@ void auth_handle(broker_t *b)
     int role = -1;
     for (int r = 0; r < 3; r++)
         if (strcmp(domain, domains[r]) == 0) role = r;
-    bool ok = role >= 0 && key && bsearch(key, a->keys[role], a->nkeys[role], 32, cmp_key) != NULL;
+    bool ok = role >= 0 && key && bsearch(key, a->keys[role], a->nkeys[role], sizeof *a->keys[role], cmp_key) != NULL;
     if (!ok && role >= 0) {
         b->refused_auth[role]++;
         if (key && !a->probing) log_refusal(a, role, key, address, "is not allowed");
@@ -237,7 +259,7 @@ void auth_close(broker_t *b)
 {
     auth_t *a = &b->auth;
     if (a->zap) zmq_close(a->zap);
-    for (int r = 0; r < 3; r++) free(a->keys[r]);
+    for (int r = 0; r < 3; r++) free_keys(a->keys[r], a->nkeys[r]);
     free(a->logged);
     explicit_bzero(a->secret_key, sizeof a->secret_key);
     memset(a, 0, sizeof *a);

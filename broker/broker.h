@@ -244,11 +244,16 @@ typedef struct {
 } store_t;
 
 typedef struct {
+    uint8_t key[32];            /* binary public key; first, so the sort and bsearch compare it */
+    char *file;                 /* the .pub it came from, for logs */
+} auth_key;
+
+typedef struct {
     bool on;                    /* security.curve */
     bool probing;               /* the start-up self-test: its refusal is not logged */
     char public_key[41], secret_key[41];   /* the broker's, Z85 */
     void *zap;                  /* REP on inproc://zeromq.zap.01, polled by the loop */
-    uint8_t (*keys[3])[32]; size_t nkeys[3];   /* allowed keys per role, sorted */
+    auth_key *keys[3]; size_t nkeys[3];        /* allowed keys per role, sorted by key */
     uint8_t (*logged)[33]; size_t nlogged;     /* (role, key) refusals already logged */
 } auth_t;
 

@@ -273,3 +273,40 @@ Test(security, too_many_frames_from_an_authenticated_publisher_are_refused_witho
     fprintf(stderr, "security: broker RSS %ld KiB after round 2, %ld KiB after round 10\n", first, last);
     cr_assert(last <= first + 4096, "the broker grew from %ld to %ld KiB over 8 rounds", first, last);
 }
+
+/* The Z85 public key of a key file of the test. */
+static void pub_z85(const char *name, char out[41])
+{
+    char path[700], why[256];
+    snprintf(path, sizeof path, "%s/keys/%s.pub", env.dir, name);
+    cr_assert_eq(keys_read(path, "public-key", out, why, sizeof why), 0, "%s", why);
+}
+
+static bool log_has(void *arg)
+{
+    char *log = h_read(h_path(&env, "broker.err"), NULL);
+    bool ok = log && strstr(log, (const char *)arg);
+    free(log);
+    return ok;
+}
+
+Test(security, a_refused_key_is_logged_by_its_file_when_the_broker_has_one)
+{
+    secure_config();
+    start_broker();
+    /* wrk's .pub is in the workers directory: the log names that file */
+    cr_assert_eq(stats_as("wrk", NULL, NULL), 1, "a worker key read stats");
+    char want[900];
+    snprintf(want, sizeof want, "refused a connection on the admin endpoint from ");
+    cr_assert(h_wait(log_has, want, 5000), "no refusal logged");
+    char *log = h_read(h_path(&env, "broker.err"), NULL);
+    char file[700], z85[41];
+    snprintf(file, sizeof file, "key %s/keys/workers/wrk.pub is not allowed (the admins directory)", env.dir);
+    cr_assert(strstr(log, file), "the refusal names the key's file (%s): %s", file, log);
+    free(log);
+    /* other's key is in no directory: the log gives it in Z85 */
+    cr_assert_eq(stats_as("other", NULL, NULL), 1, "an unknown key read stats");
+    pub_z85("other", z85);
+    snprintf(want, sizeof want, "key %s is not allowed (the admins directory)", z85);
+    cr_assert(h_wait(log_has, want, 5000), "an unknown key is logged in Z85: %s", want);
+}
