@@ -355,6 +355,15 @@ static void take_path(cfg_ctx *x, const config_setting_t *g, const scope *sc, co
     }
 }
 
+/* The same, remembering where it was written (for check --root). */
+static void take_path_at(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                         char **dst, cfg_loc *at)
+{
+    take_path(x, g, sc, key, dst);
+    if (*dst)
+        *at = config_loc(x, config_setting_get_member(g, key));
+}
+
 /* A group member that must itself be a group; NULL when absent or reported. */
 static config_setting_t *get_group(cfg_ctx *x, const config_setting_t *g, const scope *sc,
                                    const char *key, const char *example)
@@ -484,10 +493,10 @@ static void check_security(cfg_ctx *x, const config_setting_t *g)
     s->present = true;
     check_names(x, g, &sc, known);
     get_bool(x, g, &sc, "curve", &s->curve);
-    take_path(x, g, &sc, "secret_key", &s->secret_key);
-    take_path(x, g, &sc, "publishers", &s->publishers);
-    take_path(x, g, &sc, "workers", &s->workers);
-    take_path(x, g, &sc, "admins", &s->admins);
+    take_path_at(x, g, &sc, "secret_key", &s->secret_key, &s->secret_key_at);
+    take_path_at(x, g, &sc, "publishers", &s->publishers, &s->publishers_at);
+    take_path_at(x, g, &sc, "workers", &s->workers, &s->workers_at);
+    take_path_at(x, g, &sc, "admins", &s->admins, &s->admins_at);
     if (!s->curve)
         return;
     /* Without its key the broker cannot speak CURVE, and a missing role
@@ -576,8 +585,10 @@ static void check_native(cfg_ctx *x, const config_setting_t *g, const char *labe
     check_names(x, g, &sc, known);
     const char *v;
     int r = get_str(x, g, &sc, "library", true, &v);
-    if (r == 1)
+    if (r == 1) {
         f->library = config_strdup(x, v);
+        f->library_at = config_loc(x, config_setting_get_member(g, "library"));
+    }
     else if (r == 0)
         config_err(x, g, "%s: native: needs library (the .so to load)", label);
     r = get_str(x, g, &sc, "symbol", true, &v);
@@ -588,6 +599,7 @@ static void check_native(cfg_ctx *x, const config_setting_t *g, const char *labe
                        "%ssymbol: '%s' is not a C identifier", sc.pre, quote(v, q, sizeof q));
         } else {
             f->symbol = config_strdup(x, v);
+            f->symbol_at = config_loc(x, config_setting_get_member(g, "symbol"));
         }
     } else if (r == 0) {
         config_err(x, g, "%s: native: needs symbol (the handler function's name)", label);
@@ -651,6 +663,8 @@ static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cf
     if (exec && get_strings(x, exec, &sc, "exec", false, "a non-empty array of strings", &f->exec,
                             &f->nexec) == 0 && f->exec[0] && !*f->exec[0])
         config_err(x, exec, "%s: exec[0]: the program must not be empty", label);
+    if (exec)
+        f->exec_at = config_loc(x, exec);
     if (native) {
         if (!config_setting_is_group(native))
             wrong_type(x, native, &sc, "native",
@@ -841,8 +855,8 @@ static void check_worker(cfg_ctx *x, const config_setting_t *g)
     w->present = true;
     check_names(x, g, &sc, known);
     take_endpoint(x, g, &sc, "broker", false, &w->broker);
-    take_path(x, g, &sc, "key", &w->key);
-    take_path(x, g, &sc, "broker_key", &w->broker_key);
+    take_path_at(x, g, &sc, "key", &w->key, &w->key_at);
+    take_path_at(x, g, &sc, "broker_key", &w->broker_key, &w->broker_key_at);
     key_pair(x, g, &sc, "key", "broker_key");
     key_pair(x, g, &sc, "broker_key", "key");
     get_int32(x, g, &sc, "concurrency", 1, 100000, &w->concurrency);
@@ -916,8 +930,8 @@ static void check_gateway(cfg_ctx *x, const config_setting_t *g)
                        "gateway.account: '%s' is not an account id (12 digits)", quote(v, q, sizeof q));
         }
     }
-    take_path(x, g, &sc, "key", &gw->key);
-    take_path(x, g, &sc, "broker_key", &gw->broker_key);
+    take_path_at(x, g, &sc, "key", &gw->key, &gw->key_at);
+    take_path_at(x, g, &sc, "broker_key", &gw->broker_key, &gw->broker_key_at);
     key_pair(x, g, &sc, "key", "broker_key");
     key_pair(x, g, &sc, "broker_key", "key");
 }

@@ -91,7 +91,7 @@ static int err_cmp(const void *pa, const void *pb, void *arg)
 }
 
 /* Writes every error to *errbuf (appending) or stderr. */
-static void flush_errs(cfg_ctx *x, char **errbuf)
+void config_flush_errs(cfg_ctx *x, char **errbuf)
 {
     if (x->oom)
         config_err_at(x, NULL, 0, "out of memory while reading the configuration");
@@ -167,6 +167,34 @@ bool config_line_marked(cfg_ctx *x, const config_setting_t *s)
 }
 
 /* ---- files and paths -------------------------------------------------------- */
+
+cfg_loc config_loc(cfg_ctx *x, const config_setting_t *s)
+{
+    cfg_loc at = { NULL, 0 };
+    if (!s)
+        return at;
+    const char *f = config_file_of(x, s);
+    herald_config *c = x->c;
+    for (size_t i = 0; i < c->nfiles && !at.file; i++)
+        if (strcmp(c->files[i], f) == 0)
+            at.file = c->files[i];
+    if (!at.file) {
+        char **v = realloc(c->files, (c->nfiles + 1) * sizeof *v);
+        char *d = strdup(f);
+        if (!v || !d) {
+            free(d);
+            if (v)
+                c->files = v;
+            x->oom = true;
+            return at;
+        }
+        c->files = v;
+        c->files[c->nfiles++] = d;
+        at.file = d;
+    }
+    at.line = (int)config_setting_source_line(s);
+    return at;
+}
 
 char *config_strdup(cfg_ctx *x, const char *s)
 {
@@ -318,7 +346,7 @@ static int set_base(cfg_ctx *x, const char *dir)
 
 /* ---- load ------------------------------------------------------------------- */
 
-static void ctx_free(cfg_ctx *x)
+void config_ctx_free(cfg_ctx *x)
 {
     for (size_t i = 0; i < x->nerrs; i++) {
         free(x->errs[i].file);
@@ -410,7 +438,7 @@ static herald_config *load(cfg_ctx *x, const char *text, const char *path, char 
 done:
     (config_destroy)(&cf);
     if (x->nerrs || x->oom) {
-        flush_errs(x, errbuf);
+        config_flush_errs(x, errbuf);
         config_destroy(&c);
     }
     return c;
@@ -424,19 +452,19 @@ herald_config *config_load(const char *path, char **errbuf)
     char *text = config_read_text(path);
     if (!text) {
         config_err_at(&x, NULL, 0, "cannot read: %s", strerror(errno));
-        flush_errs(&x, errbuf);
+        config_flush_errs(&x, errbuf);
         goto cleanup;
     }
     dir = dir_of(path);
     if (!dir || set_base(&x, dir) < 0) {
         x.oom = true;
-        flush_errs(&x, errbuf);
+        config_flush_errs(&x, errbuf);
         goto cleanup;
     }
     x.inc_dir = dir;
     c = load(&x, text, path, errbuf);
 cleanup:
-    ctx_free(&x);
+    config_ctx_free(&x);
     free(dir);
     free(text);
     return c;
@@ -448,12 +476,12 @@ herald_config *config_load_string(const char *text, const char *name, const char
     cfg_ctx x = { .name = name ? name : "<string>", .inc_dir = base_dir };
     if (base_dir && set_base(&x, base_dir) < 0) {
         x.oom = true;
-        flush_errs(&x, errbuf);
-        ctx_free(&x);
+        config_flush_errs(&x, errbuf);
+        config_ctx_free(&x);
         return NULL;
     }
     herald_config *c = load(&x, text ? text : "", NULL, errbuf);
-    ctx_free(&x);
+    config_ctx_free(&x);
     return c;
 }
 
@@ -526,6 +554,9 @@ void config_destroy(herald_config **pc)
     free(c->gateway.account);
     free(c->gateway.key);
     free(c->gateway.broker_key);
+    for (size_t i = 0; i < c->nfiles; i++)
+        free(c->files[i]);
+    free(c->files);
     free(c);
     *pc = NULL;
 }

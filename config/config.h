@@ -25,6 +25,11 @@ typedef enum { DURABILITY_FSYNC, DURABILITY_OS } cfg_durability;
 
 typedef struct { char *key, *value; } cfg_pair;
 
+/* Where a setting was written, for messages about it found later (check
+ * --root): file as shown in messages (owned by the config), line ≥ 1; a
+ * setting that was absent has file NULL. */
+typedef struct { const char *file; int line; } cfg_loc;
+
 typedef struct {
     double initial_s;           /* default 1.0; > 0 */
     double max_s;               /* default 300.0; ≥ initial */
@@ -44,6 +49,7 @@ typedef struct {
     cfg_backoff backoff;
     cfg_pair *env; size_t nenv; /* env names [A-Za-z_][A-Za-z0-9_]*, not HERALD_* */
     int line;                   /* line of its group in the file, for messages */
+    cfg_loc exec_at, library_at, symbol_at;   /* where exec, native.library, native.symbol are */
 } cfg_function;
 
 typedef struct {
@@ -80,6 +86,7 @@ typedef struct {
     bool curve;
     char *secret_key;           /* resolved paths */
     char *publishers, *workers, *admins;
+    cfg_loc secret_key_at, publishers_at, workers_at, admins_at;
 } cfg_security;
 
 typedef struct {
@@ -89,6 +96,7 @@ typedef struct {
     int concurrency;            /* 0: not set */
     char **functions; size_t nfunctions;
     char *root, *run_dir;       /* NULL if absent; resolved */
+    cfg_loc key_at, broker_key_at;
 } cfg_worker;
 
 typedef struct {
@@ -99,6 +107,7 @@ typedef struct {
     char *region;               /* default us-east-1 */
     char *account;              /* default 000000000000 */
     char *key, *broker_key;     /* resolved, NULL if absent */
+    cfg_loc key_at, broker_key_at;
 } cfg_gateway;
 
 typedef struct herald_config {
@@ -109,6 +118,7 @@ typedef struct herald_config {
     cfg_topic *topics; size_t ntopics;
     cfg_worker worker;
     cfg_gateway gateway;
+    char **files; size_t nfiles;   /* the names cfg_loc.file points at */
 } herald_config;
 
 /* Reads and checks FILE. Returns a config, or NULL after writing every problem
@@ -125,6 +135,18 @@ herald_config *config_load(const char *path, char **errbuf);
  * directory) (for tests). */
 herald_config *config_load_string(const char *text, const char *name, const char *base_dir,
                                   char **errbuf);
+
+/* What the running programs would find (heraldctl check --root): every exec
+ * program (a path with '/' resolved against root, a bare name looked up in
+ * PATH — the function's env PATH, else ours — and executable), every exec
+ * argument that names a file under root by the rule of config/probe.c, every
+ * native library (an ELF shared object of this machine defining its symbol
+ * as a function: read, never loaded) and, where CURVE is in use, every key
+ * file and key directory (readable, well formed, secret keys not open to
+ * group or others). root must be an absolute directory. Writes each problem
+ * as "FILE:LINE: what" to *errbuf (appending; NULL: stderr) and returns how
+ * many it found. */
+size_t config_probe(const herald_config *c, const char *root, char **errbuf);
 
 /* Frees c and everything it owns, and nulls *c; NULL or *c NULL is a no-op.
  * libconfig.h declares its own config_destroy(config_t *) and one program

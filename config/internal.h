@@ -4,6 +4,7 @@
  * scan.c    re-scan of the raw file text for integer literals libconfig 1.5
  *           truncates (beyond int32 without an L suffix)
  * check.c   every group's names, types, ranges, defaults and references
+ * probe.c   what the running programs would find (heraldctl check --root)
  *
  * One cfg_ctx lives for one load: it owns the errors found so far and borrows
  * the config being built. Errors are collected, not printed, so that they can
@@ -57,6 +58,11 @@ char *config_include_path(cfg_ctx *x, const char *name);
 void config_mark_line(cfg_ctx *x, const char *file, int line);
 bool config_line_marked(cfg_ctx *x, const config_setting_t *s);
 char *config_strdup(cfg_ctx *x, const char *s);
+/* Where s was written; its file name is kept by x->c. */
+cfg_loc config_loc(cfg_ctx *x, const config_setting_t *s);
+/* Writes every error found, sorted, to *errbuf (appending) or stderr. */
+void config_flush_errs(cfg_ctx *x, char **errbuf);
+void config_ctx_free(cfg_ctx *x);
 /* value resolved against the config file's directory (absolute kept). */
 char *config_resolve(cfg_ctx *x, const char *value);
 /* Reads a whole file; NULL with errno set. */

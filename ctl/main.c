@@ -3,9 +3,10 @@
  * Commands in this version: `stats [--json]`, `workers [--json]`,
  * `dlq list [--function F] [--topic T] [--limit N] [--json] [--db PATH]`,
  * `dlq show ID [--json] [--db PATH]`, `dlq replay`, `dlq purge`,
- * `invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S]`, `check FILE`. Exit codes: 0 success, 1 runtime failure (broker unreachable,
+ * `invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S]`, `check FILE [--root DIR]`. Exit codes: 0 success, 1 runtime failure (broker unreachable,
  * refused), 2 usage or config error. Errors: one line on stderr.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,28 +41,46 @@ static void usage(FILE *f)
             "                      run a function now and print its output (--async: store and\n"
             "                      run it like an event, with retries; prints the message id)\n"
             "  keygen NAME         write a CURVE key pair: NAME.key (0600) and NAME.pub\n"
-            "  check FILE          validate a config file; every error as FILE:LINE\n");
+            "  check FILE [--root DIR]\n"
+            "                      validate a config file; every error as FILE:LINE. --root: also\n"
+            "                      what the programs would find: handler programs and native\n"
+            "                      libraries under DIR (as a worker's --root) or in PATH, key\n"
+            "                      files and directories, secret keys' modes\n");
 }
 
-static int cmd_check(int argc, char **argv)
+/* check FILE [--root DIR]: the file alone, so that it runs anywhere (CI);
+ * with --root, also what the running programs would find under DIR and in
+ * the key paths (config_probe). */
+static int cmd_check(int argc, char **argv, const char *root_arg)
 {
     if (argc != 2) {
-        fprintf(stderr, "heraldctl: usage: heraldctl check FILE\n");
+        fprintf(stderr, "heraldctl: usage: heraldctl check FILE [--root DIR]\n");
+        return 2;
+    }
+    char *root = NULL;
+    struct stat rst;
+    if (root_arg && (!(root = realpath(root_arg, NULL)) || stat(root, &rst) != 0 || !S_ISDIR(rst.st_mode))) {
+        fprintf(stderr, "heraldctl: --root %s: %s\n", root_arg, root ? "not a directory" : strerror(errno));
+        free(root);
         return 2;
     }
     char *errs = NULL;
     herald_config *cfg = config_load(argv[1], &errs);
+    if (cfg && root && config_probe(cfg, root, &errs) > 0)
+        config_destroy(&cfg);
     if (!cfg) {
         fputs(errs ? errs : "", stderr);
         free(errs);
+        free(root);
         return 2;
     }
     size_t nsubs = 0;
     for (size_t i = 0; i < cfg->ntopics; i++) nsubs += cfg->topics[i].nsubs;
-    printf("%s: ok (%zu functions, %zu topics, %zu subscriptions)\n", argv[1], cfg->nfunctions,
-           cfg->ntopics, nsubs);
+    printf("%s: ok (%zu functions, %zu topics, %zu subscriptions%s%s)\n", argv[1], cfg->nfunctions,
+           cfg->ntopics, nsubs, root ? "; programs, libraries and keys found with --root " : "", root ? root : "");
     config_destroy(&cfg);
     free(errs);
+    free(root);
     return 0;
 }
 
@@ -103,6 +122,7 @@ typedef struct {
     bool json, all, dry_run, async, watch;
     const char *publish;        /* invoke --async: the publish endpoint ($HERALD_BROKER) */
     const char *key, *broker_key;   /* CURVE: ours (.key) and the broker's (.pub) */
+    const char *root;           /* check --root: where the worker's code lives */
 } ctl_opts;
 
 /* Where dead letters are read from: the broker's admin endpoint, or with
@@ -545,7 +565,7 @@ int main(int argc, char **argv)
     util_set_program("heraldctl");
     ctl_opts o = { .timeout_s = 5.0, .limit = 100 };
     enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT, O_ALL, O_RATE, O_DRY, O_OLDER, O_ASYNC, O_WATCH,
-           O_KEY, O_BROKER_KEY };
+           O_KEY, O_BROKER_KEY, O_ROOT };
     bool timeout_given = false;
     static const struct option opts[] = {
         { "broker", required_argument, NULL, 'b' }, { "config", required_argument, NULL, 'c' },
@@ -556,6 +576,7 @@ int main(int argc, char **argv)
         { "dry-run", no_argument, NULL, O_DRY }, { "older-than", required_argument, NULL, O_OLDER },
         { "async", no_argument, NULL, O_ASYNC }, { "watch", no_argument, NULL, O_WATCH },
         { "key", required_argument, NULL, O_KEY }, { "broker-key", required_argument, NULL, O_BROKER_KEY },
+        { "root", required_argument, NULL, O_ROOT },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
     };
     int c;
@@ -588,6 +609,7 @@ int main(int argc, char **argv)
         case O_WATCH: o.watch = true; break;
         case O_KEY: o.key = optarg; break;
         case O_BROKER_KEY: o.broker_key = optarg; break;
+        case O_ROOT: o.root = optarg; break;
         case O_DRY: o.dry_run = true; break;
         case O_RATE:
             o.rate = strtod(optarg, &end);
@@ -614,7 +636,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[optind];
-    if (strcmp(cmd, "check") == 0) return cmd_check(argc - optind, argv + optind);
+    if (strcmp(cmd, "check") == 0) return cmd_check(argc - optind, argv + optind, o.root);
     if (strcmp(cmd, "keygen") == 0) {
         if (argc - optind != 2) {
             fprintf(stderr, "heraldctl: usage: heraldctl keygen NAME (writes NAME.key and NAME.pub)\n");

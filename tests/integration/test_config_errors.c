@@ -155,3 +155,136 @@ Test(config_errors, a_bad_endpoint_in_a_flag_is_a_usage_error)
     cr_assert(err && strstr(err, "endpoint 'tcp://127.0.0.1:0' has port 0, outside 1 to 65535"), "%s", err);
     free(err);
 }
+
+/* ---- heraldctl check FILE --root DIR: what the running programs would find ---- */
+
+/* DIR/app: the code tree a worker runs from (--root), with an executable
+ * handlers/ok.sh and lib/libcount.so; DIR/keys: good keys. */
+static void app_tree(void)
+{
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd,
+             "set -e; cd '%s' && mkdir -p app/handlers app/lib keys/publishers keys/workers keys/admins && "
+             "printf '#!/bin/sh\\ncat\\n' > app/handlers/ok.sh && chmod 755 app/handlers/ok.sh && "
+             "printf 'not a program\\n' > app/handlers/plain.sh && chmod 644 app/handlers/plain.sh && "
+             "printf 'print(1)\\n' > app/handlers/x.py && "
+             "cp '%s/examples/handlers/libcount.so' app/lib/ && printf 'text\\n' > app/lib/libtext.so && "
+             "'%s/bin/heraldctl' keygen keys/broker >/dev/null && '%s/bin/heraldctl' keygen keys/w >/dev/null && "
+             "cp keys/w.pub keys/workers/",
+             env.dir, env.root, env.root, env.root);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* Writes text as the config, runs check FILE --root DIR/app; its exit code,
+ * stdout and stderr (caller frees). */
+static int check_root(const char *text, char **out, char **err)
+{
+    h_write(env.cfg, text);
+    return h_run(&env, NULL, out, err, "bin/heraldctl", "check", env.cfg, "--root", h_path(&env, "app"), NULL);
+}
+
+/* The expected stderr: fmt with every %1$s the config file, %2$s the app dir. */
+static char *expect(const char *fmt)
+{
+    char *s = NULL;
+    cr_assert(asprintf(&s, fmt, env.cfg, h_path(&env, "app"), env.dir) > 0);
+    return s;
+}
+
+Test(config_errors, check_root_passes_a_config_whose_programs_libraries_and_keys_are_there)
+{
+    app_tree();
+    char *out = NULL, *err = NULL;
+    int rc = check_root("functions = ( { name = \"a\"; exec = [\"handlers/ok.sh\"]; },\n"
+                        "  { name = \"b\"; exec = [\"sh\", \"handlers/x.py\", \"-c\", \"text/plain\"]; },\n"
+                        "  { name = \"c\"; native = { library = \"lib/libcount.so\"; symbol = \"count\"; }; } );\n"
+                        "security = { curve = true; secret_key = \"keys/broker.key\"; publishers = \"keys/publishers\";\n"
+                        "  workers = \"keys/workers\"; admins = \"keys/admins\"; };\n"
+                        "worker = { key = \"keys/w.key\"; broker_key = \"keys/broker.pub\"; };\n",
+                        &out, &err);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, err);
+    cr_assert(strstr(out, ": ok (3 functions") && strstr(out, h_path(&env, "app")), "%s", out);
+    free(out);
+    free(err);
+}
+
+Test(config_errors, check_root_reports_handler_programs_that_would_not_run)
+{
+    app_tree();
+    char *err = NULL;
+    int rc = check_root("functions = ( { name = \"a\"; exec = [\"handlers/nope.sh\"]; },\n"
+                        "  { name = \"b\"; exec = [\"handlers/plain.sh\"]; },\n"
+                        "  { name = \"c\";\n    exec = [\"no-such-program-of-herald\"]; },\n"
+                        "  { name = \"d\"; exec = [\"python3\", \"handlers/missing.py\"]; } );\n",
+                        NULL, &err);
+    cr_assert_eq(rc, 2, "exit %d: %s", rc, err);
+    char *want = expect(
+        "%1$s:1: functions[0] (a): exec[0]: %2$s/handlers/nope.sh does not exist\n"
+        "%1$s:2: functions[1] (b): exec[0]: %2$s/handlers/plain.sh is not executable (mode 0644)\n"
+        "%1$s:4: functions[2] (c): exec[0]: 'no-such-program-of-herald' is not an executable program in PATH\n"
+        "%1$s:5: functions[3] (d): exec[1]: %2$s/handlers/missing.py does not exist (the handler would get "
+        "'handlers/missing.py' in an empty directory)\n");
+    cr_assert_str_eq(err, want);
+    free(want);
+    free(err);
+}
+
+Test(config_errors, check_root_reports_native_libraries_that_would_not_load)
+{
+    app_tree();
+    char *err = NULL;
+    int rc = check_root("functions = ( { name = \"a\"; native = { library = \"lib/libnope.so\"; symbol = \"count\"; }; },\n"
+                        "  { name = \"b\"; native = { library = \"lib/libtext.so\"; symbol = \"count\"; }; },\n"
+                        "  { name = \"c\"; native = {\n    library = \"lib/libcount.so\"; symbol = \"nope\"; }; } );\n",
+                        NULL, &err);
+    cr_assert_eq(rc, 2, "exit %d: %s", rc, err);
+    char *want = expect(
+        "%1$s:1: functions[0] (a): native.library: %2$s/lib/libnope.so does not exist\n"
+        "%1$s:2: functions[1] (b): native.library: %2$s/lib/libtext.so is not an ELF shared library\n"
+        "%1$s:4: functions[2] (c): native.symbol: 'nope' is not a function defined in %2$s/lib/libcount.so\n");
+    cr_assert_str_eq(err, want);
+    free(want);
+    free(err);
+}
+
+Test(config_errors, check_root_reports_key_files_and_directories_that_would_fail)
+{
+    app_tree();
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "cd '%s' && chmod 640 keys/broker.key && printf 'junk\\n' > keys/workers/bad.pub && "
+             "rmdir keys/admins", env.dir);
+    cr_assert_eq(system(cmd), 0);
+    char *err = NULL;
+    int rc = check_root("security = { curve = true; secret_key = \"keys/broker.key\";\n"
+                        "  publishers = \"keys/publishers\"; workers = \"keys/workers\";\n"
+                        "  admins = \"keys/admins\"; };\n"
+                        "worker = { key = \"keys/nope.key\"; broker_key = \"keys/broker.pub\"; };\n",
+                        NULL, &err);
+    cr_assert_eq(rc, 2, "exit %d: %s", rc, err);
+    char *want = expect(
+        "%1$s:1: security.secret_key: %3$s/keys/broker.key is readable or writable by group or others (mode 0640): "
+        "chmod 600 %3$s/keys/broker.key\n"
+        "%1$s:2: security.workers: key file %3$s/keys/workers/bad.pub has no public-key line\n"
+        "%1$s:3: security.admins: %3$s/keys/admins: No such file or directory\n"
+        "%1$s:4: worker.key: %3$s/keys/nope.key: No such file or directory\n");
+    cr_assert_str_eq(err, want);
+    free(want);
+    free(err);
+}
+
+Test(config_errors, check_without_root_checks_the_file_alone)
+{
+    app_tree();
+    h_write(env.cfg, "functions = ( { name = \"a\"; exec = [\"handlers/nope.sh\"]; } );\n"
+                     "worker = { key = \"keys/nope.key\"; broker_key = \"keys/broker.pub\"; };\n");
+    char *out = NULL;
+    int rc = h_run(&env, NULL, &out, NULL, "bin/heraldctl", "check", env.cfg, NULL);
+    cr_assert_eq(rc, 0, "check without --root looks at the file only");
+    cr_assert(strstr(out, ": ok"), "%s", out);
+    free(out);
+    char *err = NULL;
+    rc = h_run(&env, NULL, NULL, &err, "bin/heraldctl", "check", env.cfg, "--root", h_path(&env, "nope"), NULL);
+    cr_assert_eq(rc, 2, "a --root that is not a directory: exit %d", rc);
+    cr_assert(err && strstr(err, "--root") && strstr(err, h_path(&env, "nope")), "%s", err);
+    free(err);
+}
