@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../config/config.h"
 
@@ -670,5 +671,26 @@ Test(config, good_endpoints_of_every_form)
     config_destroy(&c);
     c = string_ok("broker = { publish_endpoint = \"tcp://eth0:1\"; worker_endpoint = \"tcp://10.1.2.3:7711\"; };\n"
                   "worker = { broker = \"tcp://10.1.2.3:7711\"; };\n");
+    config_destroy(&c);
+}
+
+Test(config, probe_judges_arguments_and_library_symbols_as_documented)
+{
+    /* libc: a library that holds a data symbol (environ) beside functions */
+    if (access("/lib/x86_64-linux-gnu/libc.so.6", R_OK) != 0)
+        cr_skip_test("no /lib/x86_64-linux-gnu/libc.so.6 on this machine");
+    herald_config *c = string_ok(
+        "functions = ( { name = \"a\"; exec = [\"sh\", \"text/plain\", \"-o/x.sh\", \"k=v/x.sh\", \"a/b.sh\"]; },\n"
+        "  { name = \"b\"; native = { library = \"/lib/x86_64-linux-gnu/libc.so.6\";\n"
+        "    symbol = \"environ\"; }; },\n"
+        "  { name = \"c\"; native = { library = \"/lib/x86_64-linux-gnu/libc.so.6\"; symbol = \"printf\"; }; } );\n");
+    char *err = NULL;
+    cr_assert_eq(config_probe(c, "/nonexistent-root", &err), 2, "%s", err);
+    expect_str(err,
+        "t.cfg:1: functions[0] (a): exec[4]: /nonexistent-root/a/b.sh does not exist (the handler would get 'a/b.sh' "
+        "in an empty directory)\n"
+        "t.cfg:3: functions[1] (b): native.symbol: 'environ' is defined in /lib/x86_64-linux-gnu/libc.so.6 but is not "
+        "a function\n");
+    free(err);
     config_destroy(&c);
 }
