@@ -221,6 +221,14 @@ void auth_handle(broker_t *b)
     for (int i = 0; i < n; i++) zmq_msg_close(&part[i]);
 }
 
+void auth_selftest_endpoint(const char *endpoint, char *out, size_t len)
+{
+    if (strncmp(endpoint, "tcp://*:", 8) == 0)
+        snprintf(out, len, "tcp://127.0.0.1:%s", endpoint + 8);
+    else
+        snprintf(out, len, "%s", endpoint);
+}
+
 int auth_selftest(broker_t *b, const char *endpoint, char *err, size_t len)
 {
     auth_t *a = &b->auth;
@@ -236,7 +244,9 @@ int auth_selftest(broker_t *b, const char *endpoint, char *err, size_t len)
     zmq_setsockopt(c, ZMQ_CURVE_SERVERKEY, a->public_key, 41);
     zmq_setsockopt(c, ZMQ_CURVE_PUBLICKEY, pub, 41);
     zmq_setsockopt(c, ZMQ_CURVE_SECRETKEY, sec, 41);
-    zmq_connect(c, endpoint);
+    char target[512];
+    auth_selftest_endpoint(endpoint, target, sizeof target);
+    zmq_connect(c, target);
     uint64_t refused = b->refused_auth[0];
     a->probing = true;
     int64_t end = util_mono_ms() + 5000;

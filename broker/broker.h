@@ -490,6 +490,9 @@ int auth_server(broker_t *b, void *sock, int role);   /* a ROUTER speaks CURVE f
 int auth_load(broker_t *b, const cfg_security *sec, char *err, size_t len);  /* the .pub dirs (SIGHUP) */
 void auth_handle(broker_t *b);                      /* one ZAP request */
 int auth_selftest(broker_t *b, const char *publish_endpoint, char *err, size_t len);
+/* Where the self-test connects for a bind on endpoint: '*' (every interface)
+ * becomes the loopback, which a client can connect to. */
+void auth_selftest_endpoint(const char *endpoint, char *out, size_t len);
 void auth_close(broker_t *b);
 
 /* --- loop.c --- */

@@ -61,6 +61,19 @@ Test(broker, filter_matches_when_every_key_has_one_of_its_values)
     cr_assert(filter_match(&none, NULL, 0));
 }
 
+/* The CURVE self-test connects to the publish endpoint: a bind on every
+ * interface ('*') is reached on the loopback, others as they are. */
+Test(broker, curve_self_test_reaches_a_bind_on_every_interface_through_the_loopback)
+{
+    char ep[256];
+    auth_selftest_endpoint("tcp://*:7710", ep, sizeof ep);
+    cr_assert_str_eq(ep, "tcp://127.0.0.1:7710");
+    auth_selftest_endpoint("tcp://10.0.0.1:7710", ep, sizeof ep);
+    cr_assert_str_eq(ep, "tcp://10.0.0.1:7710");
+    auth_selftest_endpoint("ipc:///run/herald/pub.sock", ep, sizeof ep);
+    cr_assert_str_eq(ep, "ipc:///run/herald/pub.sock");
+}
+
 Test(broker, timers_wake_deliveries_in_visible_order)
 {
     broker_t b;
