@@ -57,13 +57,13 @@ typedef struct {
     volatile int err_no;    /* set by the child when execve fails (shared memory: vfork) */
 } spawn_ctx;
 
-const char *exec_signame(int sig, char buf[static 32])
+const char *exec_killed_by(int sig, char buf[static 48])
 {
     const char *a = sigabbrev_np(sig);
     if (a)
-        snprintf(buf, 32, "SIG%s", a);
+        snprintf(buf, 48, "killed by signal %d (SIG%s)", sig, a);
     else
-        snprintf(buf, 32, "signal %d", sig);
+        snprintf(buf, 48, "killed by signal %d", sig);
     return buf;
 }
 
@@ -714,7 +714,7 @@ static bool run_one(sup *s, const char *b, uint32_t n)
     int64_t d = end_us - t0;
     uint32_t dur = d < 0 ? 0 : d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
     char *etext = stderr_text(&cap);
-    char buf[96], sn[32];
+    char buf[96];
     proto_outcome o;
     if (timed_out) {
         o = OUT_TIMEOUT;
@@ -742,8 +742,7 @@ static bool run_one(sup *s, const char *b, uint32_t n)
     } else {
         o = OUT_CRASHED;
         if (!etext) {
-            snprintf(buf, sizeof buf, "killed by signal %s", exec_signame(si.si_status, sn));
-            etext = strdup(buf);
+            etext = strdup(exec_killed_by(si.si_status, buf));
         }
     }
     if (cap.out_dropped)

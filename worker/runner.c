@@ -619,7 +619,7 @@ static void host_exited(runner_t *r, host *h, int status)
     else if (status == HOST_LAUNCHER_GONE)
         snprintf(why, sizeof why, "the runner's launcher died");
     else if (WIFSIGNALED(status))
-        snprintf(why, sizeof why, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+        exec_killed_by(WTERMSIG(status), why);
     else
         snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(status));
     if (!was_ready && status >= 0 && h->gen == f->gen && !f->refused) {
@@ -673,7 +673,7 @@ static void host_exited(runner_t *r, host *h, int status)
         } else {
             o = OUT_CRASHED;
             if (status >= 0 && WIFSIGNALED(status))
-                snprintf(text, sizeof text, "handler crashed: %s", why);
+                snprintf(text, sizeof text, "%s", why);   /* the same words as an exec handler's */
             else
                 snprintf(text, sizeof text, "handler ended its host: %s", why);
         }

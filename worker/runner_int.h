@@ -284,8 +284,9 @@ void launcher_close_from(int from);
 __attribute__((noreturn)) void exec_supervise(int report, const char *wdir, const char *b, uint32_t n);
 /* Removes a directory tree without following symlinks. 0 or -1 (errno). */
 int exec_rmtree(const char *path);
-/* The last path element of a signal's abbreviation, e.g. "SIGSEGV". */
-const char *exec_signame(int sig, char buf[static 32]);
+/* What a handler killed by sig died of, one wording for exec and native:
+ * "killed by signal 11 (SIGSEGV)". Returns buf. */
+const char *exec_killed_by(int sig, char buf[static 48]);
 
 /* --- host.c: a native host --- */
 

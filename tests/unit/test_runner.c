@@ -678,7 +678,7 @@ Test(runner, exec_exit_codes, .timeout = 30)
     cr_assert_eq(r->output_len, 0);
     r = by_token(&f, 3);
     cr_assert_eq(r->outcome, OUT_CRASHED);
-    cr_assert_str_eq(r->error, "killed by signal SIGSEGV");
+    cr_assert_str_eq(r->error, "killed by signal 11 (SIGSEGV)");
     r = by_token(&f, 4);
     cr_assert_eq(r->outcome, OUT_ERROR);
     cr_assert_str_eq(r->error, "exit status 4");
@@ -904,7 +904,7 @@ Test(runner, native_crash_only_that_job, .timeout = 30)
     cr_assert_str_eq((const char *)by_token(&f, 2)->output, pid1);
     const runner_result *r = by_token(&f, 3);
     cr_assert_eq(r->outcome, OUT_CRASHED);
-    cr_assert_str_eq(r->error, "handler crashed: signal 11 (Segmentation fault)");
+    cr_assert_str_eq(r->error, "killed by signal 11 (SIGSEGV)");
     cr_assert(r->started_ms > 0);
     for (uint64_t t = 4; t <= 5; t++) {
         cr_assert_eq(by_token(&f, t)->outcome, OUT_OK);
@@ -1068,7 +1068,7 @@ Test(runner, native_held_results_of_a_crashed_host_are_returned, .timeout = 30)
     }
     const runner_result *r = by_token(&f, 4);
     cr_assert_eq(r->outcome, OUT_CRASHED);
-    cr_assert_str_eq(r->error, "handler crashed: signal 11 (Segmentation fault)");
+    cr_assert_str_eq(r->error, "killed by signal 11 (SIGSEGV)");
     cr_assert(r->started_ms > 0);
     cr_assert_eq(by_token(&f, 5)->outcome, OUT_RETURNED);
     cr_assert_eq(runner_busy(f.r), 0);
