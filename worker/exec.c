@@ -13,7 +13,8 @@
  * the next attempt gets it renamed to its own path (WDIR/(id % 8)/id), so
  * each attempt still has a fresh empty dir of its own, gone from its path
  * before the result. It owns the payload (written without blocking,
- * interleaved with reading), stdout (6 MiB kept, the rest read and dropped),
+ * interleaved with reading), stdout (6 MiB kept, the rest read, counted and
+ * dropped; an ok attempt past 6 MiB reports no output but too_large_text),
  * stderr (last 4 KiB kept) and the deadline (SIGTERM at the timeout, SIGKILL
  * 1 s later). Invariant: exactly one CH_RESULT per attempt, or none when main
  * closed the channel (a cancel, or an idle supervisor's end: it exits). The
@@ -745,12 +746,16 @@ static bool run_one(sup *s, const char *b, uint32_t n)
             etext = strdup(exec_killed_by(si.si_status, buf));
         }
     }
-    if (cap.out_dropped)
+    char big[160];
+    const char *okerr = NULL;   /* an ok attempt's note: its output is over the cap */
+    if (cap.out_dropped) {
         LOG_DEBUG("supervisor: attempt %llu: %llu stdout bytes past the cap dropped",
                   (unsigned long long)id, (unsigned long long)cap.out_dropped);
+        okerr = too_large_text(big, cap.outlen + cap.out_dropped);
+    }
     report(s->rep, clean ? SUP_STAYS : 0, o, started_ms, dur,
-           o == OUT_OK ? NULL : (etext ? etext : "handler failed"),
-           o == OUT_OK ? cap.out : NULL, o == OUT_OK ? cap.outlen : 0);
+           o == OUT_OK ? okerr : (etext ? etext : "handler failed"),
+           o == OUT_OK && !okerr ? cap.out : NULL, o == OUT_OK && !okerr ? cap.outlen : 0);
     free(etext);
     free(cap.out);
     request_free(&q);

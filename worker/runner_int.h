@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -257,6 +258,16 @@ static inline bool result_get(const char *body, uint32_t n, runner_result *res)
     res->error = has_err ? err : NULL;
     res->output = rd_bytes(&d, &res->output_len);
     return !d.bad && o < OUT_COUNT;
+}
+
+/* The error text of an ok attempt whose output (size bytes) is over the cap:
+ * it goes with an empty output, and the broker fails a sync invoke with it
+ * (an event's output is discarded, so the event succeeds). Returns buf. */
+static inline const char *too_large_text(char buf[static 160], uint64_t size)
+{
+    snprintf(buf, 160, PROTO_RESPONSE_TOO_LARGE ": Response payload size (%llu bytes) exceeded maximum "
+             "allowed payload size (%u bytes).", (unsigned long long)size, PROTO_OUTPUT_MAX);
+    return buf;
 }
 
 /* --- launcher.c: the launcher process and the process-tree helpers --- */
