@@ -249,6 +249,7 @@ int proto_outcome_parse(const char *s);              /* -1 if unknown */
 bool proto_valid_name(const char *s);                /* [A-Za-z0-9_.-]{1,128} */
 bool proto_valid_id(const char *s);                  /* [0-9A-Za-z_-]{1,63} */
 bool proto_valid_producer(const char *s);            /* [0-9A-Za-z_]{1,40} */
+bool proto_valid_attr_key(const char *s);            /* a name: [A-Za-z0-9_.-]{1,128} */
 /* The same checks on counted bytes (a msgpack str); a NUL byte is invalid. */
 bool proto_valid_name_len(const char *s, size_t len);
 bool proto_valid_id_len(const char *s, size_t len);

@@ -299,6 +299,16 @@ int exec_rmtree(const char *path);
  * "killed by signal 11 (SIGSEGV)". Returns buf. */
 const char *exec_killed_by(int sig, char buf[static 48]);
 
+/* --- attrs.c: an event's attributes as an exec handler's environment --- */
+
+/* Appends the JSON object of a[0..n) to b (no NUL): every key and value as a
+ * JSON string, in order; bytes that are not UTF-8 become U+FFFD. */
+void attrs_json(wbuf *b, const proto_attr *a, size_t n);
+/* Appends the environment entries of a[0..n) to b (each as put_bytes,
+ * "NAME=value"): HERALD_ATTRS, then HERALD_ATTR_<KEY> for every key whose
+ * folded name no other key shares. Returns how many entries it appended. */
+uint32_t attrs_put_env(wbuf *b, const proto_attr *a, size_t n);
+
 /* --- host.c: a native host --- */
 
 /* Runs a host described by the CH_L_HOST body (b, n) on sock, reporting its

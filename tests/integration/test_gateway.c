@@ -973,3 +973,45 @@ Test(gateway, lambda_invoke_of_an_output_over_6_mib_is_function_response_size_to
         free(out);
     }
 }
+
+/* DESIGN §4: attribute keys are [A-Za-z0-9_.-]{1,128}. An SNS message
+ * attribute name outside that is InvalidParameterValue (400), as AWS answers
+ * a bad name; in a batch only that entry fails; an X-Herald-Attr-* header
+ * whose name is not a key is a 400 too. Nothing of them is stored. */
+Test(gateway, attribute_names_outside_the_key_rule_are_refused)
+{
+    start_all();
+    long before = total_published();
+    const char *names[] = { "has+space", "%C3%A9", "a%2Fb", "x%3Dy" };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char form[600], *body = NULL;
+        snprintf(form, sizeof form,
+                 "Action=Publish&Version=2010-03-31&TopicArn=" ARN "t&Message=m&MessageAttributes.entry.1.Name=%s"
+                 "&MessageAttributes.entry.1.Value.DataType=String&MessageAttributes.entry.1.Value.StringValue=v",
+                 names[i]);
+        int st = curl(&body, "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "--data-binary",
+                      form, url("/"), NULL);
+        cr_assert_eq(st, 400, "name %s: %d %s", names[i], st, body);
+        cr_assert(strstr(body, "<Code>InvalidParameterValue</Code>") && strstr(body, "message attribute name"),
+                  "name %s: %s", names[i], body);
+        free(body);
+    }
+    char *body = NULL;
+    int st = curl(&body, "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "--data-binary",
+                  "Action=PublishBatch&Version=2010-03-31&TopicArn=" ARN "t"
+                  "&PublishBatchRequestEntries.member.1.Id=good&PublishBatchRequestEntries.member.1.Message=a"
+                  "&PublishBatchRequestEntries.member.2.Id=bad&PublishBatchRequestEntries.member.2.Message=b"
+                  "&PublishBatchRequestEntries.member.2.MessageAttributes.entry.1.Name=no+space"
+                  "&PublishBatchRequestEntries.member.2.MessageAttributes.entry.1.Value.DataType=String"
+                  "&PublishBatchRequestEntries.member.2.MessageAttributes.entry.1.Value.StringValue=v",
+                  url("/"), NULL);
+    cr_assert_eq(st, 200, "%d %s", st, body);
+    cr_assert(strstr(body, "<Failed><member><Id>bad</Id><Code>InvalidParameterValue</Code>"), "%s", body);
+    cr_assert(strstr(body, "<Successful><member><Id>good</Id>"), "%s", body);
+    free(body);
+    st = curl(&body, "-X", "POST", "--data-binary", "x", "-H", "X-Herald-Attr-a!b: 1", url("/topics/t"), NULL);
+    cr_assert_eq(st, 400, "X-Herald-Attr-a!b: %d %s", st, body);
+    cr_assert(strstr(body, "invalid attribute key"), "%s", body);
+    free(body);
+    cr_assert_eq(total_published(), before + 1, "only the good batch entry may be stored");
+}
