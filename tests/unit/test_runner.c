@@ -836,6 +836,26 @@ Test(runner, exec_flood_is_capped, .timeout = 60)
     teardown(&f);
 }
 
+Test(runner, native_output_over_the_cap_reports_its_size_and_no_output, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    define_native(&f, "nat", 10000, NULL, 0);
+    submit_str(&f, "nat", 1, "pattern:6291457");
+    submit_str(&f, "nat", 2, "pattern:6291456");
+    wait_results(&f, 2, 20000);
+    const runner_result *r = by_token(&f, 1);
+    cr_assert_eq(r->outcome, OUT_OK, "outcome %d: %s", r->outcome, r->error);
+    cr_assert_eq(r->output_len, 0);
+    cr_assert_str_eq(r->error, "Function.ResponseSizeTooLarge: Response payload size (6291457 bytes) exceeded "
+                               "maximum allowed payload size (6291456 bytes).");
+    r = by_token(&f, 2);
+    cr_assert_eq(r->outcome, OUT_OK);
+    cr_assert_null(r->error);
+    cr_assert_eq(r->output_len, PROTO_OUTPUT_MAX);
+    teardown(&f);
+}
+
 Test(runner, exec_memory_limit, .timeout = 30)
 {
     fixture f;
