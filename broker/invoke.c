@@ -8,7 +8,8 @@
  * and stats. Unknown function, or no connected worker serving it: answered at
  * once. Its deadline bounds queueing plus run; past it the caller hears
  * "timeout" and a late result is dropped (the lease still ends normally, so
- * the slot is accounted for).
+ * the slot is accounted for). An output over 6 MiB fails the invoke
+ * (Function.ResponseSizeTooLarge), never a cut-off success.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,9 @@ void invoke_finish(broker_t *b, delivery_t *d, proto_outcome o, const char *erro
 {
     invocation *inv = d->inv;
     function_t *fn = d->sub->fn;
+    /* An ok attempt with an error text had an output over the cap (PROTOCOL.md
+     * RESULT): a sync invoke fails with it, like Lambda's ResponseSizeTooLarge. */
+    if (o == OUT_OK && error && *error) o = OUT_ERROR;
     delivery_release(b, d);
     count_attempt(fn, o, r);
     if (!inv->answered) {

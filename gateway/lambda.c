@@ -10,7 +10,8 @@
  * account, or a qualifier other than $LATEST, names no function here (404).
  *
  * RequestResponse: herald_invoke (nothing stored, nothing retried): 200 +
- * output; handler failed (or its deadline passed after dispatch) 200 +
+ * output; handler failed (or its deadline passed after dispatch, or its
+ * output was over 6 MiB: errorType Function.ResponseSizeTooLarge) 200 +
  * X-Amz-Function-Error: Unhandled + {"errorMessage","errorType"}; unknown
  * function 404 ResourceNotFoundException; no worker serves it 502
  * ResourceNotReadyException; no free slot in time 429. Event:
@@ -113,6 +114,10 @@ static void request_response(gw_t *g, gw_req *q, const char *fn, gw_resp *r)
     case HERALD_E_HANDLER:
         unhandled = true;
         if (strncmp(why, "timeout after ", 14) == 0) etype = "Sandbox.Timedout";
+        if (strncmp(why, PROTO_RESPONSE_TOO_LARGE ": ", sizeof PROTO_RESPONSE_TOO_LARGE + 1) == 0) {
+            etype = PROTO_RESPONSE_TOO_LARGE;   /* Lambda's type; the message is the rest */
+            why += sizeof PROTO_RESPONSE_TOO_LARGE + 1;
+        }
         break;
     case HERALD_E_UNKNOWN: not_found(g, r, fn); break;
     case HERALD_E_NO_WORKER: lambda_error(r, 502, "ResourceNotReadyException", "%s", why); break;

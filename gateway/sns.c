@@ -12,7 +12,8 @@
  *
  * SNS message attributes become herald attributes: String and Number → their
  * StringValue, String.Array → its JSON text, Binary → its base64 text (as
- * sent). Dedup id: MessageDeduplicationId, else boto3's
+ * sent); a name that is not a herald key ([A-Za-z0-9_.-]{1,128}) is
+ * InvalidParameterValue, as AWS answers a bad attribute name. Dedup id: MessageDeduplicationId, else boto3's
  * amz-sdk-invocation-id header (+ "/" + the entry Id in a batch), made into a
  * herald id (gw_make_id), so a boto3 retry never stores an event twice.
  * Subject, MessageGroupId, CreateTopic's Attributes and Tags are accepted and
@@ -115,6 +116,26 @@ typedef struct {
     size_t n;
 } sns_attrs;
 
+/* Why name is not a herald attribute key, in AWS's words for a bad SNS
+ * attribute name (InvalidParameterValue): the first character outside
+ * A-Z a-z 0-9 _ - . as #xHEX of its code point, or the length. */
+static void bad_name(const char *name, char *msg, size_t msglen)
+{
+    size_t n = strlen(name), i = strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+    if (i == n) {
+        snprintf(msg, msglen, "Message attribute name '%.40s...' is longer than %d characters.", name,
+                 PROTO_ATTR_KEY_MAX);
+        return;
+    }
+    const unsigned char *p = (const unsigned char *)name + i;
+    unsigned cp = p[0];
+    int more = cp >= 0xF0 ? 3 : cp >= 0xE0 ? 2 : cp >= 0xC0 ? 1 : 0;
+    if (more) cp &= 0x3F >> more;
+    for (int k = 1; k <= more && (p[k] & 0xC0) == 0x80; k++) cp = cp << 6 | (p[k] & 0x3F);
+    snprintf(msg, msglen, "Invalid non-alphanumeric character '#x%X' was found in the message attribute name. "
+             "Can only include alphanumeric characters, hyphens, underscores, or dots.", cp);
+}
+
 /* prefix."MessageAttributes.entry.N.…" → attrs. 0, or -1 with code/msg set. */
 static int read_attrs(const form_t *f, const char *prefix, sns_attrs *at, const char **code, char *msg, size_t msglen)
 {
@@ -139,6 +160,10 @@ static int read_attrs(const form_t *f, const char *prefix, sns_attrs *at, const 
         }
         if (!*name || nl != strlen(name)) {
             snprintf(msg, msglen, "The message attribute name must be non-empty text (entry %u).", i);
+            return -1;
+        }
+        if (!proto_valid_attr_key(name)) {   /* herald's key rule: a name (DESIGN §4) */
+            bad_name(name, msg, msglen);
             return -1;
         }
         snprintf(k, sizeof k, "%sMessageAttributes.entry.%u.Value.DataType", prefix, i);

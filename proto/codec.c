@@ -205,12 +205,17 @@ typedef struct {
     size_t key_max, value_max;
     bool no_eq_in_key;      /* environment variables */
     const char *what;       /* "attribute", "variable" */
+    str_kind key_kind;      /* STR_NAME: keys are names */
 } map_rules;
 
+/* PUBLISH: keys are names (PROTOCOL.md §2). DELIVER takes any key, so events
+ * stored before keys were checked are still delivered. */
+static const map_rules pub_attr_rules = {
+    PROTO_MAX_ATTRS, PROTO_ATTR_KEY_MAX, PROTO_ATTR_VALUE_MAX, false, "attribute", STR_NAME};
 static const map_rules attr_rules = {
-    PROTO_MAX_ATTRS, PROTO_ATTR_KEY_MAX, PROTO_ATTR_VALUE_MAX, false, "attribute"};
+    PROTO_MAX_ATTRS, PROTO_ATTR_KEY_MAX, PROTO_ATTR_VALUE_MAX, false, "attribute", STR_ANY};
 /* Environments come from the broker's own config; the caps only bound the work. */
-static const map_rules env_rules = {1024, PROTO_NAME_MAX, PROTO_STR_MAX, true, "variable"};
+static const map_rules env_rules = {1024, PROTO_NAME_MAX, PROTO_STR_MAX, true, "variable", STR_ANY};
 
 /* A map str→str under the rules, no duplicate keys, into an arena array. */
 static int get_strmap(dctx *c, const char *where, const char *field, const msgpack_object *o,
@@ -227,7 +232,7 @@ static int get_strmap(dctx *c, const char *where, const char *field, const msgpa
     for (uint32_t i = 0; i < n; i++) {
         proto_attr x;
         snprintf(label, sizeof label, "%s %s %u key", field, r->what, i);
-        if (get_str(c, where, label, &kv[i].key, 1, r->key_max, STR_ANY, false, &x.key) < 0)
+        if (get_str(c, where, label, &kv[i].key, 1, r->key_max, r->key_kind, false, &x.key) < 0)
             return -1;
         if (r->no_eq_in_key && memchr(kv[i].key.via.str.ptr, '=', kv[i].key.via.str.size))
             return FAIL(c, where, label, "contains '='");
@@ -341,7 +346,7 @@ static int dec_pub(dctx *c, const char *where, const msgpack_object *o, proto_pu
     if (get_array(c, where, "", o, 6, 6, &e, &ne) < 0 ||
         get_uint(c, where, "seq", &e[0], 1, UINT64_MAX, &p->seq) < 0 ||
         get_str(c, where, "topic", &e[1], 0, PROTO_NAME_MAX, STR_NAME_OR_EMPTY, false, &p->topic) < 0 ||
-        get_strmap(c, where, "attrs", &e[2], &attr_rules, &p->attrs, &p->nattrs) < 0 ||
+        get_strmap(c, where, "attrs", &e[2], &pub_attr_rules, &p->attrs, &p->nattrs) < 0 ||
         get_u32(c, where, "delay_ms", &e[3], 0, 900000, &p->delay_ms) < 0 ||
         get_str(c, where, "dedup_id", &e[4], 1, PROTO_ID_MAX, STR_ID, true, &p->dedup_id) < 0 ||
         get_str(c, where, "function", &e[5], 1, PROTO_NAME_MAX, STR_NAME, true, &p->function) < 0)

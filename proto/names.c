@@ -117,6 +117,13 @@ bool proto_valid_id(const char *s)
     return s && proto_valid_id_len(s, strnlen(s, PROTO_ID_MAX + 1));
 }
 
+bool proto_valid_attr_key(const char *s)
+{
+    /* The name rule (DESIGN §4): a key outside it could fold into another
+     * key's HERALD_ATTR_ variable, or not be an environment name at all. */
+    return proto_valid_name(s);
+}
+
 bool proto_valid_producer(const char *s)
 {
     if (!s)

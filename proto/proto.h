@@ -34,6 +34,9 @@
 #define PROTO_MAX_BATCH 1024        /* entries (and so payload frames) in one message */
 #define PROTO_MAX_FRAMES (PROTO_MAX_BATCH + 1)   /* header + payloads */
 #define PROTO_OUTPUT_MAX (6u << 20) /* handler output cap: stdout / set_output */
+/* Lambda's error type, and the start of the RESULT error text of an ok
+ * attempt whose output was over PROTO_OUTPUT_MAX (PROTOCOL.md RESULT) */
+#define PROTO_RESPONSE_TOO_LARGE "Function.ResponseSizeTooLarge"
 #define PROTO_ERROR_TEXT_MAX 4096   /* error text kept per failed attempt */
 /* Added with codec.c: */
 #define PROTO_PRODUCER_MAX 40       /* producer ids: [0-9A-Za-z_], no '-' since ids are "PRODUCER-SEQ" */
@@ -246,6 +249,7 @@ int proto_outcome_parse(const char *s);              /* -1 if unknown */
 bool proto_valid_name(const char *s);                /* [A-Za-z0-9_.-]{1,128} */
 bool proto_valid_id(const char *s);                  /* [0-9A-Za-z_-]{1,63} */
 bool proto_valid_producer(const char *s);            /* [0-9A-Za-z_]{1,40} */
+bool proto_valid_attr_key(const char *s);            /* a name: [A-Za-z0-9_.-]{1,128} */
 /* The same checks on counted bytes (a msgpack str); a NUL byte is invalid. */
 bool proto_valid_name_len(const char *s, size_t len);
 bool proto_valid_id_len(const char *s, size_t len);

@@ -1,8 +1,8 @@
 /* check: what libherald refuses before anything is sent, and how the broker's
  * statuses read to an app.
  *
- * The rules are DESIGN §1 and §5 (names, at most 16 attributes, delay 0–900 s,
- * dedup ids); checking them here gives the caller a precise message at once,
+ * The rules are DESIGN §1, §4 and §5 (names, at most 16 attributes whose keys
+ * are names too, delay 0–900 s, dedup ids); checking them here gives the caller a precise message at once,
  * instead of a whole batch coming back refused. The size limit needs the
  * broker's WELCOME and lives in client.c. Pure functions, no state.
  */
@@ -50,6 +50,11 @@ int hc_check_publish(const char *topic, const char *function, const void *payloa
         if (strlen(k) > PROTO_ATTR_KEY_MAX) {
             snprintf(err, errlen, "attribute key \"%.*s...\" is longer than %d bytes", SHOWN, k,
                      PROTO_ATTR_KEY_MAX);
+            return HERALD_E_INVALID;
+        }
+        if (!proto_valid_attr_key(k)) {
+            snprintf(err, errlen, "invalid attribute key \"%.*s\": keys are 1-128 characters of A-Z a-z 0-9 _ . -",
+                     SHOWN, k);
             return HERALD_E_INVALID;
         }
         if (!v) {

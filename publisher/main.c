@@ -286,6 +286,9 @@ int main(int argc, char **argv)
             if (!eq || eq == optarg) return usage_error("-a wants KEY=VALUE, not '%s'", optarg);
             if (nattrs == MAX_ATTRS) return usage_error("%s", "at most 16 attributes");
             *eq = '\0';
+            if (!valid_name(optarg))   /* keys follow the name rule (DESIGN §4) */
+                return usage_error("invalid attribute key '%s': keys are 1-128 characters of A-Z a-z 0-9 _ . -",
+                                   optarg);
             for (size_t i = 0; i < nattrs; i++)
                 if (strcmp(attrs[i].key, optarg) == 0) return usage_error("attribute '%s' given twice", optarg);
             attrs[nattrs++] = (herald_attr){ optarg, eq + 1 };

@@ -13,7 +13,8 @@
  * the next attempt gets it renamed to its own path (WDIR/(id % 8)/id), so
  * each attempt still has a fresh empty dir of its own, gone from its path
  * before the result. It owns the payload (written without blocking,
- * interleaved with reading), stdout (6 MiB kept, the rest read and dropped),
+ * interleaved with reading), stdout (6 MiB kept, the rest read, counted and
+ * dropped; an ok attempt past 6 MiB reports no output but too_large_text),
  * stderr (last 4 KiB kept) and the deadline (SIGTERM at the timeout, SIGKILL
  * 1 s later). Invariant: exactly one CH_RESULT per attempt, or none when main
  * closed the channel (a cancel, or an idle supervisor's end: it exits). The
@@ -57,13 +58,13 @@ typedef struct {
     volatile int err_no;    /* set by the child when execve fails (shared memory: vfork) */
 } spawn_ctx;
 
-const char *exec_signame(int sig, char buf[static 32])
+const char *exec_killed_by(int sig, char buf[static 48])
 {
     const char *a = sigabbrev_np(sig);
     if (a)
-        snprintf(buf, 32, "SIG%s", a);
+        snprintf(buf, 48, "killed by signal %d (SIG%s)", sig, a);
     else
-        snprintf(buf, 32, "signal %d", sig);
+        snprintf(buf, 48, "killed by signal %d", sig);
     return buf;
 }
 
@@ -714,7 +715,7 @@ static bool run_one(sup *s, const char *b, uint32_t n)
     int64_t d = end_us - t0;
     uint32_t dur = d < 0 ? 0 : d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
     char *etext = stderr_text(&cap);
-    char buf[96], sn[32];
+    char buf[96];
     proto_outcome o;
     if (timed_out) {
         o = OUT_TIMEOUT;
@@ -742,16 +743,19 @@ static bool run_one(sup *s, const char *b, uint32_t n)
     } else {
         o = OUT_CRASHED;
         if (!etext) {
-            snprintf(buf, sizeof buf, "killed by signal %s", exec_signame(si.si_status, sn));
-            etext = strdup(buf);
+            etext = strdup(exec_killed_by(si.si_status, buf));
         }
     }
-    if (cap.out_dropped)
+    char big[160];
+    const char *okerr = NULL;   /* an ok attempt's note: its output is over the cap */
+    if (cap.out_dropped) {
         LOG_DEBUG("supervisor: attempt %llu: %llu stdout bytes past the cap dropped",
                   (unsigned long long)id, (unsigned long long)cap.out_dropped);
+        okerr = too_large_text(big, cap.outlen + cap.out_dropped);
+    }
     report(s->rep, clean ? SUP_STAYS : 0, o, started_ms, dur,
-           o == OUT_OK ? NULL : (etext ? etext : "handler failed"),
-           o == OUT_OK ? cap.out : NULL, o == OUT_OK ? cap.outlen : 0);
+           o == OUT_OK ? okerr : (etext ? etext : "handler failed"),
+           o == OUT_OK && !okerr ? cap.out : NULL, o == OUT_OK && !okerr ? cap.outlen : 0);
     free(etext);
     free(cap.out);
     request_free(&q);

@@ -14,7 +14,8 @@
  * timerfd that the main thread arms when it starts holding and disarms when
  * it sends: a batch that ends in time costs two syscalls and wakes nobody.
  * EOF from main: herald_fini, exit 0. State: the read buffer, the held results (shared with the flusher,
- * under its mutex) and the current response (output ≤ 6 MiB, error ≤ 4 KiB).
+ * under its mutex) and the current response (output ≤ 6 MiB, error ≤ 4 KiB;
+ * a larger set_output keeps only its size, for too_large_text).
  * The flusher blocks every signal and has a small stack (RLIMIT_DATA counts
  * thread stacks); the handler runs on the main thread. stdout goes to stderr,
  * stdin is /dev/null. RLIMIT_DATA is skipped, with a warning, only when the
@@ -44,14 +45,21 @@ typedef struct {
     herald_response pub;    /* what the handler sees; must stay first */
     char *out;              /* set_output copy, ≤ PROTO_OUTPUT_MAX */
     size_t outlen;
+    size_t over;            /* the last set_output's size when over the cap (then out is NULL); 0: none */
     char *err;              /* set_error copy (last PROTO_ERROR_TEXT_MAX bytes); NULL: none */
 } response;
 
 static void set_output(herald_response *hr, const void *data, size_t len)
 {
     response *r = (response *)hr;
-    if (len > PROTO_OUTPUT_MAX)
-        len = PROTO_OUTPUT_MAX;   /* the cap: the rest is dropped */
+    r->over = 0;
+    if (len > PROTO_OUTPUT_MAX) {   /* the cap: nothing is kept, the size is reported */
+        free(r->out);
+        r->out = NULL;
+        r->outlen = 0;
+        r->over = len;
+        return;
+    }
     char *p = len ? malloc(len) : NULL;
     if (len && !p)
         return;
@@ -148,10 +156,12 @@ static int run_job(wbuf *out, host_slot *slot, uint64_t count, herald_handler_fn
 
     proto_outcome o;
     const char *error = NULL;
-    char buf[64];
+    char buf[160];
     switch (rc) {
     case HERALD_OK:
         o = OUT_OK;
+        if (resp.over)
+            error = too_large_text(buf, resp.over);
         break;
     case HERALD_REJECT:
         o = OUT_REJECTED;

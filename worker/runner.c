@@ -619,7 +619,7 @@ static void host_exited(runner_t *r, host *h, int status)
     else if (status == HOST_LAUNCHER_GONE)
         snprintf(why, sizeof why, "the runner's launcher died");
     else if (WIFSIGNALED(status))
-        snprintf(why, sizeof why, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+        exec_killed_by(WTERMSIG(status), why);
     else
         snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(status));
     if (!was_ready && status >= 0 && h->gen == f->gen && !f->refused) {
@@ -673,7 +673,7 @@ static void host_exited(runner_t *r, host *h, int status)
         } else {
             o = OUT_CRASHED;
             if (status >= 0 && WIFSIGNALED(status))
-                snprintf(text, sizeof text, "handler crashed: %s", why);
+                snprintf(text, sizeof text, "%s", why);   /* the same words as an exec handler's */
             else
                 snprintf(text, sizeof text, "handler ended its host: %s", why);
         }
@@ -1285,25 +1285,6 @@ static fn *fn_find(runner_t *r, const char *name)
     return NULL;
 }
 
-/* HERALD_ATTR_<KEY>: upper-cased, anything but [A-Z0-9_] → '_'. */
-static void put_attr_env(wbuf *b, const proto_attr *a)
-{
-    size_t kl = strlen(a->key), vl = strlen(a->value);
-    put_u32(b, (uint32_t)(12 + kl + 1 + vl));
-    wbuf_put(b, "HERALD_ATTR_", 12);
-    for (size_t i = 0; i < kl; i++) {
-        char c = a->key[i];
-        if (c >= 'a' && c <= 'z')
-            c = (char)(c - 'a' + 'A');
-        else if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
-            c = '_';
-        put_u8(b, (uint8_t)c);
-    }
-    put_u8(b, '=');
-    wbuf_put(b, a->value, vl);
-    put_u8(b, 0);
-}
-
 static void put_kv(wbuf *b, const char *k, const char *v)
 {
     size_t kl = strlen(k), vl = strlen(v);
@@ -1357,7 +1338,8 @@ static int submit_exec(runner_t *r, fn *f, const runner_job *j)
     for (uint32_t i = 0; i < f->def.nexec; i++)
         put_str(&b, f->argv[i]);
     put_str(&b, f->library);
-    put_u32(&b, f->def.nenv + 5 + (uint32_t)j->nattrs);
+    size_t count_at = b.len;   /* the count of entries: filled in once the attributes are in */
+    put_u32(&b, 0);
     for (uint32_t i = 0; i < f->def.nenv; i++)
         put_kv(&b, f->def.env[i].key, f->def.env[i].value);
     char n1[16], n2[16];
@@ -1368,8 +1350,9 @@ static int submit_exec(runner_t *r, fn *f, const runner_job *j)
     put_kv(&b, "HERALD_MESSAGE_ID", j->message_id ? j->message_id : "");
     put_kv(&b, "HERALD_ATTEMPT", n1);
     put_kv(&b, "HERALD_MAX_ATTEMPTS", n2);
-    for (size_t i = 0; i < j->nattrs; i++)
-        put_attr_env(&b, &j->attrs[i]);
+    uint32_t nenv = f->def.nenv + 5 + attrs_put_env(&b, j->attrs, j->nattrs);
+    if (!b.failed)
+        memcpy(b.p + count_at, &nenv, 4);
     put_bytes(&b, j->payload, j->payload_len);
     if (msg_end(&b, at) < 0) {
         LOG_ERROR("runner: submit %s: out of memory", f->def.name);

@@ -61,7 +61,8 @@ typedef struct {
     proto_outcome outcome;      /* OUT_OK … OUT_CRASHED, or OUT_RETURNED (never started) */
     int64_t started_ms;         /* Unix ms when the handler started (0 if never) */
     uint32_t duration_us;
-    const char *error;          /* NULL when OK; borrowed for the callback's duration */
+    const char *error;          /* NULL when OK (but an OK output over the cap: then it says so, and
+                                   the output is empty); borrowed for the callback's duration */
     const void *output; size_t output_len;   /* borrowed for the callback's duration */
 } runner_result;
 

@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -259,6 +260,16 @@ static inline bool result_get(const char *body, uint32_t n, runner_result *res)
     return !d.bad && o < OUT_COUNT;
 }
 
+/* The error text of an ok attempt whose output (size bytes) is over the cap:
+ * it goes with an empty output, and the broker fails a sync invoke with it
+ * (an event's output is discarded, so the event succeeds). Returns buf. */
+static inline const char *too_large_text(char buf[static 160], uint64_t size)
+{
+    snprintf(buf, 160, PROTO_RESPONSE_TOO_LARGE ": Response payload size (%llu bytes) exceeded maximum "
+             "allowed payload size (%u bytes).", (unsigned long long)size, PROTO_OUTPUT_MAX);
+    return buf;
+}
+
 /* --- launcher.c: the launcher process and the process-tree helpers --- */
 
 /* Body of the launcher (never returns). sock: its end of the main channel;
@@ -284,8 +295,19 @@ void launcher_close_from(int from);
 __attribute__((noreturn)) void exec_supervise(int report, const char *wdir, const char *b, uint32_t n);
 /* Removes a directory tree without following symlinks. 0 or -1 (errno). */
 int exec_rmtree(const char *path);
-/* The last path element of a signal's abbreviation, e.g. "SIGSEGV". */
-const char *exec_signame(int sig, char buf[static 32]);
+/* What a handler killed by sig died of, one wording for exec and native:
+ * "killed by signal 11 (SIGSEGV)". Returns buf. */
+const char *exec_killed_by(int sig, char buf[static 48]);
+
+/* --- attrs.c: an event's attributes as an exec handler's environment --- */
+
+/* Appends the JSON object of a[0..n) to b (no NUL): every key and value as a
+ * JSON string, in order; bytes that are not UTF-8 become U+FFFD. */
+void attrs_json(wbuf *b, const proto_attr *a, size_t n);
+/* Appends the environment entries of a[0..n) to b (each as put_bytes,
+ * "NAME=value"): HERALD_ATTRS, then HERALD_ATTR_<KEY> for every key whose
+ * folded name no other key shares. Returns how many entries it appended. */
+uint32_t attrs_put_env(wbuf *b, const proto_attr *a, size_t n);
 
 /* --- host.c: a native host --- */
 

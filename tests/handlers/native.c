@@ -5,7 +5,9 @@
  * host at the deadline), "block-alarm" blocks SIGALRM first (which must make
  * no difference: no alarm is involved), "retry" / "retry-plain" / "reject" return those codes (with and
  * without set_error), "exit" calls _exit(3), "pid" outputs the host's pid,
- * "env:NAME" outputs the host's $NAME; anything else is echoed as the output.
+ * "env:NAME" outputs the host's $NAME, "pattern:N" outputs N bytes, byte i
+ * being (i * 31 + i / 256) mod 256 (as tests/handlers/ctl_pattern.sh); anything
+ * else is echoed as the output.
  * The environment steers the library itself: NATIVE_INIT_FAIL makes
  * herald_init fail; NATIVE_PID_FILE receives the host's pid before a "sleep".
  */
@@ -81,6 +83,21 @@ int handle(const herald_event *ev, herald_response *res)
         name[n] = '\0';
         const char *v = getenv(name);
         res->set_output(res, v ? v : "", v ? strlen(v) : 0);
+        return HERALD_OK;
+    }
+    if (ev->payload_len > 8 && memcmp(ev->payload, "pattern:", 8) == 0) {
+        char num[24];
+        size_t n = ev->payload_len - 8 < sizeof num - 1 ? ev->payload_len - 8 : sizeof num - 1;
+        memcpy(num, (const char *)ev->payload + 8, n);
+        num[n] = '\0';
+        size_t len = strtoul(num, NULL, 10);
+        unsigned char *p = malloc(len ? len : 1);
+        if (!p)
+            return HERALD_RETRY;
+        for (size_t i = 0; i < len; i++)
+            p[i] = (unsigned char)((i * 31 + (i >> 8)) & 255);
+        res->set_output(res, p, len);
+        free(p);
         return HERALD_OK;
     }
     res->set_output(res, ev->payload, ev->payload_len);

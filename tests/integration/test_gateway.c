@@ -895,3 +895,123 @@ Test(gateway, curve_gateway_key_in_publishers_and_admins_publishes_and_reads_sta
     cr_assert_eq(sample(m, "herald_topic_published_total{topic=\"bulk\"}"), 1, "%s", m);
     free(m);
 }
+
+/* A whole file as bytes (h_read stops at a NUL); *len its size. */
+static unsigned char *read_binary(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
+    size_t cap = 1 << 20, n = 0, k;
+    unsigned char *b = malloc(cap);
+    while ((k = fread(b + n, 1, cap - n, f)) > 0)
+        if ((n += k) == cap) b = realloc(b, cap *= 2);
+    fclose(f);
+    *len = n;
+    return b;
+}
+
+/* DESIGN §4/§10: a sync invoke whose output is over 6 MiB is a function error,
+ * as Lambda answers it: 200 + X-Amz-Function-Error: Unhandled + a body
+ * {"errorType":"Function.ResponseSizeTooLarge","errorMessage":…} saying the
+ * size and the cap (the native route: 502); never a cut-off 200. Exactly
+ * 6 MiB comes back byte for byte. Exec (stdout) and native (set_output). */
+Test(gateway, lambda_invoke_of_an_output_over_6_mib_is_function_response_size_too_large, .timeout = 180)
+{
+    char body[2048];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"six\"; exec = [\"tests/handlers/ctl_pattern.sh\"];"
+             " env = { PATTERN_BYTES = \"6291456\"; }; },\n"
+             "  { name = \"over\"; exec = [\"tests/handlers/ctl_pattern.sh\"]; env = { PATTERN_BYTES = \"6291457\"; }; },\n"
+             "  { name = \"nat\"; native = { library = \"build/tests/handlers/libnative.so\"; symbol = \"handle\"; }; } );\n"
+             "topics = ( { name = \"t\"; } );\n"
+             "gateway = { listen = \"127.0.0.1:0\"; broker = \"%s\"; admin = \"%s\"; };\n",
+             env.pub, env.adm);
+    h_config(&env, "os", body);
+    h_broker(&env);
+    h_worker(&env, NULL, 2);
+    h_start(&env, "gateway", "bin/herald-gateway", "-c", env.cfg, NULL);
+    cr_assert(h_wait(gateway_listening, NULL, 10000), "the gateway did not say where it listens");
+
+    const char *ok[][2] = { { "six", "{}" }, { "nat", "pattern:6291456" } };
+    for (int k = 0; k < 2; k++) {
+        char path[200], *hdr;
+        snprintf(path, sizeof path, "/2015-03-31/functions/%s/invocations", ok[k][0]);
+        char *out = NULL;
+        int st = curl(&out, "-D", h_path(&env, "ok.hdr"), "-o", h_path(&env, "ok.out"), "-X", "POST", "--data-binary",
+                      ok[k][1], url(path), NULL);
+        cr_assert_eq(st, 200, "%s: %d", ok[k][0], st);
+        free(out);
+        hdr = h_read(h_path(&env, "ok.hdr"), NULL);
+        cr_assert(!strcasestr(hdr, "X-Amz-Function-Error"), "%s: exactly 6 MiB is an error: %s", ok[k][0], hdr);
+        free(hdr);
+        size_t n;
+        unsigned char *got = read_binary(h_path(&env, "ok.out"), &n);
+        cr_assert_eq(n, (size_t)6 << 20, "%s: %zu bytes came back, the handler wrote exactly 6 MiB", ok[k][0], n);
+        for (size_t i = 0; i < n; i++)
+            if (got[i] != (unsigned char)((i * 31 + (i >> 8)) & 255))
+                cr_assert_fail("%s: byte %zu differs from what the handler wrote", ok[k][0], i);
+        free(got);
+    }
+
+    const char *big[][2] = { { "over", "{}" }, { "nat", "pattern:6291457" } };
+    for (int k = 0; k < 2; k++) {
+        char path[200], *out = NULL;
+        snprintf(path, sizeof path, "/2015-03-31/functions/%s/invocations", big[k][0]);
+        int st = curl(&out, "-D", h_path(&env, "big.hdr"), "-X", "POST", "--data-binary", big[k][1], url(path), NULL);
+        char *hdr = h_read(h_path(&env, "big.hdr"), NULL);
+        cr_assert_eq(st, 200, "%s: %d %s", big[k][0], st, hdr);
+        cr_assert(strcasestr(hdr, "X-Amz-Function-Error: Unhandled"), "%s: no function error: %s", big[k][0], hdr);
+        cr_assert_str_eq(out, "{\"errorMessage\":\"Response payload size (6291457 bytes) exceeded maximum allowed "
+                              "payload size (6291456 bytes).\",\"errorType\":\"Function.ResponseSizeTooLarge\"}",
+                         "%s", big[k][0]);
+        free(hdr);
+        free(out);
+        snprintf(path, sizeof path, "/functions/%s/invoke", big[k][0]);
+        st = curl(&out, "-X", "POST", "--data-binary", big[k][1], url(path), NULL);
+        cr_assert(st == 502 && strstr(out, "Function.ResponseSizeTooLarge") && strlen(out) < 300,
+                  "native route, %s: %d %.300s", big[k][0], st, out);
+        free(out);
+    }
+}
+
+/* DESIGN §4: attribute keys are [A-Za-z0-9_.-]{1,128}. An SNS message
+ * attribute name outside that is InvalidParameterValue (400), as AWS answers
+ * a bad name; in a batch only that entry fails; an X-Herald-Attr-* header
+ * whose name is not a key is a 400 too. Nothing of them is stored. */
+Test(gateway, attribute_names_outside_the_key_rule_are_refused)
+{
+    start_all();
+    long before = total_published();
+    const char *names[] = { "has+space", "%C3%A9", "a%2Fb", "x%3Dy" };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char form[600], *body = NULL;
+        snprintf(form, sizeof form,
+                 "Action=Publish&Version=2010-03-31&TopicArn=" ARN "t&Message=m&MessageAttributes.entry.1.Name=%s"
+                 "&MessageAttributes.entry.1.Value.DataType=String&MessageAttributes.entry.1.Value.StringValue=v",
+                 names[i]);
+        int st = curl(&body, "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "--data-binary",
+                      form, url("/"), NULL);
+        cr_assert_eq(st, 400, "name %s: %d %s", names[i], st, body);
+        cr_assert(strstr(body, "<Code>InvalidParameterValue</Code>") && strstr(body, "message attribute name"),
+                  "name %s: %s", names[i], body);
+        free(body);
+    }
+    char *body = NULL;
+    int st = curl(&body, "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "--data-binary",
+                  "Action=PublishBatch&Version=2010-03-31&TopicArn=" ARN "t"
+                  "&PublishBatchRequestEntries.member.1.Id=good&PublishBatchRequestEntries.member.1.Message=a"
+                  "&PublishBatchRequestEntries.member.2.Id=bad&PublishBatchRequestEntries.member.2.Message=b"
+                  "&PublishBatchRequestEntries.member.2.MessageAttributes.entry.1.Name=no+space"
+                  "&PublishBatchRequestEntries.member.2.MessageAttributes.entry.1.Value.DataType=String"
+                  "&PublishBatchRequestEntries.member.2.MessageAttributes.entry.1.Value.StringValue=v",
+                  url("/"), NULL);
+    cr_assert_eq(st, 200, "%d %s", st, body);
+    cr_assert(strstr(body, "<Failed><member><Id>bad</Id><Code>InvalidParameterValue</Code>"), "%s", body);
+    cr_assert(strstr(body, "<Successful><member><Id>good</Id>"), "%s", body);
+    free(body);
+    st = curl(&body, "-X", "POST", "--data-binary", "x", "-H", "X-Herald-Attr-a!b: 1", url("/topics/t"), NULL);
+    cr_assert_eq(st, 400, "X-Herald-Attr-a!b: %d %s", st, body);
+    cr_assert(strstr(body, "invalid attribute key"), "%s", body);
+    free(body);
+    cr_assert_eq(total_published(), before + 1, "only the good batch entry may be stored");
+}

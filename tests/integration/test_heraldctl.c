@@ -1594,6 +1594,69 @@ Test(heraldctl, invoke_prints_the_handler_output_byte_for_byte_including_1_mib)
     free(e);
 }
 
+/* DESIGN §4: output is capped at 6 MiB; a sync invoke whose output is larger
+ * fails with Function.ResponseSizeTooLarge (exit 1, the size and the cap on
+ * stderr) instead of a cut-off success, for exec (stdout) and native
+ * (set_output) alike; exactly 6 MiB still comes back byte for byte. An async
+ * invoke's output is discarded, so the same handler run as an event succeeds. */
+Test(heraldctl, invoke_of_an_output_over_6_mib_fails_with_function_response_size_too_large, .timeout = 180)
+{
+    h_config(&env, "os",
+             "functions = ( { name = \"six\"; exec = [\"tests/handlers/ctl_pattern.sh\"];"
+             " env = { PATTERN_BYTES = \"6291456\"; }; },\n"
+             "  { name = \"over\"; exec = [\"tests/handlers/ctl_pattern.sh\"]; env = { PATTERN_BYTES = \"6291457\"; };"
+             " max_attempts = 1; },\n"
+             "  { name = \"nat\"; native = { library = \"build/tests/handlers/libnative.so\"; symbol = \"handle\"; };"
+             " max_attempts = 1; } );\n"
+             "topics = ( { name = \"t\"; } );\n");
+    h_broker(&env);
+    h_worker(&env, NULL, 2);
+    wait_workers(1);
+    const size_t cap = (size_t)6 << 20;
+
+    const char *fns[][2] = { { "six", NULL }, { "nat", "pattern:6291456" } };
+    for (int k = 0; k < 2; k++) {
+        char o[64], e[64];
+        snprintf(o, sizeof o, "six%d.out", k);
+        snprintf(e, sizeof e, "six%d.err", k);
+        char *argv[] = { NULL, "--broker", env.adm, "invoke", (char *)fns[k][0], (char *)fns[k][1], NULL };
+        int rc = run_files(NULL, h_path(&env, o), h_path(&env, e), argv);
+        cr_assert_eq(rc, 0, "invoke %s (exactly 6 MiB): exit %d: %s", fns[k][0], rc, h_read(h_path(&env, e), NULL));
+        size_t n;
+        unsigned char *got = read_bytes(h_path(&env, o), &n);
+        cr_assert_eq(n, cap, "invoke %s printed %zu bytes, the handler wrote exactly 6 MiB", fns[k][0], n);
+        for (size_t i = 0; i < n; i++)
+            if (got[i] != pattern_byte(i))
+                cr_assert_fail("invoke %s: byte %zu is 0x%02x, the handler wrote 0x%02x", fns[k][0], i, got[i],
+                               pattern_byte(i));
+        free(got);
+    }
+
+    const char *over[][2] = { { "over", NULL }, { "nat", "pattern:6291457" } };
+    for (int k = 0; k < 2; k++) {
+        char *out = NULL, *err = NULL;
+        int rc = over[k][1] ? CTL(&out, &err, "invoke", over[k][0], over[k][1]) : CTL(&out, &err, "invoke", over[k][0]);
+        cr_assert_eq(rc, 1, "invoke %s (6 MiB + 1 byte): exit %d, stdout %zu bytes: %s", over[k][0], rc, strlen(out),
+                     err);
+        cr_assert_str_eq(out, "", "a too large output was printed in part");
+        cr_assert(strstr(err, "Function.ResponseSizeTooLarge") && strstr(err, "6291457") && strstr(err, "6291456"),
+                  "invoke %s: stderr does not say the output's size and the cap: %s", over[k][0], err);
+        cr_assert_eq(strchr(err, '\n'), err + strlen(err) - 1, "not one line: %s", err);
+        free(out);
+        free(err);
+    }
+    cr_assert_eq(h_fn_stat(&env, "over", "errors"), 1);
+
+    /* as an event (async invoke) the output is discarded: success, no retry, no dead letter */
+    setenv("HERALD_BROKER", env.pub, 1);
+    cr_assert_eq(CTL(NULL, NULL, "invoke", "--async", "over"), 0);
+    unsetenv("HERALD_BROKER");
+    h_wait_sub(&env, "", "over", "succeeded", 1, 30000);
+    h_assert_sub(&env, "", "over", "failed", 0);
+    h_assert_sub(&env, "", "over", "dead", 0);
+    cr_assert_eq(h_fn_stat(&env, "over", "errors"), 1, "the event counted as an error");
+}
+
 Test(heraldctl, invoke_of_a_failing_handler_exits_1_with_its_error_on_stderr)
 {
     h_config(&env, "os",

@@ -890,6 +890,43 @@ Test(hostile, unknown_topic_is_a_confirm_entry_and_an_invalid_topic_name_is_an_e
     assert_alive("unknown and invalid topics");
 }
 
+/* PROTOCOL.md §2 Attributes: keys are names ([A-Za-z0-9_.-]{1,128}), so a raw
+ * client cannot store one that libherald would refuse: the PUBLISH is
+ * malformed (ERROR status 1 naming the entry and the key), nothing of it is
+ * stored, and the broker keeps serving. */
+Test(hostile, an_attribute_key_outside_the_name_rule_is_an_error_and_nothing_is_stored)
+{
+    start_broker();
+    void *s = dealer(env.pub);
+    expect_welcome(s, "publish", "HELLO");
+    long p0 = published("t");
+    const char *bad[] = { "has space", "\xc3\xa9", "a/b", "k\n", "x=y" };
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        proto_attr attrs[2] = { { .key = "ok", .value = "v" }, { .key = (char *)bad[i], .value = "v" } };
+        proto_pub pubs[2] = { { .seq = 10 + 2 * i, .topic = "t" },
+                              { .seq = 11 + 2 * i, .topic = "t", .attrs = attrs, .nattrs = 2 } };
+        proto_publish p = { .producer = "hostile_k", .pubs = pubs, .npubs = 2 };
+        msgpack_sbuffer_clear(&sb);
+        cr_assert_eq(proto_encode_publish(&sb, &p), 0);
+        fr f[3] = { { sb.data, sb.size }, { "a", 1 }, { "b", 1 } };
+        send_frames(s, f, 3);
+        reply r = get_reply(s, REPLY_MS);
+        cr_assert(r.got && r.ok, "no decodable reply to attribute key #%zu%s", i, broker_state());
+        cr_assert_eq(r.m.type, MSG_ERROR, "attribute key #%zu: got %s, expected ERROR", i, proto_type_name(r.m.type));
+        cr_assert_eq(r.m.u.error.status, PROTO_E_MALFORMED, "key #%zu: status %u: %s", i, r.m.u.error.status,
+                     r.m.u.error.text);
+        cr_assert(strstr(r.m.u.error.text, "entry 1") && strstr(r.m.u.error.text, "attribute 1 key"),
+                  "key #%zu: the error does not say which: %s", i, r.m.u.error.text);
+        proto_msg_clear(&r.m);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    cr_assert_eq(published("t"), p0, "a PUBLISH with a bad attribute key was stored in part");
+    sock_close(s);
+    assert_alive("attribute keys outside the name rule");
+}
+
 /* PROTOCOL.md §5: a refused message that was itself an ERROR (or, where the
  * endpoint does not take it, a HEARTBEAT) is dropped, never answered — two
  * peers must not bounce ERRORs at each other. The next reply on the same

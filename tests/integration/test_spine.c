@@ -153,6 +153,91 @@ Test(spine, filtered_subscription_gets_exactly_the_matching_events)
     cr_assert_eq(h_count_lines(h_path(&env, "all.txt")), (size_t)total);
 }
 
+/* ---- attributes in the handler's environment (DESIGN §4) ---------------------- */
+
+static bool file_exists(void *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+/* A NUL-separated environment dump: the value of NAME, or NULL (static copy). */
+static const char *dumped(const char *env_text, size_t len, const char *name)
+{
+    static char val[4096];
+    size_t nl = strlen(name);
+    for (const char *p = env_text; p < env_text + len; p += strlen(p) + 1)
+        if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            snprintf(val, sizeof val, "%s", p + nl + 1);
+            return val;
+        }
+    return NULL;
+}
+
+/* Keys that fold to one HERALD_ATTR_ name (region/REGION, x-y/x_y) are left
+ * out of those variables, all of them; HERALD_ATTRS holds every attribute
+ * exactly, as JSON; the filter saw the exact key "region". */
+Test(spine, colliding_attribute_keys_are_in_herald_attrs_only)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"dump\"; exec = [\"tests/handlers/env_dump.sh\"]; env = { DUMP_DIR = \"%s\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"dump\"; filter = { region = [\"eu\"]; }; } ); } );\n",
+             env.dir);
+    h_config(&env, "os", body);
+    h_broker(&env);
+    h_worker(&env, NULL, 2);
+    char *out = NULL, *err = NULL;
+    int rc = h_run(&env, NULL, &out, &err, "bin/herald-publish", "--broker", env.pub, "t", "p", "-a", "region=eu", "-a",
+                   "REGION=us", "-a", "x-y=1", "-a", "x_y=2", "-a", "a.b=dot",
+                   "-a", "q=say \"hi\" \\ tab\there\nnew line \x01 \xc3\xa9", NULL);
+    cr_assert_eq(rc, 0, "herald-publish: %s", err);
+    out[strcspn(out, "\n")] = 0;
+    char path[400];
+    snprintf(path, sizeof path, "%s/%s.env", env.dir, out);
+    cr_assert(h_wait(file_exists, path, 20000), "the handler never ran for %s (the filter on region=eu?)", out);
+    size_t len = 0;
+    FILE *f = fopen(path, "rb");
+    char *text = calloc(1, 1 << 16);
+    len = fread(text, 1, (1 << 16) - 1, f);
+    fclose(f);
+    const char *attrs = dumped(text, len, "HERALD_ATTRS");
+    cr_assert_not_null(attrs, "no HERALD_ATTRS");
+    cr_assert_str_eq(attrs, "{\"region\":\"eu\",\"REGION\":\"us\",\"x-y\":\"1\",\"x_y\":\"2\",\"a.b\":\"dot\","
+                            "\"q\":\"say \\\"hi\\\" \\\\ tab\\there\\nnew line \\u0001 \xc3\xa9\"}");
+    cr_assert_null(dumped(text, len, "HERALD_ATTR_REGION"), "HERALD_ATTR_REGION=%s", dumped(text, len, "HERALD_ATTR_REGION"));
+    cr_assert_null(dumped(text, len, "HERALD_ATTR_X_Y"), "HERALD_ATTR_X_Y=%s", dumped(text, len, "HERALD_ATTR_X_Y"));
+    cr_assert_str_eq(dumped(text, len, "HERALD_ATTR_A_B"), "dot");
+    cr_assert_str_eq(dumped(text, len, "HERALD_ATTR_Q"), "say \"hi\" \\ tab\there\nnew line \x01 \xc3\xa9");
+    free(text);
+    free(out);
+    free(err);
+}
+
+/* Keys outside [A-Za-z0-9_.-]{1,128} are refused before anything is sent: a
+ * one-line error and exit 2, nothing published. */
+Test(spine, herald_publish_refuses_an_attribute_key_outside_the_name_rule)
+{
+    h_config(&env, "os", "topics = ( { name = \"t\"; } );\n");
+    h_broker(&env);
+    char long_key[140];
+    memset(long_key, 'k', 129);
+    strcpy(long_key + 129, "=v");
+    const char *bad[] = { "has space=v", "\xc3\xa9=v", "a/b=v", "tab\there=v", long_key };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *out = NULL, *err = NULL;
+        int rc = h_run(&env, NULL, &out, &err, "bin/herald-publish", "--broker", env.pub, "t", "p", "-a", bad[i], NULL);
+        cr_assert_eq(rc, 2, "-a '%s': exit %d", bad[i], rc);
+        cr_assert_str_eq(out, "");
+        cr_assert(strncmp(err, "herald-publish: invalid attribute key", 37) == 0 && strstr(err, "A-Z a-z 0-9 _ . -"),
+                  "-a '%s': %s", bad[i], err);
+        free(out);
+        free(err);
+    }
+    char *st = h_stats(&env);
+    cr_assert(strstr(st, "{\"name\":\"t\",\"published\":0}"), "%s", st);
+    free(st);
+}
+
 static bool two_workers(void *arg)
 {
     char *st = h_stats(arg);

@@ -443,6 +443,11 @@ Test(client, invalid_arguments_refused_locally)
         { "t", { .delay = 901 }, "outside 0-900" },
         { "t", { .delay = -1 }, "outside 0-900" },
         { "t", { .dedup_id = "has space" }, "invalid dedup id" },
+        /* keys are names (DESIGN §4): anything else would fold into another's env var */
+        { "t", { .attrs = (herald_attr[]){ { "has space", "v" } }, .nattrs = 1 }, "invalid attribute key \"has space\"" },
+        { "t", { .attrs = (herald_attr[]){ { "\xc3\xa9", "v" } }, .nattrs = 1 }, "invalid attribute key" },
+        { "t", { .attrs = (herald_attr[]){ { "a/b", "v" } }, .nattrs = 1 }, "A-Z a-z 0-9 _ . -" },
+        { "t", { .attrs = (herald_attr[]){ { "ok", "v" }, { "k\n", "v" } }, .nattrs = 2 }, "invalid attribute key" },
     };
     char longname[130], longval[1100];
     memset(longname, 'a', 129), longname[129] = '\0';
@@ -461,8 +466,8 @@ Test(client, invalid_arguments_refused_locally)
     /* The limits themselves are fine. */
     longname[128] = '\0';
     longval[1024] = '\0';
-    herald_attr ok[] = { { longname, longval } };
-    herald_publish_opts ook = { .attrs = ok, .nattrs = 1, .delay = 900, .dedup_id = "abc_-9" };
+    herald_attr ok[] = { { longname, longval }, { "A.b-c_9", "any \"value\"\n\x01 \xc3\xa9" } };
+    herald_publish_opts ook = { .attrs = ok, .nattrs = 2, .delay = 900, .dedup_id = "abc_-9" };
     cr_assert_eq(herald_publish(c, longname, "x", 1, &ook, NULL), 0, "%s", herald_last_error(c));
     herald_close(&c);
     fb_stop(&fb);

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../worker/runner.h"
+#include "../../worker/runner_int.h"
 
 #define MAXRES 4096
 
@@ -305,7 +305,7 @@ Test(runner, exec_env_cwd_exact, .timeout = 30)
     char *out = strdup(r->output), *save = NULL;
     char *cwd = NULL;
     int lines = 0, envs = 0;
-    bool seen[14] = { 0 };
+    bool seen[15] = { 0 };
     for (char *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save), lines++) {
         if (lines == 0) {
             cr_assert(!strncmp(l, "cwd=", 4));
@@ -319,16 +319,17 @@ Test(runner, exec_env_cwd_exact, .timeout = 30)
         }
         envs++;
         char want[600];
-        const char *expect[13][2] = {
+        const char *expect[14][2] = {
             { "PATH", getenv("PATH") }, { "LANG", "C.UTF-8" }, { "TZ", "UTC" },
             { "HOME", cwd }, { "TMPDIR", cwd }, { "FOO", "bar baz" },
             { "HERALD_FUNCTION", "envfn" }, { "HERALD_TOPIC", "uploads" },
             { "HERALD_MESSAGE_ID", "abc-1" }, { "HERALD_ATTEMPT", "2" },
             { "HERALD_MAX_ATTEMPTS", "5" }, { "HERALD_ATTR_CONTENT_TYPE", "text/plain" },
             { "HERALD_ATTR_X_Y", "1" },
+            { "HERALD_ATTRS", "{\"content-type\":\"text/plain\",\"x.y\":\"1\"}" },
         };
         bool ok = false;
-        for (int i = 0; i < 13 && !ok; i++) {
+        for (int i = 0; i < 14 && !ok; i++) {
             snprintf(want, sizeof want, "%s=%s", expect[i][0], expect[i][1]);
             if (!strcmp(l, want)) {
                 cr_assert(!seen[i], "twice: %s", l);
@@ -339,12 +340,12 @@ Test(runner, exec_env_cwd_exact, .timeout = 30)
             long long dl = atoll(l + 16);
             cr_assert(dl >= r->started_ms + 10000 - 5 && dl <= r->started_ms + 10000 + 1000,
                       "deadline %lld vs start %lld", dl, (long long)r->started_ms);
-            cr_assert(!seen[13]);
-            seen[13] = ok = true;
+            cr_assert(!seen[14]);
+            seen[14] = ok = true;
         }
         cr_assert(ok, "unexpected environment entry: %s", l);
     }
-    cr_assert_eq(envs, 14, "%d environment entries:\n%s", envs, (const char *)r->output);
+    cr_assert_eq(envs, 15, "%d environment entries:\n%s", envs, (const char *)r->output);
     struct stat st;
     cr_assert(stat(cwd, &st) < 0 && errno == ENOENT, "run dir %s still there", cwd);
     free(out);
@@ -678,7 +679,7 @@ Test(runner, exec_exit_codes, .timeout = 30)
     cr_assert_eq(r->output_len, 0);
     r = by_token(&f, 3);
     cr_assert_eq(r->outcome, OUT_CRASHED);
-    cr_assert_str_eq(r->error, "killed by signal SIGSEGV");
+    cr_assert_str_eq(r->error, "killed by signal 11 (SIGSEGV)");
     r = by_token(&f, 4);
     cr_assert_eq(r->outcome, OUT_ERROR);
     cr_assert_str_eq(r->error, "exit status 4");
@@ -720,6 +721,104 @@ Test(runner, exec_timeout_kills_setsid_grandchild, .timeout = 30)
     teardown(&f);
 }
 
+/* --- attributes in the environment (DESIGN §4) ------------------------------ */
+
+static char *json_of_attrs(const proto_attr *a, size_t n)
+{
+    wbuf b = { 0 };
+    attrs_json(&b, a, n);
+    put_u8(&b, 0);
+    cr_assert(!b.failed);
+    return b.p;
+}
+
+Test(runner, herald_attrs_is_every_attribute_exactly_as_a_json_object)
+{
+    char *j = json_of_attrs(NULL, 0);
+    cr_assert_str_eq(j, "{}");
+    free(j);
+    proto_attr a[] = {
+        { "region", "eu" }, { "REGION", "us" }, { "x-y", "" },
+        { "q", "say \"hi\" \\ / \b\f\n\r\t\x01\x1f\x7f \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80" },
+        { "bad", "cut \xc3 lone \x80 over \xc0\xaf end" },
+    };
+    j = json_of_attrs(a, 5);
+    cr_assert_str_eq(j, "{\"region\":\"eu\",\"REGION\":\"us\",\"x-y\":\"\","
+                        "\"q\":\"say \\\"hi\\\" \\\\ / \\b\\f\\n\\r\\t\\u0001\\u001f\x7f \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\","
+                        "\"bad\":\"cut \\ufffd lone \\ufffd over \\ufffd\\ufffd end\"}");
+    free(j);
+}
+
+/* The env entries attrs_put_env makes, as C strings (caller frees each and the array). */
+static size_t attr_env(const proto_attr *a, size_t n, char ***out)
+{
+    wbuf b = { 0 };
+    uint32_t k = attrs_put_env(&b, a, n);
+    cr_assert(!b.failed);
+    rd r = { b.p, b.len, false };
+    char **v = calloc(k + 1, sizeof *v);
+    for (uint32_t i = 0; i < k; i++)
+        v[i] = strdup(rd_str(&r));
+    cr_assert(!r.bad && r.n == 0, "attrs_put_env wrote other than %u entries", k);
+    wbuf_free(&b);
+    *out = v;
+    return k;
+}
+
+static const char *env_get(char **v, size_t n, const char *name)
+{
+    size_t l = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(v[i], name, l) == 0 && v[i][l] == '=')
+            return v[i] + l + 1;
+    return NULL;
+}
+
+Test(runner, herald_attr_names_that_fold_alike_are_all_left_out)
+{
+    proto_attr a[] = { { "region", "eu" }, { "REGION", "us" }, { "x-y", "1" }, { "x_y", "2" }, { "x.y", "3" },
+                       { "a.b", "dot" }, { "Kind", "k" }, { "n9", "" } };
+    char **v;
+    size_t n = attr_env(a, 8, &v);
+    cr_assert_eq(n, 4, "%zu entries", n);   /* HERALD_ATTRS, A_B, KIND, N9 */
+    cr_assert_str_eq(env_get(v, n, "HERALD_ATTRS"),
+                     "{\"region\":\"eu\",\"REGION\":\"us\",\"x-y\":\"1\",\"x_y\":\"2\",\"x.y\":\"3\",\"a.b\":\"dot\","
+                     "\"Kind\":\"k\",\"n9\":\"\"}");
+    cr_assert_null(env_get(v, n, "HERALD_ATTR_REGION"));
+    cr_assert_null(env_get(v, n, "HERALD_ATTR_X_Y"));
+    cr_assert_str_eq(env_get(v, n, "HERALD_ATTR_A_B"), "dot");
+    cr_assert_str_eq(env_get(v, n, "HERALD_ATTR_KIND"), "k");
+    cr_assert_str_eq(env_get(v, n, "HERALD_ATTR_N9"), "");
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+    /* no attributes: HERALD_ATTRS is still there, an empty object */
+    n = attr_env(NULL, 0, &v);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(v[0], "HERALD_ATTRS={}");
+    free(v[0]);
+    free(v);
+}
+
+Test(runner, exec_handler_sees_herald_attrs_and_only_unambiguous_herald_attr_vars, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *argv[] = { "tests/handlers/env.sh", NULL };
+    define_exec(&f, "env", argv, 10000, 0, NULL, 0);
+    proto_attr a[] = { { "region", "eu" }, { "REGION", "us" }, { "kind", "a \"b\"" } };
+    runner_job j = { .token = 1, .function = "env", .topic = "t", .message_id = "m1", .attempt = 1,
+                     .max_attempts = 3, .attrs = a, .nattrs = 3, .payload = "", .payload_len = 0 };
+    cr_assert_eq(runner_submit(f.r, &j), 0);
+    wait_results(&f, 1, 10000);
+    const runner_result *r = &f.c->res[0];
+    cr_assert_eq(r->outcome, OUT_OK, "%s", r->error);
+    const char *out = r->output;
+    cr_assert(strstr(out, "\nHERALD_ATTRS={\"region\":\"eu\",\"REGION\":\"us\",\"kind\":\"a \\\"b\\\"\"}\n"), "%s", out);
+    cr_assert(strstr(out, "\nHERALD_ATTR_KIND=a \"b\"\n"), "%s", out);
+    cr_assert(!strstr(out, "HERALD_ATTR_REGION"), "a colliding name is set: %s", out);
+    teardown(&f);
+}
+
 Test(runner, exec_flood_is_capped, .timeout = 60)
 {
     fixture f;
@@ -728,11 +827,32 @@ Test(runner, exec_flood_is_capped, .timeout = 60)
     define_exec(&f, "flood", argv, 50000, 0, NULL, 0);
     submit_str(&f, "flood", 1, "x");
     wait_results(&f, 1, 50000);
+    /* read to the end and counted: ok (an event succeeds), no output, the size said */
     const runner_result *r = &f.c->res[0];
     cr_assert_eq(r->outcome, OUT_OK, "outcome %d: %s", r->outcome, r->error);
+    cr_assert_eq(r->output_len, 0);
+    cr_assert_str_eq(r->error, "Function.ResponseSizeTooLarge: Response payload size (104857600 bytes) exceeded "
+                               "maximum allowed payload size (6291456 bytes).");
+    teardown(&f);
+}
+
+Test(runner, native_output_over_the_cap_reports_its_size_and_no_output, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    define_native(&f, "nat", 10000, NULL, 0);
+    submit_str(&f, "nat", 1, "pattern:6291457");
+    submit_str(&f, "nat", 2, "pattern:6291456");
+    wait_results(&f, 2, 20000);
+    const runner_result *r = by_token(&f, 1);
+    cr_assert_eq(r->outcome, OUT_OK, "outcome %d: %s", r->outcome, r->error);
+    cr_assert_eq(r->output_len, 0);
+    cr_assert_str_eq(r->error, "Function.ResponseSizeTooLarge: Response payload size (6291457 bytes) exceeded "
+                               "maximum allowed payload size (6291456 bytes).");
+    r = by_token(&f, 2);
+    cr_assert_eq(r->outcome, OUT_OK);
+    cr_assert_null(r->error);
     cr_assert_eq(r->output_len, PROTO_OUTPUT_MAX);
-    for (size_t i = 0; i < r->output_len; i++)
-        cr_assert_eq(((const char *)r->output)[i], 0);
     teardown(&f);
 }
 
@@ -904,7 +1024,7 @@ Test(runner, native_crash_only_that_job, .timeout = 30)
     cr_assert_str_eq((const char *)by_token(&f, 2)->output, pid1);
     const runner_result *r = by_token(&f, 3);
     cr_assert_eq(r->outcome, OUT_CRASHED);
-    cr_assert_str_eq(r->error, "handler crashed: signal 11 (Segmentation fault)");
+    cr_assert_str_eq(r->error, "killed by signal 11 (SIGSEGV)");
     cr_assert(r->started_ms > 0);
     for (uint64_t t = 4; t <= 5; t++) {
         cr_assert_eq(by_token(&f, t)->outcome, OUT_OK);
@@ -1068,7 +1188,7 @@ Test(runner, native_held_results_of_a_crashed_host_are_returned, .timeout = 30)
     }
     const runner_result *r = by_token(&f, 4);
     cr_assert_eq(r->outcome, OUT_CRASHED);
-    cr_assert_str_eq(r->error, "handler crashed: signal 11 (Segmentation fault)");
+    cr_assert_str_eq(r->error, "killed by signal 11 (SIGSEGV)");
     cr_assert(r->started_ms > 0);
     cr_assert_eq(by_token(&f, 5)->outcome, OUT_RETURNED);
     cr_assert_eq(runner_busy(f.r), 0);
