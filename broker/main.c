@@ -150,6 +150,7 @@ out_zmq:
     free(b.in.parts);
     free(b.reload_skip);
     msgpack_sbuffer_destroy(&b.sb);
+    if (b.cfg) cfg = b.cfg;   /* a SIGHUP reload replaced the config we loaded (and freed that one) */
     config_destroy(&cfg);
     return rc;
 }
