@@ -182,7 +182,8 @@ static void worker_register(broker_t *b, proto_frames *f, const proto_register *
     w->last_seen_ms = util_mono_ms();
     list_init(&w->leases);
     list_push_back(&b->workers, &w->link);
-    LOG_INFO("worker %s (%s pid %u) registered with %u slots", w->id, w->host, w->pid, w->slots);
+    LOG_INFO("worker %s (%s pid %u) registered with %u slot%s", w->id, w->host, w->pid, w->slots,
+             w->slots == 1 ? "" : "s");
     send_config(b, w);
 }
 

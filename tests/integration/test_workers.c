@@ -290,4 +290,6 @@ Test(workers, a_worker_without_a_broker_says_it_is_retrying_and_connects_later, 
     cr_assert(h_wait(workers_listed, &one, 20000), "the worker did not connect once the broker came up");
     file_needle reg = { h_path(&env, "w.err"), "registered with" };
     cr_assert(file_has(&reg), "the worker does not say it registered");
+    /* one slot: singular, in the broker's log too */
+    cr_assert(broker_log_has("registered with 1 slot\n"), "the broker's log lacks \"registered with 1 slot\"");
 }
