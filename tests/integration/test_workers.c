@@ -240,6 +240,9 @@ Test(workers, a_worker_stopped_by_sigterm_says_goodbye)
              "  env = { RECORD_FILE = \"%s\"; }; } );\n"
              "topics = ( { name = \"t\"; subscriptions = ( { function = \"notify\"; } ); } );\n",
              env.pub, env.wrk, env.adm, env.dir, h_path(&env, "exec.txt"));
+    if (env.curve)   /* as h_config writes it */
+        strcat(text, "security = { curve = true; secret_key = \"keys/broker.key\"; publishers = \"keys/publishers\";\n"
+                     "  workers = \"keys/workers\"; admins = \"keys/admins\"; };\n");
     h_write(env.cfg, text);
     pid_t broker = h_broker(&env);
     pid_t w1 = h_start(&env, "w1", "bin/herald-worker", "--broker", env.wrk, "--root", env.root, "--run-dir",
