@@ -98,19 +98,27 @@ static void pack_stats(broker_t *b, msgpack_packer *pk)
     for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) {
         worker_t *w = container_of(n, worker_t, link);
         if (w->dead) continue;
-        msgpack_pack_map(pk, 7);
+        msgpack_pack_map(pk, 8);
         pk_str(pk, "id"); pk_str(pk, w->id);
         pk_str(pk, "host"); pk_str(pk, w->host);
         pk_str(pk, "pid"); msgpack_pack_uint32(pk, w->pid);
         pk_str(pk, "functions");
         size_t nf = 0;
-        for (size_t i = 0; i < b->nfunctions; i++) nf += !w->serves || w->serves[i];
+        for (size_t i = 0; i < b->nfunctions; i++) nf += worker_serves(w, &b->functions[i]);
         msgpack_pack_array(pk, nf);
         for (size_t i = 0; i < b->nfunctions; i++)
-            if (!w->serves || w->serves[i]) pk_str(pk, b->functions[i].name);
+            if (worker_serves(w, &b->functions[i])) pk_str(pk, b->functions[i].name);
         pk_str(pk, "slots"); msgpack_pack_uint32(pk, w->slots);
         pk_str(pk, "busy"); msgpack_pack_uint32(pk, w->busy);
         pk_str(pk, "last_seen_ms"); msgpack_pack_int64(pk, now - w->last_seen_ms);
+        /* what it cannot run here, and why (its handler is missing, …) */
+        pk_str(pk, "refused");
+        msgpack_pack_array(pk, w->nrefusals);
+        for (uint32_t i = 0; i < w->nrefusals; i++) {
+            msgpack_pack_map(pk, 2);
+            pk_str(pk, "function"); pk_str(pk, w->refusals[i].function);
+            pk_str(pk, "reason"); pk_str(pk, w->refusals[i].reason);
+        }
     }
     pk_str(pk, "refused");
     msgpack_pack_map(pk, 3);

@@ -173,8 +173,12 @@ struct worker {
     char *id, *host;
     uint32_t pid, slots, busy;
     bool *serves;               /* by function index; NULL: serves all */
+    proto_refusal *refusals; uint32_t nrefusals;   /* its last REFUSED, by name (owned copies) */
+    bool *refused;              /* by function index, from refusals; NULL: none refused */
+    uint32_t configs_unanswered;/* CONFIGs sent and not yet answered by REFUSED: no work meanwhile */
     bool draining;              /* DRAIN received: no new work */
     bool dead;                  /* to be freed at the end of the turn */
+    bool left;                  /* it said BYE: no grace before its leases end */
     int64_t last_seen_ms;       /* monotonic */
     int64_t last_sent_ms;       /* monotonic, for heartbeats */
     list_t leases;              /* INFLIGHT deliveries it holds */
@@ -422,6 +426,11 @@ void workers_tick(broker_t *b, int64_t now);
 void workers_reap(broker_t *b);   /* frees dead sessions at the end of a turn */
 worker_t *worker_find(broker_t *b, const void *rid, size_t len);
 void workers_send_config(broker_t *b);   /* after a reload */
+/* Does w take fn's deliveries: asked for it, and did not refuse it? */
+bool worker_serves(const worker_t *w, const function_t *fn);
+/* May w be given work now: alive, not draining, its last CONFIG answered? */
+bool worker_ready(const worker_t *w);
+void worker_free(worker_t *w);   /* its fields and itself (not its leases) */
 
 /* --- dispatch.c: the one place that hands READY work to workers --- */
 void dispatch_pump(broker_t *b, bool mid_turn);

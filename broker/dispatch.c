@@ -21,7 +21,7 @@
 
 static bool can_run(const worker_t *w, const sub_t *s)
 {
-    if (w->serves && !w->serves[s->fn->index]) return false;
+    if (!worker_serves(w, s->fn)) return false;
     int limit = s->fn->cfg->concurrency;
     return limit == 0 || s->fn->running < limit;
 }
@@ -116,7 +116,7 @@ void dispatch_pump(broker_t *b, bool mid_turn)
         list_node *n = start;
         start = start->next == &b->workers.head ? b->workers.head.next : start->next;
         worker_t *w = container_of(n, worker_t, link);
-        if (w->dead || w->draining || w->busy >= w->slots) continue;
+        if (!worker_ready(w) || w->busy >= w->slots) continue;
         fill_worker(b, w, mid_turn);
     }
     b->dispatch_rr = (b->dispatch_rr + 1) % b->nsubs;

@@ -31,7 +31,7 @@ static bool served(broker_t *b, const function_t *fn)
 {
     for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) {
         worker_t *w = container_of(n, worker_t, link);
-        if (!w->dead && !w->draining && (!w->serves || w->serves[fn->index])) return true;
+        if (!w->dead && !w->draining && worker_serves(w, fn)) return true;
     }
     return false;
 }

@@ -22,7 +22,9 @@
 void reply_error(broker_t *b, void *sock, proto_frames *f, uint32_t status, const char *text)
 {
     int ep = sock == b->pub_sock ? 0 : sock == b->wrk_sock ? 1 : 2;
-    b->dropped[ep]++;
+    /* only what was malformed: "not registered" (after a restart) and an
+     * unknown function are answers to well-formed messages */
+    if (status == PROTO_E_MALFORMED) b->dropped[ep]++;
     if (f->n < 1) return;
     msgpack_sbuffer_clear(&b->sb);
     if (proto_encode_error(&b->sb, status, text) == 0)

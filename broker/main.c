@@ -141,9 +141,12 @@ int main(int argc, char **argv)
              cfg->broker.worker_endpoint, cfg->broker.admin_endpoint,
              b.auth.on ? "; CURVE on, ZAP self-test passed" : "");
     rc = loop_run(&b) == 0 ? 0 : 1;
-    LOG_INFO("stopped; messages refused as malformed: publish %llu, worker %llu, admin %llu",
-             (unsigned long long)b.dropped[0], (unsigned long long)b.dropped[1],
-             (unsigned long long)b.dropped[2]);
+    if (b.dropped[0] || b.dropped[1] || b.dropped[2])
+        LOG_INFO("stopped; messages refused as malformed: publish %llu, worker %llu, admin %llu",
+                 (unsigned long long)b.dropped[0], (unsigned long long)b.dropped[1],
+                 (unsigned long long)b.dropped[2]);
+    else
+        LOG_INFO("stopped");
 out_sockets:
     if (b.pub_sock) zmq_close(b.pub_sock);
     if (b.wrk_sock) zmq_close(b.wrk_sock);
@@ -161,6 +164,7 @@ out_zmq:
     free(b.in.parts);
     free(b.reload_skip);
     msgpack_sbuffer_destroy(&b.sb);
+    if (b.cfg) cfg = b.cfg;   /* a SIGHUP reload replaced the config we loaded (and freed that one) */
     config_destroy(&cfg);
     return rc;
 }

@@ -255,7 +255,7 @@ void broker_teardown(broker_t *b)
     while ((n = list_pop_front(&b->workers)) != NULL) {
         worker_t *w = container_of(n, worker_t, link);
         while ((n = list_pop_front(&w->leases)) != NULL) delivery_free(b, container_of(n, delivery_t, link));
-        free(w->id); free(w->host); free(w->serves); free(w);
+        worker_free(w);
     }
     for (size_t i = 0; i < b->ntimers; i++) delivery_free(b, b->timers[i]);
     free(b->timers);

@@ -1,8 +1,11 @@
 /* workers.c — worker sessions on the worker endpoint.
  *
  * REGISTER creates a session (answered with CONFIG: the definitions of the
- * functions it serves); RESULT ends leases; HEARTBEAT and every other message
- * prove liveness; DRAIN stops new work. A worker silent for 3 heartbeats is
+ * functions it serves); the worker answers every CONFIG with REFUSED, the
+ * functions it cannot run and why, and gets no work until it has (so it is
+ * never given a function it refused); RESULT ends leases; HEARTBEAT and every
+ * other message prove liveness; DRAIN stops new work; BYE (after its last
+ * RESULT) ends the session at once. A worker silent for 3 heartbeats is
  * dead; 2 heartbeats later (longer than the worker's own kill deadline, which
  * is 3 heartbeats of silence from the broker) its leases end as `lost` and
  * follow the retry policy. A message from an unknown routing id (say, after a
@@ -21,6 +24,85 @@ worker_t *worker_find(broker_t *b, const void *rid, size_t len)
         if (!w->dead && w->rid_len == len && memcmp(w->rid, rid, len) == 0) return w;
     }
     return NULL;
+}
+
+bool worker_serves(const worker_t *w, const function_t *fn)
+{
+    return (!w->serves || w->serves[fn->index]) && !(w->refused && w->refused[fn->index]);
+}
+
+bool worker_ready(const worker_t *w)
+{
+    return !w->dead && !w->draining && w->configs_unanswered == 0;
+}
+
+static void refusals_free(worker_t *w)
+{
+    for (uint32_t i = 0; i < w->nrefusals; i++) {
+        free(w->refusals[i].function);
+        free(w->refusals[i].reason);
+    }
+    free(w->refusals);
+    w->refusals = NULL;
+    w->nrefusals = 0;
+}
+
+void worker_free(worker_t *w)
+{
+    refusals_free(w);
+    free(w->refused);
+    free(w->id);
+    free(w->host);
+    free(w->serves);
+    free(w);
+}
+
+/* w->refused from its refusals' names, against the current function table
+ * (after a reload the indexes change). */
+static void index_refusals(broker_t *b, worker_t *w)
+{
+    free(w->refused);
+    w->refused = NULL;
+    if (!w->nrefusals) return;
+    w->refused = calloc(b->nfunctions ? b->nfunctions : 1, sizeof *w->refused);
+    if (!w->refused) {   /* then it serves what it asked for; a delivery it cannot run comes back `returned` */
+        LOG_ERROR("out of memory: worker %s's refused functions are not kept", w->id);
+        return;
+    }
+    for (uint32_t i = 0; i < w->nrefusals; i++) {
+        function_t *fn = broker_function(b, w->refusals[i].function);
+        if (fn) w->refused[fn->index] = true;
+    }
+}
+
+static bool was_refused(const worker_t *w, const char *function, const char *reason)
+{
+    for (uint32_t i = 0; i < w->nrefusals; i++)
+        if (strcmp(w->refusals[i].function, function) == 0 && strcmp(w->refusals[i].reason, reason) == 0)
+            return true;
+    return false;
+}
+
+/* REFUSED: the worker's whole list replaces what we knew. */
+static void worker_refused(broker_t *b, worker_t *w, const proto_refused *r)
+{
+    proto_refusal *rs = calloc(r->n ? r->n : 1, sizeof *rs);
+    if (!rs) { LOG_ERROR("out of memory: worker %s's REFUSED is dropped", w->id); return; }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->n; i++) {
+        if (!was_refused(w, r->rs[i].function, r->rs[i].reason))
+            LOG_WARN("worker %s (%s pid %u) refuses function %s: %s", w->id, w->host, w->pid, r->rs[i].function,
+                     r->rs[i].reason);
+        rs[n].function = strdup(r->rs[i].function);
+        rs[n].reason = strdup(r->rs[i].reason);
+        if (!rs[n].function || !rs[n].reason) { free(rs[n].function); free(rs[n].reason); continue; }
+        n++;
+    }
+    refusals_free(w);
+    w->refusals = rs;
+    w->nrefusals = n;
+    index_refusals(b, w);
+    if (w->configs_unanswered) w->configs_unanswered--;
 }
 
 static void send_config(broker_t *b, worker_t *w)
@@ -48,6 +130,9 @@ static void send_config(broker_t *b, worker_t *w)
                         .max_payload = (uint64_t)b->cfg->broker.max_payload,
                         .fns = defs, .nfns = n };
     msgpack_sbuffer_clear(&b->sb);
+    /* no work for it until it has said what of this it refuses (if the send
+     * failed, its connection is gone: it registers again) */
+    w->configs_unanswered++;
     if (proto_encode_config(&b->sb, &pc) == 0 &&
         frames_send(b->wrk_sock, w->rid, w->rid_len, &b->sb, NULL, 0, ZMQ_DONTWAIT) == 0)
         w->last_sent_ms = util_mono_ms();
@@ -57,6 +142,7 @@ void workers_send_config(broker_t *b)
 {
     for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) {
         worker_t *w = container_of(n, worker_t, link);
+        index_refusals(b, w);   /* the function table was rebuilt */
         if (!w->dead) send_config(b, w);
     }
 }
@@ -96,7 +182,8 @@ static void worker_register(broker_t *b, proto_frames *f, const proto_register *
     w->last_seen_ms = util_mono_ms();
     list_init(&w->leases);
     list_push_back(&b->workers, &w->link);
-    LOG_INFO("worker %s (%s pid %u) registered with %u slots", w->id, w->host, w->pid, w->slots);
+    LOG_INFO("worker %s (%s pid %u) registered with %u slot%s", w->id, w->host, w->pid, w->slots,
+             w->slots == 1 ? "" : "s");
     send_config(b, w);
 }
 
@@ -155,6 +242,10 @@ void workers_handle(broker_t *b, proto_frames *f)
         return;
     }
     worker_t *w = worker_find(b, frames_data(f, 0), frames_size(f, 0));
+    if (!w && m.type == MSG_BYE) {   /* gone already: nothing to answer */
+        proto_msg_clear(&m);
+        return;
+    }
     if (!w) {
         reply_error(b, b->wrk_sock, f, PROTO_E_CONFLICT, "not registered: send REGISTER");
         proto_msg_clear(&m);
@@ -168,6 +259,11 @@ void workers_handle(broker_t *b, proto_frames *f)
         store_flush(&b->store);   /* the staged acks, in a few statements */
         break;
     case MSG_DRAIN: w->draining = true; break;
+    case MSG_REFUSED: worker_refused(b, w, &m.u.refused); break;
+    case MSG_BYE:
+        LOG_INFO("worker %s (%s pid %u) left", w->id, w->host, w->pid);
+        w->dead = w->left = true;
+        break;
     default:
         snprintf(err, sizeof err, "%s is not accepted on the worker endpoint", proto_type_name(m.type));
         reply_error(b, b->wrk_sock, f, PROTO_E_MALFORMED, err);
@@ -204,16 +300,14 @@ void workers_reap(broker_t *b)
         worker_t *w = container_of(n, worker_t, link);
         n = n->next;
         if (!w->dead) continue;
-        if (w->leases.n && now - w->last_seen_ms <= 5 * b->heartbeat_ms) continue;
+        if (w->leases.n && !w->left && now - w->last_seen_ms <= 5 * b->heartbeat_ms) continue;
         list_node *l;
         while ((l = list_first(&w->leases)) != NULL) {
             delivery_t *d = container_of(l, delivery_t, link);
-            delivery_fail(b, d, OUT_LOST, "worker lost: it missed 3 heartbeats", NULL, wall);
+            delivery_fail(b, d, OUT_LOST, w->left ? "worker lost: it left without reporting this delivery"
+                                                  : "worker lost: it missed 3 heartbeats", NULL, wall);
         }
         list_remove(&b->workers, &w->link);
-        free(w->id);
-        free(w->host);
-        free(w->serves);
-        free(w);
+        worker_free(w);
     }
 }

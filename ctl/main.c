@@ -521,6 +521,26 @@ out:
     return rc;
 }
 
+/* Under the workers table: each function a worker refused, and why. */
+static void refusals(const msgpack_object *workers)
+{
+    if (!workers || workers->type != MSGPACK_OBJECT_ARRAY) return;
+    bool any = false;
+    for (uint32_t i = 0; i < workers->via.array.size; i++) {
+        const msgpack_object *w = &workers->via.array.ptr[i], *rs = mp_get(w, "refused");
+        if (!rs || rs->type != MSGPACK_OBJECT_ARRAY) continue;
+        char id[128], fn[256], why[PROTO_ERROR_WIRE_MAX + 1];
+        mp_text(mp_get(w, "id"), id, sizeof id);
+        for (uint32_t k = 0; k < rs->via.array.size; k++) {
+            if (!any) printf("\nREFUSED (the worker cannot run the function)\n");
+            any = true;
+            mp_text(mp_get(&rs->via.array.ptr[k], "function"), fn, sizeof fn);
+            mp_text(mp_get(&rs->via.array.ptr[k], "reason"), why, sizeof why);
+            printf("%s  %s: %s\n", id, fn, why);
+        }
+    }
+}
+
 static int cmd_stats(admin_client *a, bool json, bool workers_only)
 {
     if (admin_call(a, "stats", NULL, 0) != 0) {
@@ -541,6 +561,7 @@ static int cmd_stats(admin_client *a, bool json, bool workers_only)
     static const char *const wcols[] = { "id", "host", "pid", "functions", "slots", "busy", "last_seen_ms" };
     if (workers_only) {
         table(mp_get(st, "workers"), wcols, 7);
+        refusals(mp_get(st, "workers"));
         return 0;
     }
     static const char *const tcols[] = { "name", "published" };
@@ -557,6 +578,7 @@ static int cmd_stats(admin_client *a, bool json, bool workers_only)
     const msgpack_object *w = mp_get(st, "workers");
     printf("\nWORKERS (%u connected)\n", w && w->type == MSGPACK_OBJECT_ARRAY ? w->via.array.size : 0);
     table(w, wcols, 7);
+    refusals(w);
     return 0;
 }
 

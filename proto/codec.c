@@ -647,6 +647,32 @@ static int dec_invoke_reply(dctx *c, const msgpack_object *f)
     return 0;
 }
 
+static int dec_refused(dctx *c, const msgpack_object *f)
+{
+    proto_refused *r = &c->m->u.refused;
+    const msgpack_object *e;
+    uint32_t n;
+    if (get_array(c, "", "entries", &f[0], 0, PROTO_MAX_BATCH, &e, &n) < 0)
+        return -1;
+    proto_refusal *rs = ARENA_ARRAY(c, n, proto_refusal);
+    char where[32];
+    for (uint32_t i = 0; i < n; i++) {
+        proto_refusal x;
+        const msgpack_object *g;
+        uint32_t ng;
+        label_of(where, "entry", i);
+        if (get_array(c, where, "", &e[i], 2, 2, &g, &ng) < 0 ||
+            get_str(c, where, "function", &g[0], 1, PROTO_NAME_MAX, STR_NAME, false, &x.function) < 0 ||
+            get_str(c, where, "reason", &g[1], 0, PROTO_ERROR_WIRE_MAX, STR_ANY, false, &x.reason) < 0)
+            return -1;
+        if (rs)
+            rs[i] = x;
+    }
+    r->rs = rs;
+    r->n = n;
+    return 0;
+}
+
 static int dec_nothing(dctx *c, const msgpack_object *f)
 {
     (void)c, (void)f;
@@ -665,6 +691,7 @@ static const struct {
     [MSG_ADMIN] = {3, dec_admin},         [MSG_ADMIN_REPLY] = {4, dec_admin_reply},
     [MSG_ERROR] = {2, dec_error},
     [MSG_INVOKE] = {3, dec_invoke},       [MSG_INVOKE_REPLY] = {4, dec_invoke_reply},
+    [MSG_REFUSED] = {1, dec_refused},     [MSG_BYE] = {0, dec_nothing},
 };
 _Static_assert(sizeof bodies / sizeof *bodies == MSG_TYPE_COUNT, "a msg_type has no decoder");
 
@@ -946,6 +973,26 @@ int proto_encode_drain(msgpack_sbuffer *sb)
 {
     BEGIN(sb);
     TRY(pack_head(pk, MSG_DRAIN, 0));
+    END(sb);
+}
+
+int proto_encode_refused(msgpack_sbuffer *sb, const proto_refused *r)
+{
+    BEGIN(sb);
+    TRY(pack_head(pk, MSG_REFUSED, 1));
+    TRY(msgpack_pack_array(pk, r->n));
+    for (uint32_t i = 0; i < r->n; i++) {
+        TRY(msgpack_pack_array(pk, 2));
+        TRY(pack_str(pk, r->rs[i].function));
+        TRY(pack_str(pk, r->rs[i].reason));
+    }
+    END(sb);
+}
+
+int proto_encode_bye(msgpack_sbuffer *sb)
+{
+    BEGIN(sb);
+    TRY(pack_head(pk, MSG_BYE, 0));
     END(sb);
 }
 

@@ -22,6 +22,7 @@ static const char *const type_names[] = {
     [MSG_ADMIN] = "ADMIN",         [MSG_ADMIN_REPLY] = "ADMIN_REPLY",
     [MSG_ERROR] = "ERROR",
     [MSG_INVOKE] = "INVOKE",       [MSG_INVOKE_REPLY] = "INVOKE_REPLY",
+    [MSG_REFUSED] = "REFUSED",     [MSG_BYE] = "BYE",
 };
 _Static_assert(sizeof type_names / sizeof *type_names == MSG_TYPE_COUNT, "a msg_type has no name");
 

@@ -69,6 +69,8 @@ typedef enum {
     MSG_ERROR,          /* broker → any client: a request was refused (code, text) */
     MSG_INVOKE,         /* client → broker (publish or admin endpoint): run a function now (+1 payload) */
     MSG_INVOKE_REPLY,   /* broker → client: its status, error and output (+1 output frame) */
+    MSG_REFUSED,        /* worker → broker: the functions of its CONFIG it cannot run, and why */
+    MSG_BYE,            /* worker → broker: leaving (after its last RESULT) */
     MSG_TYPE_COUNT
 } msg_type;
 
@@ -158,6 +160,15 @@ typedef struct {
     proto_fndef *fns; uint32_t nfns;
 } proto_config;
 
+/* One function a worker refuses: it cannot load or find its handler. */
+typedef struct {
+    char *function;             /* a function name of its CONFIG */
+    char *reason;               /* one line, ≤ PROTO_ERROR_WIRE_MAX bytes */
+} proto_refusal;
+
+/* The complete list of functions a worker refuses (replaces any earlier one). */
+typedef struct { proto_refusal *rs; uint32_t n; } proto_refused;
+
 typedef struct {
     uint64_t lease;             /* lease id; the result must carry it */
     char *function, *topic, *message_id;
@@ -225,6 +236,7 @@ typedef struct proto_msg {
         proto_error error;
         proto_invoke invoke;
         proto_invoke_reply invoke_reply;
+        proto_refused refused;
     } u;
     /* private: */
     msgpack_unpacked up;        /* owns the zone that admin args/results live in */
@@ -266,6 +278,8 @@ int proto_encode_deliver(msgpack_sbuffer *sb, const proto_deliver *d);
 int proto_encode_result(msgpack_sbuffer *sb, const proto_result *r);
 int proto_encode_heartbeat(msgpack_sbuffer *sb);
 int proto_encode_drain(msgpack_sbuffer *sb);
+int proto_encode_refused(msgpack_sbuffer *sb, const proto_refused *r);
+int proto_encode_bye(msgpack_sbuffer *sb);
 /* args: NULL for an empty map, else a packed msgpack map (args_len bytes). */
 int proto_encode_admin(msgpack_sbuffer *sb, uint64_t req, const char *command,
                        const void *args, size_t args_len);

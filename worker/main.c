@@ -5,12 +5,15 @@
  * thread exists (a process with ZeroMQ threads must not fork except straight
  * into exec).
  *
- * Session: REGISTER → CONFIG (function definitions) → DELIVER / RESULT, with
- * HEARTBEAT each way when idle. A broker silent for 3 heartbeats: the worker
- * kills its in-flight handlers (fencing: the broker will hand them to someone
- * else) and registers again on a fresh socket. An ERROR "not registered" (the
- * broker restarted) does the same. SIGTERM: DRAIN (no new work), finish what
- * is in flight (bounded by its timeouts), report, exit 0.
+ * Session: REGISTER → CONFIG (function definitions) → REFUSED (the functions
+ * whose handler cannot be loaded or found here, and why: the broker sends
+ * this worker none of their deliveries) → DELIVER / RESULT, with HEARTBEAT
+ * each way when idle. A broker silent for 3 heartbeats: the worker kills its
+ * in-flight handlers (fencing: the broker will hand them to someone else) and
+ * registers again on a fresh socket, saying so in its log (rate-limited)
+ * while the broker does not answer. An ERROR "not registered" (the broker
+ * restarted) does the same. SIGTERM: DRAIN (no new work), finish what is in
+ * flight (bounded by its timeouts), report, BYE, exit 0.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -32,6 +35,15 @@ typedef struct {
     void *output; size_t output_len;   /* owned */
 } pending_result;
 
+/* A function this worker cannot run (REFUSED). */
+typedef struct {
+    char *function;             /* owned */
+    char *reason;               /* owned, one line */
+} refusal;
+
+/* While the broker does not answer: said once, then every RETRY_LOG_MS. */
+#define RETRY_LOG_MS 10000
+
 typedef struct {
     const char *endpoint;
     const char *key, *broker_key;   /* CURVE: ours (.key), the broker's (.pub); NULL: plaintext */
@@ -47,6 +59,8 @@ typedef struct {
     int64_t heartbeat_ms;
     int64_t last_heard_ms, last_sent_ms, register_sent_ms;   /* monotonic */
     pending_result *results; size_t nresults, cap;
+    refusal *refused; uint32_t nrefused, refused_cap;   /* of the last CONFIG, and since */
+    int64_t retry_since_ms, retry_logged_ms;   /* monotonic; 0: not retrying */
     msgpack_sbuffer sb;
     proto_frames in;
     int exit_code;              /* -1 while running */
@@ -142,6 +156,48 @@ static void drop_results(worker_t *w)
     w->nresults = 0;
 }
 
+static void refusals_clear(worker_t *w)
+{
+    for (uint32_t i = 0; i < w->nrefused; i++) {
+        free(w->refused[i].function);
+        free(w->refused[i].reason);
+    }
+    w->nrefused = 0;
+}
+
+static bool is_refused(const worker_t *w, const char *function)
+{
+    for (uint32_t i = 0; i < w->nrefused; i++)
+        if (strcmp(w->refused[i].function, function) == 0) return true;
+    return false;
+}
+
+static void refusal_add(worker_t *w, const char *function, const char *reason)
+{
+    if (w->nrefused == w->refused_cap) {
+        uint32_t cap = w->refused_cap ? w->refused_cap * 2 : 8;
+        refusal *r = realloc(w->refused, cap * sizeof *r);
+        if (!r) { LOG_ERROR("out of memory: refusal of %s not recorded", function); return; }
+        w->refused = r;
+        w->refused_cap = cap;
+    }
+    char *f = strdup(function), *why = strdup(reason);
+    if (!f || !why) { free(f); free(why); return; }
+    w->refused[w->nrefused++] = (refusal){ f, why };
+}
+
+/* The whole list: the broker replaces what it knew with it. */
+static void send_refused(worker_t *w)
+{
+    proto_refusal rs[PROTO_MAX_BATCH];
+    uint32_t n = w->nrefused < PROTO_MAX_BATCH ? w->nrefused : PROTO_MAX_BATCH;
+    for (uint32_t i = 0; i < n; i++) rs[i] = (proto_refusal){ w->refused[i].function, w->refused[i].reason };
+    proto_refused r = { rs, n };
+    msgpack_sbuffer_clear(&w->sb);
+    if (proto_encode_refused(&w->sb, &r) != 0 || send_hdr(w, NULL, 0) != 0)
+        LOG_WARN("cannot send the list of refused functions: %s", zmq_strerror(zmq_errno()));
+}
+
 /* Results go back in batches: one RESULT per loop turn (split at the cap). */
 static void flush_results(worker_t *w)
 {
@@ -174,15 +230,51 @@ static void on_deliver(worker_t *w, const proto_deliver *d, proto_frames *f)
                          .max_attempts = (int)e->max_attempts, .attrs = e->attrs, .nattrs = e->nattrs,
                          .payload = frames_data(f, 1 + (int)i), .payload_len = frames_size(f, 1 + (int)i) };
         int rc = runner_submit(w->runner, &j);
-        if (rc == -2) {   /* no launcher: back to the broker unstarted, for another worker */
+        if (rc == -1 && !is_refused(w, e->function)) {
+            /* not defined here, or its handler stopped being able to start:
+             * the broker must stop sending it here before it gets the
+             * delivery back (REFUSED goes out before this turn's RESULT) */
+            LOG_ERROR("function %s is not available on this worker: refusing it", e->function);
+            refusal_add(w, e->function, "its handler cannot start on this worker (see the worker's log)");
+            send_refused(w);
+        }
+        if (rc != 0) {   /* back to the broker unstarted, for another worker: no attempt counted */
             runner_result r = { .token = e->lease, .outcome = OUT_RETURNED };
-            on_result(w, &r);
-        } else if (rc != 0) {
-            runner_result r = { .token = e->lease, .outcome = OUT_ERROR, .started_ms = util_wall_ms(),
-                                .error = "function not available on this worker" };
             on_result(w, &r);
         }
     }
+}
+
+/* Defines every function of a CONFIG; those that cannot run here are
+ * refused, and the broker is told which and why before anything else. */
+static void on_config(worker_t *w, const proto_config *c)
+{
+    w->heartbeat_ms = c->heartbeat_ms ? c->heartbeat_ms : 1000;
+    refusals_clear(w);
+    char why[PROTO_ERROR_TEXT_MAX];
+    for (uint32_t i = 0; i < c->nfns; i++) {
+        why[0] = 0;
+        if (runner_define_why(w->runner, &c->fns[i], why, sizeof why) == 0) continue;
+        LOG_ERROR("function %s refused on this worker: %s", c->fns[i].name, why[0] ? why : "see above");
+        refusal_add(w, c->fns[i].name, why[0] ? why : "refused (see the worker's log)");
+    }
+    send_refused(w);
+    if (!w->registered) {
+        uint32_t serving = c->nfns - w->nrefused;
+        char names[512] = "";
+        size_t used = 0;
+        for (uint32_t i = 0; i < w->nrefused && used + 1 < sizeof names; i++)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                                     w->refused[i].function);
+        if (w->nrefused)
+            LOG_INFO("registered with %s as %s: serving %u function%s, refused %u (%s), %u slot%s", w->endpoint,
+                     w->id, serving, serving == 1 ? "" : "s", w->nrefused, names, w->slots, w->slots == 1 ? "" : "s");
+        else
+            LOG_INFO("registered with %s as %s: serving %u function%s, %u slot%s", w->endpoint, w->id, serving,
+                     serving == 1 ? "" : "s", w->slots, w->slots == 1 ? "" : "s");
+    }
+    w->registered = true;
+    w->retry_since_ms = 0;
 }
 
 static void handle(worker_t *w, proto_frames *f)
@@ -201,14 +293,7 @@ static void handle(worker_t *w, proto_frames *f)
     }
     switch (m.type) {
     case MSG_CONFIG:
-        w->heartbeat_ms = m.u.config.heartbeat_ms ? m.u.config.heartbeat_ms : 1000;
-        for (uint32_t i = 0; i < m.u.config.nfns; i++)
-            if (runner_define(w->runner, &m.u.config.fns[i]) != 0)
-                LOG_ERROR("function %s refused on this worker (see above)", m.u.config.fns[i].name);
-        if (!w->registered)
-            LOG_INFO("registered with %s as %s: %u functions, %u slots", w->endpoint, w->id,
-                     m.u.config.nfns, w->slots);
-        w->registered = true;
+        on_config(w, &m.u.config);
         break;
     case MSG_DELIVER:
         on_deliver(w, &m.u.deliver, f);
@@ -398,16 +483,35 @@ int main(int argc, char **argv)
             send_hdr(&w, NULL, 0);
             LOG_INFO("SIGTERM: finishing %zu in-flight deliveries", runner_busy(w.runner));
         }
-        if (draining && runner_busy(w.runner) == 0 && w.nresults == 0) { w.exit_code = 0; break; }
+        if (draining && runner_busy(w.runner) == 0 && w.nresults == 0) {
+            /* after the last RESULT, on the same socket: the broker drops us at once */
+            if (w.registered) {
+                msgpack_sbuffer_clear(&w.sb);
+                proto_encode_bye(&w.sb);
+                send_hdr(&w, NULL, 0);
+            }
+            w.exit_code = 0;
+            break;
+        }
         if (now - w.last_heard_ms > 3 * w.heartbeat_ms) {
             if (draining) {
                 LOG_WARN("broker silent while draining: %zu deliveries not reported", runner_busy(w.runner));
                 w.exit_code = 0;
                 break;
             }
-            if (w.registered)
+            if (w.registered) {
                 LOG_WARN("broker %s silent for 3 heartbeats: stopping %zu handlers, reconnecting",
                          w.endpoint, runner_busy(w.runner));
+                w.retry_since_ms = w.retry_logged_ms = now;
+            } else if (!w.retry_since_ms) {
+                LOG_WARN("no answer from the broker at %s: retrying every %lld ms until it answers", w.endpoint,
+                         (long long)(3 * w.heartbeat_ms));
+                w.retry_since_ms = w.retry_logged_ms = now;
+            } else if (now - w.retry_logged_ms >= RETRY_LOG_MS) {
+                LOG_WARN("still no answer from the broker at %s after %lld s: retrying", w.endpoint,
+                         (long long)((now - w.retry_since_ms + 3 * w.heartbeat_ms) / 1000));
+                w.retry_logged_ms = now;
+            }
             runner_cancel_all(w.runner);
             drop_results(&w);
             session_open(&w);
@@ -457,6 +561,8 @@ out:
     runner_destroy(&w.runner);
     drop_results(&w);
     free(w.results);
+    refusals_clear(&w);
+    free(w.refused);
     frames_close(&w.in);
     free(w.in.parts);
     msgpack_sbuffer_destroy(&w.sb);

@@ -1172,32 +1172,44 @@ static char *resolve_program(const char *prog, const proto_fndef *d)
 
 int runner_define(runner_t *r, const proto_fndef *def)
 {
+    return runner_define_why(r, def, NULL, 0);
+}
+
+/* The reason a definition is refused: logged, and kept in why when given. */
+#define REFUSE(...) do { LOG_ERROR("runner: define %s: %s", d.name, (snprintf(reason, sizeof reason, __VA_ARGS__), reason)); \
+                         if (why && why_len) snprintf(why, why_len, "%s", reason); } while (0)
+
+int runner_define_why(runner_t *r, const proto_fndef *def, char *why, size_t why_len)
+{
+    char reason[PROTO_ERROR_TEXT_MAX];
     if (!r || !def || !def->name || !proto_valid_name(def->name)) {
         LOG_ERROR("runner: define: bad function name");
+        if (why && why_len) snprintf(why, why_len, "bad function name");
         return -1;
     }
     proto_fndef d;
     if (def_copy(&d, def) < 0) {
         LOG_ERROR("runner: define %s: out of memory", def->name);
+        if (why && why_len) snprintf(why, why_len, "out of memory");
         return -1;
     }
     char **argv = NULL;
     char *library = NULL;
     if (d.native) {
         if (!d.library || !d.library[0] || !d.symbol || !d.symbol[0]) {
-            LOG_ERROR("runner: define %s: native needs a library and a symbol", d.name);
+            REFUSE("native needs a library and a symbol");
             goto fail;
         }
         library = d.library[0] == '/' ? strdup(d.library) : join(r->root, d.library);
         if (!library)
             goto oom;
         if (access(library, R_OK) < 0) {
-            LOG_ERROR("runner: define %s: library %s: %s", d.name, library, strerror(errno));
+            REFUSE("library %s: %s", library, strerror(errno));
             goto fail;
         }
     } else {
         if (d.nexec == 0 || !d.exec[0][0]) {
-            LOG_ERROR("runner: define %s: exec needs a command", d.name);
+            REFUSE("exec needs a command");
             goto fail;
         }
         argv = calloc(d.nexec + 1, sizeof *argv);
@@ -1223,7 +1235,7 @@ int runner_define(runner_t *r, const proto_fndef *def)
         }
         library = resolve_program(argv[0], &d);   /* exec keeps its program here */
         if (!library) {
-            LOG_ERROR("runner: define %s: %s is not an executable program", d.name, argv[0]);
+            REFUSE("%s is not an executable program", argv[0]);
             goto fail;
         }
     }
@@ -1267,7 +1279,7 @@ int runner_define(runner_t *r, const proto_fndef *def)
     f->refused = false;
     return 0;
 oom:
-    LOG_ERROR("runner: define %s: out of memory", d.name);
+    REFUSE("out of memory");
 fail:
     for (uint32_t i = 0; argv && i < d.nexec; i++)
         free(argv[i]);

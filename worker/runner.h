@@ -81,6 +81,8 @@ void runner_destroy(runner_t **r);
  * start lazily, on its first job. 0, or -1 with the reason logged (a missing
  * library, herald_init() failing, …), in which case the function is refused. */
 int runner_define(runner_t *r, const proto_fndef *fn);
+/* The same, and when refused the reason (one line, no function name) in why. */
+int runner_define_why(runner_t *r, const proto_fndef *fn, char *why, size_t why_len);
 
 /* Queues one attempt; everything is copied. 0; -1 if the function is
  * unknown/refused; -2 if the runner is broken (its launcher died: nothing can

@@ -34,6 +34,8 @@ static int encode(msgpack_sbuffer *sb, const proto_msg *m)
     case MSG_ERROR: return proto_encode_error(sb, m->u.error.status, m->u.error.text);
     case MSG_INVOKE: return proto_encode_invoke(sb, &m->u.invoke);
     case MSG_INVOKE_REPLY: return proto_encode_invoke_reply(sb, &m->u.invoke_reply);
+    case MSG_REFUSED: return proto_encode_refused(sb, &m->u.refused);
+    case MSG_BYE: return proto_encode_bye(sb);
     case MSG_ADMIN:
     case MSG_ADMIN_REPLY:
         msgpack_sbuffer_init(&o);

@@ -92,6 +92,12 @@ int main(int argc, char **argv)
     proto_encode_invoke(&sb, &iv); seed(root, "invoke", &sb);
     proto_invoke_reply ir = { 9, 0, NULL, "inv-1" };
     proto_encode_invoke_reply(&sb, &ir); seed(root, "invoke_reply", &sb);
+    proto_refusal rf[2] = { { "f", "/srv/x.sh is not an executable program" }, { "g", "library lib.so: No such file" } };
+    proto_refused rd = { rf, 2 };
+    proto_encode_refused(&sb, &rd); seed(root, "refused", &sb);
+    proto_refused rd0 = { NULL, 0 };
+    proto_encode_refused(&sb, &rd0); seed(root, "refused_none", &sb);
+    proto_encode_bye(&sb); seed(root, "bye", &sb);
     msgpack_sbuffer_destroy(&sb);
     return 0;
 }

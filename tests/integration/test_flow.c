@@ -87,7 +87,8 @@ static int workers_connected(h_env *e)
     int n = -1;
     if (w) {
         n = 0;
-        const char *end = strstr(w, "\"refused\"");   /* workers[] holds arrays: no ']' bound */
+        /* workers[] holds arrays: no ']' bound; the top-level "refused" is a map, a worker's an array */
+        const char *end = strstr(w, "\"refused\":{");
         for (const char *p = w; (p = strstr(p, "{\"id\":")) != NULL && (!end || p < end); p++) n++;
     }
     free(st);

@@ -549,7 +549,7 @@ static const char *const TOPIC_KEYS = "name:s,published:i";
 static const char *const SUB_KEYS = "topic:s,function:s,ready:i,delayed:i,inflight:i,dead:i,succeeded:i,failed:i";
 static const char *const FN_KEYS =
     "name:s,invocations:i,errors:i,timeouts:i,rejected:i,crashed:i,lost:i,p50_ms:n,p99_ms:n,gb_seconds:n";
-static const char *const WORKER_KEYS = "id:s,host:s,pid:i,functions:a,slots:i,busy:i,last_seen_ms:i";
+static const char *const WORKER_KEYS = "id:s,host:s,pid:i,functions:a,slots:i,busy:i,last_seen_ms:i,refused:a";
 
 static void check_sub(const j_val *subs, const char *topic, const char *fn, long succeeded, long failed, long dead)
 {

@@ -64,7 +64,7 @@ int rel_workers_connected(h_env *e)
     int n = -1;
     if (w) {
         n = 0;
-        const char *end = strstr(w, "\"refused\"");
+        const char *end = strstr(w, "\"refused\":{");   /* the top-level map; a worker's "refused" is an array */
         for (const char *p = w; (p = strstr(p, "{\"id\":")) != NULL && (!end || p < end); p++) n++;
     }
     free(st);

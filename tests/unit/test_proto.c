@@ -113,6 +113,8 @@ static void tp_reencode_same(const proto_msg *m)
     case MSG_ERROR: rc = proto_encode_error(&sb, m->u.error.status, m->u.error.text); break;
     case MSG_INVOKE: rc = proto_encode_invoke(&sb, &m->u.invoke); break;
     case MSG_INVOKE_REPLY: rc = proto_encode_invoke_reply(&sb, &m->u.invoke_reply); break;
+    case MSG_REFUSED: rc = proto_encode_refused(&sb, &m->u.refused); break;
+    case MSG_BYE: rc = proto_encode_bye(&sb); break;
     case MSG_ADMIN:
     case MSG_ADMIN_REPLY: {
         /* Re-pack the kept object: proves it survived in the message's zone/arena. */
@@ -400,6 +402,91 @@ Test(proto, roundtrip_heartbeat_drain)
     cr_assert_eq(m.type, MSG_DRAIN);
     tp_reencode_same(&m);
     proto_msg_clear(&m);
+}
+
+Test(proto, roundtrip_refused_and_bye)
+{
+    proto_msg m;
+    proto_refusal rs[2] = { { "notify", "/srv/h/notify.sh is not an executable program" }, { "audit", "" } };
+    cr_assert_eq(proto_encode_refused(&tp_sb, &(proto_refused){ rs, 2 }), 0);
+    tp_accept(&m);
+    cr_assert_eq(m.type, MSG_REFUSED);
+    cr_assert_eq(m.nframes, 0);
+    cr_assert_eq(m.u.refused.n, 2);
+    cr_assert_str_eq(m.u.refused.rs[0].function, "notify");
+    cr_assert_str_eq(m.u.refused.rs[0].reason, rs[0].reason);
+    cr_assert_str_eq(m.u.refused.rs[1].reason, "");
+    tp_reencode_same(&m);
+    tp_all_prefixes_fail();
+    proto_msg_clear(&m);
+    /* sent even when the worker refuses nothing */
+    tp_teardown(), tp_setup();
+    cr_assert_eq(proto_encode_refused(&tp_sb, &(proto_refused){ NULL, 0 }), 0);
+    tp_accept(&m);
+    cr_assert_eq(m.type, MSG_REFUSED);
+    cr_assert_eq(m.u.refused.n, 0);
+    tp_reencode_same(&m);
+    proto_msg_clear(&m);
+    tp_teardown(), tp_setup();
+    cr_assert_eq(proto_encode_bye(&tp_sb), 0);
+    tp_accept(&m);
+    cr_assert_eq(m.type, MSG_BYE);
+    cr_assert_null(m.arena);
+    tp_reencode_same(&m);
+    tp_all_prefixes_fail();
+    proto_msg_clear(&m);
+}
+
+Test(proto, refused_fields_are_checked)
+{
+    /* an entry is [function, reason]: a name and a string */
+    tp_head("REFUSED", 1);
+    msgpack_pack_array(&tp_pk, 1);
+    msgpack_pack_array(&tp_pk, 2);
+    TP_STR("bad name!");
+    TP_STR("x");
+    tp_reject("REFUSED entry 0: function: invalid name");
+    tp_sb.size = 0;
+    tp_head("REFUSED", 1);
+    msgpack_pack_array(&tp_pk, 1);
+    msgpack_pack_array(&tp_pk, 3);
+    TP_STR("f");
+    TP_STR("x");
+    TP_STR("y");
+    tp_reject("REFUSED entry 0: 3 elements, want 2..2");
+    tp_sb.size = 0;
+    tp_head("REFUSED", 1);
+    msgpack_pack_array(&tp_pk, 1);
+    msgpack_pack_array(&tp_pk, 2);
+    TP_STR("f");
+    msgpack_pack_nil(&tp_pk);
+    tp_reject("REFUSED entry 0: reason: not a string");
+    tp_sb.size = 0;
+    char *longwhy = tp_repeat('w', PROTO_ERROR_WIRE_MAX + 1);
+    tp_head("REFUSED", 1);
+    msgpack_pack_array(&tp_pk, 1);
+    msgpack_pack_array(&tp_pk, 2);
+    TP_STR("f");
+    TP_STR(longwhy);
+    tp_reject("REFUSED entry 0: reason: length");
+    free(longwhy);
+    tp_sb.size = 0;
+    tp_head("REFUSED", 1);
+    msgpack_pack_map(&tp_pk, 0);
+    tp_reject("REFUSED entries: not an array");
+    tp_sb.size = 0;
+    tp_head("REFUSED", 1);
+    msgpack_pack_array(&tp_pk, PROTO_MAX_BATCH + 1);
+    for (int i = 0; i < PROTO_MAX_BATCH + 1; i++) {
+        msgpack_pack_array(&tp_pk, 2);
+        TP_STR("f");
+        TP_STR("");
+    }
+    tp_reject("REFUSED entries: 1025 elements, want 0..1024");
+    tp_sb.size = 0;
+    tp_head("BYE", 1);
+    msgpack_pack_nil(&tp_pk);
+    tp_reject("BYE: 3 elements, want 2");
 }
 
 Test(proto, roundtrip_admin_args_outlive_frame)
@@ -1131,8 +1218,8 @@ Test(proto, prescan_accepts_every_msgpack_type)
 
 Test(proto, prescan_each_message)
 {
-    int (*const enc[])(msgpack_sbuffer *) = {proto_encode_heartbeat, proto_encode_drain};
-    for (size_t i = 0; i < 2; i++) {
+    int (*const enc[])(msgpack_sbuffer *) = {proto_encode_heartbeat, proto_encode_drain, proto_encode_bye};
+    for (size_t i = 0; i < 3; i++) {
         tp_sb.size = 0;
         enc[i](&tp_sb);
         cr_assert_eq(proto_prescan(tp_sb.data, tp_sb.size, tp_err, sizeof tp_err), 0);
