@@ -436,6 +436,21 @@ void admin_handle(broker_t *b, proto_frames *f)
         proto_msg_clear(&m);
         return;
     }
+    if (m.type == MSG_PUBLISH) {
+        /* async invokes only (heraldctl invoke --async, with admin keys);
+         * events for topics go to the publish endpoint */
+        for (uint32_t i = 0; i < m.u.publish.npubs; i++)
+            if (m.u.publish.pubs[i].topic[0]) {
+                snprintf(err, sizeof err, "PUBLISH to topic '%s' on the admin endpoint: topics are published on the "
+                         "publish endpoint (only async invokes are taken here)", m.u.publish.pubs[i].topic);
+                reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
+                proto_msg_clear(&m);
+                return;
+            }
+        publish_take(b, b->adm_sock, f, &m);
+        proto_msg_clear(&m);
+        return;
+    }
     if (m.type == MSG_HELLO) {
         send_welcome(b, b->adm_sock, f);
         proto_msg_clear(&m);

@@ -183,6 +183,7 @@ struct worker {
 /* One PUBLISH message's answers, sent after the commit. */
 typedef struct pending_confirm {
     struct pending_confirm *next;
+    void *sock;                 /* where it came from: publish, or admin (async invokes) */
     unsigned char rid[256]; size_t rid_len;
     proto_confirm_entry *entries; uint32_t n;
     char *text;                 /* storage of entries' texts */
@@ -399,6 +400,9 @@ void queue_rollback(broker_t *b, uint64_t txn);
 
 /* --- publish.c: PUBLISH handling (stage, fan-out) --- */
 void publish_handle(broker_t *b, proto_frames *f);
+/* A decoded PUBLISH from sock (publish, or admin for async invokes): stores
+ * its entries and stages the CONFIRM, sent on sock after the commit. */
+void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m);
 bool filter_match(const cfg_subscription *s, const proto_attr *attrs, uint32_t n);
 void confirms_send(broker_t *b, bool committed);
 

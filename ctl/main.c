@@ -101,7 +101,6 @@ typedef struct {
     double timeout_s, rate;
     int64_t limit, older_than;
     bool json, all, dry_run, async, watch;
-    const char *publish;        /* invoke --async: the publish endpoint ($HERALD_BROKER) */
     const char *key, *broker_key;   /* CURVE: ours (.key) and the broker's (.pub) */
 } ctl_opts;
 
@@ -452,9 +451,12 @@ static int cmd_invoke(const ctl_opts *o, bool timeout_given, int argc, char **ar
     herald_config *cfg = NULL;
     if (o->cfg_path && !(cfg = config_load(o->cfg_path, NULL))) { free(payload); return 2; }
     int rc = 1;
+    const char *endpoint = o->endpoint ? o->endpoint : cfg ? cfg->broker.admin_endpoint : "tcp://127.0.0.1:7712";
     if (o->async) {
-        /* Lambda's Event type: stored for the function, run with its retries */
-        herald_options ho = { .endpoint = o->publish ? o->publish : cfg ? cfg->broker.publish_endpoint : NULL,
+        /* Lambda's Event type: stored for the function, run with its retries.
+         * A PUBLISH of an async invoke to the admin endpoint, like every other
+         * command (the broker takes async invokes there, with admin keys). */
+        herald_options ho = { .endpoint = endpoint,
                               .timeout_ms = (int)(o->timeout_s * 1000),
                               .key_file = o->key, .broker_key_file = o->broker_key };
         herald_client *c = herald_connect(&ho);
@@ -466,7 +468,6 @@ static int cmd_invoke(const ctl_opts *o, bool timeout_given, int argc, char **ar
         herald_close(&c);
         goto out;
     }
-    const char *endpoint = o->endpoint ? o->endpoint : cfg ? cfg->broker.admin_endpoint : "tcp://127.0.0.1:7712";
     admin_client a;
     /* reachable first (5 s), then as long as the invoke may take */
     int reach_ms = timeout_given && o->timeout_s < 5 ? (int)(o->timeout_s * 1000) : 5000;
@@ -629,7 +630,6 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(cmd, "dlq") == 0) return cmd_dlq(&o, argc - optind, argv + optind);
-    o.publish = getenv("HERALD_BROKER");
     if (strcmp(cmd, "invoke") == 0) return cmd_invoke(&o, timeout_given, argc - optind, argv + optind);
     bool stats = strcmp(cmd, "stats") == 0, workers = strcmp(cmd, "workers") == 0;
     if (!stats && !workers) {
