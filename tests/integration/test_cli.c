@@ -41,7 +41,7 @@ static void config_rec(const char *extra_broker, const char *extra_body)
 
 /* python3 reads text as one JSON document and evaluates expr on it (d); true
  * when it parses and expr holds. */
-__attribute__((unused)) static bool json_holds(const char *text, const char *expr)
+static bool json_holds(const char *text, const char *expr)
 {
     char *in = h_path(&env, "json.in");
     h_write(in, text ? text : "");
@@ -84,4 +84,131 @@ Test(cli, invoke_async_uses_the_named_broker)
     char *rec = h_read(h_path(&env, "rec.txt"), NULL);
     cr_assert(strstr(rec, "via-broker\n") && strstr(rec, "via-config\n"), "the handler saw: %s", rec);
     free(rec);
+}
+
+/* --- --json on every heraldctl command, errors included ---------------------------- */
+
+/* heraldctl ARGS... --json: exit code, stdout kept in *out (caller frees). */
+#define CTL_RUN(out, ...) h_run(&env, NULL, out, NULL, "bin/heraldctl", __VA_ARGS__, NULL)
+
+Test(cli, json_usage_errors_print_one_json_error_and_exit_2)
+{
+    static const char *const cases[][6] = {
+        { "dlq", "list", "--limit", "x" }, { "dlq", "replay" }, { "dlq", "show", "abc" },
+        { "frobnicate" }, { "stats", "extra" }, { "--timeout", "0", "stats" }, { "invoke" },
+        { "check" }, { "keygen" }, { "--bogus", "stats" }, { NULL },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *const *a = cases[i];
+        char *out = NULL;
+        int rc = a[0] ? CTL_RUN(&out, "--json", "--broker", env.adm, a[0], a[1], a[2], a[3])
+                      : CTL_RUN(&out, "--json");
+        cr_assert_eq(rc, 2, "case %zu (%s %s): exit %d", i, a[0], a[1], rc);
+        cr_assert(json_holds(out, "set(d) <= {'error'} and isinstance(d['error'], str) and len(d['error']) > 3"),
+                  "case %zu (%s %s): stdout is not one {\"error\":…} document: '%s'", i, a[0], a[1], out);
+        free(out);
+    }
+}
+
+Test(cli, json_runtime_errors_print_one_json_error_and_exit_1)
+{
+    /* no broker at all: stats, workers, dlq replay, invoke, invoke --async */
+    static const char *const cases[][4] = {
+        { "stats" }, { "workers" }, { "dlq", "replay", "--all" }, { "dlq", "list" }, { "invoke", "echo", "x" },
+        { "invoke", "--async", "echo", "x" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *const *a = cases[i];
+        char *out = NULL;
+        int rc = CTL_RUN(&out, "--json", "--timeout", "1", "--broker", env.adm, a[0], a[1], a[2], a[3]);
+        cr_assert_eq(rc, 1, "%s %s with no broker: exit %d", a[0], a[1] ? a[1] : "", rc);
+        cr_assert(json_holds(out, "isinstance(d, dict) and isinstance(d.get('error'), str) and d['error']"),
+                  "%s %s: stdout is not one {\"error\":…} document: '%s'", a[0], a[1] ? a[1] : "", out);
+        free(out);
+    }
+}
+
+Test(cli, json_invoke_prints_the_output_or_the_error_as_one_document)
+{
+    config_rec(NULL, NULL);
+    h_broker(&env);
+    h_worker(&env, NULL, 2);
+
+    char *out = NULL;
+    int rc = CTL_RUN(&out, "--broker", env.adm, "--json", "invoke", "echo", "hi there");
+    cr_assert_eq(rc, 0, "invoke --json: exit %d", rc);
+    cr_assert(json_holds(out, "d['output'] == 'hi there' and d['output_encoding'] == 'utf-8' and "
+                              "isinstance(d['message_id'], str)"), "invoke --json printed '%s'", out);
+    free(out);
+
+    /* bytes that are not UTF-8 come back as base64 */
+    char *in = h_path(&env, "bin.in");
+    FILE *f = fopen(in, "wb");
+    cr_assert_not_null(f);
+    fwrite("\xff\x00\x01z", 1, 4, f);
+    fclose(f);
+    out = NULL;
+    rc = h_run(&env, in, &out, NULL, "bin/heraldctl", "--broker", env.adm, "--json", "invoke", "echo", "-", NULL);
+    cr_assert_eq(rc, 0, "invoke --json of bytes: exit %d", rc);
+    cr_assert(json_holds(out, "d['output'] == '/wABeg==' and d['output_encoding'] == 'base64'"),
+              "invoke --json of bytes printed '%s'", out);
+    free(out);
+
+    /* a failing handler: its error, and the kind of error */
+    out = NULL;
+    rc = CTL_RUN(&out, "--broker", env.adm, "--json", "invoke", "bad", "x");
+    cr_assert_eq(rc, 1, "invoke --json of a failing handler: exit %d", rc);
+    cr_assert(json_holds(out, "isinstance(d['error'], str) and d['error_type'] == 'handler'"),
+              "a failed invoke --json printed '%s'", out);
+    free(out);
+    out = NULL;
+    rc = CTL_RUN(&out, "--broker", env.adm, "--json", "invoke", "nosuch", "x");
+    cr_assert_eq(rc, 1);
+    cr_assert(json_holds(out, "'nosuch' in d['error'] and d['error_type'] == 'unknown_function'"),
+              "invoke --json of an unknown function printed '%s'", out);
+    free(out);
+
+    /* --async: the message id as {"message_id":…} */
+    out = NULL;
+    rc = CTL_RUN(&out, "--broker", env.adm, "--json", "invoke", "--async", "rec", "x");
+    cr_assert_eq(rc, 0, "invoke --async --json: exit %d", rc);
+    cr_assert(json_holds(out, "list(d) == ['message_id'] and len(d['message_id']) > 2"),
+              "invoke --async --json printed '%s'", out);
+    free(out);
+}
+
+Test(cli, json_check_and_keygen_print_json)
+{
+    config_rec(NULL, NULL);
+    char *out = NULL;
+    int rc = CTL_RUN(&out, "--json", "check", env.cfg);
+    cr_assert_eq(rc, 0, "check --json of a good config: exit %d", rc);
+    cr_assert(json_holds(out, "d['ok'] is True and d['functions'] == 3 and d['topics'] == 1"),
+              "check --json printed '%s'", out);
+    free(out);
+
+    char *bad = h_path(&env, "bad.cfg");
+    h_write(bad, "broker = { max_payload = \"big\"; };\n"
+                 "functions = ( { name = \"a b\"; exec = [\"x\"]; } );\n");
+    out = NULL;
+    rc = CTL_RUN(&out, "--json", "check", bad);
+    cr_assert_eq(rc, 2, "check --json of a bad config: exit %d", rc);
+    cr_assert(json_holds(out, "isinstance(d['error'], str) and len(d['errors']) >= 2 and "
+                              "all(set(e) == {'file', 'line', 'message'} and e['file'].endswith('bad.cfg') and "
+                              "e['line'] in (1, 2) and e['message'] for e in d['errors'])"),
+              "check --json of a bad config printed '%s'", out);
+    free(out);
+
+    out = NULL;
+    rc = CTL_RUN(&out, "--json", "keygen", h_path(&env, "k1"));
+    cr_assert_eq(rc, 0, "keygen --json: exit %d", rc);
+    cr_assert(json_holds(out, "d['key_file'].endswith('k1.key') and d['pub_file'].endswith('k1.pub') and "
+                              "len(d['public_key']) == 40"), "keygen --json printed '%s'", out);
+    free(out);
+    /* it never overwrites: a runtime error, as JSON */
+    out = NULL;
+    rc = CTL_RUN(&out, "--json", "keygen", h_path(&env, "k1"));
+    cr_assert_eq(rc, 1, "keygen --json over an existing key: exit %d", rc);
+    cr_assert(json_holds(out, "list(d) == ['error']"), "keygen --json over an existing key printed '%s'", out);
+    free(out);
 }

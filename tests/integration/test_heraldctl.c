@@ -253,13 +253,14 @@ static bool type_ok(const j_val *v, char t)
     case 's': return v->t == J_STR;
     case 'z': return v->t == J_STR || v->t == J_NULL;
     case 'a': return v->t == J_ARR;
+    case 'b': return v->t == J_BOOL;
     case 'o': return v->t == J_OBJ;
     default: return false;
     }
 }
 
 /* o is an object with exactly the keys of spec ("name:s,count:i,..."; types:
- * i integer, n number, s string, z string or null, a array, o object), each
+ * i integer, n number, s string, z string or null, a array, o object, b boolean), each
  * once, of its type, and no other key. */
 static void assert_keys(const j_val *o, const char *spec, const char *where)
 {
@@ -1066,12 +1067,12 @@ Test(heraldctl, dlq_replay_dry_run_prints_the_count_and_changes_nothing)
     char *out = NULL, *err = NULL;
     int rc = CTL(&out, &err, "dlq", "replay", "--all", "--dry-run");
     cr_assert_eq(rc, 0, "dlq replay --all --dry-run: exit %d: %s", rc, err);
-    cr_assert_eq(strncmp(out, "replayed 3", 10), 0, "dlq replay --all --dry-run printed: %s", out);
-    cr_assert(out[10] == '\n' || out[10] == ' ', "dlq replay --all --dry-run printed: %s", out);
+    cr_assert_eq(strncmp(out, "would replay 3", 14), 0, "dlq replay --all --dry-run printed: %s", out);
+    cr_assert(out[14] == '\n' || out[14] == ' ', "dlq replay --all --dry-run printed: %s", out);
     free(out);
     free(err);
     j_val *r = CTL_JSON("dlq", "replay", "--all", "--function", "fix", "--dry-run", "--json");
-    assert_keys(r, "count:i", "dlq replay --dry-run --json");
+    assert_keys(r, "count:i,dry_run:b", "dlq replay --dry-run --json");
     cr_assert_eq(j_int(r, "count"), 3);
     char arg[32];
     snprintf(arg, sizeof arg, "%lld", j_int(j_at(before, 0), "id"));
