@@ -309,8 +309,6 @@ int64_t util_wall_ms(void);          /* Unix ms */
 void util_log(const char *level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void util_set_program(const char *name);
-/* The version every program prints for --version ("herald-broker 0.1"); lib/herald.pc says the same. */
-#define HERALD_VERSION "0.1"
 #define LOG_ERROR(...) util_log("error", __FILE__, __LINE__, __VA_ARGS__)
 #define LOG_WARN(...)  util_log("warn", __FILE__, __LINE__, __VA_ARGS__)
 #define LOG_INFO(...)  util_log("info", __FILE__, __LINE__, __VA_ARGS__)

@@ -212,3 +212,116 @@ Test(cli, json_check_and_keygen_print_json)
     cr_assert(json_holds(out, "list(d) == ['error']"), "keygen --json over an existing key printed '%s'", out);
     free(out);
 }
+
+/* --- herald-publish --lines: one output line per input line ------------------------ */
+
+/* Lines of text (a copy), split on '\n'; returns the count. */
+static size_t split_lines(const char *text, char ***lines)
+{
+    size_t n = 0, cap = 16;
+    char **v = malloc(cap * sizeof *v);
+    const char *p = text;
+    while (p && *p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (n == cap) v = realloc(v, (cap *= 2) * sizeof *v);
+        v[n++] = strndup(p, len);
+        p = nl ? nl + 1 : NULL;
+    }
+    *lines = v;
+    return n;
+}
+
+/* 5 lines: 1 ok, 2 too large for the client, 3 ok, 4 and 5 throttled by the
+ * broker (max_backlog 2, no worker to drain it). */
+static char *mixed_input(void)
+{
+    char *in = h_path(&env, "mixed.in");
+    FILE *f = fopen(in, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "one\n");
+    for (int i = 0; i < 2000; i++) fputc('x', f);
+    fprintf(f, "\nthree\nfour\nfive\n");
+    fclose(f);
+    return in;
+}
+
+Test(cli, publish_lines_prints_one_line_per_input_line_in_order)
+{
+    config_rec("max_payload = 1024; max_backlog = 2;", NULL);
+    pid_t broker = h_broker(&env);
+    char *in = mixed_input();
+    char *out = NULL, *err = NULL;
+    int rc = h_run(&env, in, &out, &err, "bin/herald-publish", "--broker", env.pub, "--lines", "t", NULL);
+    cr_assert_eq(rc, 1, "a load with refused lines: exit %d (stderr: %s)", rc, err);
+    char **l;
+    size_t n = split_lines(out, &l);
+    cr_assert_eq(n, 5, "5 input lines, %zu output lines: '%s' (stderr: %s)", n, out, err);
+    cr_assert(strncmp(l[0], "ERROR", 5) != 0 && strncmp(l[2], "ERROR", 5) != 0, "lines 1 and 3 were stored: %s", out);
+    cr_assert(strncmp(l[1], "ERROR ", 6) == 0 && strstr(l[1], "max_payload"), "line 2 (too large): '%s'", l[1]);
+    cr_assert(strncmp(l[3], "ERROR ", 6) == 0 && strstr(l[3], "throttled"), "line 4 (throttled): '%s'", l[3]);
+    cr_assert(strncmp(l[4], "ERROR ", 6) == 0 && strstr(l[4], "throttled"), "line 5 (throttled): '%s'", l[4]);
+    cr_assert(strstr(err, "LINE 2: ") && strstr(err, "LINE 4: ") && strstr(err, "LINE 5: ") && !strstr(err, "LINE 1:") &&
+              !strstr(err, "LINE 3:"), "stderr: %s", err);
+    free(out);
+    free(err);
+
+    /* --json: one object per line, {"line":N,"id":…} or {"line":N,"error":…};
+     * on an empty broker again, so that the same lines get in */
+    cr_assert_eq(h_signal_exit(&env, broker, SIGTERM, 10000), 0);
+    char rm[600];
+    snprintf(rm, sizeof rm, "rm -rf '%s'", h_path(&env, "data"));
+    cr_assert_eq(system(rm), 0);
+    h_broker(&env);
+    out = err = NULL;
+    rc = h_run(&env, in, &out, &err, "bin/herald-publish", "--broker", env.pub, "--lines", "--json", "t", NULL);
+    cr_assert_eq(rc, 1, "--json: exit %d (stderr: %s)", rc, err);
+    n = split_lines(out, &l);
+    cr_assert_eq(n, 5, "--json: %zu output lines: %s", n, out);
+    for (size_t i = 0; i < 5; i++) {
+        char expr[200];
+        bool ok = i == 0 || i == 2;
+        snprintf(expr, sizeof expr, "d['line'] == %zu and set(d) == {'line', '%s'} and isinstance(d['%s'], str)",
+                 i + 1, ok ? "id" : "error", ok ? "id" : "error");
+        cr_assert(json_holds(l[i], expr), "--json line %zu: '%s'", i + 1, l[i]);
+    }
+    free(out);
+    free(err);
+}
+
+static bool file_has(void *arg)
+{
+    const char **a = arg;
+    char *t = h_read(a[0], NULL);
+    bool yes = t && strstr(t, a[1]);
+    free(t);
+    return yes;
+}
+
+Test(cli, publish_lines_retry_throttled_retries_until_the_backlog_frees)
+{
+    config_rec("max_backlog = 2;", NULL);
+    h_broker(&env);
+    char *in = h_path(&env, "four.in");
+    h_write(in, "a\nb\nc\nd\n");
+    /* no worker yet: lines 3 and 4 are throttled and wait */
+    char prog[600];
+    snprintf(prog, sizeof prog, "%s/bin/herald-publish", env.root);
+    pid_t pub = h_start(&env, "pub", "/bin/sh", "-c",
+                        "exec \"$0\" --broker \"$1\" --lines --retry-throttled --timeout 60 t < \"$2\"",
+                        prog, env.pub, in, NULL);
+    (void)pub;
+    const char *cond[2] = { h_path(&env, "pub.err"), "retrying" };
+    cr_assert(h_wait(file_has, cond, 20000), "herald-publish never said it retries a throttled line");
+    h_worker(&env, "rec", 2);   /* drains the backlog: the retries get in */
+    int st = h_wait_exit(pub, 30000);
+    char *out = h_read(h_path(&env, "pub.out"), NULL), *err = h_read(h_path(&env, "pub.err"), NULL);
+    cr_assert_eq(st, 0, "--retry-throttled: exit %d (stderr: %s)", st, err);
+    char **l;
+    size_t n = split_lines(out, &l);
+    cr_assert_eq(n, 4, "4 lines, %zu ids: %s", n, out);
+    for (size_t i = 0; i < n; i++) cr_assert(strncmp(l[i], "ERROR", 5) != 0, "line %zu: %s", i + 1, l[i]);
+    h_wait_lines(h_path(&env, "rec.txt"), 4, 20000);
+    free(out);
+    free(err);
+}
