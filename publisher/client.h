@@ -135,6 +135,9 @@ struct herald_client {
     bool curve;                    /* the keys below are set */
     char curve_public[41], curve_secret[41], curve_server[41];   /* Z85 */
     char handshake_note[160];      /* why the last handshake failed; "" */
+    bool connected;                /* the current socket connected once (a later retry is a reconnect) */
+    char no_broker[200];           /* before any WELCOME: why no broker can answer (connection refused,
+                                      handshake dropped); "" — await_welcome fails at once on it */
     unsigned expired;              /* entries given up on, ever */
     int expired_status;            /* status of the latest one given up on */
     bool closing;                  /* herald_close runs: no new publishes */

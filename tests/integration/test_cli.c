@@ -325,3 +325,121 @@ Test(cli, publish_lines_retry_throttled_retries_until_the_backlog_frees)
     free(out);
     free(err);
 }
+
+/* --- a broker that is down, or speaks CURVE alone: said at once --------------------- */
+
+Test(cli, broker_down_is_reported_as_connection_refused)
+{
+    /* a long --timeout: the answer must come from the transport, not the clock */
+    const char *eps[2] = { env.adm, "tcp://127.0.0.1:1" };   /* ipc:// with no socket file; a closed port */
+    for (int i = 0; i < 2; i++) {
+        static const char *const cmds[][4] = { { "stats" }, { "dlq", "replay", "--all" }, { "invoke", "echo", "x" } };
+        for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
+            char *out = NULL, *err = NULL;
+            int rc = h_run(&env, NULL, &out, &err, "bin/heraldctl", "--broker", eps[i], "--timeout", "60",
+                           cmds[k][0], cmds[k][1], cmds[k][2], NULL);
+            cr_assert_eq(rc, 1, "heraldctl %s with no broker at %s: exit %d", cmds[k][0], eps[i], rc);
+            cr_assert(strstr(err, "connection refused") && strstr(err, eps[i]),
+                      "heraldctl %s with no broker at %s: %s", cmds[k][0], eps[i], err);
+            free(out);
+            free(err);
+        }
+        char *err = NULL;
+        const char *pub = i == 0 ? env.pub : "tcp://127.0.0.1:1";
+        int rc = h_run(&env, NULL, NULL, &err, "bin/herald-publish", "--broker", pub, "--timeout", "60", "t", "x",
+                       NULL);
+        cr_assert_eq(rc, 1, "herald-publish with no broker at %s: exit %d", pub, rc);
+        cr_assert(strstr(err, "connection refused") && strstr(err, pub), "herald-publish, no broker at %s: %s", pub,
+                  err);
+        free(err);
+    }
+}
+
+Test(cli, curve_on_one_side_is_said_at_once)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "set -e; cd '%s' && mkdir -p keys/publishers keys/workers keys/admins && "
+             "'%s/bin/heraldctl' keygen keys/broker >/dev/null && '%s/bin/heraldctl' keygen keys/client >/dev/null && "
+             "for r in publishers workers admins; do cp keys/client.pub keys/$r/; done",
+             env.dir, env.root, env.root);
+    if (!env.curve) cr_assert_eq(system(cmd), 0);   /* HERALD_TEST_CURVE=1: h_setup made them */
+    unsetenv("HERALD_KEY");
+    unsetenv("HERALD_BROKER_KEY");
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"echo\"; exec = [\"tests/handlers/ctl_echo.sh\"]; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"echo\"; } ); } );\n%s",
+             env.curve ? "" : "security = { curve = true; secret_key = \"keys/broker.key\"; publishers = "
+                              "\"keys/publishers\"; workers = \"keys/workers\"; admins = \"keys/admins\"; };\n");
+    h_config(&env, "os", body);
+    env.curve = true;   /* h_broker: the broker answers with keys only */
+    setenv("HERALD_KEY", h_path(&env, "keys/client.key"), 1);
+    setenv("HERALD_BROKER_KEY", h_path(&env, "keys/broker.pub"), 1);
+    h_broker(&env);
+    unsetenv("HERALD_KEY");
+    unsetenv("HERALD_BROKER_KEY");
+    /* a plaintext client, several times: whichever side drops the handshake first */
+    for (int i = 0; i < 5; i++) {
+        char *err = NULL;
+        int rc = h_run(&env, NULL, NULL, &err, "bin/herald-publish", "--broker", env.pub, "--timeout", "60", "t", "x",
+                       NULL);
+        cr_assert_eq(rc, 1, "a plaintext herald-publish against a CURVE broker: exit %d", rc);
+        cr_assert(strstr(err, "CURVE on one side"), "herald-publish, plaintext against CURVE: %s", err);
+        free(err);
+        err = NULL;
+        rc = h_run(&env, NULL, NULL, &err, "bin/heraldctl", "--broker", env.adm, "--timeout", "60", "stats", NULL);
+        cr_assert_eq(rc, 1, "a plaintext heraldctl against a CURVE broker: exit %d", rc);
+        cr_assert(strstr(err, "CURVE on one side"), "heraldctl, plaintext against CURVE: %s", err);
+        free(err);
+    }
+}
+
+/* --- what the programs print about themselves ---------------------------------------- */
+
+/* "dir/file.c:123:" anywhere in text. */
+static bool has_source_location(const char *text)
+{
+    for (const char *p = text; p && (p = strstr(p, ".c:")) != NULL; p += 3)
+        if (p[3] >= '0' && p[3] <= '9') return true;
+    return false;
+}
+
+static bool broker_refused_reload(void *arg)
+{
+    (void)arg;
+    char *t = h_read(h_path(&env, "broker.err"), NULL);
+    bool yes = t && strstr(t, "SIGHUP") && strstr(t, "refused");
+    free(t);
+    return yes;
+}
+
+Test(cli, log_lines_name_no_source_location_unless_verbose)
+{
+    config_rec(NULL, NULL);
+    pid_t broker = h_broker(&env);
+    /* a reload the broker refuses: an error a user reads */
+    h_write(env.cfg, "broker = { max_payload = \"big\"; };\n");
+    kill(broker, SIGHUP);
+    cr_assert(h_wait(broker_refused_reload, NULL, 10000), "the broker never said it refused the reload");
+    char *t = h_read(h_path(&env, "broker.err"), NULL);
+    cr_assert(!has_source_location(t), "the broker's log shows source locations without --verbose:\n%s", t);
+    free(t);
+}
+
+Test(cli, every_program_answers_version)
+{
+    static const char *const progs[] = { "bin/herald-broker", "bin/herald-worker", "bin/herald-publish", "bin/heraldctl",
+                                         "bin/herald-gateway" };
+    for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++) {
+        char *out = NULL, *err = NULL;
+        int rc = h_run(&env, NULL, &out, &err, progs[i], "--version", NULL);
+        cr_assert_eq(rc, 0, "%s --version: exit %d (%s)", progs[i], rc, err);
+        char want[64];
+        snprintf(want, sizeof want, "%s 0.", strrchr(progs[i], '/') + 1);
+        cr_assert_eq(strncmp(out, want, strlen(want)), 0, "%s --version printed '%s'", progs[i], out);
+        cr_assert_eq(strchr(out, '\n'), out + strlen(out) - 1, "%s --version: not one line: '%s'", progs[i], out);
+        free(out);
+        free(err);
+    }
+}
