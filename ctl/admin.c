@@ -10,6 +10,11 @@
 
 #include "ctl.h"
 
+/* A connect refused this long in a row, with no connect in between, is
+ * "connection refused" at once (not after the timeout); long enough that a
+ * burst overflowing an ipc:// listen backlog (a refusal too) gets in on a retry. */
+#define REFUSED_MS 300
+
 int admin_open(admin_client *a, const char *endpoint, int timeout_ms, const char *key_file,
                const char *broker_key_file)
 {
@@ -66,10 +71,15 @@ static bool refused(admin_client *a)
         if (more) { zmq_msg_recv(&ev, a->mon, 0); zmq_msg_close(&ev); zmq_msg_init(&ev); }
         if (event == ZMQ_EVENT_CONNECTED) {
             a->connected = true;
+            a->refused_since_ms = 0;
         } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             a->handshaken = true;
         } else if (no) {
             continue;   /* the first verdict stands */
+        } else if (event == ZMQ_EVENT_CONNECT_RETRIED && !a->connected && !a->handshaken &&
+                   (a->refused_since_ms ? util_mono_ms() - a->refused_since_ms
+                                        : (a->refused_since_ms = util_mono_ms(), 0)) < REFUSED_MS) {
+            continue;   /* libzmq retries every 100 ms: refused for REFUSED_MS in a row is final */
         } else if (event == ZMQ_EVENT_CONNECT_RETRIED && !a->connected && !a->handshaken) {
             snprintf(a->error, sizeof a->error, "broker unreachable at %s: connection refused (is it running?)",
                      a->endpoint);

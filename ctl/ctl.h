@@ -18,6 +18,7 @@ typedef struct {
     void *mon;                  /* the socket's monitor: a refused key or connection fails fast */
     bool connected;             /* a connect succeeded (a retry after it is a reconnect, not a refusal) */
     bool handshaken;            /* a handshake succeeded: a refused reconnect is no longer final */
+    int64_t refused_since_ms;   /* monotonic: first connect retry with no connect since; 0: none */
     const char *endpoint;
     int timeout_ms;
     proto_frames in;

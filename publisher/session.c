@@ -321,15 +321,21 @@ static int drain_monitor(herald_client *c)
         switch (event) {
         case ZMQ_EVENT_CONNECTED:
             c->connected = true;
+            c->refused_since_ms = 0;
             break;
-        case ZMQ_EVENT_CONNECT_RETRIED:
-            /* A retry before this socket ever connected: the connect itself
-             * failed (nothing listens on the tcp:// port or the ipc:// path).
-             * Final only for a client no broker ever welcomed: after that it
-             * is a broker restart, and the outbox waits it out. */
-            if (!c->connected && !c->welcomed && !c->no_broker[0])
+        case ZMQ_EVENT_CONNECT_RETRIED: {
+            /* Retries before this socket ever connected: the connect itself
+             * fails (nothing listens on the tcp:// port or the ipc:// path),
+             * for HC_REFUSED_MS in a row. Final only for a client no broker
+             * ever welcomed: after that it is a broker restart, and the
+             * outbox waits it out. */
+            if (c->connected || c->welcomed) break;
+            int64_t now = util_mono_ms();
+            if (!c->refused_since_ms) c->refused_since_ms = now;
+            if (now - c->refused_since_ms >= HC_REFUSED_MS && !c->no_broker[0])
                 snprintf(c->no_broker, sizeof c->no_broker, "connection refused (is it running?)");
             break;
+        }
         case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
             c->handshaken = true;
             c->handshake_note[0] = '\0';

@@ -39,6 +39,22 @@ static void config_rec(const char *extra_broker, const char *extra_body)
     h_config_broker(&env, "os", extra_broker, body);
 }
 
+static bool a_worker_registered(void *arg)
+{
+    (void)arg;
+    char *out = h_ctl(&env, "workers", "--json", NULL);
+    bool yes = out && strstr(out, "\"slots\"");
+    free(out);
+    return yes;
+}
+
+/* h_worker, then until the broker lists it: an invoke before that has no worker. */
+static void start_worker(void)
+{
+    h_worker(&env, NULL, 2);
+    cr_assert(h_wait(a_worker_registered, NULL, 20000), "the worker never registered");
+}
+
 /* python3 reads text as one JSON document and evaluates expr on it (d); true
  * when it parses and expr holds. */
 static bool json_holds(const char *text, const char *expr)
@@ -132,7 +148,7 @@ Test(cli, json_invoke_prints_the_output_or_the_error_as_one_document)
 {
     config_rec(NULL, NULL);
     h_broker(&env);
-    h_worker(&env, NULL, 2);
+    start_worker();
 
     char *out = NULL;
     int rc = CTL_RUN(&out, "--broker", env.adm, "--json", "invoke", "echo", "hi there");
@@ -442,4 +458,14 @@ Test(cli, every_program_answers_version)
         free(out);
         free(err);
     }
+}
+
+Test(cli, help_says_invoke_output_is_byte_exact_without_an_added_newline)
+{
+    char *out = NULL;
+    int rc = h_run(&env, NULL, &out, NULL, "bin/heraldctl", "--help", NULL);
+    cr_assert_eq(rc, 0);
+    cr_assert(strstr(out, "byte for byte") && strstr(out, "no\n                      newline is added"),
+              "heraldctl --help does not say invoke adds no newline:\n%s", out);
+    free(out);
 }
