@@ -102,6 +102,19 @@ Test(cli, invoke_async_uses_the_named_broker)
     free(rec);
 }
 
+Test(cli, the_admin_endpoint_takes_async_invokes_but_no_topic_publishes)
+{
+    config_rec(NULL, NULL);
+    h_broker(&env);
+    char *out = NULL, *err = NULL;
+    int rc = h_run(&env, NULL, &out, &err, "bin/herald-publish", "--broker", env.adm, "--timeout", "5", "t", "x", NULL);
+    cr_assert_eq(rc, 1, "a publish to a topic on the admin endpoint: exit %d (out: %s)", rc, out);
+    cr_assert(strstr(err, "publish endpoint"), "the refusal does not say where topics are published: %s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(h_sub_stat(&env, "t", "rec", "ready"), 0, "the event was stored");
+}
+
 /* --- --json on every heraldctl command, errors included ---------------------------- */
 
 /* heraldctl ARGS... --json: exit code, stdout kept in *out (caller frees). */
