@@ -56,8 +56,10 @@ lib/libherald.a: $(LIBH_OBJ) $(PROTO_OBJ) | lib
 	rm -f $@; ar rcs $@ $^
 lib/libherald.so: $(LIBH_OBJ) $(PROTO_OBJ) | lib
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(ZMQ_LIBS) $(LDLIBS)
-lib/herald.pc: Makefile | lib
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: herald\nDescription: herald client library\nVersion: 0.1\nRequires.private: libzmq msgpack\nLibs: -L$${libdir} -lherald\nCflags: -I$${includedir}\n' '$(PREFIX)' > $@
+# The version is defined once, in include/herald.h (what every program's --version prints).
+VERSION := $(shell sed -n 's/^\#define HERALD_VERSION "\(.*\)"/\1/p' include/herald.h)
+lib/herald.pc: Makefile include/herald.h | lib
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: herald\nDescription: herald client library\nVersion: $(VERSION)\nRequires.private: libzmq msgpack\nLibs: -L$${libdir} -lherald\nCflags: -I$${includedir}\n' '$(PREFIX)' > $@
 
 bin/herald-broker: $(BROKER_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ) | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS)

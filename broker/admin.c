@@ -25,21 +25,6 @@ static void pk_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_body(pk, s, n);
 }
 
-/* Duration percentile (ms) from the log2 histogram: the bucket's upper edge. */
-static double percentile_ms(const function_t *fn, double q)
-{
-    uint64_t total = 0;
-    for (int i = 0; i < 64; i++) total += fn->hist[i];
-    if (!total) return 0;
-    uint64_t want = (uint64_t)(q * (double)total + 0.5), seen = 0;
-    if (want == 0) want = 1;
-    for (int i = 0; i < 64; i++) {
-        seen += fn->hist[i];
-        if (seen >= want) return (double)(1ULL << i) / 1000.0;
-    }
-    return 0;
-}
-
 static void pack_stats(broker_t *b, msgpack_packer *pk)
 {
     int64_t now = util_mono_ms();
@@ -84,8 +69,8 @@ static void pack_stats(broker_t *b, msgpack_packer *pk)
         pk_str(pk, "rejected"); msgpack_pack_uint64(pk, fn->rejected);
         pk_str(pk, "crashed"); msgpack_pack_uint64(pk, fn->crashed);
         pk_str(pk, "lost"); msgpack_pack_uint64(pk, fn->lost);
-        pk_str(pk, "p50_ms"); msgpack_pack_double(pk, percentile_ms(fn, 0.50));
-        pk_str(pk, "p99_ms"); msgpack_pack_double(pk, percentile_ms(fn, 0.99));
+        pk_str(pk, "p50_ms"); msgpack_pack_double(pk, hist_percentile_ms(&fn->hist, 0.50));
+        pk_str(pk, "p99_ms"); msgpack_pack_double(pk, hist_percentile_ms(&fn->hist, 0.99));
         /* GB-seconds: Σ duration × memory (Lambda's unit) */
         pk_str(pk, "gb_seconds");
         msgpack_pack_double(pk, (double)fn->duration_total_us / 1e6 * fn->cfg->memory_mb / 1024.0);
@@ -441,6 +426,21 @@ void admin_handle(broker_t *b, proto_frames *f)
     }
     if (m.type == MSG_INVOKE) {
         invoke_handle(b, b->adm_sock, f, &m);
+        proto_msg_clear(&m);
+        return;
+    }
+    if (m.type == MSG_PUBLISH) {
+        /* async invokes only (heraldctl invoke --async, with admin keys);
+         * events for topics go to the publish endpoint */
+        for (uint32_t i = 0; i < m.u.publish.npubs; i++)
+            if (m.u.publish.pubs[i].topic[0]) {
+                snprintf(err, sizeof err, "PUBLISH to topic '%s' on the admin endpoint: topics are published on the "
+                         "publish endpoint (only async invokes are taken here)", m.u.publish.pubs[i].topic);
+                reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
+                proto_msg_clear(&m);
+                return;
+            }
+        publish_take(b, b->adm_sock, f, &m);
         proto_msg_clear(&m);
         return;
     }

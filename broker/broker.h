@@ -119,6 +119,12 @@ typedef struct delivery {
                                    from disk */
 } delivery_t;
 
+/* Handler durations of one function (hist.c): bucket i counts [2^i, 2^(i+1)) µs. */
+typedef struct {
+    uint32_t n[64];             /* samples per bucket */
+    uint32_t lo[64], hi[64];    /* µs: the least and greatest sample of each bucket (valid where n > 0) */
+} hist_t;
+
 struct function {
     char *name;
     const cfg_function *cfg;    /* owned by broker->cfg */
@@ -127,7 +133,7 @@ struct function {
     /* counters since start */
     uint64_t invocations, errors, timeouts, rejected, crashed, lost;
     uint64_t duration_total_us;
-    uint32_t hist[64];          /* duration histogram: bucket = log2(us) */
+    hist_t hist;                /* handler durations (hist.c) */
 };
 
 struct sub {
@@ -187,6 +193,7 @@ struct worker {
 /* One PUBLISH message's answers, sent after the commit. */
 typedef struct pending_confirm {
     struct pending_confirm *next;
+    void *sock;                 /* where it came from: publish, or admin (async invokes) */
     unsigned char rid[256]; size_t rid_len;
     proto_confirm_entry *entries; uint32_t n;
     char *text;                 /* storage of entries' texts */
@@ -417,6 +424,9 @@ void queue_rollback(broker_t *b, uint64_t txn);
 
 /* --- publish.c: PUBLISH handling (stage, fan-out) --- */
 void publish_handle(broker_t *b, proto_frames *f);
+/* A decoded PUBLISH from sock (publish, or admin for async invokes): stores
+ * its entries and stages the CONFIRM, sent on sock after the commit. */
+void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m);
 bool filter_match(const cfg_subscription *s, const proto_attr *attrs, uint32_t n);
 void confirms_send(broker_t *b, bool committed);
 
@@ -479,6 +489,11 @@ int dead_replay(broker_t *b, const dead_select *sel, double rate, int64_t now_ms
                 int64_t *last, bool *more, char *err, size_t n);
 int dead_purge(broker_t *b, const dead_select *sel, bool dry_run, dead_result *res, int64_t *last, bool *more,
                char *err, size_t n);
+
+/* --- hist.c: duration histograms and their percentiles --- */
+void hist_add(hist_t *h, uint32_t us);
+/* The q-quantile (0 < q <= 1) in ms; 0 when there is no sample. */
+double hist_percentile_ms(const hist_t *h, double q);
 
 /* --- admin.c: the admin endpoint --- */
 void admin_handle(broker_t *b, proto_frames *f);

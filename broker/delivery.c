@@ -96,9 +96,7 @@ void count_attempt(function_t *fn, proto_outcome o, const proto_result_entry *r)
 
 static void count_duration(function_t *fn, uint32_t us)
 {
-    int bucket = 0;
-    for (uint32_t v = us; v > 1 && bucket < 63; v >>= 1) bucket++;
-    fn->hist[bucket]++;
+    hist_add(&fn->hist, us);
     fn->duration_total_us += us;
 }
 

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <herald.h>   /* HERALD_VERSION */
+
 #include "broker.h"
 #include "dlq.h"
 
@@ -20,7 +22,7 @@ static void on_hup(int sig) { (void)sig; reload_flag = 1; }
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: herald-broker -c FILE [--verbose]\n");
+    fprintf(f, "usage: herald-broker -c FILE [--verbose] | --version\n");
 }
 
 static void *bind_router(broker_t *b, const char *what, int role, const char *endpoint, int64_t maxmsg)
@@ -54,6 +56,7 @@ int main(int argc, char **argv)
         { "config", required_argument, NULL, 'c' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -62,6 +65,7 @@ int main(int argc, char **argv)
         case 'c': path = optarg; break;
         case 'v': util_verbose = 1; break;
         case 'h': usage(stdout); return 0;
+        case 'V': printf("herald-broker %s\n", HERALD_VERSION); return 0;
         default: usage(stderr); return 2;
         }
     }

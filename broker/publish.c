@@ -43,13 +43,14 @@ static void count_published(broker_t *b, topic_t *t)
     t->turn_published++;
 }
 
-static pending_confirm *confirm_new(const void *rid, size_t rid_len, uint32_t n)
+static pending_confirm *confirm_new(void *sock, const void *rid, size_t rid_len, uint32_t n)
 {
     /* texts: a message id (≤ 63) or a reason (≤ 191) per entry */
     /* malloc, not calloc: every entry is written before it is sent */
     pending_confirm *c = malloc(sizeof *c + n * sizeof(proto_confirm_entry) + (size_t)n * 192);
     if (!c) return NULL;
     c->next = NULL;
+    c->sock = sock;
     memcpy(c->rid, rid, rid_len);
     c->rid_len = rid_len;
     c->entries = (proto_confirm_entry *)(c + 1);
@@ -242,9 +243,15 @@ void publish_handle(broker_t *b, proto_frames *f)
         proto_msg_clear(&m);
         return;
     }
-    const proto_publish *p = &m.u.publish;
-    pending_confirm *c = confirm_new(frames_data(f, 0), frames_size(f, 0), p->npubs);
-    if (!c) { proto_msg_clear(&m); return; }   /* no reply: the client re-sends */
+    publish_take(b, b->pub_sock, f, &m);
+    proto_msg_clear(&m);
+}
+
+void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m)
+{
+    const proto_publish *p = &m->u.publish;
+    pending_confirm *c = confirm_new(sock, frames_data(f, 0), frames_size(f, 0), p->npubs);
+    if (!c) return;   /* no reply: the client re-sends */
 
     uint64_t hw = 0;
     if (store_producer_get(&b->store, p->producer, &hw) != 0) hw = 0;
@@ -296,7 +303,6 @@ void publish_handle(broker_t *b, proto_frames *f)
         LOG_ERROR("recording producer %s: %s", p->producer, sqlite3_errmsg(b->store.db));
     *b->confirms_tail = c;
     b->confirms_tail = &c->next;
-    proto_msg_clear(&m);
 }
 
 /* After the commit: every staged answer goes out. If the commit failed,
@@ -319,7 +325,7 @@ void confirms_send(broker_t *b, bool committed)
         proto_confirm pc = { .entries = c->entries, .n = c->n };
         msgpack_sbuffer_clear(&b->sb);
         if (proto_encode_confirm(&b->sb, &pc) == 0)
-            frames_send(b->pub_sock, c->rid, c->rid_len, &b->sb, NULL, 0, ZMQ_DONTWAIT);
+            frames_send(c->sock, c->rid, c->rid_len, &b->sb, NULL, 0, ZMQ_DONTWAIT);
         free(c);
     }
     b->confirms = NULL;

@@ -10,6 +10,11 @@
 
 #include "ctl.h"
 
+/* A connect refused this long in a row, with no connect in between, is
+ * "connection refused" at once (not after the timeout); long enough that a
+ * burst overflowing an ipc:// listen backlog (a refusal too) gets in on a retry. */
+#define REFUSED_MS 300
+
 int admin_open(admin_client *a, const char *endpoint, int timeout_ms, const char *key_file,
                const char *broker_key_file)
 {
@@ -30,7 +35,9 @@ int admin_open(admin_client *a, const char *endpoint, int timeout_ms, const char
     if (keys_client(a->sock, key_file, broker_key_file, a->error, sizeof a->error) != 0) return -1;
     /* inproc names are per context, and the context is this client's alone */
     const char *mon = "inproc://ctl-monitor";
-    if (zmq_socket_monitor(a->sock, mon, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
+    if (zmq_socket_monitor(a->sock, mon, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                         ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED) == 0) {
         a->mon = zmq_socket(a->zctx, ZMQ_PAIR);
         if (a->mon && zmq_connect(a->mon, mon) != 0) { zmq_close(a->mon); a->mon = NULL; }
     }
@@ -41,7 +48,14 @@ int admin_open(admin_client *a, const char *endpoint, int timeout_ms, const char
     return 0;
 }
 
-/* True (and a->error set) when the broker refused our CURVE handshake. */
+/* True (and a->error set, by the first event that says so) when the broker
+ * refused our CURVE handshake, or, before any handshake succeeded, when the
+ * connection itself was refused (a retry before any connect: no broker
+ * listens on the tcp:// port or the ipc:// path) or the handshake was dropped
+ * without a reason (CURVE on one side only, seen from the side that did not
+ * get to read the other's greeting, or the wrong broker key). Once a handshake
+ * succeeded, a refused reconnect (a long request waiting through a broker
+ * restart) is not final: the timeout decides. */
 static bool refused(admin_client *a)
 {
     if (!a->mon) return false;
@@ -55,7 +69,26 @@ static bool refused(admin_client *a)
         zmq_msg_close(&ev);
         zmq_msg_init(&ev);
         if (more) { zmq_msg_recv(&ev, a->mon, 0); zmq_msg_close(&ev); zmq_msg_init(&ev); }
-        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        if (event == ZMQ_EVENT_CONNECTED) {
+            a->connected = true;
+            a->refused_since_ms = 0;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            a->handshaken = true;
+        } else if (no) {
+            continue;   /* the first verdict stands */
+        } else if (event == ZMQ_EVENT_CONNECT_RETRIED && !a->connected && !a->handshaken &&
+                   (a->refused_since_ms ? util_mono_ms() - a->refused_since_ms
+                                        : (a->refused_since_ms = util_mono_ms(), 0)) < REFUSED_MS) {
+            continue;   /* libzmq retries every 100 ms: refused for REFUSED_MS in a row is final */
+        } else if (event == ZMQ_EVENT_CONNECT_RETRIED && !a->connected && !a->handshaken) {
+            snprintf(a->error, sizeof a->error, "broker unreachable at %s: connection refused (is it running?)",
+                     a->endpoint);
+            no = true;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !a->handshaken) {
+            snprintf(a->error, sizeof a->error, "handshake with broker %s failed: CURVE on one side only, or the "
+                     "wrong broker key? (--key/--broker-key, HERALD_KEY/HERALD_BROKER_KEY)", a->endpoint);
+            no = true;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
             snprintf(a->error, sizeof a->error, "broker %s refused our key: is it in the broker's admins directory?",
                      a->endpoint);
             no = true;

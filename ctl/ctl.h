@@ -15,7 +15,10 @@ void mp_text(const msgpack_object *o, char *buf, size_t n);
 /* --- admin.c: one request/reply on the admin endpoint --- */
 typedef struct {
     void *zctx, *sock;
-    void *mon;                  /* the socket's monitor: a refused key fails fast */
+    void *mon;                  /* the socket's monitor: a refused key or connection fails fast */
+    bool connected;             /* a connect succeeded (a retry after it is a reconnect, not a refusal) */
+    bool handshaken;            /* a handshake succeeded: a refused reconnect is no longer final */
+    int64_t refused_since_ms;   /* monotonic: first connect retry with no connect since; 0: none */
     const char *endpoint;
     int timeout_ms;
     proto_frames in;

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,100 @@
 #include "../broker/dlq.h"
 #include "../config/config.h"
 #include "ctl.h"
+
+/* --json: every run prints exactly one JSON document on stdout, an error too
+ * ({"error":…}, where every error of the run is joined by "; "). Errors go
+ * to stderr as well, as one "heraldctl: why" line each. */
+static struct {
+    bool json;                  /* --json was given (anywhere on the command line) */
+    bool printed;               /* the run's document is out */
+    char error[2048];           /* what say_error said, for {"error":…} */
+    const char *type;           /* "error_type" of the document; NULL: none */
+} jdoc;
+
+static void note_error(const char *text)
+{
+    size_t n = strlen(jdoc.error);
+    if (n + 3 < sizeof jdoc.error)
+        snprintf(jdoc.error + n, sizeof jdoc.error - n, "%s%s", n ? "; " : "", text);
+}
+
+/* "heraldctl: WHY" on stderr (fmt may end in a newline), kept for --json. */
+static void say_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say_error(const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(buf);
+    while (n && buf[n - 1] == '\n') buf[--n] = 0;
+    fprintf(stderr, "heraldctl: %s\n", buf);
+    note_error(buf);
+}
+
+/* A config for -c FILE: its errors, one "FILE:LINE: what" line each, on
+ * stderr and in the --json error. NULL on a bad config (exit 2). */
+static herald_config *load_config(const char *path)
+{
+    char *errs = NULL;
+    herald_config *cfg = config_load(path, &errs);
+    if (!cfg && errs) {
+        fputs(errs, stderr);
+        for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n")) note_error(line);
+    } else if (!cfg) {
+        say_error("%s: cannot load the config", path);
+    }
+    free(errs);
+    return cfg;
+}
+
+/* {"error":…} (and "error_type") unless the run printed its document. */
+static void json_error_doc(int rc)
+{
+    if (!jdoc.json || jdoc.printed) return;
+    char fallback[64];
+    snprintf(fallback, sizeof fallback, "failed with exit status %d", rc);
+    printf("{\"error\":");
+    json_string(stdout, jdoc.error[0] ? jdoc.error : fallback, strlen(jdoc.error[0] ? jdoc.error : fallback));
+    if (jdoc.type) {
+        printf(",\"error_type\":");
+        json_string(stdout, jdoc.type, strlen(jdoc.type));
+    }
+    printf("}\n");
+    jdoc.printed = true;
+}
+
+/* Valid UTF-8 (no overlongs, no surrogates): printed as a JSON string, else base64. */
+static bool valid_utf8(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (!k || i + k > n || (k == 2 && c < 0xC2) || c > 0xF4) return false;
+        for (size_t j = 1; j < k; j++)
+            if ((s[i + j] & 0xC0) != 0x80) return false;
+        if (k == 3 && c == 0xE0 && s[i + 1] < 0xA0) return false;
+        if (k == 3 && c == 0xED && s[i + 1] >= 0xA0) return false;
+        if (k == 4 && c == 0xF0 && s[i + 1] < 0x90) return false;
+        if (k == 4 && c == 0xF4 && s[i + 1] >= 0x90) return false;
+        i += k;
+    }
+    return true;
+}
+
+/* "KEY":bytes,"KEY_encoding":"utf-8"|"base64" (like dlq show's payload). */
+static void json_bytes(const char *key, const void *p, size_t n)
+{
+    bool text = valid_utf8(p, n);
+    msgpack_object o = { .type = text ? MSGPACK_OBJECT_STR : MSGPACK_OBJECT_BIN };
+    if (text) o.via.str = (msgpack_object_str){ (uint32_t)n, p };
+    else o.via.bin = (msgpack_object_bin){ (uint32_t)n, p };
+    printf("\"%s\":", key);
+    json_print(stdout, &o);
+    printf(",\"%s_encoding\":\"%s\"", key, text ? "utf-8" : "base64");
+}
 
 static void usage(FILE *f)
 {
@@ -38,14 +133,40 @@ static void usage(FILE *f)
             "                      back onto their own subscription's queue, attempts reset\n"
             "  dlq purge (ID... | --all) [--function F] [--topic T] [--older-than SECONDS] [--dry-run]\n"
             "  invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S]\n"
-            "                      run a function now and print its output (--async: store and\n"
-            "                      run it like an event, with retries; prints the message id)\n"
+            "                      run a function now and print its output byte for byte (no\n"
+            "                      newline is added when it has none); --async: store and run it\n"
+            "                      like an event, with retries, and print the message id\n"
             "  keygen NAME         write a CURVE key pair: NAME.key (0600) and NAME.pub\n"
             "  check FILE [--root DIR]\n"
             "                      validate a config file; every error as FILE:LINE. --root: also\n"
             "                      what the programs would find: handler programs and native\n"
             "                      libraries under DIR (as a worker's --root) or in PATH, key\n"
-            "                      files and directories, secret keys' modes\n");
+            "                      files and directories, secret keys' modes\n"
+            "\n"
+            "--json (any command): exactly one JSON document on stdout, an error too:\n"
+            "  {\"error\":\"why\"} (invoke adds \"error_type\": handler, unknown_function, no_worker,\n"
+            "  busy, timeout, too_large, unreachable...); invoke {\"output\",\"output_encoding\"\n"
+            "  (utf-8|base64),\"message_id\"}; invoke --async {\"message_id\"}; dlq replay/purge\n"
+            "  {\"count\"} (+ \"dry_run\":true); check {\"ok\":true,...} or {\"error\",\"errors\":\n"
+            "  [{\"file\",\"line\",\"message\"}]}; keygen {\"key_file\",\"pub_file\",\"public_key\"}.\n"
+            "Exit status: 0 success, 1 runtime failure, 2 usage or config error. --version: the version.\n");
+}
+
+/* One "FILE:LINE: what" line of check as {"file","line","message"} (a line
+ * without a number: line 0; without a file: the whole line is the message). */
+static void json_check_error(const char *line)
+{
+    const char *c1 = strchr(line, ':');
+    char *end = NULL;
+    long no = c1 ? strtol(c1 + 1, &end, 10) : 0;
+    bool located = c1 && end != c1 + 1 && *end == ':';
+    printf("{\"file\":");
+    json_string(stdout, line, located || c1 ? (size_t)(c1 - line) : 0);
+    const char *msg = located ? end + 1 : c1 ? c1 + 1 : line;
+    while (*msg == ' ') msg++;
+    printf(",\"line\":%ld,\"message\":", located ? no : 0L);
+    json_string(stdout, msg, strlen(msg));
+    printf("}");
 }
 
 /* check FILE [--root DIR]: the file alone, so that it runs anywhere (CI);
@@ -54,13 +175,13 @@ static void usage(FILE *f)
 static int cmd_check(int argc, char **argv, const char *root_arg)
 {
     if (argc != 2) {
-        fprintf(stderr, "heraldctl: usage: heraldctl check FILE [--root DIR]\n");
+        say_error("usage: heraldctl check FILE [--root DIR]");
         return 2;
     }
     char *root = NULL;
     struct stat rst;
     if (root_arg && (!(root = realpath(root_arg, NULL)) || stat(root, &rst) != 0 || !S_ISDIR(rst.st_mode))) {
-        fprintf(stderr, "heraldctl: --root %s: %s\n", root_arg, root ? "not a directory" : strerror(errno));
+        say_error("--root %s: %s", root_arg, root ? "not a directory" : strerror(errno));
         free(root);
         return 2;
     }
@@ -70,14 +191,42 @@ static int cmd_check(int argc, char **argv, const char *root_arg)
         config_destroy(&cfg);
     if (!cfg) {
         fputs(errs ? errs : "", stderr);
+        if (jdoc.json) {   /* every error of the list, generic over what check found */
+            size_t nerr = 0;
+            printf("{\"error\":");
+            char head[600];
+            for (const char *p = errs ? errs : ""; *p; p++) nerr += *p == '\n';
+            if (errs && *errs && errs[strlen(errs) - 1] != '\n') nerr++;
+            snprintf(head, sizeof head, "%s: %zu error%s", argv[1], nerr, nerr == 1 ? "" : "s");
+            json_string(stdout, head, strlen(head));
+            printf(",\"errors\":[");
+            size_t k = 0;
+            for (char *line = errs ? strtok(errs, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+                if (k++) putchar(',');
+                json_check_error(line);
+            }
+            printf("]}\n");
+            jdoc.printed = true;
+        }
         free(errs);
         free(root);
         return 2;
     }
     size_t nsubs = 0;
     for (size_t i = 0; i < cfg->ntopics; i++) nsubs += cfg->topics[i].nsubs;
-    printf("%s: ok (%zu functions, %zu topics, %zu subscriptions%s%s)\n", argv[1], cfg->nfunctions,
-           cfg->ntopics, nsubs, root ? "; programs, libraries and keys found with --root " : "", root ? root : "");
+    if (jdoc.json) {
+        printf("{\"ok\":true,\"file\":");
+        json_string(stdout, argv[1], strlen(argv[1]));
+        printf(",\"functions\":%zu,\"topics\":%zu,\"subscriptions\":%zu,\"root\":", cfg->nfunctions,
+               cfg->ntopics, nsubs);
+        if (root) json_string(stdout, root, strlen(root));
+        else printf("null");
+        printf("}\n");
+        jdoc.printed = true;
+    } else {
+        printf("%s: ok (%zu functions, %zu topics, %zu subscriptions%s%s)\n", argv[1], cfg->nfunctions,
+               cfg->ntopics, nsubs, root ? "; programs, libraries and keys found with --root " : "", root ? root : "");
+    }
     config_destroy(&cfg);
     free(errs);
     free(root);
@@ -120,7 +269,6 @@ typedef struct {
     double timeout_s, rate;
     int64_t limit, older_than;
     bool json, all, dry_run, async, watch;
-    const char *publish;        /* invoke --async: the publish endpoint ($HERALD_BROKER) */
     const char *key, *broker_key;   /* CURVE: ours (.key) and the broker's (.pub) */
     const char *root;           /* check --root: where the worker's code lives */
 } ctl_opts;
@@ -236,24 +384,24 @@ static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
     bool replay = strcmp(argv[1], "replay") == 0;
     size_t nids = (size_t)argc - 2;
     if ((nids == 0) == !o->all) {
-        fprintf(stderr, "heraldctl: usage: heraldctl dlq %s (ID... | --all) [--function F] [--topic T]%s\n",
+        say_error("usage: heraldctl dlq %s (ID... | --all) [--function F] [--topic T]%s\n",
                 argv[1], replay ? " [--rate N] [--dry-run]" : " [--older-than SECONDS] [--dry-run]");
         return 2;
     }
     if (nids && (o->function || o->topic || o->older_than)) {
-        fprintf(stderr, "heraldctl: --function, --topic and --older-than select with --all, not with ids\n");
+        say_error("--function, --topic and --older-than select with --all, not with ids\n");
         return 2;
     }
     if ((o->function && !proto_valid_name(o->function)) || (o->topic && !proto_valid_name(o->topic))) {
-        fprintf(stderr, "heraldctl: --function and --topic take names of [A-Za-z0-9_.-]{1,128}\n");
+        say_error("--function and --topic take names of [A-Za-z0-9_.-]{1,128}\n");
         return 2;
     }
     if (replay && o->older_than) {
-        fprintf(stderr, "heraldctl: --older-than is a purge option\n");
+        say_error("--older-than is a purge option\n");
         return 2;
     }
     if (!replay && o->rate > 0) {
-        fprintf(stderr, "heraldctl: --rate is a replay option\n");
+        say_error("--rate is a replay option\n");
         return 2;
     }
     msgpack_sbuffer args;
@@ -267,7 +415,7 @@ static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
         char *end;
         long long id = strtoll(argv[2 + i], &end, 10);
         if (*end || end == argv[2 + i] || id < 0) {
-            fprintf(stderr, "heraldctl: '%s' is not a dead-letter id (an integer from dlq list)\n", argv[2 + i]);
+            say_error("'%s' is not a dead-letter id (an integer from dlq list)\n", argv[2 + i]);
             msgpack_sbuffer_destroy(&args);
             return 2;
         }
@@ -285,7 +433,7 @@ static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
     herald_config *cfg = NULL;
     const char *endpoint = o->endpoint;
     if (o->cfg_path) {
-        cfg = config_load(o->cfg_path, NULL);
+        cfg = load_config(o->cfg_path);
         if (!cfg) { msgpack_sbuffer_destroy(&args); return 2; }
         if (!endpoint) endpoint = cfg->broker.admin_endpoint;
     }
@@ -294,29 +442,39 @@ static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
     int rc = 1;
     if (admin_open(&a, endpoint, (int)(o->timeout_s * 1000), o->key, o->broker_key) != 0 ||
         admin_call_long(&a, replay ? "dlq.replay" : "dlq.purge", args.data, args.size) != 0) {
-        fprintf(stderr, "heraldctl: %s\n", a.error);
+        say_error("%s\n", a.error);
         goto out;
     }
     const proto_admin_reply *r = &a.reply.u.admin_reply;
     if (r->status != PROTO_OK) {
-        fprintf(stderr, "heraldctl: %s\n", r->error ? r->error : proto_status_name(r->status));
+        say_error("%s\n", r->error ? r->error : proto_status_name(r->status));
         goto out;
     }
     const msgpack_object *cnt = mp_get(&r->result, "count"), *sk = mp_get(&r->result, "skipped"),
                          *why = mp_get(&r->result, "why");
     long long count = cnt && cnt->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)cnt->via.u64 : 0;
     long long skipped = sk && sk->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (long long)sk->via.u64 : 0;
-    if (o->json) printf("{\"count\":%lld}\n", count);
-    else printf("%s %lld%s\n", replay ? "replayed" : "purged", count, o->dry_run ? " (dry run: nothing changed)" : "");
+    if (!o->json)
+        printf("%s %lld%s\n", o->dry_run ? (replay ? "would replay" : "would purge") : replay ? "replayed" : "purged",
+               count, o->dry_run ? " (dry run: nothing changed)" : "");
     rc = 0;
     if (why && why->type == MSGPACK_OBJECT_STR && why->via.str.size) {
-        fprintf(stderr, "heraldctl: %.*s\n", (int)why->via.str.size, why->via.str.ptr);
+        say_error("%.*s\n", (int)why->via.str.size, why->via.str.ptr);
         rc = 1;
     }
     if (nids && (size_t)(count + skipped) < nids) {
-        fprintf(stderr, "heraldctl: %zu of the given ids are not dead letters (see dlq list)\n",
+        say_error("%zu of the given ids are not dead letters (see dlq list)\n",
                 nids - (size_t)(count + skipped));
         rc = 1;
+    }
+    if (o->json) {   /* one document: the count, and what went wrong with the rest */
+        printf("{\"count\":%lld%s", count, o->dry_run ? ",\"dry_run\":true" : "");
+        if (rc) {
+            printf(",\"error\":");
+            json_string(stdout, jdoc.error, strlen(jdoc.error));
+        }
+        printf("}\n");
+        jdoc.printed = true;
     }
 out:
     admin_close(&a);
@@ -330,27 +488,27 @@ static int cmd_dlq(const ctl_opts *o, int argc, char **argv)
     if (argc >= 2 && (strcmp(argv[1], "replay") == 0 || strcmp(argv[1], "purge") == 0))
         return cmd_dlq_write(o, argc, argv);
     if (argc < 2) {
-        fprintf(stderr, "heraldctl: usage: heraldctl dlq list|show ...\n");
+        say_error("usage: heraldctl dlq list|show ...\n");
         return 2;
     }
     bool list = strcmp(argv[1], "list") == 0, show = strcmp(argv[1], "show") == 0;
     if (!list && !show) {
-        fprintf(stderr, "heraldctl: unknown dlq command '%s' (list, show, replay, purge)\n", argv[1]);
+        say_error("unknown dlq command '%s' (list, show, replay, purge)\n", argv[1]);
         return 2;
     }
     int64_t id = 0;
     if (show) {
         char *end;
         if (argc != 3 || (id = strtoll(argv[2], &end, 10)) < 0 || *end || end == argv[2]) {
-            fprintf(stderr, "heraldctl: usage: heraldctl dlq show ID (an integer id from dlq list)\n");
+            say_error("usage: heraldctl dlq show ID (an integer id from dlq list)\n");
             return 2;
         }
     } else if (argc != 2) {
-        fprintf(stderr, "heraldctl: dlq list takes no arguments (filters: --function, --topic, --limit)\n");
+        say_error("dlq list takes no arguments (filters: --function, --topic, --limit)\n");
         return 2;
     }
     if ((o->function && !proto_valid_name(o->function)) || (o->topic && !proto_valid_name(o->topic))) {
-        fprintf(stderr, "heraldctl: --function and --topic take names of [A-Za-z0-9_.-]{1,128}\n");
+        say_error("--function and --topic take names of [A-Za-z0-9_.-]{1,128}\n");
         return 2;
     }
     char err[1024] = "";
@@ -367,7 +525,7 @@ static int cmd_dlq(const ctl_opts *o, int argc, char **argv)
     if (!db_path) {
         const char *endpoint = o->endpoint;
         if (o->cfg_path) {
-            cfg = config_load(o->cfg_path, NULL);
+            cfg = load_config(o->cfg_path);
             if (!cfg) return 2;
             if (!endpoint) endpoint = cfg->broker.admin_endpoint;
         }
@@ -393,7 +551,7 @@ static int cmd_dlq(const ctl_opts *o, int argc, char **argv)
             if (ok == 0) {
                 const proto_admin_reply *r = &a.reply.u.admin_reply;
                 if (r->status != PROTO_OK) {
-                    fprintf(stderr, "heraldctl: %s\n", r->error ? r->error : proto_status_name(r->status));
+                    say_error("%s\n", r->error ? r->error : proto_status_name(r->status));
                     goto out;
                 }
                 result = &r->result;
@@ -402,7 +560,7 @@ static int cmd_dlq(const ctl_opts *o, int argc, char **argv)
         if (!result) {
             /* the broker is down: a config names the database to read instead */
             if (!cfg) {
-                fprintf(stderr, "heraldctl: %s (with the broker stopped, read the database: --db PATH or -c FILE)\n",
+                say_error("%s (with the broker stopped, read the database: --db PATH or -c FILE)\n",
                         a.error);
                 goto out;
             }
@@ -411,17 +569,18 @@ static int cmd_dlq(const ctl_opts *o, int argc, char **argv)
     }
     if (!result) {
         sqlite3 *db = open_db(db_path, err, sizeof err);
-        if (!db) { fprintf(stderr, "heraldctl: %s\n", err); goto out; }
+        if (!db) { say_error("%s\n", err); goto out; }
         dlq_filter f = { .function = o->function, .topic = o->topic, .limit = o->limit };
         int r = list ? dlq_list(db, &f, &out, err, sizeof err) : dlq_show(db, id, &out, err, sizeof err);
         sqlite3_close(db);
-        if (r != 0) { fprintf(stderr, "heraldctl: %s\n", err); goto out; }
+        if (r != 0) { say_error("%s\n", err); goto out; }
         if (msgpack_unpack_next(&up, out.data, out.size, NULL) != MSGPACK_UNPACK_SUCCESS) goto out;
         result = &up.data;
     }
     if (o->json) {
         json_print(stdout, result);
         putchar('\n');
+        jdoc.printed = true;
     } else if (list) {
         print_dlq_table(result);
     } else {
@@ -459,59 +618,100 @@ static char *read_payload(const char *arg, size_t *len)
     return buf;
 }
 
+/* "error_type" of a failed invoke in --json: the broker's status, as a word. */
+static const char *invoke_error_type(uint32_t status)
+{
+    switch (status) {
+    case PROTO_E_HANDLER: return "handler";
+    case PROTO_E_UNKNOWN_FUNCTION: return "unknown_function";
+    case PROTO_E_NO_WORKER: return "no_worker";
+    case PROTO_E_BUSY: return "busy";
+    case PROTO_E_TIMEOUT: return "timeout";
+    case PROTO_E_TOO_LARGE: return "too_large";
+    case PROTO_E_THROTTLED: return "throttled";
+    default: return "refused";
+    }
+}
+
 /* invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S] */
 static int cmd_invoke(const ctl_opts *o, bool timeout_given, int argc, char **argv)
 {
     if (argc < 2 || argc > 3 || !proto_valid_name(argv[1])) {
-        fprintf(stderr, "heraldctl: usage: heraldctl invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S]\n");
+        say_error("usage: heraldctl invoke [--async] FUNCTION [PAYLOAD|-] [--timeout S]\n");
         return 2;
     }
     size_t len = 0;
     char *payload = read_payload(argc == 3 ? argv[2] : NULL, &len);
-    if (!payload) { fprintf(stderr, "heraldctl: out of memory reading the payload\n"); return 1; }
+    if (!payload) { say_error("out of memory reading the payload\n"); return 1; }
     herald_config *cfg = NULL;
-    if (o->cfg_path && !(cfg = config_load(o->cfg_path, NULL))) { free(payload); return 2; }
+    if (o->cfg_path && !(cfg = load_config(o->cfg_path))) { free(payload); return 2; }
     int rc = 1;
+    const char *endpoint = o->endpoint ? o->endpoint : cfg ? cfg->broker.admin_endpoint : "tcp://127.0.0.1:7712";
     if (o->async) {
-        /* Lambda's Event type: stored for the function, run with its retries */
-        herald_options ho = { .endpoint = o->publish ? o->publish : cfg ? cfg->broker.publish_endpoint : NULL,
+        /* Lambda's Event type: stored for the function, run with its retries.
+         * A PUBLISH of an async invoke to the admin endpoint, like every other
+         * command (the broker takes async invokes there, with admin keys). */
+        herald_options ho = { .endpoint = endpoint,
                               .timeout_ms = (int)(o->timeout_s * 1000),
                               .key_file = o->key, .broker_key_file = o->broker_key };
         herald_client *c = herald_connect(&ho);
         char id[HERALD_ID_MAX];
         int st = c ? herald_invoke_async(c, argv[1], payload, len, id) : HERALD_E_INVALID;
-        if (st == 0) { printf("%s\n", id); rc = 0; }
-        else fprintf(stderr, "heraldctl: invoke --async %s: %s\n", argv[1],
+        if (st == 0 && jdoc.json) {
+            printf("{\"message_id\":");
+            json_string(stdout, id, strlen(id));
+            printf("}\n");
+            jdoc.printed = true;
+            rc = 0;
+        } else if (st == 0) {
+            printf("%s\n", id);
+            rc = 0;
+        } else {
+            jdoc.type = st == HERALD_E_UNREACHABLE ? "unreachable" : st == HERALD_E_UNKNOWN ? "unknown_function"
+                     : st == HERALD_E_THROTTLED ? "throttled" : st == HERALD_E_TOO_LARGE ? "too_large" : "refused";
+            say_error("invoke --async %s: %s\n", argv[1],
                      c && *herald_last_error(c) ? herald_last_error(c) : herald_strerror(st));
+        }
         herald_close(&c);
         goto out;
     }
-    const char *endpoint = o->endpoint ? o->endpoint : cfg ? cfg->broker.admin_endpoint : "tcp://127.0.0.1:7712";
     admin_client a;
     /* reachable first (5 s), then as long as the invoke may take */
     int reach_ms = timeout_given && o->timeout_s < 5 ? (int)(o->timeout_s * 1000) : 5000;
     if (admin_open(&a, endpoint, reach_ms, o->key, o->broker_key) != 0 || admin_call(&a, "ping", NULL, 0) != 0) {
-        fprintf(stderr, "heraldctl: %s\n", a.error);
+        jdoc.type = "unreachable";
+        say_error("%s\n", a.error);
         admin_close(&a);
         goto out;
     }
     uint32_t tmo = timeout_given ? (uint32_t)(o->timeout_s * 1000) : 0;
     int wait = timeout_given ? (int)tmo + 2000 : (900 + 5 + 5) * 1000;
-    const void *out;
+    const void *output;
     size_t out_len;
-    if (admin_invoke(&a, argv[1], payload, len, tmo, wait, &out, &out_len) != 0) {
-        fprintf(stderr, "heraldctl: invoke %s: %s\n", argv[1], a.error);
+    if (admin_invoke(&a, argv[1], payload, len, tmo, wait, &output, &out_len) != 0) {
+        jdoc.type = "unreachable";
+        say_error("invoke %s: %s\n", argv[1], a.error);
     } else {
         const proto_invoke_reply *r = &a.reply.u.invoke_reply;
-        if (r->status == PROTO_OK) {
-            fwrite(out, 1, out_len, stdout);   /* byte for byte */
+        if (r->status != PROTO_OK) jdoc.type = invoke_error_type(r->status);
+        if (r->status == PROTO_OK && jdoc.json) {
+            printf("{");
+            json_bytes("output", output, out_len);
+            printf(",\"message_id\":");
+            json_string(stdout, r->message_id ? r->message_id : "", r->message_id ? strlen(r->message_id) : 0);
+            printf("}\n");
+            jdoc.printed = true;
+            rc = fflush(stdout) == 0 ? 0 : 1;
+        } else if (r->status == PROTO_OK) {
+            fwrite(output, 1, out_len, stdout);   /* byte for byte */
             rc = fflush(stdout) == 0 ? 0 : 1;
         } else if (r->status == PROTO_E_HANDLER) {
             /* the handler's own error text, as it wrote it */
+            note_error(r->error && *r->error ? r->error : "handler failed");
             fprintf(stderr, "%s", r->error ? r->error : "handler failed");
             if (r->error && *r->error && r->error[strlen(r->error) - 1] != '\n') fputc('\n', stderr);
         } else {
-            fprintf(stderr, "heraldctl: invoke %s: %s\n", argv[1], r->error ? r->error : proto_status_name(r->status));
+            say_error("invoke %s: %s\n", argv[1], r->error ? r->error : proto_status_name(r->status));
         }
     }
     admin_close(&a);
@@ -544,18 +744,19 @@ static void refusals(const msgpack_object *workers)
 static int cmd_stats(admin_client *a, bool json, bool workers_only)
 {
     if (admin_call(a, "stats", NULL, 0) != 0) {
-        fprintf(stderr, "heraldctl: %s\n", a->error);
+        say_error("%s\n", a->error);
         return 1;
     }
     const proto_admin_reply *r = &a->reply.u.admin_reply;
     if (r->status != PROTO_OK) {
-        fprintf(stderr, "heraldctl: %s\n", r->error ? r->error : proto_status_name(r->status));
+        say_error("%s\n", r->error ? r->error : proto_status_name(r->status));
         return 1;
     }
     const msgpack_object *st = &r->result;
     if (json) {
         json_print(stdout, workers_only ? mp_get(st, "workers") : st);
         putchar('\n');
+        jdoc.printed = true;
         return 0;
     }
     static const char *const wcols[] = { "id", "host", "pid", "functions", "slots", "busy", "last_seen_ms" };
@@ -582,9 +783,8 @@ static int cmd_stats(admin_client *a, bool json, bool workers_only)
     return 0;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
-    util_set_program("heraldctl");
     ctl_opts o = { .timeout_s = 5.0, .limit = 100 };
     enum { O_DB = 256, O_FUNCTION, O_TOPIC, O_LIMIT, O_ALL, O_RATE, O_DRY, O_OLDER, O_ASYNC, O_WATCH,
            O_KEY, O_BROKER_KEY, O_ROOT };
@@ -611,7 +811,7 @@ int main(int argc, char **argv)
             o.timeout_s = strtod(optarg, &end);
             timeout_given = true;
             if (*end || end == optarg || o.timeout_s <= 0 || o.timeout_s > 3600) {
-                fprintf(stderr, "heraldctl: --timeout must be a number of seconds (0 < S <= 3600)\n");
+                say_error("--timeout must be a number of seconds (0 < S <= 3600)\n");
                 return 2;
             }
             break;
@@ -622,7 +822,7 @@ int main(int argc, char **argv)
         case O_LIMIT:
             o.limit = strtoll(optarg, &end, 10);
             if (*end || end == optarg || o.limit < 0) {
-                fprintf(stderr, "heraldctl: --limit must be an integer >= 0 (0: all)\n");
+                say_error("--limit must be an integer >= 0 (0: all)\n");
                 return 2;
             }
             break;
@@ -636,53 +836,77 @@ int main(int argc, char **argv)
         case O_RATE:
             o.rate = strtod(optarg, &end);
             if (*end || end == optarg || o.rate <= 0 || o.rate > 1e6) {
-                fprintf(stderr, "heraldctl: --rate must be a number of dead letters per second (> 0)\n");
+                say_error("--rate must be a number of dead letters per second (> 0)\n");
                 return 2;
             }
             break;
         case O_OLDER:
             o.older_than = strtoll(optarg, &end, 10);
             if (*end || end == optarg || o.older_than <= 0) {
-                fprintf(stderr, "heraldctl: --older-than must be a number of seconds (> 0)\n");
+                say_error("--older-than must be a number of seconds (> 0)\n");
                 return 2;
             }
             break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default:
+            if (optopt && optopt < 256) say_error("unknown option '-%c' or it needs an argument", optopt);
+            else say_error("unknown option '%s' or it needs an argument", argv[optind - 1]);
+            usage(stderr);
+            return 2;
         }
     }
-    if (optind >= argc) { usage(stderr); return 2; }
+    if (optind >= argc) {
+        note_error("no command given (try --help)");
+        usage(stderr);
+        return 2;
+    }
     char ep_why[256];   /* libzmq would keep 16 bits of port 99999 and ask another broker */
     if (o.endpoint && endpoint_check(o.endpoint, false, ep_why, sizeof ep_why) != 0) {
-        fprintf(stderr, "heraldctl: --broker '%s' %s\n", o.endpoint, ep_why);
+        say_error("--broker '%s' %s", o.endpoint, ep_why);
         return 2;
     }
     const char *cmd = argv[optind];
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - optind, argv + optind, o.root);
     if (strcmp(cmd, "keygen") == 0) {
         if (argc - optind != 2) {
-            fprintf(stderr, "heraldctl: usage: heraldctl keygen NAME (writes NAME.key and NAME.pub)\n");
+            say_error("usage: heraldctl keygen NAME (writes NAME.key and NAME.pub)\n");
             return 2;
         }
         char why[512];
         if (keys_generate(argv[optind + 1], why, sizeof why) != 0) {
-            fprintf(stderr, "heraldctl: %s\n", why);
+            say_error("%s\n", why);
             return 1;
         }
-        printf("%s.key (secret, mode 0600) and %s.pub written\n", argv[optind + 1], argv[optind + 1]);
+        const char *name = argv[optind + 1];
+        if (jdoc.json) {
+            char pub[4200], key[41] = "";
+            snprintf(pub, sizeof pub, "%s.pub", name);
+            keys_read(pub, "public-key", key, why, sizeof why);
+            printf("{\"key_file\":");
+            snprintf(pub, sizeof pub, "%s.key", name);
+            json_string(stdout, pub, strlen(pub));
+            printf(",\"pub_file\":");
+            snprintf(pub, sizeof pub, "%s.pub", name);
+            json_string(stdout, pub, strlen(pub));
+            printf(",\"public_key\":");
+            json_string(stdout, key, strlen(key));
+            printf("}\n");
+            jdoc.printed = true;
+        } else {
+            printf("%s.key (secret, mode 0600) and %s.pub written\n", name, name);
+        }
         return 0;
     }
     char kwhy[512];
     if (keys_pick(&o.key, &o.broker_key, kwhy, sizeof kwhy) != 0) {
-        fprintf(stderr, "heraldctl: %s\n", kwhy);
+        say_error("%s\n", kwhy);
         return 2;
     }
     if (strcmp(cmd, "dlq") == 0) return cmd_dlq(&o, argc - optind, argv + optind);
-    o.publish = getenv("HERALD_BROKER");
     if (strcmp(cmd, "invoke") == 0) return cmd_invoke(&o, timeout_given, argc - optind, argv + optind);
     bool stats = strcmp(cmd, "stats") == 0, workers = strcmp(cmd, "workers") == 0;
     if (!stats && !workers) {
-        fprintf(stderr, "heraldctl: unknown command '%s' (try --help)\n", cmd);
+        say_error("unknown command '%s' (try --help)\n", cmd);
         return 2;
     }
     double every = 2.0;   /* stats --watch [SECONDS] */
@@ -690,17 +914,17 @@ int main(int argc, char **argv)
         char *w_end;
         every = strtod(argv[optind + 1], &w_end);
         if (*w_end || w_end == argv[optind + 1] || every < 0.1 || every > 3600) {
-            fprintf(stderr, "heraldctl: stats --watch takes a number of seconds (0.1 to 3600)\n");
+            say_error("stats --watch takes a number of seconds (0.1 to 3600)\n");
             return 2;
         }
     } else if (optind + 1 != argc) {
-        fprintf(stderr, "heraldctl: %s takes no arguments\n", cmd);
+        say_error("%s takes no arguments\n", cmd);
         return 2;
     }
     herald_config *cfg = NULL;
     const char *endpoint = o.endpoint;
     if (o.cfg_path) {
-        cfg = config_load(o.cfg_path, NULL);
+        cfg = load_config(o.cfg_path);
         if (!cfg) return 2;
         if (!endpoint) endpoint = cfg->broker.admin_endpoint;
     }
@@ -708,7 +932,7 @@ int main(int argc, char **argv)
     admin_client a;
     int rc = 1;
     if (admin_open(&a, endpoint, (int)(o.timeout_s * 1000), o.key, o.broker_key) != 0) {
-        fprintf(stderr, "heraldctl: %s\n", a.error);
+        say_error("%s\n", a.error);
     } else if (o.watch && stats && !o.json) {
         /* like top: redraw in place until interrupted */
         for (;;) {
@@ -724,5 +948,22 @@ int main(int argc, char **argv)
     }
     admin_close(&a);
     config_destroy(&cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    util_set_program("heraldctl");
+    opterr = 0;   /* run() words the complaint about a bad option itself */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--json") == 0) jdoc.json = true;
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("heraldctl %s\n", HERALD_VERSION);
+            return 0;
+        }
+    }
+    int rc = run(argc, argv);
+    if (rc != 0) json_error_doc(rc);
+    if (fflush(stdout) != 0 && rc == 0) rc = 1;
     return rc;
 }

@@ -32,7 +32,7 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: herald-gateway -c FILE\n"
+    fprintf(f, "usage: herald-gateway -c FILE [--verbose] | --version\n"
                "  HTTP publish/invoke, Prometheus /metrics, AWS SNS + Lambda compatibility.\n"
                "  Settings: the config's gateway = { listen; broker; admin; region; account; key; broker_key; }\n");
 }
@@ -104,7 +104,7 @@ int main(int argc, char **argv)
     const char *cfg_path = NULL;
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' }, { "verbose", no_argument, NULL, 'v' },
-        { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 },
+        { "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { NULL, 0, NULL, 0 },
     };
     int c;
     while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
@@ -112,6 +112,7 @@ int main(int argc, char **argv)
         case 'c': cfg_path = optarg; break;
         case 'v': util_verbose = 1; break;
         case 'h': usage(stdout); return 0;
+        case 'V': printf("herald-gateway %s\n", HERALD_VERSION); return 0;
         default: usage(stderr); return 2;
         }
     }

@@ -34,6 +34,8 @@ typedef struct {
 } herald_publish_opts;
 
 #define HERALD_ID_MAX 64
+/* herald's version: what every program prints for --version, and lib/herald.pc's. */
+#define HERALD_VERSION "0.1"
 
 enum {
     HERALD_E_UNREACHABLE = -1,     /* no answer from the broker within timeout_ms */

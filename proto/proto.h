@@ -330,7 +330,7 @@ void util_set_program(const char *name);
 #define LOG_ERROR(...) util_log("error", __FILE__, __LINE__, __VA_ARGS__)
 #define LOG_WARN(...)  util_log("warn", __FILE__, __LINE__, __VA_ARGS__)
 #define LOG_INFO(...)  util_log("info", __FILE__, __LINE__, __VA_ARGS__)
-extern int util_verbose;             /* 1: LOG_DEBUG prints */
+extern int util_verbose;             /* 1: LOG_DEBUG prints, and every line has its file:line */
 #define LOG_DEBUG(...) do { if (util_verbose) util_log("debug", __FILE__, __LINE__, __VA_ARGS__); } while (0)
 /* Fills buf with n random bytes from getrandom(). */
 void util_random(void *buf, size_t n);

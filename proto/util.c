@@ -2,6 +2,7 @@
  *
  * State: the program name printed in front of every log line and the
  * util_verbose switch, both set once at start-up before any thread exists.
+ * util_verbose also adds each line's source file:line.
  * util_log formats the whole line first and emits it with a single write(2),
  * so lines from several threads or processes sharing stderr never interleave
  * mid-line. Nothing here allocates.
@@ -44,7 +45,10 @@ void util_log(const char *level, const char *file, int line, const char *fmt, ..
 {
     int saved = errno;   /* callers log between a failure and their own errno use */
     char buf[LOG_LINE_MAX];
-    int n = snprintf(buf, sizeof buf, "%s: %s: %s:%d: ", program, level, file, line);
+    /* The source location is for whoever debugs (--verbose), not for a user
+     * reading an error: "herald-broker: error: what", one line. */
+    int n = util_verbose ? snprintf(buf, sizeof buf, "%s: %s: %s:%d: ", program, level, file, line)
+                         : snprintf(buf, sizeof buf, "%s: %s: ", program, level);
     if (n < 0 || (size_t)n >= sizeof buf)
         n = 0;
     va_list ap;

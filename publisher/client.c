@@ -194,6 +194,7 @@ static int wait_until(herald_client *c, until_t u, uint64_t seq, int64_t deadlin
 {
     for (;;) {
         if (reached(c, u, seq)) return 0;
+        if (u == UNTIL_WELCOME && c->no_broker[0]) return HERALD_E_UNREACHABLE;   /* no broker to wait for */
         if (c->fatal) {
             fail_all(c, c->fatal);
             memcpy(c->last_error, c->fatal_error, sizeof c->last_error);
@@ -215,8 +216,11 @@ static int wait_until(herald_client *c, until_t u, uint64_t seq, int64_t deadlin
 static int await_welcome(herald_client *c)
 {
     if (c->welcomed) return 0;
+    c->no_broker[0] = '\0';   /* a new try: a broker may have come meanwhile */
     int rc = wait_until(c, UNTIL_WELCOME, 0, util_mono_ms() + c->timeout_ms, false);
-    if (rc == HERALD_E_TIMEOUT) {
+    if (rc == HERALD_E_UNREACHABLE && c->no_broker[0] && !c->fatal) {
+        hc_set_error(c, "broker %s unreachable: %s", c->endpoint, c->no_broker);
+    } else if (rc == HERALD_E_TIMEOUT) {
         unreachable_error(c);
         rc = HERALD_E_UNREACHABLE;
     }

@@ -44,6 +44,11 @@
 #define HC_ZMTP_HEARTBEAT_MS 2000
 #define HC_ZMTP_HEARTBEAT_TIMEOUT_MS 6000
 #define HC_PRODUCER_LEN 20         /* [0-9A-Za-z]{20}: ~119 random bits */
+/* A connect refused for this long (libzmq retries every 100 ms), with no
+ * connect in between, is "connection refused" at once instead of after the
+ * timeout: long enough that a burst of clients overflowing the listen backlog
+ * of an ipc:// socket (a refusal too) gets in on a retry. */
+#define HC_REFUSED_MS 1000
 #define HC_ERROR_MAX 512
 
 /* ---- outbox.c --------------------------------------------------------- */
@@ -135,6 +140,10 @@ struct herald_client {
     bool curve;                    /* the keys below are set */
     char curve_public[41], curve_secret[41], curve_server[41];   /* Z85 */
     char handshake_note[160];      /* why the last handshake failed; "" */
+    bool connected;                /* the current socket connected once (a later retry is a reconnect) */
+    int64_t refused_since_ms;      /* monotonic: first connect retry with no connect since; 0: none */
+    char no_broker[200];           /* before any WELCOME: why no broker can answer (connection refused,
+                                      handshake dropped); "" — await_welcome fails at once on it */
     unsigned expired;              /* entries given up on, ever */
     int expired_status;            /* status of the latest one given up on */
     bool closing;                  /* herald_close runs: no new publishes */

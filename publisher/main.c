@@ -22,13 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PROG "herald-publish"
 #define MAX_ATTRS 16
 
 static const char usage_line[] =
     "usage: " PROG " [--broker ENDPOINT] [--timeout SECONDS] TOPIC [PAYLOAD | -] [-a KEY=VALUE]... "
-    "[--delay SECONDS] [--dedup-id ID] [--lines] [--key FILE --broker-key FILE]";
+    "[--delay SECONDS] [--dedup-id ID] [--lines [--retry-throttled]] [--json] [--key FILE --broker-key FILE]";
 
 static const char help_text[] =
     "Publishes an event to a herald topic and prints its message id once the broker\n"
@@ -39,12 +40,19 @@ static const char help_text[] =
     "  -a, --attr KEY=VALUE   an attribute (up to 16)\n"
     "  --delay SECONDS        not delivered before then (0-900)\n"
     "  --dedup-id ID          a second publish with this id within 5 minutes is not stored again\n"
-    "  --lines                one event per stdin line, pipelined; ids printed in input order\n"
+    "  --lines                one event per stdin line, pipelined: one output line per input\n"
+    "                         line, in order: its id, or 'ERROR why' (and 'LINE N: why' on\n"
+    "                         stderr); exit 1 when any line failed\n"
+    "  --retry-throttled      with --lines: a line the broker throttles is sent again, backing\n"
+    "                         off, until --timeout has passed since it was first sent\n"
+    "  --json                 {\"id\":…} or {\"error\":…}; with --lines one object per line:\n"
+    "                         {\"line\":N,\"id\":…} or {\"line\":N,\"error\":…}\n"
     "  --broker ENDPOINT      default $HERALD_BROKER, else tcp://127.0.0.1:7710\n"
     "  --timeout SECONDS      a broker that does not answer within it is unreachable (default 5)\n"
     "  --key FILE             our CURVE certificate (.key); default $HERALD_KEY\n"
     "  --broker-key FILE      the broker's public certificate (.pub); default $HERALD_BROKER_KEY\n"
     "  -h, --help             this text\n"
+    "  --version              the version\n"
     "\n"
     "Exit status: 0 success, 1 runtime failure (unreachable, refused, too large...),\n"
     "2 usage or configuration error. A payload starting with '-' goes after '--'.\n";
@@ -103,9 +111,13 @@ static char *read_all(FILE *f, size_t *len)
 /* ---- --lines: the reorder buffer --------------------------------------- */
 
 typedef struct {
-    int state;                     /* 0: waiting for the broker, 1: stored, 2: failed */
+    int state;                     /* 0: waiting for the broker, 1: stored, 2: failed, 3: throttled, to retry */
     char id[HERALD_ID_MAX];
     char *why;                     /* owned, when failed */
+    char *data; size_t len;        /* --retry-throttled: a copy of the line until it is settled */
+    int64_t first_ms;              /* monotonic: first sent; retried until first_ms + timeout */
+    int64_t retry_ms;              /* monotonic: when state 3 goes again */
+    unsigned tries;                /* throttled answers so far */
 } slot;
 
 static struct {
@@ -116,7 +128,34 @@ static struct {
     uint64_t next_print;           /* first line not printed yet */
     uint64_t next_line;            /* line number the next read gets */
     bool failed;                   /* some line was refused: exit 1 */
+    bool json;                     /* --json: {"line":N,"id":…} / {"line":N,"error":…} per line */
+    bool retry;                    /* --retry-throttled */
+    int timeout_ms;                /* how long a throttled line is retried */
+    size_t retries;                /* slots in state 3 */
+    const char *topic;
+    const herald_publish_opts *po;
 } L = { .base = 1, .next_print = 1, .next_line = 1 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* s as a JSON string (RFC 8259 escapes; bytes >= 0x80 pass through). */
+static void json_str(FILE *f, const char *s)
+{
+    putc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch == '\n') fputs("\\n", f);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else putc(ch, f);
+    }
+    putc('"', f);
+}
 
 static slot *slot_of(uint64_t line)
 {
@@ -148,19 +187,60 @@ static void fail_line(uint64_t line, const char *why)
     slot *s = slot_of(line);
     s->state = 2;
     s->why = strdup(why && *why ? why : "failed");
+    for (char *p = s->why; p && *p; p++)   /* one output line per input line */
+        if (*p == '\n' || *p == '\r') *p = ' ';
     L.failed = true;
 }
 
 static void line_confirmed(void *arg, int status, const char *id)
 {
     uint64_t line = (uintptr_t)arg;
+    slot *s = slot_of(line);
+    const char *why = herald_last_error(L.client);   /* the broker's words for this one */
     if (status == 0) {
-        slot *s = slot_of(line);
         s->state = 1;
         snprintf(s->id, sizeof s->id, "%s", id);
+    } else if (status == HERALD_E_THROTTLED && L.retry && s->data && mono_ms() < s->first_ms + L.timeout_ms) {
+        /* back off: 50 ms, doubling, at most 1 s apart, until --timeout */
+        if (s->tries++ == 0)
+            fprintf(stderr, PROG ": line %llu: %s; retrying for up to %g s\n", (unsigned long long)line,
+                    why && *why ? why : herald_strerror(status), L.timeout_ms / 1000.0);
+        int64_t wait = s->tries > 5 ? 1000 : 50LL << (s->tries - 1);
+        s->state = 3;
+        s->retry_ms = mono_ms() + wait;
+        L.retries++;
+        return;
     } else {
-        const char *why = herald_last_error(L.client);   /* the broker's words for this one */
         fail_line(line, why && *why ? why : herald_strerror(status));
+    }
+    free(s->data);
+    s->data = NULL;
+}
+
+/* Sends again the throttled lines whose wait is over; *next_ms gets the
+ * earliest wait still running (INT64_MAX: none). */
+static void resend_due(int64_t *next_ms)
+{
+    *next_ms = INT64_MAX;
+    if (!L.retries) return;
+    int64_t now = mono_ms();
+    for (uint64_t line = L.next_print; line < L.next_line; line++) {
+        slot *s = slot_of(line);
+        if (s->state != 3) continue;
+        if (s->retry_ms > now) {
+            if (s->retry_ms < *next_ms) *next_ms = s->retry_ms;
+            continue;
+        }
+        s->state = 0;
+        L.retries--;
+        int rc = herald_publish_async(L.client, L.topic, s->data, s->len, L.po, line_confirmed,
+                                      (void *)(uintptr_t)line);
+        if (rc) {
+            const char *why = herald_last_error(L.client);
+            fail_line(line, *why ? why : herald_strerror(rc));
+            free(s->data);
+            s->data = NULL;
+        }
     }
 }
 
@@ -168,13 +248,27 @@ static void print_ready(void)
 {
     while (L.next_print < L.next_line && slot_of(L.next_print)->state) {
         slot *s = slot_of(L.next_print);
-        if (s->state == 1) {
+        if (s->state == 3) break;   /* throttled, waiting to go again */
+        if (s->state == 1 && L.json) {
+            printf("{\"line\":%llu,\"id\":", (unsigned long long)L.next_print);
+            json_str(stdout, s->id);
+            fputs("}\n", stdout);
+        } else if (s->state == 1) {
             fputs(s->id, stdout);
             putc('\n', stdout);
         } else {
-            fprintf(stderr, "LINE %llu: %s\n", (unsigned long long)L.next_print, s->why ? s->why : "failed");
+            const char *why = s->why ? s->why : "failed";
+            if (L.json) {
+                printf("{\"line\":%llu,\"error\":", (unsigned long long)L.next_print);
+                json_str(stdout, why);
+                fputs("}\n", stdout);
+            } else {
+                printf("ERROR %s\n", why);
+            }
+            fprintf(stderr, "LINE %llu: %s\n", (unsigned long long)L.next_print, why);
             free(s->why);
         }
+        free(s->data);
         L.next_print++;
     }
 }
@@ -184,6 +278,9 @@ static int publish_lines(herald_client *c, const char *topic, const herald_publi
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
     L.client = c;
+    L.topic = topic;
+    L.po = po;
+    L.timeout_ms = timeout_ms;
     char *line = NULL, *fatal = NULL;
     size_t linecap = 0;
     ssize_t n;
@@ -196,6 +293,14 @@ static int publish_lines(herald_client *c, const char *topic, const herald_publi
             fatal = strdup("out of memory");
             break;
         }
+        slot *sl = slot_of(lineno);
+        sl->first_ms = mono_ms();
+        if (L.retry && !(sl->data = malloc(len ? len : 1))) {
+            fatal = strdup("out of memory");
+            break;
+        }
+        if (sl->data) memcpy(sl->data, line, len);
+        sl->len = len;
         int rc = herald_publish_async(c, topic, line, len, po, line_confirmed, (void *)(uintptr_t)lineno);
         if (rc == HERALD_E_INVALID) {   /* the same options for every line: a usage error */
             fprintf(stderr, PROG ": %s\n%s\n", herald_last_error(c), usage_line);
@@ -205,6 +310,8 @@ static int publish_lines(herald_client *c, const char *topic, const herald_publi
         if (rc) {
             const char *why = herald_last_error(c);
             fail_line(lineno, *why ? why : herald_strerror(rc));
+            free(sl->data);
+            sl->data = NULL;
             /* Only a too-large line is that line's own problem; anything else
              * (unreachable, window timed out, key refused) stops the load. */
             if (rc != HERALD_E_TOO_LARGE) {
@@ -214,7 +321,23 @@ static int publish_lines(herald_client *c, const char *topic, const herald_publi
                 fatal = strdup(buf);
             }
         }
+        int64_t next;
+        resend_due(&next);
         print_ready();
+    }
+    /* every answer in; the throttled lines go again, each until it gets in or
+     * its --timeout passes */
+    while (!fatal && exit_code == 0 && L.retry) {
+        herald_flush(c, timeout_ms);   /* answers: stored, throttled again, or refused */
+        print_ready();
+        if (!L.retries) break;
+        int64_t next;
+        resend_due(&next);
+        int64_t now = mono_ms();
+        if (next != INT64_MAX && next > now) {
+            struct timespec ts = { (time_t)((next - now) / 1000), (long)((next - now) % 1000) * 1000000L };
+            nanosleep(&ts, NULL);
+        }
     }
     if (!fatal && exit_code == 0 && ferror(stdin)) {
         char buf[300];
@@ -222,6 +345,12 @@ static int publish_lines(herald_client *c, const char *topic, const herald_publi
         fatal = strdup(buf);
     }
     free(line);
+    L.retry = false;   /* from here on a throttled answer is final */
+    for (uint64_t k = L.next_print; k < L.next_line; k++)
+        if (slot_of(k)->state == 3) {
+            fail_line(k, "throttled: stopped before it could be sent again");
+            L.retries--;
+        }
     herald_flush(c, timeout_ms);   /* failures come back through line_confirmed */
     herald_close(&c);              /* gives up on whatever is left, through line_confirmed too */
     print_ready();
@@ -240,7 +369,8 @@ static int publish_lines(herald_client *c, const char *topic, const herald_publi
 
 int main(int argc, char **argv)
 {
-    enum { OPT_BROKER = 256, OPT_TIMEOUT, OPT_DELAY, OPT_DEDUP, OPT_LINES, OPT_KEY, OPT_BROKER_KEY };
+    enum { OPT_BROKER = 256, OPT_TIMEOUT, OPT_DELAY, OPT_DEDUP, OPT_LINES, OPT_KEY, OPT_BROKER_KEY, OPT_JSON,
+           OPT_RETRY, OPT_VERSION };
     static const struct option longopts[] = {
         { "broker", required_argument, NULL, OPT_BROKER },
         { "timeout", required_argument, NULL, OPT_TIMEOUT },
@@ -248,6 +378,9 @@ int main(int argc, char **argv)
         { "delay", required_argument, NULL, OPT_DELAY },
         { "dedup-id", required_argument, NULL, OPT_DEDUP },
         { "lines", no_argument, NULL, OPT_LINES },
+        { "json", no_argument, NULL, OPT_JSON },
+        { "retry-throttled", no_argument, NULL, OPT_RETRY },
+        { "version", no_argument, NULL, OPT_VERSION },
         { "key", required_argument, NULL, OPT_KEY },
         { "broker-key", required_argument, NULL, OPT_BROKER_KEY },
         { "help", no_argument, NULL, 'h' },
@@ -279,6 +412,11 @@ int main(int argc, char **argv)
             dedup = optarg;
             break;
         case OPT_LINES: lines = true; break;
+        case OPT_JSON: L.json = true; break;
+        case OPT_RETRY: L.retry = true; break;
+        case OPT_VERSION:
+            printf(PROG " %s\n", HERALD_VERSION);
+            return 0;
         case OPT_KEY: key = optarg; break;
         case OPT_BROKER_KEY: broker_key = optarg; break;
         case 'a': {
@@ -314,6 +452,7 @@ int main(int argc, char **argv)
     if (!valid_name(topic))
         return usage_error("invalid topic name '%s': names are 1-128 characters of A-Z a-z 0-9 _ . -", topic);
     if (lines && dedup) return usage_error("%s", "--dedup-id cannot be combined with --lines");
+    if (L.retry && !lines) return usage_error("%s", "--retry-throttled goes with --lines");
     if (lines && payload && strcmp(payload, "-") != 0)
         return usage_error("%s", "--lines reads stdin: give no PAYLOAD (or '-')");
     if (!key && getenv("HERALD_KEY") && *getenv("HERALD_KEY")) key = getenv("HERALD_KEY");
@@ -350,8 +489,14 @@ int main(int argc, char **argv)
     char id[HERALD_ID_MAX];
     int rc = herald_publish(c, topic, payload, len, &po, id);
     int exit_code = 0;
-    if (rc == 0) {
+    if (rc == 0 && L.json) {
+        fputs("{\"id\":", stdout);
+        json_str(stdout, id);
+        fputs("}\n", stdout);
+    } else if (rc == 0) {
         printf("%s\n", id);
+    }
+    if (rc == 0) {
         if (fflush(stdout) != 0 || ferror(stdout)) {
             fprintf(stderr, PROG ": writing stdout: %s\n", strerror(errno));
             exit_code = 1;
@@ -359,6 +504,11 @@ int main(int argc, char **argv)
     } else {
         const char *why = herald_last_error(c);
         fprintf(stderr, PROG ": cannot publish to \"%s\": %s\n", topic, *why ? why : herald_strerror(rc));
+        if (L.json) {
+            fputs("{\"error\":", stdout);
+            json_str(stdout, *why ? why : herald_strerror(rc));
+            fputs("}\n", stdout);
+        }
         exit_code = rc == HERALD_E_INVALID ? 2 : 1;
         if (rc == HERALD_E_INVALID) fprintf(stderr, "%s\n", usage_line);
     }

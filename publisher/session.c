@@ -23,6 +23,7 @@
 #include <string.h>
 
 #define MONITOR_EVENTS (ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | \
+                        ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED | \
                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | \
                         ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 #define DRAIN_MAX 1024   /* messages handled per poll, so a flood cannot starve the caller */
@@ -101,6 +102,7 @@ int hc_session_open(herald_client *c)
     c->sock = s;
     c->mon = m;
     c->handshaken = false;
+    c->connected = false;
     what = "queue HELLO";
     if (send_hello(c) < 0) FAIL(fail_hello);
     return 0;
@@ -317,6 +319,23 @@ static int drain_monitor(herald_client *c)
             zmq_msg_close(&ep);
         }
         switch (event) {
+        case ZMQ_EVENT_CONNECTED:
+            c->connected = true;
+            c->refused_since_ms = 0;
+            break;
+        case ZMQ_EVENT_CONNECT_RETRIED: {
+            /* Retries before this socket ever connected: the connect itself
+             * fails (nothing listens on the tcp:// port or the ipc:// path),
+             * for HC_REFUSED_MS in a row. Final only for a client no broker
+             * ever welcomed: after that it is a broker restart, and the
+             * outbox waits it out. */
+            if (c->connected || c->welcomed) break;
+            int64_t now = util_mono_ms();
+            if (!c->refused_since_ms) c->refused_since_ms = now;
+            if (now - c->refused_since_ms >= HC_REFUSED_MS && !c->no_broker[0])
+                snprintf(c->no_broker, sizeof c->no_broker, "connection refused (is it running?)");
+            break;
+        }
         case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
             c->handshaken = true;
             c->handshake_note[0] = '\0';
@@ -331,9 +350,9 @@ static int drain_monitor(herald_client *c)
             return c->fatal;
         case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
             if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-                hc_set_fatal(c, HERALD_E_REFUSED, "handshake with broker %s failed: %s", c->endpoint,
-                             c->curve ? "it does not use CURVE, we do (--key/--broker-key)"
-                                      : "it uses CURVE: give --key and --broker-key");
+                hc_set_fatal(c, HERALD_E_REFUSED, "handshake with broker %s failed: CURVE on one side only (%s)",
+                             c->endpoint, c->curve ? "it does not use CURVE, we do: --key/--broker-key"
+                                                   : "it uses CURVE: give --key and --broker-key");
             else
                 hc_set_fatal(c, HERALD_E_REFUSED, "handshake with broker %s failed (ZMTP protocol error 0x%x)",
                              c->endpoint, value);
@@ -343,6 +362,14 @@ static int drain_monitor(herald_client *c)
              * "unreachable" message, since a dropped handshake can be transient. */
             snprintf(c->handshake_note, sizeof c->handshake_note, "the handshake failed%s",
                      c->curve ? ": is the broker key right?" : "");
+            /* Before any WELCOME, a handshake dropped without a reason is a
+             * broker that speaks CURVE when we do not (seen from the side that
+             * did not read the other's greeting first), or the reverse, or a
+             * wrong broker key: said at once. */
+            if (!c->welcomed && !c->no_broker[0])
+                snprintf(c->no_broker, sizeof c->no_broker, "the handshake failed: %s",
+                         c->curve ? "CURVE on one side only (it does not use CURVE, we do), or the wrong broker key?"
+                                  : "CURVE on one side only? (it uses CURVE: give --key and --broker-key)");
             break;
         default:
             break;

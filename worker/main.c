@@ -23,6 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <herald.h>   /* HERALD_VERSION */
+
 #include "../config/config.h"
 #include "runner.h"
 
@@ -73,7 +75,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: herald-worker --broker ENDPOINT [--functions a,b] [--concurrency N]\n"
                "                     [--root DIR] [--run-dir DIR] [--key FILE --broker-key FILE]\n"
-               "                     [-c FILE] [--verbose]\n");
+               "                     [-c FILE] [--verbose] | --version\n");
 }
 
 static int send_hdr(worker_t *w, const proto_iov *iov, size_t n)
@@ -381,6 +383,7 @@ int main(int argc, char **argv)
         { "run-dir", required_argument, NULL, 'd' }, { "config", required_argument, NULL, 'c' },
         { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' },
         { "key", required_argument, NULL, 'K' }, { "broker-key", required_argument, NULL, 'B' },
+        { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -404,6 +407,7 @@ int main(int argc, char **argv)
         case 'K': w.key = optarg; break;
         case 'B': w.broker_key = optarg; break;
         case 'h': usage(stdout); return 0;
+        case 'V': printf("herald-worker %s\n", HERALD_VERSION); return 0;
         default: usage(stderr); return 2;
         }
     }

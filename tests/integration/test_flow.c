@@ -575,8 +575,12 @@ Test(flow, max_backlog_throttles_publishes_until_drained)
                    "t", NULL);
     h_write(h_path(&env, "ids.txt"), out);
     cr_assert_eq(rc, 1, "1,001 publishes over max_backlog 1000: exit %d, stderr %s", rc, err);
-    cr_assert_eq(h_count_lines(h_path(&env, "ids.txt")), 1000, "confirmed %zu of 1,001 with max_backlog 1000",
+    /* one output line per input line: 1,000 ids, then line 1,001's ERROR */
+    cr_assert_eq(h_count_lines(h_path(&env, "ids.txt")), 1001, "%zu output lines for 1,001 input lines",
                  h_count_lines(h_path(&env, "ids.txt")));
+    const char *last = strstr(out, "\nERROR ");
+    cr_assert(last && strstr(last, "throttled") && strchr(last + 1, '\n') == out + strlen(out) - 1 &&
+              !strstr(last + 2, "ERROR "), "the last output line is not line 1,001's ERROR: %.200s", last ? last : out);
     cr_assert(strstr(err, "LINE 1001:") && strstr(err, "throttled"), "stderr: %s", err);
     free(out);
     free(err);

@@ -292,8 +292,9 @@ void rel_tally_stream(const char *prefix, const char *ids_path, const char *err_
     size_t i = 0;
     char *save = NULL;
     for (char *tok = out ? strtok_r(out, "\n", &save) : NULL; tok; tok = strtok_r(NULL, "\n", &save)) {
-        while (i < n_lines && refused[i]) i++;
+        /* one output line per input line: its id, or "ERROR why" */
         if (i >= n_lines) break;
+        if (strncmp(tok, "ERROR ", 6) == 0) { refused[i++] = true; continue; }
         ids[i++] = tok;
         t->confirmed++;
     }

@@ -81,7 +81,10 @@ static void burst(pid_t broker, const char *prefixes, int per, long *peak_kb, lo
                      refusals, thr, err);
         *throttled += thr;
         snprintf(name, sizeof name, "pub-%c.out", prefixes[k]);
-        *confirmed += h_count_lines(h_path(&env, name));
+        char *out = h_read(h_path(&env, name), NULL);   /* one line per input line: an id, or "ERROR why" */
+        for (char *line = out; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+            if (strncmp(line, "ERROR ", 6) != 0) (*confirmed)++;
+        free(out);
         free(err);
         for (int i = 0; i < env.npids; i++)
             if (env.pids[i] == p[k]) env.pids[i] = 0;

@@ -101,8 +101,9 @@ static int publish_batch(int from, int count, char **why)
     }
     char *save = NULL;
     for (char *tok = out ? strtok_r(out, "\n", &save) : NULL; tok; tok = strtok_r(NULL, "\n", &save)) {
-        while (k < count && refused[k]) k++;
+        /* one output line per input line: its id, or "ERROR why" */
         if (k >= count) break;
+        if (strncmp(tok, "ERROR ", 6) == 0) { refused[k++] = true; continue; }
         fprintf(ids, "%d %s\n", from + k, tok);
         k++;
         confirmed++;

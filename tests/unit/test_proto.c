@@ -1341,16 +1341,21 @@ Test(proto, frames_roundtrip_and_truncation)
 
 /* ------------------------------------------------------------- util */
 
-Test(proto, util_log_format, .init = cr_redirect_stderr)
+/* A user reads "program: level: what"; the source location is for --verbose. */
+Test(proto, util_log_format_has_the_source_location_only_when_verbose, .init = cr_redirect_stderr)
 {
     util_set_program("herald-broker");
     util_log("warn", "broker/loop.c", 42, "lost %d peers", 3);
+    util_verbose = 1;
+    util_log("warn", "broker/loop.c", 42, "lost %d peers", 3);
     util_set_program(NULL);
     LOG_INFO("x");
+    util_verbose = 0;
     fflush(stderr);
-    char expect[128];
-    snprintf(expect, sizeof expect, "herald-broker: warn: broker/loop.c:42: lost 3 peers\nherald: info: %s:%d: x\n",
-             __FILE__, __LINE__ - 4);
+    char expect[256];
+    snprintf(expect, sizeof expect, "herald-broker: warn: lost 3 peers\n"
+             "herald-broker: warn: broker/loop.c:42: lost 3 peers\nherald: info: %s:%d: x\n",
+             __FILE__, __LINE__ - 6);
     cr_assert_stderr_eq_str(expect);
 }
 
