@@ -44,8 +44,10 @@ int main(int argc, char **argv)
 }
 EOF
 flags=$(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs herald) || fail "pkg-config --cflags --libs herald"
+# make test SANITIZE=...: the installed library carries the sanitizer runtime's references
+san=${SANITIZE:+-fsanitize=$SANITIZE}
 # shellcheck disable=SC2086
-cc -o "$tmp/app" "$tmp/app.c" $flags || fail "cc app.c $flags"
+cc $san -o "$tmp/app" "$tmp/app.c" $flags || fail "cc app.c $flags"
 
 # The installed broker on ipc:// endpoints in the temp dir.
 cat > "$tmp/herald.cfg" <<EOF
