@@ -3,7 +3,7 @@
 #   make test       unit + integration tests (Criterion), real programs over real sockets
 #   make run        install missing packages, build, run a broker + 2 workers on config/herald.cfg
 #   make demo       a scripted tour: a poison event, its dead letter, a fix, a replay
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR=   (make uninstall: the same files removed)
 #   make SANITIZE=address,undefined test
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -47,7 +47,7 @@ EXAMPLES   := $(patsubst examples/handlers/%.c,examples/handlers/lib%.so,$(wildc
 TEST_HANDLERS := $(patsubst tests/handlers/%.c,$(B)/tests/handlers/lib%.so,$(wildcard tests/handlers/*.c))
 
 PROGS := bin/herald-broker bin/herald-worker bin/herald-publish bin/heraldctl $(if $(GW_OBJ),bin/herald-gateway)
-LIBS  := lib/libherald.a lib/libherald.so lib/herald.pc
+LIBS  := lib/libherald.a lib/libherald.so
 
 all: $(PROGS) libexec/herald-launcher $(LIBS) $(EXAMPLES)
 
@@ -58,8 +58,6 @@ lib/libherald.so: $(LIBH_OBJ) $(PROTO_OBJ) | lib
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(ZMQ_LIBS) $(LDLIBS)
 # The version is defined once, in include/herald.h (what every program's --version prints).
 VERSION := $(shell sed -n 's/^\#define HERALD_VERSION "\(.*\)"/\1/p' include/herald.h)
-lib/herald.pc: Makefile include/herald.h | lib
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: herald\nDescription: herald client library\nVersion: $(VERSION)\nRequires.private: libzmq msgpack\nLibs: -L$${libdir} -lherald\nCflags: -I$${includedir}\n' '$(PREFIX)' > $@
 
 bin/herald-broker: $(BROKER_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ) | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS)
@@ -109,6 +107,7 @@ test: deps all $(TEST_HANDLERS) $(B)/test-unit $(B)/test-integration $(B)/test-r
 	HERALD_ROOT=$(CURDIR) $(B)/test-integration --jobs $(TEST_JOBS)
 	HERALD_ROOT=$(CURDIR) HERALD_TEST_CURVE=1 $(B)/test-integration --jobs $(TEST_JOBS) --filter '$(CURVE_SUITES)'
 	HERALD_ROOT=$(CURDIR) $(B)/test-reliability --jobs $(TEST_JOBS)
+	MAKE='$(MAKE)' tests/install.sh
 
 # --- reliability (docs/RELIABILITY.md) -----------------------------------------
 #   make test-reliability   the full suite: crash loops, chaos, disk full, back-pressure,
@@ -195,21 +194,36 @@ deps:
 	  else echo "missing packages; run: sudo apt-get install -y$$miss" >&2; exit 1; fi; \
 	fi
 
+# herald.pc is written at install time, so it names the PREFIX being installed
+# to (files go to DESTDIR/PREFIX; the .pc says PREFIX). Libs carries an rpath to
+# PREFIX/lib: a program built with pkg-config finds libherald.so without
+# LD_LIBRARY_PATH or ldconfig.
+INST_BIN  := $(notdir $(PROGS))
+INST_INC  := include/herald.h include/herald/handler.h
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/herald
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	  $(DESTDIR)$(PREFIX)/include/herald
 	install -m 755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
-	install -d $(DESTDIR)$(PREFIX)/libexec
 	install -m 755 libexec/herald-launcher $(DESTDIR)$(PREFIX)/libexec/
 	install -m 644 lib/libherald.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 lib/libherald.so $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 lib/herald.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	install -m 644 include/herald.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/herald/handler.h $(DESTDIR)$(PREFIX)/include/herald/
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: herald\nDescription: herald client library\nVersion: $(VERSION)\nRequires.private: libzmq msgpack\nLibs: -L$${libdir} -Wl,-rpath,$${libdir} -lherald\nCflags: -I$${includedir}\n' \
+	  '$(PREFIX)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/herald.pc
+	chmod 644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/herald.pc
+
+# Removes exactly what install put there (and include/herald/ once empty).
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(INST_BIN)) $(DESTDIR)$(PREFIX)/libexec/herald-launcher \
+	  $(DESTDIR)$(PREFIX)/lib/libherald.a $(DESTDIR)$(PREFIX)/lib/libherald.so \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/herald.pc $(addprefix $(DESTDIR)$(PREFIX)/,$(INST_INC))
+	rmdir $(DESTDIR)$(PREFIX)/include/herald 2>/dev/null || true
 
 clean:
 	rm -rf $(B) bin libexec lib examples/handlers/*.so
 
-.PHONY: all test run demo deps install clean
+.PHONY: all test run demo deps install uninstall clean
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 
 # --- benchmarks (docs/PERFORMANCE.md) ----------------------------------------

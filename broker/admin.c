@@ -4,7 +4,9 @@
  * "dlq.list" {function?, topic?, limit?}, "dlq.show" {id},
  * "dlq.replay" {ids?, function?, topic?, rate?, dry_run?},
  * "dlq.purge" {ids?, function?, topic?, older_than?, dry_run?}, "ping" (→ the
- * broker's start time, wall ms: a restart shows as a new value).
+ * broker's start time, wall ms: a restart shows as a new value), "memory" (→
+ * {heap_in_use, sqlite}: bytes of heap allocated and not freed, all arenas, and
+ * SQLite's share of them; what the reliability tests watch for leaks).
  * Dead letters are read through a read-only connection of their own. A
  * replay or purge is a job that writes a chunk per turn in the loop's
  * transaction; its answer goes out after the commit of its last chunk
@@ -12,6 +14,8 @@
  * heraldctl prints as JSON or tables.
  * Everything here reads counters kept in memory: no query runs on the loop.
  */
+#include <malloc.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -489,6 +493,13 @@ void admin_handle(broker_t *b, proto_frames *f)
         }
     } else if (strcmp(m.u.admin.command, "ping") == 0) {
         msgpack_pack_int64(&pk, b->started_ms);   /* which run of the broker answers */
+    } else if (strcmp(m.u.admin.command, "memory") == 0) {
+        /* Heap in use rather than RSS: RSS also moves with what the allocator
+         * keeps cached or gives back, so only this one tells a leak from noise. */
+        struct mallinfo2 mi = mallinfo2();
+        msgpack_pack_map(&pk, 2);
+        pk_str(&pk, "heap_in_use"); msgpack_pack_uint64(&pk, mi.uordblks + mi.hblkhd);
+        pk_str(&pk, "sqlite"); msgpack_pack_int64(&pk, sqlite3_memory_used());
     } else {
         snprintf(err, sizeof err, "unknown admin command '%s'", m.u.admin.command);
         status = PROTO_E_MALFORMED;

@@ -63,7 +63,8 @@ void h_free_lines(char **lines, size_t n);
 char *h_path(h_env *e, const char *name);   /* DIR/name, static buffer rotated 8 ways */
 /* Shared by the suites (they had each their own copy). */
 void h_write_lines(const char *path, int n, const char *fmt);   /* fmt takes the line number (int) */
-void h_wait_lines(const char *path, size_t n, int timeout_ms);  /* asserts: at least n lines in time */
+/* Asserts: at least n lines; fails only when no new line came for timeout_ms. */
+void h_wait_lines(const char *path, size_t n, int timeout_ms);
 /* A subscription's stats counter: waits until it equals want, or asserts it
  * now; a failure prints the whole stats answer. */
 void h_wait_sub(h_env *e, const char *topic, const char *function, const char *key, long want, int timeout_ms);

@@ -336,7 +336,8 @@ Test(gateway, native_publish_and_invoke_like_herald_publish)
 
 /* ---- 1, 2. awscli ------------------------------------------------------------------------- */
 
-Test(gateway, awscli_sns_and_lambda)
+/* 16 runs of the aws CLI (~0.7 s of CPU each to start): minutes on a loaded machine */
+Test(gateway, awscli_sns_and_lambda, .timeout = 600)
 {
     start_all();
     char *out = NULL, *err = NULL;

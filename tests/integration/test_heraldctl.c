@@ -1977,7 +1977,11 @@ Test(heraldctl, dlq_replay_and_purge_of_many_keep_the_broker_serving, .timeout =
     h_config(&env, "os", body);
     pid_t broker = h_broker(&env);
     cr_assert_eq(h_signal_exit(&env, broker, SIGTERM, 15000), 0);
-    const int n = 200000;   /* of each: 100 chunks each, longer than heraldctl --timeout 0.5 */
+    /* of each: 100 chunks (about 3 s unloaded), longer than heraldctl's --timeout
+     * 1.5, so heraldctl must keep waiting on pings. Each ping is answered within
+     * one loop turn (one chunk). On a loaded machine such a turn took more than
+     * 0.5 s, but not more than 1.5 s. */
+    const int n = 200000;
     insert_dead("t", "rec", n, 2, 0);
     insert_dead("t", "other", n, 2, 1);
     broker = h_broker(&env);
@@ -1994,13 +1998,13 @@ Test(heraldctl, dlq_replay_and_purge_of_many_keep_the_broker_serving, .timeout =
     pid_t pub = h_start(&env, "prober", "/bin/sh", "-c", script, NULL);
 
     char *out = NULL, *err = NULL;
-    int rc = h_run(&env, NULL, &out, &err, "bin/heraldctl", "--broker", env.adm, "--timeout", "0.5", "dlq", "replay",
+    int rc = h_run(&env, NULL, &out, &err, "bin/heraldctl", "--broker", env.adm, "--timeout", "1.5", "dlq", "replay",
                    "--all", "--function", "rec", NULL);
     cr_assert_eq(rc, 0, "dlq replay: exit %d: %s", rc, err ? err : "");
     cr_assert(strstr(out, "replayed 200000"), "%s", out);
     free(out);
     free(err);
-    rc = h_run(&env, NULL, &out, &err, "bin/heraldctl", "--broker", env.adm, "--timeout", "0.5", "dlq", "purge", "--all",
+    rc = h_run(&env, NULL, &out, &err, "bin/heraldctl", "--broker", env.adm, "--timeout", "1.5", "dlq", "purge", "--all",
                NULL);
     cr_assert_eq(rc, 0, "dlq purge: exit %d: %s", rc, err ? err : "");
     cr_assert(strstr(out, "purged 200000"), "%s", out);

@@ -47,7 +47,8 @@ static void assert_same_ids(const char *published, const char *seen, size_t n)
     h_free_lines(b, u);
 }
 
-Test(spine, fanout_exec_and_native_each_see_every_message)
+/* 20,000 handler runs: minutes on a loaded machine; the waits fail on a stall only */
+Test(spine, fanout_exec_and_native_each_see_every_message, .timeout = 900)
 {
     char body[2048];
     snprintf(body, sizeof body,

@@ -27,7 +27,10 @@ typedef struct {
     uint32_t max_batch;
     int welcome_delay_ms;           /* -1: never answer HELLO */
     bool withhold;                  /* hold confirms back... */
-    int release_ms;                 /* ...and release them all every release_ms (-1: never) */
+    int release_ms;                 /* ...and release them all once no PUBLISH came for release_ms (-1: never)... */
+    uint32_t release_at;            /* ...and at least this many are held (a full window: the client
+                                       can send no more; 0: any), or... */
+    volatile uint64_t release_total;   /* ...at once when this many entries have come in all (0: never) */
     uint64_t throttle_seq;          /* answer THROTTLED for this seq (0: none) */
     bool error_publish;             /* answer every PUBLISH with ERROR */
     /* observed (under mu) */
@@ -132,10 +135,13 @@ static void *fb_main(void *arg)
             fb_send(r, rid, rid_len, &sb);
             welcome_at = -1;
         }
-        if (fb->withhold && fb->release_ms > 0 && now >= next_release) {
+        /* held back until the window is full (or the last entry is in): a slow
+         * client under load never sees a release before it has filled it */
+        uint64_t total = fb->release_total;
+        if (fb->withhold && fb->release_ms > 0 && nheld > 0 &&
+            ((nheld >= fb->release_at && now >= next_release) || (total && fb->entries >= total))) {
             fb_confirm(fb, r, rid, rid_len, held, nheld);
             nheld = 0;
-            next_release = now + fb->release_ms;
         }
         while (frames_recv(r, &f, PROTO_MAX_FRAMES + 1, ZMQ_DONTWAIT) == 0) {
             proto_msg m;
@@ -197,6 +203,7 @@ static void *fb_main(void *arg)
                     pthread_mutex_unlock(&fb->mu);
                 } else if (fb->withhold) {
                     for (uint32_t i = 0; i < p->npubs && nheld < FB_MAX_HELD; i++) held[nheld++] = p->pubs[i].seq;
+                    next_release = now + fb->release_ms;
                 } else {
                     uint64_t seqs[PROTO_MAX_BATCH];
                     for (uint32_t i = 0; i < p->npubs; i++) seqs[i] = p->pubs[i].seq;
@@ -501,6 +508,8 @@ Test(client, window_respected)
     fb_init(&fb, ctx);
     fb.withhold = true;
     fb.release_ms = 150;
+    fb.release_at = 10;
+    fb.release_total = 35;
     fb_start(&fb);
     herald_client *c = connect_to(fb.endpoint, 5000, 10);
     for (int i = 0; i < 35; i++) {
@@ -528,9 +537,11 @@ Test(client, window_bounded_in_payload_bytes_too, .timeout = 60)
     fb.max_payload = HC_WINDOW_BYTES;
     fb.withhold = true;
     fb.release_ms = 100;
+    size_t each = 2u << 20, n = HC_WINDOW_BYTES / each + 8;
+    fb.release_at = (uint32_t)(HC_WINDOW_BYTES / each);
+    fb.release_total = n;
     fb_start(&fb);
     herald_client *c = connect_to(fb.endpoint, 10000, 1000);
-    size_t each = 2u << 20, n = HC_WINDOW_BYTES / each + 8;
     char *p = calloc(1, HC_WINDOW_BYTES);
     for (size_t i = 0; i < n; i++) {
         int rc = herald_publish_async(c, "t", p, each, NULL, record, (void *)(intptr_t)i);
@@ -538,6 +549,7 @@ Test(client, window_bounded_in_payload_bytes_too, .timeout = 60)
     }
     cr_assert_eq(herald_flush(c, 20000), 0, "%s", herald_last_error(c));
     uint64_t most = fb.max_unconfirmed;
+    fb.release_total = n + 1;
     int rc = herald_publish_async(c, "t", p, HC_WINDOW_BYTES, NULL, record, (void *)(intptr_t)n);
     cr_assert_eq(rc, 0, "a publish the size of the byte bound: %s (%s)", herald_strerror(rc), herald_last_error(c));
     cr_assert_eq(herald_flush(c, 20000), 0, "%s", herald_last_error(c));
