@@ -130,12 +130,18 @@ static void send_config(broker_t *b, worker_t *w)
                         .max_payload = (uint64_t)b->cfg->broker.max_payload,
                         .fns = defs, .nfns = n };
     msgpack_sbuffer_clear(&b->sb);
-    /* no work for it until it has said what of this it refuses (if the send
-     * failed, its connection is gone: it registers again) */
-    w->configs_unanswered++;
+    /* No work for it until it has said what of this it refuses. A CONFIG
+     * that could not be sent is not waited for: the worker never sees it, and
+     * (ROUTER_HANDOVER) may come back on the same session without registering
+     * again; what it then holds is still refused per delivery (RETURNED). */
     if (proto_encode_config(&b->sb, &pc) == 0 &&
-        frames_send(b->wrk_sock, w->rid, w->rid_len, &b->sb, NULL, 0, ZMQ_DONTWAIT) == 0)
+        frames_send(b->wrk_sock, w->rid, w->rid_len, &b->sb, NULL, 0, ZMQ_DONTWAIT) == 0) {
+        w->configs_unanswered++;
         w->last_sent_ms = util_mono_ms();
+    } else {
+        LOG_WARN("cannot send CONFIG to worker %s (%s pid %u): %s", w->id, w->host, w->pid,
+                 zmq_strerror(zmq_errno()));
+    }
 }
 
 void workers_send_config(broker_t *b)
@@ -304,8 +310,11 @@ void workers_reap(broker_t *b)
         list_node *l;
         while ((l = list_first(&w->leases)) != NULL) {
             delivery_t *d = container_of(l, delivery_t, link);
-            delivery_fail(b, d, OUT_LOST, w->left ? "worker lost: it left without reporting this delivery"
-                                                  : "worker lost: it missed 3 heartbeats", NULL, wall);
+            /* A worker says BYE after the results of everything it ran, so a
+             * lease it still holds then was in transit (sent before it read
+             * our side of its DRAIN) and never started: back, no attempt. */
+            if (w->left) delivery_return(b, d);
+            else delivery_fail(b, d, OUT_LOST, "worker lost: it missed 3 heartbeats", NULL, wall);
         }
         list_remove(&b->workers, &w->link);
         worker_free(w);

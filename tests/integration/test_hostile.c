@@ -980,3 +980,64 @@ Test(hostile, an_error_or_a_stray_heartbeat_is_dropped_not_answered)
     msgpack_sbuffer_destroy(&hb);
     assert_alive("ERROR and HEARTBEAT messages");
 }
+
+/* A worker that says BYE while a delivery is still on its way to it never
+ * started that delivery (it reports everything it ran before BYE): the
+ * delivery goes back to the queue without counting an attempt, so with
+ * max_attempts = 1 it is still run, by the next worker, and not dead-lettered. */
+Test(hostile, a_delivery_in_transit_to_a_worker_that_says_bye_is_returned_without_an_attempt)
+{
+    char text[2048];   /* heartbeats of 10 s: the raw worker need not send any */
+    snprintf(text, sizeof text,
+             "broker = { publish_endpoint = \"%s\"; worker_endpoint = \"%s\"; admin_endpoint = \"%s\";\n"
+             "  data_dir = \"%s/data\"; durability = \"os\"; heartbeat = 10.0; };\n"
+             "functions = ( { name = \"g\"; max_attempts = 1;\n"
+             "  native = { library = \"examples/handlers/libcount.so\"; symbol = \"count\"; };\n"
+             "  env = { COUNT_FILE = \"%s\"; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"g\"; } ); } );\n",
+             env.pub, env.wrk, env.adm, env.dir, h_path(&env, "seen.txt"));
+    h_write(env.cfg, text);
+    broker_pid = h_broker(&env);
+    broker_exit = -1;
+
+    void *s = dealer_socket();
+    zmq_setsockopt(s, ZMQ_ROUTING_ID, "rawworker", 9);
+    cr_assert_eq(zmq_connect(s, env.wrk), 0);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    proto_register reg = { .worker_id = "rawworker", .host = "h", .pid = 1, .slots = 1 };
+    cr_assert_eq(proto_encode_register(&sb, &reg), 0);
+    send_sb(s, &sb);
+    reply r = get_reply(s, REPLY_MS);
+    cr_assert(r.got && r.ok && r.m.type == MSG_CONFIG, "no CONFIG after REGISTER%s", broker_state());
+    proto_msg_clear(&r.m);
+    msgpack_sbuffer_clear(&sb);
+    proto_refused none = { 0 };
+    cr_assert_eq(proto_encode_refused(&sb, &none), 0);
+    send_sb(s, &sb);
+
+    char *out = NULL, *err = NULL;
+    int rc = h_run(&env, NULL, &out, &err, "bin/herald-publish", "--broker", env.pub, "t", "in-transit", NULL);
+    cr_assert_eq(rc, 0, "herald-publish: %s", err);
+    free(out);
+    free(err);
+    do {   /* heartbeats may come first */
+        r = get_reply(s, REPLY_MS);
+        cr_assert(r.got && r.ok, "no DELIVER for the raw worker%s", broker_state());
+        if (r.m.type != MSG_DELIVER) proto_msg_clear(&r.m);
+    } while (r.m.type != MSG_DELIVER);
+    proto_msg_clear(&r.m);
+
+    /* as a draining worker whose last read came before this DELIVER */
+    msgpack_sbuffer_clear(&sb);
+    cr_assert_eq(proto_encode_bye(&sb), 0);
+    send_sb(s, &sb);
+    msgpack_sbuffer_destroy(&sb);
+
+    h_worker(&env, NULL, 1);
+    h_wait_lines(h_path(&env, "seen.txt"), 1, 30000);
+    char *st = h_stats(&env);
+    cr_assert_not_null(st);
+    cr_assert(strstr(st, "\"dead\":0"), "the delivery in transit was dead-lettered: %s", st);
+    free(st);
+}
