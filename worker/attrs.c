@@ -16,33 +16,6 @@
 
 #define ENV_PREFIX "HERALD_ATTR_"
 
-/* The length of the well-formed UTF-8 sequence at p (at most n bytes), or 0
- * when it is not one (RFC 3629: no overlongs, no surrogates, ≤ U+10FFFF). */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;   /* the range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        if (c == 0xE0) lo = 0xA0;         /* overlong */
-        if (c == 0xED) hi = 0x9F;         /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        if (c == 0xF0) lo = 0x90;         /* overlong */
-        if (c == 0xF4) hi = 0x8F;         /* past U+10FFFF */
-    } else
-        return 0;
-    if (n < len || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-    return len;
-}
-
 static void json_string(wbuf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
@@ -52,7 +25,7 @@ static void json_string(wbuf *b, const char *s)
     for (size_t i = 0; i < n;) {
         unsigned char c = p[i];
         if (c >= 0x80) {
-            size_t l = utf8_len(p + i, n - i);
+            size_t l = util_utf8_len(p + i, n - i);
             if (l) {
                 wbuf_put(b, p + i, l);
                 i += l;

@@ -240,7 +240,11 @@ static void on_deliver(worker_t *w, const proto_deliver *d, proto_frames *f)
             refusal_add(w, e->function, "its handler cannot start on this worker (see the worker's log)");
             send_refused(w);
         }
-        if (rc != 0) {   /* back to the broker unstarted, for another worker: no attempt counted */
+        if (rc == -3) {   /* out of fds or memory for a moment: a failed attempt, retried with backoff */
+            runner_result r = { .token = e->lease, .outcome = OUT_ERROR, .started_ms = util_wall_ms(),
+                                .error = "the worker could not start the handler: out of resources (see its log)" };
+            on_result(w, &r);
+        } else if (rc != 0) {   /* back to the broker unstarted, for another worker: no attempt counted */
             runner_result r = { .token = e->lease, .outcome = OUT_RETURNED };
             on_result(w, &r);
         }

@@ -1458,7 +1458,8 @@ int runner_submit(runner_t *r, const runner_job *j)
         LOG_ERROR("runner: submit: function %s is refused", j->function);
         return -1;
     }
-    return f->def.native ? submit_native(r, f, j) : submit_exec(r, f, j);
+    int rc = f->def.native ? submit_native(r, f, j) : submit_exec(r, f, j);
+    return rc == 0 ? 0 : -3;
 }
 
 int runner_fd(const runner_t *r)

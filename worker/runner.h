@@ -86,7 +86,9 @@ int runner_define_why(runner_t *r, const proto_fndef *fn, char *why, size_t why_
 
 /* Queues one attempt; everything is copied. 0; -1 if the function is
  * unknown/refused; -2 if the runner is broken (its launcher died: nothing can
- * start any more). No callback comes for a job that was not queued. */
+ * start any more); -3 if this attempt could not be queued for want of a
+ * resource (memory, fds): a passing failure, not the function's. No callback
+ * comes for a job that was not queued. */
 int runner_submit(runner_t *r, const runner_job *j);
 
 /* The one descriptor the caller polls for POLLIN. */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -698,6 +699,32 @@ Test(runner, exec_refuses_missing_program, .timeout = 30)
     cr_assert_eq(runner_define(f.r, &d), -1);
     runner_job j = { .token = 1, .function = "missing", .topic = "", .message_id = "m" };
     cr_assert_eq(runner_submit(f.r, &j), -1);
+    teardown(&f);
+}
+
+/* Out of fds for a moment is a passing failure (-3), not a refusal of the
+ * function (-1), so the worker does not stop serving it. */
+Test(runner, exec_submit_out_of_fds_is_a_passing_failure, .timeout = 30)
+{
+    fixture f;
+    setup(&f, 1);
+    const char *argv[] = { "cat", NULL };
+    define_exec(&f, "e", argv, 5000, 128, NULL, 0);
+    struct rlimit old;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int top = dup(0);   /* the lowest free fd: with the limit there, no new one */
+    cr_assert_geq(top, 0);
+    close(top);
+    struct rlimit low = { .rlim_cur = (rlim_t)top, .rlim_max = old.rlim_max };
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    runner_job j = { .token = 1, .function = "e", .topic = "t", .message_id = "m", .attempt = 1,
+                     .max_attempts = 3, .payload = "x", .payload_len = 1 };
+    int rc = runner_submit(f.r, &j);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    cr_assert_eq(rc, -3, "runner_submit without a free fd: %d", rc);
+    submit_str(&f, "e", 2, "y");   /* and the function still runs */
+    wait_results(&f, 1, 10000);
+    cr_assert_eq(by_token(&f, 2)->outcome, OUT_OK, "%s", by_token(&f, 2)->error);
     teardown(&f);
 }
 
