@@ -1,5 +1,5 @@
 /* json.c — prints a msgpack object as JSON (heraldctl's --json output).
- * Strings are escaped per RFC 8259; binary becomes a base64 string; map keys
+ * Strings are escaped per RFC 8259 (bytes that are not UTF-8 become U+FFFD); binary becomes a base64 string; map keys
  * that are not strings are printed as strings of their JSON text. */
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +11,12 @@ void json_string(FILE *out, const char *s, size_t n)
     fputc('"', out);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {   /* valid UTF-8 as it is; a stray byte (a text cut mid-character) as U+FFFD */
+            size_t k = util_utf8_len((const unsigned char *)s + i, n - i);
+            if (k) fwrite(s + i, 1, k, out), i += k - 1;
+            else fputs("\\ufffd", out);
+            continue;
+        }
         switch (c) {
         case '"': fputs("\\\"", out); break;
         case '\\': fputs("\\\\", out); break;

@@ -89,18 +89,8 @@ static void json_error_doc(int rc)
 /* Valid UTF-8 (no overlongs, no surrogates): printed as a JSON string, else base64. */
 static bool valid_utf8(const unsigned char *s, size_t n)
 {
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t k = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-        if (!k || i + k > n || (k == 2 && c < 0xC2) || c > 0xF4) return false;
-        for (size_t j = 1; j < k; j++)
-            if ((s[i + j] & 0xC0) != 0x80) return false;
-        if (k == 3 && c == 0xE0 && s[i + 1] < 0xA0) return false;
-        if (k == 3 && c == 0xED && s[i + 1] >= 0xA0) return false;
-        if (k == 4 && c == 0xF0 && s[i + 1] < 0x90) return false;
-        if (k == 4 && c == 0xF4 && s[i + 1] >= 0x90) return false;
-        i += k;
-    }
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = util_utf8_len(s + i, n - i))) return false;
     return true;
 }
 

@@ -334,6 +334,9 @@ extern int util_verbose;             /* 1: LOG_DEBUG prints, and every line has 
 #define LOG_DEBUG(...) do { if (util_verbose) util_log("debug", __FILE__, __LINE__, __VA_ARGS__); } while (0)
 /* Fills buf with n random bytes from getrandom(). */
 void util_random(void *buf, size_t n);
+/* The length of the valid UTF-8 sequence at p (n bytes left): 1-4, or 0 when
+ * it is not one (overlongs, surrogates and past U+10FFFF are not). */
+size_t util_utf8_len(const unsigned char *p, size_t n);
 
 /* --- endpoints (endpoint.c) --- */
 

@@ -65,6 +65,32 @@ void util_log(const char *level, const char *file, int line, const char *fmt, ..
     errno = saved;
 }
 
+size_t util_utf8_len(const unsigned char *p, size_t n)
+{
+    if (n == 0) return 0;
+    unsigned char c = p[0];
+    if (c < 0x80) return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF;   /* the range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;         /* overlong */
+        if (c == 0xED) hi = 0x9F;         /* surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;         /* overlong */
+        if (c == 0xF4) hi = 0x8F;         /* past U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (n < len || p[1] < lo || p[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    return len;
+}
+
 void util_random(void *buf, size_t n)
 {
     unsigned char *p = buf;

@@ -6,13 +6,15 @@
  *
  * One event: PAYLOAD, or all of stdin (binary-safe); its id is printed once
  * the broker confirmed it durable. --lines: one event per stdin line (without
- * its newline), pipelined through herald_publish_async; ids come out in input
- * order whatever order confirms arrive in (a small reorder buffer), refused
- * lines get "LINE N: why" on stderr and make the exit status 1.
+ * its newline), pipelined through herald_publish_async; one output line per
+ * input line, in input order whatever order confirms arrive in (a small
+ * reorder buffer): the id, or "ERROR why" (--json: one object per line); a
+ * refused line also gets "LINE N: why" on stderr and makes the exit status 1.
  * Exit: 0 success, 1 runtime failure (one line on stderr), 2 usage or config
- * error. Uses only the public API of include/herald.h.
+ * error. Uses the public API of include/herald.h, and proto's UTF-8 rule.
  */
 #include "herald.h"
+#include "../proto/proto.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -149,6 +151,12 @@ static void json_str(FILE *f, const char *s)
     putc('"', f);
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x80) {   /* valid UTF-8 as it is, a stray byte as U+FFFD */
+            size_t k = util_utf8_len((const unsigned char *)s, strlen(s));
+            if (k) fwrite(s, 1, k, f), s += k - 1;
+            else fputs("\\ufffd", f);
+            continue;
+        }
         if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
         else if (ch == '\n') fputs("\\n", f);
         else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
