@@ -216,7 +216,8 @@ static int wait_until(herald_client *c, until_t u, uint64_t seq, int64_t deadlin
 static int await_welcome(herald_client *c)
 {
     if (c->welcomed) return 0;
-    c->no_broker[0] = '\0';   /* a new try: a broker may have come meanwhile */
+    c->no_broker[0] = '\0';   /* a new try: a broker may have come meanwhile, */
+    c->refused_since_ms = 0;  /* so retries queued in the monitor before it count anew */
     int rc = wait_until(c, UNTIL_WELCOME, 0, util_mono_ms() + c->timeout_ms, false);
     if (rc == HERALD_E_UNREACHABLE && c->no_broker[0] && !c->fatal) {
         hc_set_error(c, "broker %s unreachable: %s", c->endpoint, c->no_broker);

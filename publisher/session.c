@@ -322,6 +322,8 @@ static int drain_monitor(herald_client *c)
         case ZMQ_EVENT_CONNECTED:
             c->connected = true;
             c->refused_since_ms = 0;
+            if (strncmp(c->no_broker, "connection refused", 18) == 0)   /* from stale retries */
+                c->no_broker[0] = '\0';
             break;
         case ZMQ_EVENT_CONNECT_RETRIED: {
             /* Retries before this socket ever connected: the connect itself
