@@ -482,3 +482,22 @@ Test(cli, help_says_invoke_output_is_byte_exact_without_an_added_newline)
               "heraldctl --help does not say invoke adds no newline:\n%s", out);
     free(out);
 }
+
+/* An error text is cut at a byte count (the last 4 KiB of stderr), so it can
+ * end inside a character: the one JSON document stays valid all the same. */
+Test(cli, json_error_with_a_cut_character_is_still_one_valid_document)
+{
+    h_config(&env, "os",
+             "functions = ( { name = \"cut\"; exec = [\"sh\", \"-c\", \"printf 'cut \\\\303' >&2; exit 1\"];\n"
+             "                max_attempts = 1; } );\n"
+             "topics = ( { name = \"t\"; } );\n");
+    h_broker(&env);
+    start_worker();
+    char *out = NULL;
+    int rc = CTL_RUN(&out, "--broker", env.adm, "--json", "invoke", "cut", "x");
+    cr_assert_eq(rc, 1, "invoke --json of a failing handler: exit %d", rc);
+    cr_assert(out && strstr(out, "cut "), "no error text: '%s'", out ? out : "");
+    cr_assert(json_holds(out, "d['error'].endswith('cut \\ufffd') and d['error_type'] == 'handler'"),
+              "invoke --json printed '%s'", out);
+    free(out);
+}
