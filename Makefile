@@ -99,9 +99,9 @@ $(B)/test-integration: $(INTEG_OBJ) lib/libherald.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(LDLIBS)
 
 TEST_JOBS ?= 2
-# The core and heraldctl scenarios run twice: plaintext, then with CURVE on every
+# The core, heraldctl and worker-session scenarios run twice: plaintext, then with CURVE on every
 # endpoint (HERALD_TEST_CURVE=1: the harness makes keys and every program uses them).
-CURVE_SUITES ?= @(spine|failure|heraldctl)/*
+CURVE_SUITES ?= @(spine|failure|heraldctl|workers)/*
 test: deps all $(TEST_HANDLERS) $(B)/test-unit $(B)/test-integration $(B)/test-reliability
 	$(B)/test-unit --jobs $(TEST_JOBS)
 	HERALD_ROOT=$(CURDIR) $(B)/test-integration --jobs $(TEST_JOBS)
