@@ -84,6 +84,8 @@ static bool refused(admin_client *a)
             snprintf(a->error, sizeof a->error, "broker unreachable at %s: connection refused (is it running?)",
                      a->endpoint);
             no = true;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !a->handshaken && ++a->handshake_drops < 3) {
+            continue;   /* one alone is also a broker killed during our handshake; libzmq retries in 100 ms */
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !a->handshaken) {
             snprintf(a->error, sizeof a->error, "handshake with broker %s failed: CURVE on one side only, or the "
                      "wrong broker key? (--key/--broker-key, HERALD_KEY/HERALD_BROKER_KEY)", a->endpoint);

@@ -17,6 +17,7 @@ typedef struct {
     void *zctx, *sock;
     void *mon;                  /* the socket's monitor: a refused key or connection fails fast */
     bool connected;             /* a connect succeeded (a retry after it is a reconnect, not a refusal) */
+    int handshake_drops;        /* handshakes dropped without a reason, in a row */
     bool handshaken;            /* a handshake succeeded: a refused reconnect is no longer final */
     int64_t refused_since_ms;   /* monotonic: first connect retry with no connect since; 0: none */
     const char *endpoint;

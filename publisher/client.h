@@ -49,6 +49,10 @@
  * timeout: long enough that a burst of clients overflowing the listen backlog
  * of an ipc:// socket (a refusal too) gets in on a retry. */
 #define HC_REFUSED_MS 1000
+/* Handshakes dropped without a reason, in a row, before any WELCOME, that
+ * make "CURVE on one side only": one alone is also a broker killed in the
+ * middle of ours (libzmq retries every 100 ms, so three take about 0.3 s). */
+#define HC_HANDSHAKE_DROPS 3
 #define HC_ERROR_MAX 512
 
 /* ---- outbox.c --------------------------------------------------------- */
@@ -141,6 +145,7 @@ struct herald_client {
     char curve_public[41], curve_secret[41], curve_server[41];   /* Z85 */
     char handshake_note[160];      /* why the last handshake failed; "" */
     bool connected;                /* the current socket connected once (a later retry is a reconnect) */
+    int handshake_drops;           /* handshakes dropped without a reason since the last that succeeded */
     int64_t refused_since_ms;      /* monotonic: first connect retry with no connect since; 0: none */
     char no_broker[200];           /* before any WELCOME: why no broker can answer (connection refused,
                                       handshake dropped); "" — await_welcome fails at once on it */

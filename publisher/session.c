@@ -340,6 +340,7 @@ static int drain_monitor(herald_client *c)
         }
         case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
             c->handshaken = true;
+            c->handshake_drops = 0;
             c->handshake_note[0] = '\0';
             break;
         case ZMQ_EVENT_DISCONNECTED:
@@ -364,11 +365,12 @@ static int drain_monitor(herald_client *c)
              * "unreachable" message, since a dropped handshake can be transient. */
             snprintf(c->handshake_note, sizeof c->handshake_note, "the handshake failed%s",
                      c->curve ? ": is the broker key right?" : "");
-            /* Before any WELCOME, a handshake dropped without a reason is a
-             * broker that speaks CURVE when we do not (seen from the side that
-             * did not read the other's greeting first), or the reverse, or a
-             * wrong broker key: said at once. */
-            if (!c->welcomed && !c->no_broker[0])
+            /* Before any WELCOME, handshakes dropped without a reason again
+             * and again are a broker that speaks CURVE when we do not (seen
+             * from the side that did not read the other's greeting first), or
+             * the reverse, or a wrong broker key: said after a few (about
+             * 0.3 s). One alone is also a broker killed during ours. */
+            if (!c->welcomed && ++c->handshake_drops >= HC_HANDSHAKE_DROPS && !c->no_broker[0])
                 snprintf(c->no_broker, sizeof c->no_broker, "the handshake failed: %s",
                          c->curve ? "CURVE on one side only (it does not use CURVE, we do), or the wrong broker key?"
                                   : "CURVE on one side only? (it uses CURVE: give --key and --broker-key)");
