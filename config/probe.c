@@ -28,7 +28,6 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,22 +74,8 @@ typedef Elf32_Sym sym_t;
 /* The default PATH of execvp, when none is set. */
 #define DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 
-static void err_at(cfg_ctx *x, cfg_loc at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void err_at(cfg_ctx *x, cfg_loc at, const char *fmt, ...)
-{
-    char *text = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&text, fmt, ap) < 0)
-        text = NULL;
-    va_end(ap);
-    if (!text) {
-        x->oom = true;
-        return;
-    }
-    config_err_at(x, at.file, at.line, "%s", text);
-    free(text);
-}
+/* An error at a setting the loader located. */
+#define err_at(x, at, ...) config_err_at((x), (at).file, (at).line, __VA_ARGS__)
 
 static char *join(cfg_ctx *x, const char *root, const char *rel)
 {
