@@ -152,7 +152,7 @@ static void json_str(FILE *f, const char *s)
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
         if (ch >= 0x80) {   /* valid UTF-8 as it is, a stray byte as U+FFFD */
-            size_t k = util_utf8_len((const unsigned char *)s, strlen(s));
+            size_t k = util_utf8_len((const unsigned char *)s, strnlen(s, 4));
             if (k) fwrite(s, 1, k, f), s += k - 1;
             else fputs("\\ufffd", f);
             continue;
