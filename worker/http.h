@@ -72,11 +72,11 @@ typedef struct {
     uint64_t chunk_left;        /* chunked: data bytes left in this chunk */
     size_t line_len;            /* chunked: bytes of the current size/trailer line */
     size_t trailer_bytes;       /* chunked: bytes of the trailer section */
-    uint32_t method_off, method_len;
-    uint32_t target_off, target_len;
+    uint32_t method_off, method_len;    /* the method token */
+    uint32_t target_off, target_len;    /* the request target, query included */
     uint32_t path_len;          /* target up to '?' */
-    uint32_t nfields;
-    http_field fields[HTTP_HEADERS_MAX];
+    uint32_t nfields;           /* fields[] in use */
+    http_field fields[HTTP_HEADERS_MAX];    /* in arrival order */
 } http_req;
 
 /* Resets r for a new request whose body may hold at most body_cap (< 2^60) bytes. */
