@@ -478,31 +478,24 @@ static bool kill_tree(pid_t pid, uint64_t id)
  * report). A cancel (main closed the channel) ends the process here. */
 static bool run_one(sup *s, const char *b, uint32_t n)
 {
-    rd r = { b, n, false };
-    uint64_t id = rd_u64(&r);
-    uint32_t timeout_ms = rd_u32(&r);
-    uint32_t memory_mb = rd_u32(&r);
-    uint32_t argc = rd_u32(&r);
+    chan_exec m;
     request q = { 0 };
-    if (argc == 0 || argc > MAX_ARGS)
-        r.bad = true;
-    if (!r.bad)
-        q.argv = calloc(argc + 1, sizeof *q.argv);
-    for (uint32_t i = 0; q.argv && i < argc; i++)
-        q.argv[i] = (char *)rd_str(&r);
-    const char *resolved = rd_str(&r);   /* main's PATH lookup; "" to search here */
-    uint32_t nfenv = rd_u32(&r);
-    if (nfenv > MAX_ENV)
-        r.bad = true;
-    if (!r.bad) {
+    bool ok = chan_exec_get(b, n, &m) && m.argc > 0 && m.argc <= MAX_ARGS && m.env.n <= MAX_ENV;
+    uint64_t id = m.id;
+    uint32_t timeout_ms = m.timeout_ms, memory_mb = m.memory_mb, nfenv = m.env.n;
+    if (ok) {
+        q.argv = calloc(m.argc + 1, sizeof *q.argv);
         q.env = calloc(nfenv + 9, sizeof *q.env);
         q.fenv = calloc(nfenv + 1, sizeof *q.fenv);
     }
-    for (uint32_t i = 0; q.fenv && i < nfenv && !r.bad; i++)
-        q.fenv[i] = rd_str(&r);
-    size_t paylen;
-    const char *payload = rd_bytes(&r, &paylen);
-    if (r.bad || !q.argv || !q.env || !q.fenv) {
+    for (uint32_t i = 0; q.argv && i < m.argc; i++)
+        q.argv[i] = (char *)chan_strs_next(&m.args);
+    for (uint32_t i = 0; q.fenv && i < nfenv; i++)
+        q.fenv[i] = chan_strs_next(&m.env);
+    const char *resolved = m.program;   /* main's PATH lookup; "" to search here */
+    size_t paylen = m.payload_len;
+    const char *payload = m.payload;
+    if (!ok || !q.argv || !q.env || !q.fenv) {
         /* main and this supervisor disagree on the format: do not go on */
         report(s->rep, 0, OUT_ERROR, wall_ms(), 0, "runner: bad exec request", NULL, 0);
         request_free(&q);
@@ -793,8 +786,9 @@ void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     prctl(PR_SET_NAME, "herald-exec");   /* in ps and top: not another launcher */
     sup s = { .rep = rep, .wdir = wdir };
-    rd r = { b, n, false };
-    s.sid = rd_u64(&r);
+    chan_exec first;
+    chan_exec_get(b, n, &first);   /* run_one checks it */
+    s.sid = first.id;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);

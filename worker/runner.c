@@ -295,9 +295,7 @@ static int lsend(runner_t *r, const wbuf *b, int fd)
 static void lsend_kill(runner_t *r, uint64_t host_id)
 {
     wbuf b = { 0 };
-    size_t at = msg_begin(&b, CH_L_KILL);
-    put_u64(&b, host_id);
-    if (msg_end(&b, at) < 0 || lsend(r, &b, -1) < 0)
+    if (chan_kill_put(&b, host_id) < 0 || lsend(r, &b, -1) < 0)
         LOG_ERROR("runner: cannot ask the launcher to kill host %llu", (unsigned long long)host_id);
     wbuf_free(&b);
 }
@@ -392,23 +390,10 @@ static int spawn_host(runner_t *r, fn *f)
     if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, sv[0], &ev) < 0)
         goto fail;
     wbuf b = { 0 };
-    size_t at = msg_begin(&b, CH_L_HOST);
-    put_u64(&b, h->id);
-    put_u32(&b, f->def.timeout_ms);
-    put_u32(&b, f->def.memory_mb);
-    put_u32(&b, h->slot);
-    put_str(&b, f->def.name);
-    put_str(&b, f->library);
-    put_str(&b, f->def.symbol);
-    put_u32(&b, f->def.nenv);
-    for (uint32_t i = 0; i < f->def.nenv; i++) {
-        put_u32(&b, (uint32_t)(strlen(f->def.env[i].key) + 1 + strlen(f->def.env[i].value)));
-        wbuf_put(&b, f->def.env[i].key, strlen(f->def.env[i].key));
-        put_u8(&b, '=');
-        wbuf_put(&b, f->def.env[i].value, strlen(f->def.env[i].value));
-        put_u8(&b, 0);
-    }
-    int rc = msg_end(&b, at) < 0 ? -1 : lsend(r, &b, sv[1]);
+    chan_host m = { .id = h->id, .timeout_ms = f->def.timeout_ms, .memory_mb = f->def.memory_mb,
+                    .slot = h->slot, .function = f->def.name, .library = f->library,
+                    .symbol = f->def.symbol, .fenv = f->def.env, .nfenv = f->def.nenv };
+    int rc = chan_host_put(&b, &m) < 0 ? -1 : lsend(r, &b, sv[1]);
     wbuf_free(&b);
     if (rc < 0) {
         epoll_ctl(r->epfd, EPOLL_CTL_DEL, sv[0], NULL);
@@ -566,8 +551,8 @@ static void host_read(runner_t *r, host *h)
             }
             break;
         case CH_H_INITFAIL: {
-            rd d = { body + 1, n - 1, false };
-            const char *why = rd_str(&d);
+            const char *why;
+            chan_initfail_get(body + 1, n - 1, &why);
             if (h->gen == h->f->gen && !h->f->refused)
                 fn_refuse(r, h->f, why);
             host_retire(h);
@@ -835,12 +820,10 @@ static void launcher_read(runner_t *r)
     while (msg_next(&r->lin, &body, &n, &bad)) {
         if ((uint8_t)body[0] != CH_L_HOSTEXIT)
             continue;
-        rd d = { body + 1, n - 1, false };
-        uint64_t id = rd_u64(&d);
-        int status = (int)rd_u32(&d);
-        host *h = d.bad ? NULL : host_find(r, id);
+        chan_hostexit m;
+        host *h = chan_hostexit_get(body + 1, n - 1, &m) ? host_find(r, m.id) : NULL;
         if (h)
-            host_exited(r, h, status);
+            host_exited(r, h, m.status);
     }
     if (eof || bad)
         launcher_gone(r);
@@ -1297,31 +1280,26 @@ static fn *fn_find(runner_t *r, const char *name)
     return NULL;
 }
 
-static void put_kv(wbuf *b, const char *k, const char *v)
-{
-    size_t kl = strlen(k), vl = strlen(v);
-    put_u32(b, (uint32_t)(kl + 1 + vl));
-    wbuf_put(b, k, kl);
-    put_u8(b, '=');
-    wbuf_put(b, v, vl);
-    put_u8(b, 0);
-}
-
-/* Hands the attempt (a CH_L_EXEC message, taken from b) to an idle
- * supervisor. false when that supervisor turns out to be gone before it got
- * a byte (it died while idle, and its EOF is not read yet): then it is ended
- * and the attempt is still the caller's to place — not a failed attempt. */
-static bool submit_to_idle(runner_t *r, attempt *a, wbuf *b, uint64_t token)
+/* Is the idle supervisor a still there? One that died while idle (its EOF
+ * not read yet), or broke the protocol by talking while idle, is ended. */
+static bool idle_alive(runner_t *r, attempt *a)
 {
     char c;
     if (recv(a->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EINTR)) {
-        attempt_end(r, a);   /* EOF, or it broke the protocol by talking while idle */
+        attempt_end(r, a);
         return false;
     }
-    b->p[4] = CH_S_RUN;   /* the type byte after the length */
+    return true;
+}
+
+/* Hands the attempt (a CH_S_RUN message, taken from b) to the idle
+ * supervisor a. false when a turns out to be gone before it got a byte: then
+ * it is ended and the attempt is still the caller's to place — not a failed
+ * attempt. */
+static bool submit_to_idle(runner_t *r, attempt *a, wbuf *b, uint64_t token)
+{
     ssize_t n = send(a->fd, b->p, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
-        b->p[4] = CH_L_EXEC;
         attempt_end(r, a);
         return false;
     }
@@ -1340,40 +1318,43 @@ static bool submit_to_idle(runner_t *r, attempt *a, wbuf *b, uint64_t token)
 
 static int submit_exec(runner_t *r, fn *f, const runner_job *j)
 {
-    uint64_t id = ++r->next_id;
-    wbuf b = { 0 };
-    size_t at = msg_begin(&b, CH_L_EXEC);
-    put_u64(&b, id);
-    put_u32(&b, f->def.timeout_ms);
-    put_u32(&b, f->def.memory_mb);
-    put_u32(&b, f->def.nexec);
-    for (uint32_t i = 0; i < f->def.nexec; i++)
-        put_str(&b, f->argv[i]);
-    put_str(&b, f->library);
-    size_t count_at = b.len;   /* the count of entries: filled in once the attributes are in */
-    put_u32(&b, 0);
-    for (uint32_t i = 0; i < f->def.nenv; i++)
-        put_kv(&b, f->def.env[i].key, f->def.env[i].value);
     char n1[16], n2[16];
     snprintf(n1, sizeof n1, "%d", j->attempt);
     snprintf(n2, sizeof n2, "%d", j->max_attempts);
-    put_kv(&b, "HERALD_FUNCTION", f->def.name);
-    put_kv(&b, "HERALD_TOPIC", j->topic ? j->topic : "");
-    put_kv(&b, "HERALD_MESSAGE_ID", j->message_id ? j->message_id : "");
-    put_kv(&b, "HERALD_ATTEMPT", n1);
-    put_kv(&b, "HERALD_MAX_ATTEMPTS", n2);
-    uint32_t nenv = f->def.nenv + 5 + attrs_put_env(&b, j->attrs, j->nattrs);
-    if (!b.failed)
-        memcpy(b.p + count_at, &nenv, 4);
-    put_bytes(&b, j->payload, j->payload_len);
-    if (msg_end(&b, at) < 0) {
-        LOG_ERROR("runner: submit %s: out of memory", f->def.name);
-        wbuf_free(&b);
-        return -1;
-    }
-    while (r->idle)
-        if (submit_to_idle(r, r->idle, &b, j->token))
+    const proto_attr vars[] = {
+        { (char *)"HERALD_FUNCTION", f->def.name },
+        { (char *)"HERALD_TOPIC", (char *)(j->topic ? j->topic : "") },
+        { (char *)"HERALD_MESSAGE_ID", (char *)(j->message_id ? j->message_id : "") },
+        { (char *)"HERALD_ATTEMPT", n1 },
+        { (char *)"HERALD_MAX_ATTEMPTS", n2 },
+    };
+    chan_exec m = { .id = ++r->next_id, .timeout_ms = f->def.timeout_ms, .memory_mb = f->def.memory_mb,
+                    .program = f->library, .payload = j->payload, .payload_len = j->payload_len,
+                    .argc = f->def.nexec, .argv = f->argv, .fenv = f->def.env, .nfenv = f->def.nenv,
+                    .vars = vars, .nvars = 5, .attrs = j->attrs, .nattrs = j->nattrs };
+    /* CH_S_RUN to an idle supervisor, else CH_L_EXEC to the launcher: encoded
+     * once, again only when an idle one turned out dead after all. */
+    wbuf b = { 0 };
+    uint8_t type = 0;
+    for (;;) {
+        attempt *a = r->idle;
+        if (a && !idle_alive(r, a))
+            continue;
+        uint8_t want = a ? CH_S_RUN : CH_L_EXEC;
+        if (type != want) {
+            wbuf_free(&b);
+            if (chan_exec_put(&b, want, &m) < 0) {
+                LOG_ERROR("runner: submit %s: out of memory", f->def.name);
+                wbuf_free(&b);
+                return -1;
+            }
+            type = want;
+        }
+        if (!a)
+            break;
+        if (submit_to_idle(r, a, &b, j->token))
             return 0;
+    }
     /* No idle supervisor: the launcher starts one with this attempt. */
     attempt *a = calloc(1, sizeof *a);
     int sv[2] = { -1, -1 };
@@ -1415,19 +1396,11 @@ static int submit_native(runner_t *r, fn *f, const runner_job *j)
     if (!q)
         return -1;
     wbuf b = { 0 };
-    size_t at = msg_begin(&b, CH_H_JOB);
-    put_u64(&b, j->token);
-    put_str(&b, j->topic);
-    put_str(&b, j->message_id);
-    put_u32(&b, (uint32_t)j->attempt);
-    put_u32(&b, (uint32_t)j->max_attempts);
-    put_u32(&b, (uint32_t)j->nattrs);
-    for (size_t i = 0; i < j->nattrs; i++) {
-        put_str(&b, j->attrs[i].key);
-        put_str(&b, j->attrs[i].value);
-    }
-    put_bytes(&b, j->payload, j->payload_len);
-    if (msg_end(&b, at) < 0) {
+    chan_job m = { .token = j->token, .topic = j->topic, .message_id = j->message_id,
+                   .attempt = (uint32_t)j->attempt, .max_attempts = (uint32_t)j->max_attempts,
+                   .nattrs = (uint32_t)j->nattrs, .attrs = j->attrs,
+                   .payload = j->payload, .payload_len = j->payload_len };
+    if (chan_job_put(&b, &m) < 0) {
         LOG_ERROR("runner: submit %s: out of memory", f->def.name);
         wbuf_free(&b);
         free(q);
@@ -1681,8 +1654,7 @@ void runner_destroy(runner_t **rp)
     if (r->launcher > 0) {
         if (!r->broken) {
             wbuf b = { 0 };
-            size_t at = msg_begin(&b, CH_L_QUIT);
-            if (msg_end(&b, at) == 0)
+            if (chan_quit_put(&b) == 0)
                 lsend(r, &b, -1);
             wbuf_free(&b);
             /* Deliver what is queued (the kills) before the EOF. */
