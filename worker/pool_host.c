@@ -24,7 +24,30 @@
 #define HOST_PIPELINE RUNNER_HOST_PIPELINE
 #define HOST_START_MS 30000  /* dlopen + herald_init longer than this: killed, function refused */
 
-enum { H_STARTING, H_READY, H_STOPPING };
+/* What a host is doing. The first three are its phase in the pool; the
+ * others are how it ends, and keep the phase it had (host.phase) for the
+ * pool's counts and for host_exited. Every change goes through the
+ * transitions below ("--- host states").
+ *
+ *   STARTING --CH_H_READY--> READY
+ *   STARTING, READY --retired (CH_H_INITFAIL, a changed definition)--> DRAINING
+ *   STARTING, READY, DRAINING --past its deadline--> KILLING
+ *   STARTING, READY, DRAINING --channel closed--> CLOSED
+ *   any with jobs --runner_cancel_all--> CANCELLED
+ *   any --CH_L_HOSTEXIT--> freed (host_exited)
+ *
+ * Only a READY host takes jobs; only STARTING, READY and DRAINING hosts
+ * (channel open, no kill asked) have a deadline. */
+typedef enum {
+    HOST_STARTING,  /* dlopen + herald_init; counted in nhosts and nstarting */
+    HOST_READY,     /* takes jobs; counted in nhosts */
+    HOST_DRAINING,  /* retired (or of an older definition): finishes the jobs it holds, then is
+                       sent away (EOF); not counted */
+    HOST_KILLING,   /* past its deadline (kill_for): the launcher was asked to kill it; its
+                       channel may still bring results until it dies */
+    HOST_CLOSED,    /* its channel is closed (EOF, a bad stream, sent away): waits for its exit */
+    HOST_CANCELLED, /* runner_cancel_all dropped its jobs and had it killed: reports nothing */
+} host_state;
 
 struct host {
     int kind;               /* OBJ_HOST: first, for epoll dispatch */
@@ -32,13 +55,13 @@ struct host {
     fn *f;
     uint64_t id;            /* our id; the launcher names it so in CH_L_HOSTEXIT */
     int fd;                 /* main's end; -1 once closed */
-    int state;              /* H_* */
-    unsigned gen;           /* fn->gen it was started for */
+    host_state state;
+    host_state phase;       /* STARTING, READY or DRAINING: state while it is one of those,
+                               else the one it had (a READY msg or a retire still moves it) */
+    unsigned gen;           /* fn->native.gen it was started for: its definition's */
     uint32_t timeout_ms;    /* of that definition */
     bool out_armed;         /* EPOLLOUT requested */
-    bool backstop;          /* past its deadline: the launcher was asked to kill it */
-    uint64_t kill_for;      /* the job (count) it was killed for overrunning */
-    bool cancelled;         /* runner_cancel_all dropped its jobs: report nothing */
+    uint64_t kill_for;      /* KILLING: the job (count) it was killed for overrunning; 0: its start */
     wbuf out, in;
     jobq sent;              /* written (or being written), in order; head: the oldest unreported */
     uint64_t reported;      /* results read from it, ever (the count of sent.head - 1) */
@@ -94,6 +117,23 @@ static void host_flush(runner_t *r, host *h)
     runner_epoll_out(r, h->fd, h, &h->out_armed, wbuf_pending(&h->out) > 0);
 }
 
+/* --- host states: every transition ------------------------------------------ */
+
+static bool host_live(const host *h)
+{
+    return h->state == HOST_STARTING || h->state == HOST_READY || h->state == HOST_DRAINING;
+}
+
+/* Moves h's phase (and its state, while it is live). */
+static void host_set_phase(host *h, host_state phase)
+{
+    h->phase = phase;
+    if (host_live(h))
+        h->state = phase;
+}
+
+/* Closes main's end (EOF to the host, if it still reads). A live host is
+ * CLOSED; one being killed or cancelled stays so. */
 static void host_close(runner_t *r, host *h)
 {
     if (h->fd >= 0) {
@@ -101,19 +141,69 @@ static void host_close(runner_t *r, host *h)
         close(h->fd);
         h->fd = -1;
     }
+    if (host_live(h))
+        h->state = HOST_CLOSED;
 }
 
 /* Leaves the pool's count (not the list): it takes no new jobs. */
 static void host_retire(host *h)
 {
-    if (h->state == H_STOPPING)
+    if (h->phase == HOST_DRAINING)
         return;
     if (h->gen == h->f->native.gen) {
         h->f->native.nhosts--;
-        if (h->state == H_STARTING)
+        if (h->phase == HOST_STARTING)
             h->f->native.nstarting--;
     }
-    h->state = H_STOPPING;
+    host_set_phase(h, HOST_DRAINING);
+}
+
+/* CH_H_READY: its library is loaded and herald_init passed. */
+static void host_ready(runner_t *r, host *h)
+{
+    if (h->phase != HOST_STARTING)
+        return;
+    host_set_phase(h, HOST_READY);
+    if (h->gen == h->f->native.gen)
+        h->f->native.nstarting--;
+    else
+        host_close(r, h);
+}
+
+/* Its function's definition changed (the pool's counts are reset by the caller). */
+static void host_outdated(runner_t *r, host *h)
+{
+    if (h->state != HOST_CANCELLED)
+        host_set_phase(h, HOST_DRAINING);
+    if (h->sent.n == 0)
+        host_close(r, h);   /* EOF: it runs herald_fini and exits */
+}
+
+/* Past the deadline of job (count) `job`, or of its start (0): killed. */
+static void host_overdue(runner_t *r, host *h, uint64_t job)
+{
+    if (h->state == HOST_STARTING)
+        LOG_ERROR("runner: a host of %s did not start in %d s: killing it",
+                  h->f->def.name, HOST_START_MS / 1000);
+    h->state = HOST_KILLING;
+    h->kill_for = job;   /* the job the deadline was for, whatever runs by the kill */
+    runner_lsend_kill(r, h->id);
+}
+
+static void job_free(job *j);
+static job *jobq_pop(jobq *q);
+
+/* runner_cancel_all: its jobs dropped without a word, it is retired and killed. */
+static void host_cancel(runner_t *r, host *h)
+{
+    job *j;
+    while ((j = jobq_pop(&h->sent)))
+        job_free(j);
+    host_retire(h);
+    host_close(r, h);
+    h->state = HOST_CANCELLED;
+    if (!r->broken)
+        runner_lsend_kill(r, h->id);
 }
 
 /* A free board slot, zeroed, or -1 (every slot is taken: logged once). */
@@ -158,7 +248,7 @@ static int spawn_host(runner_t *r, fn *f)
     h->gen = f->native.gen;
     h->timeout_ms = f->def.timeout_ms;
     h->slot = (uint32_t)slot;
-    h->state = H_STARTING;
+    h->state = h->phase = HOST_STARTING;
     h->spawned_ms = util_mono_ms();
     runner_set_nonblock(sv[0]);
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = h };
@@ -252,7 +342,7 @@ static void pump(runner_t *r, fn *f)
     while (f->native.queue.n > 0 && !f->refused && !r->broken) {
         host *best = NULL;
         for (host *h = f->native.hosts; h; h = h->next)
-            if (h->state == H_READY && h->gen == f->native.gen && !h->backstop && h->fd >= 0 &&
+            if (h->state == HOST_READY &&
                 (!best || h->sent.n < best->sent.n))
                 best = h;
         if (best && best->sent.n == 0) {
@@ -299,10 +389,10 @@ static void host_result(runner_t *r, host *h, const char *body, uint32_t n)
     }
     jobq_pop(&h->sent);
     h->reported++;
-    if (!h->cancelled)
+    if (h->state != HOST_CANCELLED)
         runner_deliver(r, j->token, res.outcome, res.started_ms, res.duration_us, res.error, res.output, res.output_len);
     job_free(j);
-    if (h->sent.n == 0 && (h->state == H_STOPPING || h->gen != h->f->native.gen)) {
+    if (h->sent.n == 0 && (h->phase == HOST_DRAINING || h->gen != h->f->native.gen)) {
         host_retire(h);
         host_close(r, h);   /* idle and outdated: EOF makes it run herald_fini and exit */
     }
@@ -317,13 +407,7 @@ static void host_read(runner_t *r, host *h)
     while (h->fd >= 0 && msg_next(&h->in, &body, &n, &bad)) {
         switch ((uint8_t)body[0]) {
         case CH_H_READY:
-            if (h->state == H_STARTING) {
-                h->state = H_READY;
-                if (h->gen == h->f->native.gen)
-                    h->f->native.nstarting--;
-                else
-                    host_close(r, h);
-            }
+            host_ready(r, h);
             break;
         case CH_H_INITFAIL: {
             const char *why;
@@ -369,7 +453,8 @@ static void host_exited(runner_t *r, host *h, int status)
     if (h->fd >= 0)
         host_read(r, h);   /* results it wrote before dying are still buffered */
     host_close(r, h);
-    bool was_ready = h->state != H_STARTING;
+    bool was_ready = h->phase != HOST_STARTING;
+    bool killed = h->state == HOST_KILLING;
     host_retire(h);
     host_unlink(r, h);
     fn *f = h->f;
@@ -387,7 +472,7 @@ static void host_exited(runner_t *r, host *h, int status)
         snprintf(text, sizeof text, "host died while starting: %s", why);
         fn_refuse(r, f, text);
     }
-    if (h->cancelled) {
+    if (h->state == HOST_CANCELLED) {
         job *j;
         while ((j = jobq_pop(&h->sent)))
             job_free(j);
@@ -404,8 +489,8 @@ static void host_exited(runner_t *r, host *h, int status)
      * main killed it for a start that took too long) is charged nothing. */
     const host_slot *sl = &r->native.board[h->slot];
     uint64_t started = atomic_load(&sl->started), done = atomic_load(&sl->done);
-    uint64_t culprit = h->backstop ? h->kill_for : started;
-    if (status < 0 || (h->backstop && (h->kill_for == 0 || done >= h->kill_for)))
+    uint64_t culprit = killed ? h->kill_for : started;
+    if (status < 0 || (killed && (h->kill_for == 0 || done >= h->kill_for)))
         culprit = 0;
     uint64_t count = h->reported;
     job *j;
@@ -421,10 +506,10 @@ static void host_exited(runner_t *r, host *h, int status)
         uint32_t dur = (uint32_t)((now - began) * 1000);
         char text[320];
         proto_outcome o;
-        if (started == done && !h->backstop) {
+        if (started == done && !killed) {
             o = OUT_CRASHED;
             snprintf(text, sizeof text, "the handler's host died after it returned: %s", why);
-        } else if (h->backstop) {
+        } else if (killed) {
             o = OUT_TIMEOUT;
             if (h->timeout_ms % 1000 == 0)
                 snprintf(text, sizeof text, "timeout after %u s", h->timeout_ms / 1000);
@@ -451,9 +536,9 @@ static void host_exited(runner_t *r, host *h, int status)
 static int64_t host_deadline(const runner_t *r, const host *h, uint64_t *job)
 {
     *job = 0;
-    if (h->backstop || h->fd < 0)
+    if (!host_live(h))
         return -1;
-    if (h->state == H_STARTING)
+    if (h->state == HOST_STARTING)
         return h->spawned_ms + HOST_START_MS;
     if (h->sent.n == 0 || h->timeout_ms == 0)
         return -1;
@@ -533,14 +618,8 @@ void pool_host_tick(runner_t *r, int64_t now)
         for (host *h = f->native.hosts; h; h = h->next) {
             uint64_t job;
             int64_t dl = host_deadline(r, h, &job);
-            if (dl >= 0 && now >= dl) {
-                if (h->state == H_STARTING)
-                    LOG_ERROR("runner: a host of %s did not start in %d s: killing it",
-                              f->def.name, HOST_START_MS / 1000);
-                h->backstop = true;
-                h->kill_for = job;   /* the job the deadline was for, whatever runs by the kill */
-                runner_lsend_kill(r, h->id);
-            }
+            if (dl >= 0 && now >= dl)
+                host_overdue(r, h, job);
         }
     for (fn *f = r->fns; f; f = f->next)
         pump(r, f);
@@ -553,17 +632,9 @@ void pool_host_cancel_all(runner_t *r)
         job *j;
         while ((j = jobq_pop(&f->native.queue)))
             job_free(j);
-        for (host *h = f->native.hosts; h; h = h->next) {
-            if (h->sent.n == 0 || h->cancelled)
-                continue;
-            h->cancelled = true;
-            while ((j = jobq_pop(&h->sent)))
-                job_free(j);
-            host_retire(h);
-            host_close(r, h);
-            if (!r->broken)
-                runner_lsend_kill(r, h->id);
-        }
+        for (host *h = f->native.hosts; h; h = h->next)
+            if (h->sent.n > 0 && h->state != HOST_CANCELLED)
+                host_cancel(r, h);
     }
 }
 
@@ -654,10 +725,7 @@ void pool_host_launcher_gone(runner_t *r)
 void pool_host_fn_changed(runner_t *r, fn *f)
 {
     f->native.gen++;
-    for (host *h = f->native.hosts; h; h = h->next) {
-        h->state = H_STOPPING;
-        if (h->sent.n == 0)
-            host_close(r, h);   /* EOF: it runs herald_fini and exits */
-    }
+    for (host *h = f->native.hosts; h; h = h->next)
+        host_outdated(r, h);
     f->native.nhosts = f->native.nstarting = 0;
 }
