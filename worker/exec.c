@@ -473,93 +473,89 @@ static bool kill_tree(pid_t pid, uint64_t id)
     return false;
 }
 
-/* Runs one attempt described by a CH_L_EXEC / CH_S_RUN body and reports it.
- * true when this supervisor may take another attempt (it said so in the
- * report). A cancel (main closed the channel) ends the process here. */
-static bool run_one(sup *s, const char *b, uint32_t n)
+/* One attempt, from its request to its report: what the steps of run_one share. */
+typedef struct {
+    chan_exec m;            /* the request (strings point into its body) */
+    request q;              /* what the attempt allocates */
+    char dir[4096];         /* its run directory */
+    size_t nenv;            /* entries in q.env */
+    int64_t started_ms;     /* wall clock, as reported */
+    int64_t t0, end_us;     /* monotonic: the handler's start and exit (0: not seen) */
+    pid_t pid;
+    int in, out, err;       /* our ends of its stdin, stdout, stderr; -1 once closed */
+    capture cap;
+    bool timed_out, cancelled;
+    siginfo_t si;           /* how it exited (si_pid 0: not seen) */
+} run;
+
+/* Decodes a CH_L_EXEC / CH_S_RUN body into u (argv, the function's
+ * environment, the payload). false when it is malformed or memory is short. */
+static bool run_decode(run *u, const char *b, uint32_t n)
 {
-    rd r = { b, n, false };
-    uint64_t id = rd_u64(&r);
-    uint32_t timeout_ms = rd_u32(&r);
-    uint32_t memory_mb = rd_u32(&r);
-    uint32_t argc = rd_u32(&r);
-    request q = { 0 };
-    if (argc == 0 || argc > MAX_ARGS)
-        r.bad = true;
-    if (!r.bad)
-        q.argv = calloc(argc + 1, sizeof *q.argv);
-    for (uint32_t i = 0; q.argv && i < argc; i++)
-        q.argv[i] = (char *)rd_str(&r);
-    const char *resolved = rd_str(&r);   /* main's PATH lookup; "" to search here */
-    uint32_t nfenv = rd_u32(&r);
-    if (nfenv > MAX_ENV)
-        r.bad = true;
-    if (!r.bad) {
-        q.env = calloc(nfenv + 9, sizeof *q.env);
-        q.fenv = calloc(nfenv + 1, sizeof *q.fenv);
+    chan_exec *m = &u->m;
+    request *q = &u->q;
+    bool ok = chan_exec_get(b, n, m) && m->argc > 0 && m->argc <= MAX_ARGS && m->env.n <= MAX_ENV;
+    uint32_t nfenv = m->env.n;
+    if (ok) {
+        q->argv = calloc(m->argc + 1, sizeof *q->argv);
+        q->env = calloc(nfenv + 9, sizeof *q->env);
+        q->fenv = calloc(nfenv + 1, sizeof *q->fenv);
     }
-    for (uint32_t i = 0; q.fenv && i < nfenv && !r.bad; i++)
-        q.fenv[i] = rd_str(&r);
-    size_t paylen;
-    const char *payload = rd_bytes(&r, &paylen);
-    if (r.bad || !q.argv || !q.env || !q.fenv) {
-        /* main and this supervisor disagree on the format: do not go on */
-        report(s->rep, 0, OUT_ERROR, wall_ms(), 0, "runner: bad exec request", NULL, 0);
-        request_free(&q);
-        return false;
-    }
+    for (uint32_t i = 0; q->argv && i < m->argc; i++)
+        q->argv[i] = (char *)chan_strs_next(&m->args);
+    for (uint32_t i = 0; q->fenv && i < nfenv; i++)
+        q->fenv[i] = chan_strs_next(&m->env);
+    return ok && q->argv && q->env && q->fenv;
+}
 
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/%llu/%llu", s->wdir, (unsigned long long)(id % RUN_SHARDS),
-             (unsigned long long)id);
-    if (take_dir(s, dir) < 0) {
-        char why[4200];
-        snprintf(why, sizeof why, "runner: mkdir %s: %s", dir, strerror(errno));
-        request_free(&q);
-        return fail(s, NULL, why);
-    }
-
-    /* The environment, exactly (DESIGN §4); later entries win. */
-    char **env = q.env;
+/* The environment, exactly (DESIGN §4); later entries win. Also sets
+ * started_ms (HERALD_DEADLINE counts from it). false: out of memory. */
+static bool run_environment(run *u)
+{
+    request *q = &u->q;
+    char **env = q->env;
     size_t nenv = 0;
     static const char *const keep[] = { "PATH", "LANG", "TZ" };
     bool oom = false;
     for (size_t i = 0; i < 3; i++) {
         const char *v = getenv(keep[i]);
         if (v) {
-            char *kv = own(&q, fmt("%s=%s", keep[i], v));
+            char *kv = own(q, fmt("%s=%s", keep[i], v));
             oom |= !kv;
             if (kv)
                 env_set(env, &nenv, kv);
         }
     }
-    char *home = own(&q, fmt("%s=%s", "HOME", dir)), *tmp = own(&q, fmt("%s=%s", "TMPDIR", dir));
+    char *home = own(q, fmt("%s=%s", "HOME", u->dir)), *tmp = own(q, fmt("%s=%s", "TMPDIR", u->dir));
     oom |= !home || !tmp;
     if (!oom) {
         env_set(env, &nenv, home);
         env_set(env, &nenv, tmp);
     }
-    for (uint32_t i = 0; i < nfenv; i++)
-        env_set(env, &nenv, (char *)q.fenv[i]);
-    int64_t started_ms = wall_ms();
+    for (uint32_t i = 0; q->fenv[i]; i++)
+        env_set(env, &nenv, (char *)q->fenv[i]);
+    u->started_ms = wall_ms();
     char dl[32];
-    snprintf(dl, sizeof dl, "%lld", (long long)(started_ms + timeout_ms));
-    char *dlv = own(&q, fmt("%s=%s", "HERALD_DEADLINE", dl));
-    if (oom || !dlv) {
-        request_free(&q);
-        return fail(s, dir, "runner: out of memory");
-    }
+    snprintf(dl, sizeof dl, "%lld", (long long)(u->started_ms + u->m.timeout_ms));
+    char *dlv = own(q, fmt("%s=%s", "HERALD_DEADLINE", dl));
+    if (oom || !dlv)
+        return false;
     env_set(env, &nenv, dlv);
     env[nenv] = NULL;
+    u->nenv = nenv;
+    return true;
+}
 
-    q.prog = resolved[0] ? strdup(resolved) : find_program(q.argv[0], env, nenv);
-    if (!q.prog) {
-        char why[512];
-        snprintf(why, sizeof why, "exec %.400s: command not found", q.argv[0]);
-        request_free(&q);
-        return fail(s, dir, why);
+/* Finds the program, makes the pipes and starts the handler in its run
+ * directory. 0, or -1 with the reason in why (nothing left open). */
+static int run_spawn(run *u, char *why, size_t why_len)
+{
+    request *q = &u->q;
+    q->prog = u->m.program[0] ? strdup(u->m.program) : find_program(q->argv[0], q->env, u->nenv);
+    if (!q->prog) {
+        snprintf(why, why_len, "exec %.400s: command not found", q->argv[0]);
+        return -1;
     }
-
     int pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 };
     if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
         for (int i = 0; i < 2; i++) {
@@ -567,14 +563,13 @@ static bool run_one(sup *s, const char *b, uint32_t n)
             if (pout[i] >= 0) close(pout[i]);
             if (perr[i] >= 0) close(perr[i]);
         }
-        request_free(&q);
-        return fail(s, dir, "runner: pipe failed");
+        snprintf(why, why_len, "runner: pipe failed");
+        return -1;
     }
-
-    spawn_ctx sc = { .path = q.prog, .argv = q.argv, .envp = env, .dir = dir,
+    spawn_ctx sc = { .path = q->prog, .argv = q->argv, .envp = q->env, .dir = u->dir,
                      .in = pin[0], .out = pout[1], .err = perr[1],
-                     .data = (rlim_t)memory_mb << 20, .err_no = 0 };
-    int64_t t0 = mono_us();
+                     .data = (rlim_t)u->m.memory_mb << 20, .err_no = 0 };
+    u->t0 = mono_us();
     pid_t pid = spawn(&sc);
     close(pin[0]);
     close(pout[1]);
@@ -586,33 +581,37 @@ static bool run_one(sup *s, const char *b, uint32_t n)
         close(pin[1]);
         close(pout[0]);
         close(perr[0]);
-        char why[600];
-        snprintf(why, sizeof why, "exec %.400s: %s", q.prog, strerror(e));
-        request_free(&q);
-        return fail(s, dir, why);
+        snprintf(why, why_len, "exec %.400s: %s", q->prog, strerror(e));
+        return -1;
     }
     setpgid(pid, pid);   /* the child did it too; whichever runs first wins the race */
-
-    int in = pin[1], out = pout[0], err = perr[0];
-    set_nonblock(in);
-    set_nonblock(out);
-    set_nonblock(err);
-    size_t payoff = 0;
-    if (paylen == 0) {
-        close(in);
-        in = -1;
+    u->pid = pid;
+    u->in = pin[1];
+    u->out = pout[0];
+    u->err = perr[0];
+    set_nonblock(u->in);
+    set_nonblock(u->out);
+    set_nonblock(u->err);
+    if (u->m.payload_len == 0) {
+        close(u->in);
+        u->in = -1;
     }
-    capture cap = { 0 };
-    int64_t deadline_us = timeout_ms ? t0 + (int64_t)timeout_ms * 1000 : 0;
-    int64_t kill_at_us = 0;
-    bool timed_out = false, cancelled = false;
-    siginfo_t si = { 0 };
-    int64_t end_us = 0;
+    return 0;
+}
 
+/* Feeds the payload, reads stdout and stderr and enforces the timeout until
+ * the handler exits (si, end_us) or main cancels (cancelled). */
+static void run_io(sup *s, run *u)
+{
+    const char *payload = u->m.payload;
+    size_t paylen = u->m.payload_len, payoff = 0;
+    int64_t deadline_us = u->m.timeout_ms ? u->t0 + (int64_t)u->m.timeout_ms * 1000 : 0;
+    int64_t kill_at_us = 0;
+    pid_t pid = u->pid;
     for (;;) {
         int64_t now = mono_us();
-        if (deadline_us && !timed_out && now >= deadline_us) {
-            timed_out = true;
+        if (deadline_us && !u->timed_out && now >= deadline_us) {
+            u->timed_out = true;
             kill(-pid, SIGTERM);
             launcher_signal_children(SIGTERM);
             kill_at_us = now + KILL_GRACE_MS * 1000;
@@ -622,7 +621,7 @@ static bool run_one(sup *s, const char *b, uint32_t n)
             launcher_signal_children(SIGKILL);
             kill_at_us = now + KILL_GRACE_MS * 1000;   /* and again, should one survive */
         }
-        int64_t next = kill_at_us ? kill_at_us : (timed_out ? 0 : deadline_us);
+        int64_t next = kill_at_us ? kill_at_us : (u->timed_out ? 0 : deadline_us);
         int tmo = -1;
         if (next) {
             int64_t left = (next - now + 999) / 1000;
@@ -631,9 +630,9 @@ static bool run_one(sup *s, const char *b, uint32_t n)
         struct pollfd pf[5] = {
             { .fd = s->sfd, .events = POLLIN },
             { .fd = s->rep, .events = POLLIN },
-            { .fd = in, .events = POLLOUT },
-            { .fd = out, .events = POLLIN },
-            { .fd = err, .events = POLLIN },
+            { .fd = u->in, .events = POLLOUT },
+            { .fd = u->out, .events = POLLIN },
+            { .fd = u->err, .events = POLLIN },
         };
         if (poll(pf, 5, tmo) < 0 && errno != EINTR)
             break;
@@ -643,14 +642,14 @@ static bool run_one(sup *s, const char *b, uint32_t n)
             char c;
             ssize_t k = recv(s->rep, &c, 1, MSG_DONTWAIT);
             if (k >= 0 || (errno != EAGAIN && errno != EINTR)) {
-                cancelled = true;
+                u->cancelled = true;
                 break;
             }
         }
-        if (pf[2].revents && in >= 0) {
+        if (pf[2].revents && u->in >= 0) {
             while (payoff < paylen) {
                 size_t chunk = paylen - payoff < IO_CHUNK ? paylen - payoff : IO_CHUNK;
-                ssize_t w = write(in, payload + payoff, chunk);
+                ssize_t w = write(u->in, payload + payoff, chunk);
                 if (w < 0 && errno == EINTR)
                     continue;
                 if (w < 0 && errno == EAGAIN)
@@ -662,62 +661,75 @@ static bool run_one(sup *s, const char *b, uint32_t n)
                 payoff += (size_t)w;
             }
             if (payoff == paylen) {
-                close(in);
-                in = -1;
+                close(u->in);
+                u->in = -1;
             }
         }
-        if (pf[3].revents && out >= 0)
-            drain(&out, &cap, true);
-        if (pf[4].revents && err >= 0)
-            drain(&err, &cap, false);
+        if (pf[3].revents && u->out >= 0)
+            drain(&u->out, &u->cap, true);
+        if (pf[4].revents && u->err >= 0)
+            drain(&u->err, &u->cap, false);
         if (pf[0].revents) {
             struct signalfd_siginfo ssi;
             while (read(s->sfd, &ssi, sizeof ssi) > 0)
                 ;
             /* WNOWAIT: the zombie keeps the group id from being reused until
              * the group is killed below. */
-            si.si_pid = 0;
-            if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid) {
-                end_us = mono_us();
+            u->si.si_pid = 0;
+            if (waitid(P_PID, (id_t)pid, &u->si, WEXITED | WNOHANG | WNOWAIT) == 0 && u->si.si_pid == pid) {
+                u->end_us = mono_us();
                 break;
             }
         }
     }
+}
 
-    bool clean = kill_tree(pid, id);
-    if (in >= 0)
-        close(in);
-    if (cancelled) {
-        if (out >= 0)
-            close(out);
-        if (err >= 0)
-            close(err);
-        exec_rmtree(dir);
+/* Kills what is left of the attempt, collects the rest of its output and
+ * takes its run directory back; a cancel ends the supervisor here. true when
+ * every process of it is gone (the supervisor may take another attempt). */
+static bool run_end(sup *s, run *u)
+{
+    bool clean = kill_tree(u->pid, u->m.id);
+    if (u->in >= 0)
+        close(u->in);
+    if (u->cancelled) {
+        if (u->out >= 0)
+            close(u->out);
+        if (u->err >= 0)
+            close(u->err);
+        exec_rmtree(u->dir);
         sup_exit(s);
     }
     /* Every writer is gone, so reads end in EOF; EAGAIN would mean a
      * process survived SIGKILL and still holds the pipe: stop there. */
-    while (out >= 0 && drain(&out, &cap, true) == 0)
+    while (u->out >= 0 && drain(&u->out, &u->cap, true) == 0)
         ;
-    while (err >= 0 && drain(&err, &cap, false) == 0)
+    while (u->err >= 0 && drain(&u->err, &u->cap, false) == 0)
         ;
-    if (out >= 0)
-        close(out);
-    if (err >= 0)
-        close(err);
+    if (u->out >= 0)
+        close(u->out);
+    if (u->err >= 0)
+        close(u->err);
     if (clean)
-        release_dir(s, dir);
-    else if (exec_rmtree(dir) < 0)
-        LOG_WARN("supervisor: rm -r %s: %s", dir, strerror(errno));
+        release_dir(s, u->dir);
+    else if (exec_rmtree(u->dir) < 0)
+        LOG_WARN("supervisor: rm -r %s: %s", u->dir, strerror(errno));
+    return clean;
+}
 
-    if (!end_us)
-        end_us = mono_us();
-    int64_t d = end_us - t0;
+/* Reports how the attempt ended (one CH_RESULT): SUP_STAYS when clean. */
+static bool run_report(sup *s, run *u, bool clean)
+{
+    if (!u->end_us)
+        u->end_us = mono_us();
+    int64_t d = u->end_us - u->t0;
     uint32_t dur = d < 0 ? 0 : d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
-    char *etext = stderr_text(&cap);
+    uint32_t timeout_ms = u->m.timeout_ms;
+    const siginfo_t *si = &u->si;
+    char *etext = stderr_text(&u->cap);
     char buf[96];
     proto_outcome o;
-    if (timed_out) {
+    if (u->timed_out) {
         o = OUT_TIMEOUT;
         free(etext);
         if (timeout_ms % 1000 == 0)
@@ -725,45 +737,79 @@ static bool run_one(sup *s, const char *b, uint32_t n)
         else
             snprintf(buf, sizeof buf, "timeout after %g s", timeout_ms / 1000.0);
         etext = strdup(buf);
-    } else if (si.si_pid == 0) {
+    } else if (si->si_pid == 0) {
         o = OUT_CRASHED;   /* poll failed: should not happen */
         free(etext);
         etext = strdup("supervisor: lost track of the handler");
         clean = false;
-    } else if (si.si_code == CLD_EXITED && si.si_status == 0) {
+    } else if (si->si_code == CLD_EXITED && si->si_status == 0) {
         o = OUT_OK;
         free(etext);
         etext = NULL;
-    } else if (si.si_code == CLD_EXITED) {
-        o = si.si_status == 65 ? OUT_REJECTED : OUT_ERROR;
+    } else if (si->si_code == CLD_EXITED) {
+        o = si->si_status == 65 ? OUT_REJECTED : OUT_ERROR;
         if (!etext) {
-            snprintf(buf, sizeof buf, "exit status %d", si.si_status);
+            snprintf(buf, sizeof buf, "exit status %d", si->si_status);
             etext = strdup(buf);
         }
     } else {
         o = OUT_CRASHED;
         if (!etext) {
-            etext = strdup(exec_killed_by(si.si_status, buf));
+            etext = strdup(exec_killed_by(si->si_status, buf));
         }
     }
+    capture *cap = &u->cap;
     char big[160];
     const char *okerr = NULL;   /* an ok attempt's note: its output is over the cap */
-    if (cap.out_dropped) {
+    if (cap->out_dropped) {
         LOG_DEBUG("supervisor: attempt %llu: %llu stdout bytes past the cap dropped",
-                  (unsigned long long)id, (unsigned long long)cap.out_dropped);
-        okerr = too_large_text(big, cap.outlen + cap.out_dropped);
+                  (unsigned long long)u->m.id, (unsigned long long)cap->out_dropped);
+        okerr = too_large_text(big, cap->outlen + cap->out_dropped);
     }
-    report(s->rep, clean ? SUP_STAYS : 0, o, started_ms, dur,
+    report(s->rep, clean ? SUP_STAYS : 0, o, u->started_ms, dur,
            o == OUT_OK ? okerr : (etext ? etext : "handler failed"),
-           o == OUT_OK && !okerr ? cap.out : NULL, o == OUT_OK && !okerr ? cap.outlen : 0);
+           o == OUT_OK && !okerr ? cap->out : NULL, o == OUT_OK && !okerr ? cap->outlen : 0);
     free(etext);
-    free(cap.out);
-    request_free(&q);
-    /* SIGCHLDs of the tree just reaped must not wake the next attempt. */
-    struct signalfd_siginfo ssi;
-    while (read(s->sfd, &ssi, sizeof ssi) > 0)
-        ;
     return clean;
+}
+
+/* Runs one attempt described by a CH_L_EXEC / CH_S_RUN body and reports it:
+ * decode, take a run dir, environment, spawn, I/O, end, report. true when
+ * this supervisor may take another attempt (it said so in the report). A
+ * cancel (main closed the channel) ends the process here. */
+static bool run_one(sup *s, const char *b, uint32_t n)
+{
+    run u = { .pid = -1, .in = -1, .out = -1, .err = -1 };
+    bool more;
+    char why[4200];
+    if (!run_decode(&u, b, n)) {
+        /* main and this supervisor disagree on the format: do not go on */
+        report(s->rep, 0, OUT_ERROR, wall_ms(), 0, "runner: bad exec request", NULL, 0);
+        request_free(&u.q);
+        return false;
+    }
+    snprintf(u.dir, sizeof u.dir, "%s/%llu/%llu", s->wdir, (unsigned long long)(u.m.id % RUN_SHARDS),
+             (unsigned long long)u.m.id);
+    if (take_dir(s, u.dir) < 0) {
+        snprintf(why, sizeof why, "runner: mkdir %s: %s", u.dir, strerror(errno));
+        request_free(&u.q);
+        return fail(s, NULL, why);
+    }
+    if (!run_environment(&u)) {
+        more = fail(s, u.dir, "runner: out of memory");
+    } else if (run_spawn(&u, why, sizeof why) < 0) {
+        more = fail(s, u.dir, why);
+    } else {
+        run_io(s, &u);
+        more = run_report(s, &u, run_end(s, &u));
+        free(u.cap.out);
+        /* SIGCHLDs of the tree just reaped must not wake the next attempt. */
+        struct signalfd_siginfo ssi;
+        while (read(s->sfd, &ssi, sizeof ssi) > 0)
+            ;
+    }
+    request_free(&u.q);
+    return more;
 }
 
 /* Waits for main's next request (CH_S_RUN). Its body, or NULL when main
@@ -793,8 +839,9 @@ void exec_supervise(int rep, const char *wdir, const char *b, uint32_t n)
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     prctl(PR_SET_NAME, "herald-exec");   /* in ps and top: not another launcher */
     sup s = { .rep = rep, .wdir = wdir };
-    rd r = { b, n, false };
-    s.sid = rd_u64(&r);
+    chan_exec first;
+    chan_exec_get(b, n, &first);   /* run_one checks it */
+    s.sid = first.id;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);

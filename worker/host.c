@@ -110,9 +110,7 @@ static long vm_data_kb(void)
 __attribute__((noreturn)) static void init_fail(int sock, const char *why)
 {
     wbuf b = { 0 };
-    size_t at = msg_begin(&b, CH_H_INITFAIL);
-    put_str(&b, why);
-    if (msg_end(&b, at) == 0)
+    if (chan_initfail_put(&b, why) == 0)
         launcher_write_all(sock, b.p, b.len);
     _exit(0);
 }
@@ -122,26 +120,18 @@ __attribute__((noreturn)) static void init_fail(int sock, const char *why)
 static int run_job(wbuf *out, host_slot *slot, uint64_t count, herald_handler_fn *fn,
                    const char *function, uint32_t timeout_ms, const char *body, uint32_t n)
 {
-    rd r = { body, n, false };
-    herald_event ev = { .function = function };
-    uint64_t seq = rd_u64(&r);
-    ev.topic = rd_str(&r);
-    ev.message_id = rd_str(&r);
-    ev.attempt = (int)rd_u32(&r);
-    ev.max_attempts = (int)rd_u32(&r);
-    uint32_t nattrs = rd_u32(&r);
-    if (nattrs > MAX_JOB_ATTRS)
+    chan_job m;
+    if (!chan_job_get(body, n, &m) || m.nattrs > MAX_JOB_ATTRS)
         return -1;
     herald_handler_attr attrs[MAX_JOB_ATTRS];
-    for (uint32_t i = 0; i < nattrs; i++) {
-        attrs[i].key = rd_str(&r);
-        attrs[i].value = rd_str(&r);
+    for (uint32_t i = 0; i < m.nattrs; i++) {
+        attrs[i].key = chan_strs_next(&m.attr_strs);
+        attrs[i].value = chan_strs_next(&m.attr_strs);
     }
-    ev.attrs = attrs;
-    ev.nattrs = nattrs;
-    ev.payload = rd_bytes(&r, &ev.payload_len);
-    if (r.bad)
-        return -1;
+    uint64_t seq = m.token;
+    herald_event ev = { .function = function, .topic = m.topic, .message_id = m.message_id,
+                        .attempt = (int)m.attempt, .max_attempts = (int)m.max_attempts,
+                        .attrs = attrs, .nattrs = m.nattrs, .payload = m.payload, .payload_len = m.payload_len };
 
     response resp = { .pub = { .set_output = set_output, .set_error = set_error } };
     resp.pub.worker_private = &resp;
@@ -274,21 +264,18 @@ void host_main(int sock, const char *b, uint32_t n, host_slot *board)
     }
     dup2(2, 1);
 
-    rd r = { b, n, false };
-    rd_u64(&r);   /* main's id for us: the launcher's business */
-    uint32_t timeout_ms = rd_u32(&r);
-    uint32_t memory_mb = rd_u32(&r);
-    uint32_t slot_ix = rd_u32(&r);
-    char *function = strdup(rd_str(&r));
-    char *library = strdup(rd_str(&r));
-    char *symbol = strdup(rd_str(&r));
-    uint32_t nenv = rd_u32(&r);
-    for (uint32_t i = 0; i < nenv && !r.bad; i++) {
-        char *kv = strdup(rd_str(&r));
+    chan_host m;   /* m.id: main's id for us, the launcher's business */
+    bool ok = chan_host_get(b, n, &m);
+    uint32_t timeout_ms = m.timeout_ms, memory_mb = m.memory_mb, slot_ix = m.slot;
+    char *function = strdup(m.function);
+    char *library = strdup(m.library);
+    char *symbol = strdup(m.symbol);
+    for (const char *e; ok && (e = chan_strs_next(&m.env));) {
+        char *kv = strdup(e);
         if (kv && strchr(kv, '='))
             putenv(kv);   /* stays ours for the process's life, as putenv wants */
     }
-    if (r.bad || !function || !library || !symbol || slot_ix >= HOST_SLOTS)
+    if (!ok || !function || !library || !symbol || slot_ix >= HOST_SLOTS)
         init_fail(sock, "runner: bad host request");
     host_slot *slot = &board[slot_ix];
     prctl(PR_SET_NAME, "herald-host");
@@ -325,8 +312,7 @@ void host_main(int sock, const char *b, uint32_t n, host_slot *board)
         }
     }
     wbuf out = { 0 };
-    size_t at = msg_begin(&out, CH_H_READY);
-    if (msg_end(&out, at) < 0 || launcher_write_all(sock, out.p, out.len) < 0)
+    if (chan_ready_put(&out) < 0 || launcher_write_all(sock, out.p, out.len) < 0)
         _exit(1);
     wbuf_free(&out);
 

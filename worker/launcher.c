@@ -191,15 +191,7 @@ static void push_fd(int fd)
 static void report_exec_failure(int fd, const char *why)
 {
     wbuf b = { 0 };
-    size_t at = msg_begin(&b, CH_RESULT);
-    put_u64(&b, 0);
-    put_u8(&b, OUT_ERROR);
-    put_i64(&b, 0);
-    put_u32(&b, 0);
-    put_u8(&b, 1);
-    put_str(&b, why);
-    put_bytes(&b, "", 0);
-    if (msg_end(&b, at) == 0)
+    if (result_put(&b, 0, OUT_ERROR, 0, 0, why, "", 0) == 0)
         launcher_write_all(fd, b.p, b.len);
     wbuf_free(&b);
 }
@@ -207,10 +199,7 @@ static void report_exec_failure(int fd, const char *why)
 static void report_host_exit(int sock, uint64_t id, int status)
 {
     wbuf b = { 0 };
-    size_t at = msg_begin(&b, CH_L_HOSTEXIT);
-    put_u64(&b, id);
-    put_u32(&b, (uint32_t)status);
-    if (msg_end(&b, at) == 0)
+    if (chan_hostexit_put(&b, &(chan_hostexit){ id, status }) == 0)
         launcher_write_all(sock, b.p, b.len);
     wbuf_free(&b);
 }
@@ -233,8 +222,9 @@ static void spawn(int sock, const char *wdir, uint8_t type, const char *body, ui
     }
     uint64_t id = 0;
     if (type == CH_L_HOST) {
-        rd r = { body, n, false };
-        id = rd_u64(&r);
+        chan_host m;
+        chan_host_get(body, n, &m);   /* only its id matters here; the host checks the rest */
+        id = m.id;
     }
     pid_t self = getpid();
     pid_t pid = fork();
@@ -414,9 +404,8 @@ void launcher_main(int sock, const char *wdir, host_slot *host_board)
                     spawn(sock, wdir, type, body, n);
                 break;
             case CH_L_KILL: {
-                rd r = { body, n, false };
-                uint64_t id = rd_u64(&r);
-                if (!r.bad)
+                uint64_t id;
+                if (chan_kill_get(body, n, &id))
                     kill_host(id);
                 break;
             }

@@ -1,0 +1,168 @@
+/* runner_core.h: the worker (main) side of the runner, shared by its files.
+ *
+ *   runner.c     the public API, the launcher channel, the dispatch loop
+ *   fndef.c      function definitions: copied, compared, resolved, refused
+ *   rundir.c     the run directory: this worker's, its shards, stale ones
+ *   pool_exec.c  exec functions: one supervisor per running attempt ("attempts")
+ *   pool_host.c  native functions: pools of hosts with their job queues
+ *
+ * A pool is one kind of handler. The dispatch loop knows a pool only through
+ * the pool_<kind>_* functions below: every object a pool puts in the epoll
+ * set starts with an `int kind` (OBJ_*), and runner_dispatch() hands its
+ * events to that pool's on_event; then each pool's tick, in a fixed order,
+ * and its sweep. A new kind is a new pool file, an OBJ_ and FN_ constant, a
+ * struct in `struct runner` and `struct fn` for its state, and one line in
+ * each place runner.c and fndef.c call the pools (grep pool_exec_).
+ * Nothing here is seen by the launcher, supervisors or hosts (runner_int.h).
+ */
+#ifndef HERALD_RUNNER_CORE_H
+#define HERALD_RUNNER_CORE_H
+
+#include "runner_int.h"
+
+/* What an epoll event's data.ptr points to: the first member says which. */
+enum { OBJ_LAUNCHER = 1, OBJ_ATTEMPT, OBJ_HOST };
+
+/* Which pool runs a function (from its definition). */
+typedef enum { FN_EXEC, FN_NATIVE } fn_kind;
+
+typedef struct fn fn;
+typedef struct host host;
+typedef struct attempt attempt;
+
+/* A native job: its CH_H_JOB frame until written into a host, then its place
+ * in that host's order. */
+typedef struct job job;
+struct job {
+    job *next;
+    uint64_t token;
+    char *msg;              /* encoded CH_H_JOB frame; NULL once written to a host */
+    size_t len;
+};
+
+typedef struct { job *head, *tail; size_t n; } jobq;
+
+struct fn {
+    fn *next;
+    proto_fndef def;        /* deep copy, exec/library paths as given */
+    fn_kind kind;           /* def.native ? FN_NATIVE : FN_EXEC */
+    char *path;             /* root-resolved: native's library, exec's program (absolute) */
+    bool refused;           /* its handler cannot start (a host's start failed …) */
+    struct {                /* FN_EXEC (pool_exec.c) */
+        char **argv;        /* with root-resolved paths, NULL-terminated */
+    } exec;
+    struct {                /* FN_NATIVE (pool_host.c); kept across a redefinition */
+        unsigned gen;       /* bumped by a changed redefinition; older hosts retire */
+        jobq queue;         /* jobs waiting for a host */
+        host *hosts;
+        int nhosts;         /* current-generation hosts starting or ready */
+        int nstarting;
+    } native;
+};
+
+typedef struct { uint64_t at; int fd; } fdslot;
+
+struct runner {
+    int kind;               /* OBJ_LAUNCHER */
+    /* the launcher and its channel (runner.c) */
+    pid_t launcher;
+    int lsock, epfd;
+    bool lout_armed;
+    bool broken;            /* the launcher is gone: no new processes */
+    wbuf lout, lin;
+    uint64_t lq_total, lsent_total;   /* stream bytes queued / sent to the launcher */
+    fdslot *fdq;            /* fds to pass, in stream order, with their message's offset */
+    size_t nfdq, capfdq;
+    char *root, *wdir;
+    fn *fns;                /* fndef.c */
+    uint64_t next_id;       /* names hosts and attempts */
+    size_t busy;
+    bool in_dispatch;
+    runner_result_fn *cb;
+    void *cbarg;
+    struct {                /* pool_exec.c */
+        attempt *running;   /* supervisors running an attempt */
+        attempt *idle;      /* supervisors waiting for one, the latest idled first */
+        attempt *dead;      /* ended this dispatch, freed at its end */
+        int idle_ms;
+    } exec;
+    struct {                /* pool_host.c */
+        int max_hosts;
+        bool unflushed;     /* jobs queued into hosts' buffers, not yet sent */
+        host *dead;         /* ended this dispatch, freed at its end */
+        host_slot *board;   /* HOST_SLOTS slots, shared with the hosts */
+        bool *slot_used;
+        uint32_t slot_hint; /* where the search for a free slot starts */
+    } native;
+};
+
+/* --- runner.c: shared by the pools ---------------------------------------- */
+
+/* Reports a finished job to the caller's callback (one fewer busy). */
+void runner_deliver(runner_t *r, uint64_t token, proto_outcome o, int64_t started_ms,
+                    uint32_t dur_us, const char *error, const void *out, size_t outlen);
+/* Queues a message to the launcher (b: a whole frame) with an fd to pass
+ * (ours to close once sent), or -1. 0, or -1 (nothing was queued). */
+int runner_lsend(runner_t *r, const wbuf *b, int fd);
+/* Asks the launcher to SIGKILL host id (logged when it cannot). */
+void runner_lsend_kill(runner_t *r, uint64_t host_id);
+/* Reads fd until EAGAIN into in. 1 at EOF (or a read error), else 0. */
+int runner_chan_read(int fd, wbuf *in);
+void runner_set_nonblock(int fd);
+/* Asks epoll for EPOLLOUT on fd (obj's) or stops asking; *armed tracks it. */
+void runner_epoll_out(runner_t *r, int fd, void *obj, bool *armed, bool want);
+
+/* --- fndef.c ---------------------------------------------------------------- */
+
+fn *fndef_find(runner_t *r, const char *name);
+/* Frees f's definition and f (its pools' state is theirs to free first). */
+void fndef_free(fn *f);
+
+/* --- rundir.c --------------------------------------------------------------- */
+
+/* "a/b", malloc'd, or NULL. */
+char *rundir_join(const char *a, const char *b);
+/* Makes this runner's worker directory, with its RUN_SHARDS shards, in
+ * run_dir (NULL: $TMPDIR/herald-runs; relative: to cwd), after removing the
+ * ones of dead workers. The path (malloc'd), or NULL (logged). */
+char *rundir_create(const char *run_dir, const char *cwd);
+
+/* --- the pools ---------------------------------------------------------------
+ * Each kind K has (pool_K.c):
+ *   pool_K_submit(r, f, j)        queue or start one job of f; 0 or -1
+ *   pool_K_on_event(r, obj, ev)   epoll events ev for obj (an OBJ_ of K)
+ *   pool_K_next_deadline(r, now)  ms until it needs a tick, -1: none
+ *   pool_K_tick(r, now)           deadlines, starts, flushes (once per dispatch)
+ *   pool_K_cancel_all(r)          drop every job without a callback, kill what runs
+ *   pool_K_sweep(r)               free what ended during this dispatch
+ *   pool_K_stop(r)                runner_destroy: let idle processes go by EOF
+ *   pool_K_destroy(r)             runner_destroy, the launcher gone: free it all
+ */
+int pool_exec_submit(runner_t *r, fn *f, const runner_job *j);
+void pool_exec_on_event(runner_t *r, void *obj, uint32_t events);
+int64_t pool_exec_next_deadline(const runner_t *r, int64_t now);
+void pool_exec_tick(runner_t *r, int64_t now);
+void pool_exec_cancel_all(runner_t *r);
+void pool_exec_sweep(runner_t *r);
+void pool_exec_stop(runner_t *r);
+void pool_exec_destroy(runner_t *r);
+
+int pool_host_submit(runner_t *r, fn *f, const runner_job *j);
+void pool_host_on_event(runner_t *r, void *obj, uint32_t events);
+int64_t pool_host_next_deadline(const runner_t *r, int64_t now);
+void pool_host_tick(runner_t *r, int64_t now);
+void pool_host_cancel_all(runner_t *r);
+void pool_host_sweep(runner_t *r);
+void pool_host_stop(runner_t *r);
+void pool_host_destroy(runner_t *r);
+/* Native only: the board, made before the launcher is forked (it inherits
+ * it): its memfd (the caller passes it on and closes it), or -1 (logged). */
+int pool_host_init(runner_t *r, int max_hosts);
+/* The launcher reaped host id (CH_L_HOSTEXIT). */
+void pool_host_exited(runner_t *r, uint64_t id, int status);
+/* The launcher died: every native job comes back OUT_RETURNED. */
+void pool_host_launcher_gone(runner_t *r);
+/* f's definition changed: its hosts finish what they hold, then go. */
+void pool_host_fn_changed(runner_t *r, fn *f);
+
+#endif
