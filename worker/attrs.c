@@ -16,11 +16,10 @@
 
 #define ENV_PREFIX "HERALD_ATTR_"
 
-static void json_string(wbuf *b, const char *s)
+void attrs_json_str(wbuf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s);
     put_u8(b, '"');
     for (size_t i = 0; i < n;) {
         unsigned char c = p[i];
@@ -62,9 +61,9 @@ void attrs_json(wbuf *b, const proto_attr *a, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (i)
             put_u8(b, ',');
-        json_string(b, a[i].key);
+        attrs_json_str(b, a[i].key, strlen(a[i].key));
         put_u8(b, ':');
-        json_string(b, a[i].value);
+        attrs_json_str(b, a[i].value, strlen(a[i].value));
     }
     put_u8(b, '}');
 }

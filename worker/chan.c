@@ -120,3 +120,85 @@ bool chan_job_get(const char *body, uint32_t n, chan_job *m)
     m->payload = rd_bytes(&d, &m->payload_len);
     return !d.bad;
 }
+
+int chan_runtime_put(wbuf *b, const chan_runtime *m)
+{
+    size_t at = msg_begin(b, CH_L_RUNTIME);
+    put_u64(b, m->id);
+    put_u32(b, m->timeout_ms);
+    put_u32(b, m->memory_mb);
+    put_u32(b, m->max_invocations);
+    put_u32(b, m->idle_timeout_ms);
+    put_u32(b, m->init_timeout_ms);
+    put_u8(b, m->format);
+    put_str(b, m->function);
+    put_str(b, m->handler);
+    put_str(b, m->root);
+    put_str(b, m->region);
+    put_str(b, m->account);
+    put_str(b, m->program);
+    put_u32(b, m->argc);
+    for (uint32_t i = 0; i < m->argc; i++)
+        put_str(b, m->argv[i]);
+    put_u32(b, m->nfenv);
+    for (uint32_t i = 0; i < m->nfenv; i++)
+        put_kv(b, m->fenv[i].key, m->fenv[i].value);
+    return msg_end(b, at);
+}
+
+bool chan_runtime_get(const char *body, uint32_t n, chan_runtime *m)
+{
+    memset(m, 0, sizeof *m);
+    rd d = { body, n, false };
+    m->id = rd_u64(&d);
+    m->timeout_ms = rd_u32(&d);
+    m->memory_mb = rd_u32(&d);
+    m->max_invocations = rd_u32(&d);
+    m->idle_timeout_ms = rd_u32(&d);
+    m->init_timeout_ms = rd_u32(&d);
+    m->format = rd_u8(&d);
+    m->function = rd_str(&d);
+    m->handler = rd_str(&d);
+    m->root = rd_str(&d);
+    m->region = rd_str(&d);
+    m->account = rd_str(&d);
+    m->program = rd_str(&d);
+    m->argc = rd_u32(&d);
+    if (d.bad || m->argc == 0 || !chan_strs_take(&d, m->argc, &m->args))
+        return false;
+    m->nfenv = rd_u32(&d);
+    if (d.bad || !chan_strs_take(&d, m->nfenv, &m->env))
+        return false;
+    return d.n == 0;
+}
+
+int chan_rtevent_put(wbuf *b, const chan_rtevent *m)
+{
+    size_t at = msg_begin(b, CH_RT_EVENT);
+    put_u64(b, m->token);
+    put_str(b, m->topic);
+    put_str(b, m->message_id);
+    put_u32(b, m->attempt);
+    put_u32(b, m->nattrs);
+    for (uint32_t i = 0; i < m->nattrs; i++) {
+        put_str(b, m->attrs[i].key);
+        put_str(b, m->attrs[i].value);
+    }
+    put_bytes(b, m->payload, m->payload_len);
+    return msg_end(b, at);
+}
+
+bool chan_rtevent_get(const char *body, uint32_t n, chan_rtevent *m)
+{
+    memset(m, 0, sizeof *m);
+    rd d = { body, n, false };
+    m->token = rd_u64(&d);
+    m->topic = rd_str(&d);
+    m->message_id = rd_str(&d);
+    m->attempt = rd_u32(&d);
+    m->nattrs = rd_u32(&d);
+    if (d.bad || m->nattrs > n || !chan_strs_take(&d, 2 * m->nattrs, &m->attr_strs))
+        return false;
+    m->payload = rd_bytes(&d, &m->payload_len);
+    return !d.bad;
+}

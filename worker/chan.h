@@ -41,6 +41,11 @@ enum {
     CH_S_RUN = 'A',
     /* host / supervisor → main */
     CH_RESULT = 'R',
+    /* runtime functions (runtime.c, pool_runtime.c) */
+    CH_L_RUNTIME = 'U',  /* main → launcher, + fd: start a runtime supervisor */
+    CH_RT_EVENT = 'V',   /* main → runtime supervisor: one event */
+    CH_RT_READY = 'W',   /* runtime supervisor → main: its process asked for its first event */
+    CH_RT_GONE = 'G',    /* runtime supervisor → main: it is stopping, and why (EOF follows) */
 };
 
 /* A supervisor's CH_RESULT token: SUP_STAYS when it waits for the next
@@ -368,6 +373,77 @@ static inline bool result_get(const char *body, uint32_t n, runner_result *res)
     res->error = has_err ? err : NULL;
     res->output = rd_bytes(&d, &res->output_len);
     return !d.bad && o < OUT_COUNT;
+}
+
+/* --- runtime functions -------------------------------------------------------- */
+
+enum { RT_FORMAT_RAW = 0, RT_FORMAT_SNS = 1 };
+
+/* CH_L_RUNTIME (main → launcher, with the channel's fd): start a runtime
+ * supervisor and its process.
+ *   u64 id, u32 timeout_ms, u32 memory_mb, u32 max_invocations,
+ *   u32 idle_timeout_ms, u32 init_timeout_ms, u8 format, str function,
+ *   str handler, str root, str region, str account, str program,
+ *   u32 argc, argc × str, u32 nenv, nenv × bytes "NAME=value" */
+typedef struct {
+    uint64_t id;                /* names its run dir (WDIR/(id % 8)/r<id>) */
+    uint32_t timeout_ms, memory_mb;
+    uint32_t max_invocations;   /* 0: never recycled by count (the jitter is the supervisor's) */
+    uint32_t idle_timeout_ms, init_timeout_ms;
+    uint8_t format;             /* RT_FORMAT_* */
+    const char *function;
+    const char *handler;        /* "": _HANDLER is not set */
+    const char *root;           /* LAMBDA_TASK_ROOT and the process's cwd */
+    const char *region, *account;
+    const char *program;        /* argv[0], resolved */
+    uint32_t argc;
+    char *const *argv;          /* put: argc entries */
+    const proto_attr *fenv; uint32_t nfenv;   /* put: the function's environment */
+    chan_strs args;             /* get: argc strings */
+    chan_strs env;              /* get: "NAME=value" entries */
+} chan_runtime;
+
+int chan_runtime_put(wbuf *b, const chan_runtime *m);
+bool chan_runtime_get(const char *body, uint32_t n, chan_runtime *m);
+
+/* CH_RT_EVENT (main → runtime supervisor): one event, sent only when the
+ * supervisor has reported the one before.
+ *   u64 token, str topic, str message_id, u32 attempt,
+ *   u32 nattrs, nattrs × (str key, str value), bytes payload */
+typedef chan_job chan_rtevent;   /* the same fields; max_attempts is not sent */
+
+int chan_rtevent_put(wbuf *b, const chan_rtevent *m);
+bool chan_rtevent_get(const char *body, uint32_t n, chan_rtevent *m);
+
+/* CH_RT_READY (runtime supervisor → main): the process asked for its first
+ * event init_us after it was started. u32 init_us */
+static inline int chan_rtready_put(wbuf *b, uint32_t init_us)
+{
+    size_t at = msg_begin(b, CH_RT_READY);
+    put_u32(b, init_us);
+    return msg_end(b, at);
+}
+static inline bool chan_rtready_get(const char *body, uint32_t n, uint32_t *init_us)
+{
+    rd d = { body, n, false };
+    *init_us = rd_u32(&d);
+    return !d.bad;
+}
+
+/* CH_RT_GONE (runtime supervisor → main): it stops, for why (a
+ * proto_recycle: the reasons STATS counts). u8 why */
+static inline int chan_rtgone_put(wbuf *b, proto_recycle why)
+{
+    size_t at = msg_begin(b, CH_RT_GONE);
+    put_u8(b, (uint8_t)why);
+    return msg_end(b, at);
+}
+static inline bool chan_rtgone_get(const char *body, uint32_t n, proto_recycle *why)
+{
+    rd d = { body, n, false };
+    uint8_t w = rd_u8(&d);
+    *why = (proto_recycle)w;
+    return !d.bad && w < PROTO_RECYCLE_COUNT;
 }
 
 #endif

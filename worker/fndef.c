@@ -20,6 +20,7 @@
 static void def_free(proto_fndef *d)
 {
     free(d->name);
+    free(d->rt.handler);
     for (uint32_t i = 0; i < d->nexec; i++)
         free(d->exec[i]);
     free(d->exec);
@@ -49,6 +50,9 @@ static int def_copy(proto_fndef *d, const proto_fndef *s)
     memset(d, 0, sizeof *d);
     d->name = sdup(s->name, &ok);
     d->native = s->native;
+    d->runtime = s->runtime;
+    d->rt = s->rt;
+    d->rt.handler = sdup(s->rt.handler, &ok);
     d->timeout_ms = s->timeout_ms;
     d->memory_mb = s->memory_mb;
     d->max_attempts = s->max_attempts;
@@ -76,7 +80,11 @@ static bool streq(const char *a, const char *b)
 
 static bool def_equal(const proto_fndef *a, const proto_fndef *b)
 {
-    if (!streq(a->name, b->name) || a->native != b->native || a->timeout_ms != b->timeout_ms ||
+    if (!streq(a->name, b->name) || a->native != b->native || a->runtime != b->runtime ||
+        a->rt.format != b->rt.format || a->rt.max_invocations != b->rt.max_invocations ||
+        a->rt.idle_timeout_ms != b->rt.idle_timeout_ms || a->rt.init_timeout_ms != b->rt.init_timeout_ms ||
+        a->rt.concurrency != b->rt.concurrency || !streq(a->rt.handler, b->rt.handler) ||
+        a->timeout_ms != b->timeout_ms ||
         a->memory_mb != b->memory_mb || !streq(a->library, b->library) ||
         !streq(a->symbol, b->symbol) || a->nexec != b->nexec || a->nenv != b->nenv)
         return false;
@@ -171,7 +179,7 @@ int runner_define_why(runner_t *r, const proto_fndef *def, char *why, size_t why
         }
     } else {
         if (d.nexec == 0 || !d.exec[0][0]) {
-            REFUSE("exec needs a command");
+            REFUSE(d.runtime ? "runtime needs a command" : "exec needs a command");
             goto fail;
         }
         argv = calloc(d.nexec + 1, sizeof *argv);
@@ -223,10 +231,11 @@ int runner_define_why(runner_t *r, const proto_fndef *def, char *why, size_t why
     } else {
         /* Changed: each pool lets go of what it holds for the old definition. */
         pool_host_fn_changed(r, f);
+        pool_runtime_fn_changed(r, f);
         def_clear(f);
     }
     f->def = d;
-    f->kind = d.native ? FN_NATIVE : FN_EXEC;
+    f->kind = d.native ? FN_NATIVE : d.runtime ? FN_RUNTIME : FN_EXEC;
     f->exec.argv = argv;
     f->path = library;
     f->refused = false;

@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include "runner_int.h"
+#include "runtime.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -204,6 +205,16 @@ static void report_host_exit(int sock, uint64_t id, int status)
     wbuf_free(&b);
 }
 
+/* A runtime supervisor that could not start: its event fails (an attempt
+ * counted: the function's starts back off) and it is gone. */
+static void report_runtime_failure(int fd, const char *why)
+{
+    wbuf b = { 0 };
+    if (result_put(&b, 0, OUT_ERROR, 0, 0, why, NULL, 0) == 0 && chan_rtgone_put(&b, PROTO_RECYCLE_INIT_ERROR) == 0)
+        launcher_write_all(fd, b.p, b.len);
+    wbuf_free(&b);
+}
+
 /* In the new child: fd becomes 3, every other descriptor but 0–2 is closed. */
 static int child_fds(int fd)
 {
@@ -235,7 +246,7 @@ static void spawn(int sock, const char *wdir, uint8_t type, const char *body, ui
          * supervisor's large buffers (payloads, outputs) must go back to the
          * kernel when freed: glibc raises its mmap threshold after a large
          * free (ours, above), and then keeps such buffers in the heap. */
-        if (type == CH_L_EXEC) {
+        if (type == CH_L_EXEC || type == CH_L_RUNTIME) {
             mallopt(M_MMAP_THRESHOLD, 256 << 10);
             mallopt(M_TRIM_THRESHOLD, 256 << 10);
         }
@@ -249,6 +260,8 @@ static void spawn(int sock, const char *wdir, uint8_t type, const char *body, ui
         wbuf_free(&in);
         if (type == CH_L_EXEC)
             exec_supervise(c, wdir, own, n);
+        if (type == CH_L_RUNTIME)
+            runtime_supervise(c, wdir, own, n);
         /* A host dies with us: once the launcher is gone its worker hands the
          * host's deliveries back, so a host running on would run them twice. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -262,6 +275,8 @@ static void spawn(int sock, const char *wdir, uint8_t type, const char *body, ui
         LOG_ERROR("launcher: %s", why);
         if (type == CH_L_EXEC)
             report_exec_failure(fd, why);
+        else if (type == CH_L_RUNTIME)
+            report_runtime_failure(fd, why);
         else
             report_host_exit(sock, id, -1);
         close(fd);
@@ -398,6 +413,7 @@ void launcher_main(int sock, const char *wdir, host_slot *host_board)
             switch (type) {
             case CH_L_EXEC:
             case CH_L_HOST:
+            case CH_L_RUNTIME:
                 if (quitting)
                     close(pop_fd());   /* no new children once stopping */
                 else

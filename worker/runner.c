@@ -168,6 +168,7 @@ static void launcher_gone(runner_t *r)
     r->broken = true;
     epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->lsock, NULL);
     pool_host_launcher_gone(r);
+    pool_runtime_launcher_gone(r);
 }
 
 static void launcher_read(runner_t *r)
@@ -211,6 +212,7 @@ runner_t *runner_new(const runner_opts *o)
     r->lsock = r->epfd = -1;
     r->launcher = -1;
     r->exec.idle_ms = o->idle_ms > 0 ? o->idle_ms : RUNNER_IDLE_MS;
+    r->rt.slots = o->slots > 0 ? o->slots : (int)sysconf(_SC_NPROCESSORS_ONLN);
     char cwd[PATH_MAX];
     if (!getcwd(cwd, sizeof cwd))
         strcpy(cwd, "/");
@@ -338,8 +340,15 @@ int runner_submit(runner_t *r, const runner_job *j)
     switch (f->kind) {
     case FN_EXEC: rc = pool_exec_submit(r, f, j); break;
     case FN_NATIVE: rc = pool_host_submit(r, f, j); break;
+    case FN_RUNTIME: rc = pool_runtime_submit(r, f, j); break;
     }
     return rc == 0 ? 0 : -3;
+}
+
+void runner_take_stats(runner_t *r, runner_stats_fn *cb, void *arg)
+{
+    if (r && cb)
+        pool_runtime_take_stats(r, cb, arg);
 }
 
 int runner_fd(const runner_t *r)
@@ -352,7 +361,8 @@ int runner_next_timeout_ms(const runner_t *r)
     if (!r)
         return -1;
     int64_t now = util_mono_ms();
-    int64_t each[] = { pool_host_next_deadline(r, now), pool_exec_next_deadline(r, now) };
+    int64_t each[] = { pool_host_next_deadline(r, now), pool_exec_next_deadline(r, now),
+                       pool_runtime_next_deadline(r, now) };
     int64_t best = -1;
     for (size_t i = 0; i < sizeof each / sizeof each[0]; i++)
         if (each[i] >= 0 && (best < 0 || each[i] < best))
@@ -365,6 +375,7 @@ static void sweep(runner_t *r)
 {
     pool_host_sweep(r);
     pool_exec_sweep(r);
+    pool_runtime_sweep(r);
 }
 
 void runner_dispatch(runner_t *r, runner_result_fn *cb, void *arg)
@@ -383,11 +394,13 @@ void runner_dispatch(runner_t *r, runner_result_fn *cb, void *arg)
         case OBJ_LAUNCHER: launcher_on_event(r, e); break;
         case OBJ_ATTEMPT: pool_exec_on_event(r, obj, e); break;
         case OBJ_HOST: pool_host_on_event(r, obj, e); break;
+        case OBJ_RUNTIME: pool_runtime_on_event(r, obj, e); break;
         }
     }
     /* Each pool's deadlines, starts and flushes; then the idle supervisors. */
     pool_host_tick(r, util_mono_ms());
     pool_exec_tick(r, util_mono_ms());
+    pool_runtime_tick(r, util_mono_ms());
     r->in_dispatch = false;
     sweep(r);
 }
@@ -398,6 +411,7 @@ void runner_cancel_all(runner_t *r)
         return;
     pool_exec_cancel_all(r);
     pool_host_cancel_all(r);
+    pool_runtime_cancel_all(r);
     r->busy = 0;
     if (!r->in_dispatch)
         sweep(r);
@@ -451,6 +465,7 @@ void runner_destroy(runner_t **rp)
     runner_cancel_all(r);
     pool_exec_stop(r);
     pool_host_stop(r);
+    pool_runtime_stop(r);
     if (r->launcher > 0) {
         if (!r->broken) {
             wbuf b = { 0 };
@@ -481,6 +496,7 @@ void runner_destroy(runner_t **rp)
         exec_rmtree(r->wdir);
     pool_exec_destroy(r);
     pool_host_destroy(r);
+    pool_runtime_destroy(r);
     while (r->fns) {
         fn *f = r->fns;
         r->fns = f->next;

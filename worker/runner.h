@@ -40,6 +40,8 @@ typedef struct {
     const char *launcher;       /* the herald-launcher program; NULL (or not executable): the
                                    launcher is a fork of this process (heavier forks after it) */
     int idle_ms;                /* an exec supervisor idle this long exits; 0: RUNNER_IDLE_MS */
+    int slots;                  /* the worker's concurrency: a runtime function runs at most
+                                   min(slots, its concurrency) processes; 0: the number of CPUs */
 } runner_opts;
 
 /* Exec supervisors run attempts one after another; one left without work
@@ -112,5 +114,19 @@ bool runner_broken(const runner_t *r);
 
 /* Jobs submitted and not yet reported. */
 size_t runner_busy(const runner_t *r);
+
+/* A runtime function's counters (DESIGN §11), since the last runner_take_stats. */
+typedef struct {
+    uint64_t cold_starts;       /* processes that initialized */
+    uint64_t init_us;           /* their init durations, summed */
+    uint64_t warm;              /* events served by an already initialized process */
+    uint64_t recycles[PROTO_RECYCLE_COUNT];   /* processes stopped, by reason */
+} runner_rtstats;
+
+typedef void runner_stats_fn(void *arg, const char *function, const runner_rtstats *st);
+
+/* Calls cb for each runtime function with a counter that moved since the
+ * last call, and zeroes them. */
+void runner_take_stats(runner_t *r, runner_stats_fn *cb, void *arg);
 
 #endif

@@ -5,6 +5,7 @@
  *   rundir.c     the run directory: this worker's, its shards, stale ones
  *   pool_exec.c  exec functions: one supervisor per running attempt ("attempts")
  *   pool_host.c  native functions: pools of hosts with their job queues
+ *   pool_runtime.c runtime functions: one supervisor per long-lived process
  *
  * A pool is one kind of handler. The dispatch loop knows a pool only through
  * the pool_<kind>_* functions below: every object a pool puts in the epoll
@@ -21,14 +22,15 @@
 #include "runner_int.h"
 
 /* What an epoll event's data.ptr points to: the first member says which. */
-enum { OBJ_LAUNCHER = 1, OBJ_ATTEMPT, OBJ_HOST };
+enum { OBJ_LAUNCHER = 1, OBJ_ATTEMPT, OBJ_HOST, OBJ_RUNTIME };
 
 /* Which pool runs a function (from its definition). */
-typedef enum { FN_EXEC, FN_NATIVE } fn_kind;
+typedef enum { FN_EXEC, FN_NATIVE, FN_RUNTIME } fn_kind;
 
 typedef struct fn fn;
 typedef struct host host;
 typedef struct attempt attempt;
+typedef struct rtproc rtproc;
 
 /* A native job: its CH_H_JOB frame until written into a host, then its place
  * in that host's order. */
@@ -45,12 +47,20 @@ typedef struct { job *head, *tail; size_t n; } jobq;
 struct fn {
     fn *next;
     proto_fndef def;        /* deep copy, exec/library paths as given */
-    fn_kind kind;           /* def.native ? FN_NATIVE : FN_EXEC */
+    fn_kind kind;           /* from def.native / def.runtime */
     char *path;             /* root-resolved: native's library, exec's program (absolute) */
     bool refused;           /* its handler cannot start (a host's start failed …) */
-    struct {                /* FN_EXEC (pool_exec.c) */
+    struct {                /* FN_EXEC and FN_RUNTIME (pool_exec.c, pool_runtime.c) */
         char **argv;        /* with root-resolved paths, NULL-terminated */
     } exec;
+    struct {                /* FN_RUNTIME (pool_runtime.c); kept across a redefinition */
+        unsigned gen;       /* bumped by a changed redefinition; older processes retire */
+        jobq queue;         /* events waiting for a process */
+        rtproc *procs;
+        int init_failures;  /* starts in a row that did not initialize */
+        int64_t backoff_until_ms;   /* monotonic: no start before */
+        runner_rtstats stats;       /* since runner_take_stats */
+    } rt;
     struct {                /* FN_NATIVE (pool_host.c); kept across a redefinition */
         unsigned gen;       /* bumped by a changed redefinition; older hosts retire */
         jobq queue;         /* jobs waiting for a host */
@@ -86,6 +96,10 @@ struct runner {
         attempt *dead;      /* ended this dispatch, freed at its end */
         int idle_ms;
     } exec;
+    struct {                /* pool_runtime.c */
+        int slots;          /* the worker's: processes per function, at most */
+        rtproc *dead;       /* ended this dispatch, freed at its end */
+    } rt;
     struct {                /* pool_host.c */
         int max_hosts;
         bool unflushed;     /* jobs queued into hosts' buffers, not yet sent */
@@ -164,5 +178,20 @@ void pool_host_exited(runner_t *r, uint64_t id, int status);
 void pool_host_launcher_gone(runner_t *r);
 /* f's definition changed: its hosts finish what they hold, then go. */
 void pool_host_fn_changed(runner_t *r, fn *f);
+
+void pool_runtime_on_event(runner_t *r, void *obj, uint32_t events);
+int pool_runtime_submit(runner_t *r, fn *f, const runner_job *j);
+int64_t pool_runtime_next_deadline(const runner_t *r, int64_t now);
+void pool_runtime_tick(runner_t *r, int64_t now);
+void pool_runtime_cancel_all(runner_t *r);
+void pool_runtime_sweep(runner_t *r);
+void pool_runtime_stop(runner_t *r);
+void pool_runtime_destroy(runner_t *r);
+/* The launcher died: queued events come back OUT_RETURNED. */
+void pool_runtime_launcher_gone(runner_t *r);
+/* f's definition changed: its idle processes go now, busy ones after their event. */
+void pool_runtime_fn_changed(runner_t *r, fn *f);
+/* runner_take_stats: each runtime function's counters since the last call. */
+void pool_runtime_take_stats(runner_t *r, runner_stats_fn *cb, void *arg);
 
 #endif

@@ -101,6 +101,9 @@ const char *exec_killed_by(int sig, char buf[static 48]);
 /* Appends the JSON object of a[0..n) to b (no NUL): every key and value as a
  * JSON string, in order; bytes that are not UTF-8 become U+FFFD. */
 void attrs_json(wbuf *b, const proto_attr *a, size_t n);
+/* Appends s[0..n) as a JSON string (quotes included; NULs as \u0000, bytes
+ * that are not UTF-8 as U+FFFD). */
+void attrs_json_str(wbuf *b, const char *s, size_t n);
 /* Appends the environment entries of a[0..n) to b (each as put_bytes,
  * "NAME=value"): HERALD_ATTRS, then HERALD_ATTR_<KEY> for every key whose
  * folded name no other key shares. Returns how many entries it appended. */
