@@ -141,7 +141,7 @@ test-sanitize:
 FUZZ_CC      ?= clang
 FUZZ_SAN     := -g -O1 -fno-sanitize-recover=undefined -std=gnu11 -Iinclude $(PKG_CFLAGS)
 FUZZ_FLAGS   := -fsanitize=fuzzer,address,undefined $(FUZZ_SAN)
-FUZZ_TYPES   := hello welcome publish confirm register config deliver result heartbeat drain admin admin_reply error invoke invoke_reply refused bye
+FUZZ_TYPES   := hello welcome publish confirm register config deliver result heartbeat drain admin admin_reply error invoke invoke_reply refused bye stats
 FUZZ_TARGETS := proto config http $(addprefix msg_,$(FUZZ_TYPES))
 FUZZ_SECONDS ?= 20
 FUZZ_LIB_SRC := $(wildcard proto/*.c) $(wildcard config/*.c)

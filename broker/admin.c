@@ -65,7 +65,7 @@ static void pack_stats(broker_t *b, msgpack_packer *pk)
     msgpack_pack_array(pk, b->nfunctions);
     for (size_t i = 0; i < b->nfunctions; i++) {
         function_t *fn = &b->functions[i];
-        msgpack_pack_map(pk, 10);
+        msgpack_pack_map(pk, 15);
         pk_str(pk, "name"); pk_str(pk, fn->name);
         pk_str(pk, "invocations"); msgpack_pack_uint64(pk, fn->invocations);
         pk_str(pk, "errors"); msgpack_pack_uint64(pk, fn->errors);
@@ -78,6 +78,19 @@ static void pack_stats(broker_t *b, msgpack_packer *pk)
         /* GB-seconds: Σ duration × memory (Lambda's unit) */
         pk_str(pk, "gb_seconds");
         msgpack_pack_double(pk, (double)fn->duration_total_us / 1e6 * fn->cfg->memory_mb / 1024.0);
+        pk_str(pk, "kind"); pk_str(pk, fn->cfg->runtime ? "runtime" : fn->cfg->native ? "native" : "exec");
+        /* warm runtimes (DESIGN §11), from the workers' STATS; every reason
+         * is listed, so that a reader never has to tell "absent" from 0 */
+        pk_str(pk, "cold_starts"); msgpack_pack_uint64(pk, fn->rt.cold_starts);
+        pk_str(pk, "init_ms");
+        msgpack_pack_double(pk, fn->rt.cold_starts ? (double)fn->rt.init_us / 1e3 / (double)fn->rt.cold_starts : 0.0);
+        pk_str(pk, "warm"); msgpack_pack_uint64(pk, fn->rt.warm);
+        pk_str(pk, "recycles");
+        msgpack_pack_map(pk, PROTO_RECYCLE_COUNT);
+        for (int k = 0; k < PROTO_RECYCLE_COUNT; k++) {
+            pk_str(pk, proto_recycle_name((proto_recycle)k));
+            msgpack_pack_uint64(pk, fn->rt.recycles[k]);
+        }
     }
     size_t nw = 0;
     for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next)

@@ -134,6 +134,12 @@ struct function {
     uint64_t invocations, errors, timeouts, rejected, crashed, lost;
     uint64_t duration_total_us;
     hist_t hist;                /* handler durations (hist.c) */
+    struct {                    /* a runtime function's processes, summed from the workers' STATS */
+        uint64_t cold_starts;   /* processes started */
+        uint64_t init_us;       /* their init durations, summed */
+        uint64_t warm;          /* invocations served by an already initialized process */
+        uint64_t recycles[PROTO_RECYCLE_COUNT];   /* processes stopped, by proto_recycle */
+    } rt;
 };
 
 struct sub {
@@ -430,7 +436,7 @@ void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m);
 bool filter_match(const cfg_subscription *s, const proto_attr *attrs, uint32_t n);
 void confirms_send(broker_t *b, bool committed);
 
-/* --- workers.c: worker sessions, results, liveness --- */
+/* --- workers.c: worker sessions, results, runtime stats, liveness --- */
 void workers_handle(broker_t *b, proto_frames *f);
 void workers_tick(broker_t *b, int64_t now);
 void workers_reap(broker_t *b);   /* frees dead sessions at the end of a turn */

@@ -3,13 +3,15 @@
  * REGISTER creates a session (answered with CONFIG: the definitions of the
  * functions it serves); the worker answers every CONFIG with REFUSED, the
  * functions it cannot run and why, and gets no work until it has (so it is
- * never given a function it refused); RESULT ends leases; HEARTBEAT and every
- * other message prove liveness; DRAIN stops new work; BYE (after its last
- * RESULT) ends the session at once. A worker silent for 3 heartbeats is
+ * never given a function it refused); RESULT ends leases; STATS adds its
+ * runtime processes' counters to the functions' (never answered); HEARTBEAT
+ * and every other message prove liveness; DRAIN stops new work; BYE (after
+ * its last RESULT) ends the session at once. A worker silent for 3 heartbeats is
  * dead; 2 heartbeats later (longer than the worker's own kill deadline, which
  * is 3 heartbeats of silence from the broker) its leases end as `lost` and
  * follow the retry policy. A message from an unknown routing id (say, after a
- * broker restart) gets an ERROR, and the worker registers again.
+ * broker restart) gets an ERROR, and the worker registers again; a BYE or a
+ * STATS from one is dropped.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +127,14 @@ static void send_config(broker_t *b, worker_t *w)
         d->max_attempts = (uint32_t)c->max_attempts;
         d->env = (proto_attr *)c->env;   /* same layout: two char * */
         d->nenv = (uint32_t)c->nenv;
+        d->runtime = c->runtime;
+        if (c->runtime)
+            d->rt = (proto_runtime){ .handler = c->rt.handler,
+                                     .format = c->rt.format == RT_FORMAT_SNS ? PROTO_RT_SNS : PROTO_RT_RAW,
+                                     .max_invocations = (uint32_t)c->rt.max_invocations,
+                                     .idle_timeout_ms = (uint32_t)(c->rt.idle_timeout_s * 1000.0 + 0.5),
+                                     .init_timeout_ms = (uint32_t)(c->rt.init_timeout_s * 1000.0 + 0.5),
+                                     .concurrency = (uint32_t)c->concurrency };
     }
     proto_config pc = { .heartbeat_ms = (uint32_t)b->heartbeat_ms,
                         .max_payload = (uint64_t)b->cfg->broker.max_payload,
@@ -193,6 +203,27 @@ static void worker_register(broker_t *b, proto_frames *f, const proto_register *
     send_config(b, w);
 }
 
+static void add_sat(uint64_t *to, uint64_t delta)
+{
+    *to = *to + delta < *to ? UINT64_MAX : *to + delta;   /* a counter sticks at its top, never wraps */
+}
+
+/* STATS: the deltas of a worker's runtime processes, added to the counters
+ * of the functions they name (an unknown name, say after a reload that
+ * dropped it, is skipped). */
+static void worker_stats(broker_t *b, const proto_stats *st)
+{
+    for (uint32_t i = 0; i < st->n; i++) {
+        const proto_stats_entry *e = &st->es[i];
+        function_t *fn = broker_function(b, e->function);
+        if (!fn) continue;
+        add_sat(&fn->rt.cold_starts, e->cold_starts);
+        add_sat(&fn->rt.init_us, e->init_us);
+        add_sat(&fn->rt.warm, e->warm);
+        for (int k = 0; k < PROTO_RECYCLE_COUNT; k++) add_sat(&fn->rt.recycles[k], e->recycles[k]);
+    }
+}
+
 static void worker_results(broker_t *b, worker_t *w, const proto_result *r, proto_frames *f)
 {
     int64_t now = util_wall_ms();
@@ -248,7 +279,9 @@ void workers_handle(broker_t *b, proto_frames *f)
         return;
     }
     worker_t *w = worker_find(b, frames_data(f, 0), frames_size(f, 0));
-    if (!w && m.type == MSG_BYE) {   /* gone already: nothing to answer */
+    /* BYE: gone already, nothing to answer. STATS: counted only from a
+     * session; its next heartbeat gets the "not registered" answer. */
+    if (!w && (m.type == MSG_BYE || m.type == MSG_STATS)) {
         proto_msg_clear(&m);
         return;
     }
@@ -266,6 +299,7 @@ void workers_handle(broker_t *b, proto_frames *f)
         break;
     case MSG_DRAIN: w->draining = true; break;
     case MSG_REFUSED: worker_refused(b, w, &m.u.refused); break;
+    case MSG_STATS: worker_stats(b, &m.u.stats); break;
     case MSG_BYE:
         LOG_INFO("worker %s (%s pid %u) left", w->id, w->host, w->pid);
         w->dead = w->left = true;

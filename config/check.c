@@ -27,6 +27,10 @@
 /* Backoff delays are turned into int64 milliseconds downstream; a day is far
  * beyond any useful retry delay and far inside that range. */
 #define BACKOFF_MAX_S 86400.0
+/* DESIGN §11: a runtime idle for a day is stopped at the latest, and its
+ * start may take as long as Lambda's init phase may (15 minutes). */
+#define RT_IDLE_MAX_S 86400.0
+#define RT_INIT_MAX_S 900.0
 #define NAME_MAX_LEN 128
 /* How much of a user's string a message quotes. */
 #define QUOTE_MAX 64
@@ -635,15 +639,99 @@ static void named_group(cfg_ctx *x, const config_setting_t *g, const char *list,
     check_names(x, g, sc, known);
 }
 
+/* runtime = { command = [...]; handler; format; max_invocations;
+ * idle_timeout; init_timeout; } (DESIGN §11). The command goes where exec's
+ * argv goes (f->exec): both are the program the worker starts. */
+static void check_runtime(cfg_ctx *x, const config_setting_t *g, const char *label, cfg_function *f)
+{
+    static const char *const known[] = { "command", "handler", "format", "max_invocations", "idle_timeout",
+                                         "init_timeout", NULL };
+    scope sc;
+    char q[QUOTE_MAX * 4 + 8];
+    snprintf(sc.pre, sizeof sc.pre, "%s: runtime.", label);
+    snprintf(sc.where, sizeof sc.where, "%s runtime", label);
+    check_names(x, g, &sc, known);
+    const config_setting_t *cmd = config_setting_get_member(g, "command");
+    /* Beside an exec (an error already reported) the command is checked,
+     * then dropped: f->exec is exec's. */
+    bool keep = !f->exec;
+    char **argv = NULL;
+    size_t argc = 0;
+    if (!cmd)
+        config_err(x, g, "%s: runtime: needs command (the program to start, as an array of strings)", label);
+    else if (get_strings(x, cmd, &sc, "command", false, "a non-empty array of strings", &argv, &argc) == 0 &&
+             argv[0] && !*argv[0])
+        config_err(x, cmd, "%s: runtime.command[0]: the program must not be empty", label);
+    if (keep) {
+        f->exec = argv;
+        f->nexec = argc;
+        if (cmd)
+            f->exec_at = config_loc(x, cmd);
+    } else {
+        for (size_t i = 0; i < argc; i++)
+            free(argv[i]);
+        free(argv);
+    }
+
+    const char *v;
+    if (get_str(x, g, &sc, "handler", true, &v) == 1) {
+        /* AWS's rule for a handler is [^\s]+; ours also keeps it to
+         * printable ASCII, since it goes into an environment variable. */
+        bool ok = strlen(v) <= NAME_MAX_LEN;
+        for (const char *p = v; ok && *p; p++)
+            ok = *p > 0x20 && *p < 0x7f;
+        if (ok)
+            f->rt.handler = config_strdup(x, v);
+        else
+            config_err(x, config_setting_get_member(g, "handler"),
+                       "%shandler: '%s' is not 1 to %d printable ASCII characters without spaces", sc.pre,
+                       quote(v, q, sizeof q), NAME_MAX_LEN);
+    }
+    if (get_str(x, g, &sc, "format", false, &v) == 1) {
+        if (strcmp(v, "raw") == 0)
+            f->rt.format = RT_FORMAT_RAW;
+        else if (strcmp(v, "sns") == 0)
+            f->rt.format = RT_FORMAT_SNS;
+        else
+            config_err(x, config_setting_get_member(g, "format"), "%sformat: '%s' is not one of \"raw\", \"sns\"",
+                       sc.pre, quote(v, q, sizeof q));
+    }
+    get_int32(x, g, &sc, "max_invocations", 0, 1000000000, &f->rt.max_invocations);
+    get_num(x, g, &sc, "idle_timeout", "a number of seconds", 0, true, RT_IDLE_MAX_S, &f->rt.idle_timeout_s);
+    get_num(x, g, &sc, "init_timeout", "a number of seconds", 0, true, RT_INIT_MAX_S, &f->rt.init_timeout_s);
+}
+
+/* A function has exactly one of exec, native, runtime: reported at the
+ * second one given, or at the group when there is none. */
+static void check_kind(cfg_ctx *x, const config_setting_t *g, const char *label)
+{
+    static const char *const kinds[] = { "exec", "native", "runtime" };
+    const config_setting_t *given[3];
+    int n = 0;
+    for (int i = 0; i < 3; i++) {
+        const config_setting_t *s = config_setting_get_member(g, kinds[i]);
+        if (s)
+            given[n++] = s;
+    }
+    if (n == 0)
+        config_err(x, g, "%s: has none of exec, native, runtime: give exactly one", label);
+    else if (n == 2)
+        config_err(x, given[1], "%s: has both %s and %s: give exactly one of exec, native, runtime", label,
+                   config_setting_name(given[0]), config_setting_name(given[1]));
+    else if (n == 3)
+        config_err(x, given[1], "%s: has exec, native and runtime: give exactly one", label);
+}
+
 static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_function *f)
 {
-    static const char *const known[] = { "name", "exec", "native", "timeout", "memory_mb",
+    static const char *const known[] = { "name", "exec", "native", "runtime", "timeout", "memory_mb",
                                          "concurrency", "max_attempts", "backoff", "env", NULL };
     f->timeout_s = 30.0;
     f->memory_mb = 128;
     f->max_attempts = 3;
     f->backoff = (cfg_backoff){ .initial_s = 1.0, .max_s = 300.0, .multiplier = 2.0,
                                 .jitter = JITTER_FULL };
+    f->rt = (cfg_runtime){ .format = RT_FORMAT_RAW, .idle_timeout_s = 300.0, .init_timeout_s = 10.0 };
     f->line = config_setting_source_line(g);
     if (!config_setting_is_group(g)) {
         config_err(x, g, "functions[%zu]: expected a group { name = \"...\"; exec = [...]; }, not %s",
@@ -654,12 +742,12 @@ static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cf
     scope sc;
     named_group(x, g, "functions", idx, known, &f->name, label, sizeof label, &sc);
 
+    /* With more than one kind the load fails; each is still checked, and the
+     * first one given decides the kind, so that what is kept is consistent. */
+    check_kind(x, g, label);
     const config_setting_t *exec = config_setting_get_member(g, "exec");
     const config_setting_t *native = config_setting_get_member(g, "native");
-    if (exec && native)
-        config_err(x, native, "%s: has both exec and native: give exactly one", label);
-    else if (!exec && !native)
-        config_err(x, g, "%s: has neither exec nor native: give exactly one", label);
+    const config_setting_t *runtime = config_setting_get_member(g, "runtime");
     if (exec && get_strings(x, exec, &sc, "exec", false, "a non-empty array of strings", &f->exec,
                             &f->nexec) == 0 && f->exec[0] && !*f->exec[0])
         config_err(x, exec, "%s: exec[0]: the program must not be empty", label);
@@ -672,6 +760,13 @@ static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cf
         else
             check_native(x, native, label, f);
         f->native = !exec;
+    }
+    if (runtime) {
+        if (!config_setting_is_group(runtime))
+            wrong_type(x, runtime, &sc, "runtime", "a group { command = [\"...\"]; ... }");
+        else
+            check_runtime(x, runtime, label, f);
+        f->runtime = !exec && !native;
     }
 
     get_num(x, g, &sc, "timeout", "a number of seconds", 0, true, 900, &f->timeout_s);

@@ -495,6 +495,7 @@ static void free_function(cfg_function *f)
     free(f->exec);
     free(f->library);
     free(f->symbol);
+    free(f->rt.handler);
     for (size_t i = 0; i < f->nenv; i++) {
         free(f->env[i].key);
         free(f->env[i].value);
@@ -596,6 +597,15 @@ const char *config_durability_name(cfg_durability d)
     switch (d) {
     case DURABILITY_FSYNC: return "fsync";
     case DURABILITY_OS: return "os";
+    }
+    return "?";
+}
+
+const char *config_rt_format_name(cfg_rt_format f)
+{
+    switch (f) {
+    case RT_FORMAT_RAW: return "raw";
+    case RT_FORMAT_SNS: return "sns";
     }
     return "?";
 }

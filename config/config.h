@@ -9,9 +9,9 @@
  * without an L suffix (libconfig 1.5 truncates them silently).
  *
  * A herald_config owns all its strings; relative paths (data_dir, keys) are
- * already resolved against the config file's directory. exec program paths and
- * native libraries are NOT resolved here: the worker resolves them against
- * its --root.
+ * already resolved against the config file's directory. exec and runtime
+ * program paths and native libraries are NOT resolved here: the worker
+ * resolves them against its --root.
  */
 #ifndef HERALD_CONFIG_H
 #define HERALD_CONFIG_H
@@ -22,6 +22,9 @@
 
 typedef enum { JITTER_FULL, JITTER_EQUAL, JITTER_NONE } cfg_jitter;
 typedef enum { DURABILITY_FSYNC, DURABILITY_OS } cfg_durability;
+/* What a runtime's /next body is (DESIGN §11): the payload as published, or
+ * for topic deliveries SNS's {"Records":[…]} envelope. */
+typedef enum { RT_FORMAT_RAW, RT_FORMAT_SNS } cfg_rt_format;
 
 typedef struct { char *key, *value; } cfg_pair;
 
@@ -37,11 +40,23 @@ typedef struct {
     cfg_jitter jitter;          /* default full */
 } cfg_backoff;
 
+/* The settings of a runtime function (DESIGN §11) other than its command,
+ * which is cfg_function.exec (the program to start, as for exec). */
+typedef struct {
+    char *handler;              /* → _HANDLER; NULL: not set. 1–128 bytes of ASCII 0x21–0x7e */
+    cfg_rt_format format;       /* default raw */
+    int max_invocations;        /* events per process before it is recycled; 0 (default): no limit; ≤ 1e9 */
+    double idle_timeout_s;      /* an idle process is stopped after this; default 300, (0, 86400] */
+    double init_timeout_s;      /* from start to its first /next; default 10, (0, 900] */
+} cfg_runtime;
+
 typedef struct {
     char *name;                 /* [A-Za-z0-9_.-]{1,128} */
-    bool native;
-    char **exec; size_t nexec;  /* argv, ≥ 1 element, when !native */
+    bool native;                /* the kind: native, runtime, or neither (exec); never both */
+    bool runtime;
+    char **exec; size_t nexec;  /* argv, ≥ 1 element, when !native: exec, or runtime.command */
     char *library, *symbol;     /* when native */
+    cfg_runtime rt;             /* when runtime */
     double timeout_s;           /* default 30, (0, 900] */
     int memory_mb;              /* default 128, 16–10240 */
     int concurrency;            /* 0 = unlimited (default), else 1–100000 */
@@ -49,7 +64,8 @@ typedef struct {
     cfg_backoff backoff;
     cfg_pair *env; size_t nenv; /* env names [A-Za-z_][A-Za-z0-9_]*, not HERALD_* */
     int line;                   /* line of its group in the file, for messages */
-    cfg_loc exec_at, library_at, symbol_at;   /* where exec, native.library, native.symbol are */
+    cfg_loc exec_at, library_at, symbol_at;   /* where exec (or runtime.command), native.library,
+                                                 native.symbol are */
 } cfg_function;
 
 typedef struct {
@@ -137,7 +153,7 @@ herald_config *config_load_string(const char *text, const char *name, const char
                                   char **errbuf);
 
 /* What the running programs would find (heraldctl check --root): every exec
- * program (a path with '/' resolved against root, a bare name looked up in
+ * program and runtime command (a path with '/' resolved against root, a bare name looked up in
  * PATH — the function's env PATH, else ours — and executable), every exec
  * argument that names a file under root by the rule of config/probe.c, every
  * native library (an ELF shared object of this machine defining its symbol
@@ -159,8 +175,10 @@ void config_destroy(herald_config **c);
 
 const cfg_function *config_function(const herald_config *c, const char *name);
 const cfg_topic *config_topic(const herald_config *c, const char *name);
-/* Static names for logs and messages: "full", "equal", "none"; "fsync", "os". */
+/* Static names for logs and messages: "full", "equal", "none"; "fsync", "os"; */
 const char *config_jitter_name(cfg_jitter j);
 const char *config_durability_name(cfg_durability d);
+/* "raw", "sns". */
+const char *config_rt_format_name(cfg_rt_format f);
 
 #endif

@@ -2,17 +2,18 @@
  * `heraldctl check FILE --root DIR`), so that a missing handler, library or
  * key fails the check instead of every delivery, or the start, later.
  *
- * Paths are resolved as the programs resolve them: an exec program or native
- * library with a '/' against the worker's root (DESIGN §4), a bare program
- * name in PATH (the function's env PATH, else ours: heraldctl's PATH stands
- * for the worker's), key paths as the loader resolved them (against the
- * config file's directory).
+ * Paths are resolved as the programs resolve them: an exec program, a runtime
+ * command or a native library with a '/' against the worker's root (DESIGN
+ * §4, §11), a bare program name in PATH (the function's env PATH, else ours:
+ * heraldctl's PATH stands for the worker's), key paths as the loader resolved
+ * them (against the config file's directory).
  *
- * An exec argument is checked as a file under root when it looks like one:
- * relative, with a '/', not an option ('-…'), no space, ':' or '=', and a '.'
- * in its last part (handlers/x.py, dist/index.js — not text/plain). The worker
- * hands such an argument over resolved only when the file exists, and the
- * handler runs in an empty directory, where the relative name finds nothing.
+ * An exec or runtime command argument is checked as a file under root when it
+ * looks like one: relative, with a '/', not an option ('-…'), no space, ':' or
+ * '=', and a '.' in its last part (handlers/x.py, dist/index.js — not
+ * text/plain). The worker hands such an argument over resolved only when the
+ * file exists, and an exec handler runs in an empty directory, where the
+ * relative name finds nothing; a runtime runs in root, where it is missing too.
  *
  * A native library is read, never loaded: dlopen would run the library's
  * constructors inside heraldctl. The check reads its ELF header (a shared
@@ -115,21 +116,24 @@ static bool names_a_file(const char *a)
     return dot && dot != last && dot[1];
 }
 
+/* An exec program or a runtime command (f->exec both): what names it in
+ * messages, "exec" or "runtime.command". */
 static void probe_exec(cfg_ctx *x, const cfg_function *f, const char *label, const char *root)
 {
     const char *prog = f->exec[0];
+    const char *what = f->runtime ? "runtime.command" : "exec";
     if (strchr(prog, '/')) {
         char *full = join(x, root, prog);
         struct stat st;
         if (!full)
             return;
         if (stat(full, &st) != 0)
-            err_at(x, f->exec_at, "%s: exec[0]: %s %s", label, full,
+            err_at(x, f->exec_at, "%s: %s[0]: %s %s", label, what, full,
                    errno == ENOENT || errno == ENOTDIR ? "does not exist" : strerror(errno));
         else if (!S_ISREG(st.st_mode))
-            err_at(x, f->exec_at, "%s: exec[0]: %s is not a regular file", label, full);
+            err_at(x, f->exec_at, "%s: %s[0]: %s is not a regular file", label, what, full);
         else if (access(full, X_OK) != 0)
-            err_at(x, f->exec_at, "%s: exec[0]: %s is not executable (mode %04o)", label, full,
+            err_at(x, f->exec_at, "%s: %s[0]: %s is not executable (mode %04o)", label, what, full,
                    (unsigned)(st.st_mode & 07777));
         free(full);
     } else {
@@ -138,14 +142,18 @@ static void probe_exec(cfg_ctx *x, const cfg_function *f, const char *label, con
             if (strcmp(f->env[i].key, "PATH") == 0)
                 path = f->env[i].value;
         if (!in_path(prog, path ? path : DEFAULT_PATH))
-            err_at(x, f->exec_at, "%s: exec[0]: '%s' is not an executable program in PATH", label, prog);
+            err_at(x, f->exec_at, "%s: %s[0]: '%s' is not an executable program in PATH", label, what, prog);
     }
     for (size_t i = 1; i < f->nexec; i++) {
         if (!names_a_file(f->exec[i]))
             continue;
         char *full = join(x, root, f->exec[i]);
         struct stat st;
-        if (full && stat(full, &st) != 0)
+        /* A runtime runs in root itself (LAMBDA_TASK_ROOT), an exec handler
+         * in an empty directory. */
+        if (full && stat(full, &st) != 0 && f->runtime)
+            err_at(x, f->exec_at, "%s: %s[%zu]: %s does not exist", label, what, i, full);
+        else if (full && stat(full, &st) != 0)
             err_at(x, f->exec_at, "%s: exec[%zu]: %s does not exist (the handler would get '%s' in an empty directory)",
                    label, i, full, f->exec[i]);
         free(full);

@@ -113,7 +113,7 @@ static void usage(FILE *f)
             "                 [--key FILE --broker-key FILE] COMMAND\n"
             "commands:\n"
             "  stats [--json] [--watch [SECONDS]]\n"
-            "                      topics, subscriptions, functions, workers (--watch: redraw)\n"
+            "                      topics, subscriptions, functions, runtimes, workers (--watch: redraw)\n"
             "  workers [--json]    connected workers\n"
             "  dlq list [--function F] [--topic T] [--limit N] [--json] [--db PATH]\n"
             "                      dead letters, newest first (default limit 100; 0: all)\n"
@@ -731,6 +731,61 @@ static void refusals(const msgpack_object *workers)
     }
 }
 
+/* Under the functions table: the runtime functions that started processes,
+ * with their cold starts, mean init time, warm invocations and the reasons
+ * their processes were stopped ("idle=2 crash=1"; "-": none). */
+static void runtimes(const msgpack_object *fns)
+{
+    if (!fns || fns->type != MSGPACK_OBJECT_ARRAY) return;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < fns->via.array.size; i++) {
+        const msgpack_object *c = mp_get(&fns->via.array.ptr[i], "cold_starts");
+        n += c && c->type == MSGPACK_OBJECT_POSITIVE_INTEGER && c->via.u64 > 0;
+    }
+    if (n == 0) { msgpack_sbuffer_destroy(&sb); return; }
+    static const char *const keys[] = { "name", "cold_starts", "init_ms", "warm" };
+    msgpack_pack_array(&pk, n);
+    for (uint32_t i = 0; i < fns->via.array.size; i++) {
+        const msgpack_object *f = &fns->via.array.ptr[i], *c = mp_get(f, "cold_starts");
+        if (!c || c->type != MSGPACK_OBJECT_POSITIVE_INTEGER || c->via.u64 == 0) continue;
+        msgpack_pack_map(&pk, 5);
+        for (size_t k = 0; k < 4; k++) {
+            msgpack_pack_str(&pk, strlen(keys[k]));
+            msgpack_pack_str_body(&pk, keys[k], strlen(keys[k]));
+            const msgpack_object *v = mp_get(f, keys[k]);
+            if (v) msgpack_pack_object(&pk, *v);
+            else msgpack_pack_nil(&pk);
+        }
+        char text[256] = "";
+        const msgpack_object *r = mp_get(f, "recycles");
+        for (uint32_t k = 0; r && r->type == MSGPACK_OBJECT_MAP && k < r->via.map.size; k++) {
+            const msgpack_object *key = &r->via.map.ptr[k].key, *v = &r->via.map.ptr[k].val;
+            if (key->type != MSGPACK_OBJECT_STR || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || !v->via.u64) continue;
+            size_t used = strlen(text);
+            snprintf(text + used, sizeof text - used, "%s%.*s=%llu", used ? " " : "", (int)key->via.str.size,
+                     key->via.str.ptr, (unsigned long long)v->via.u64);
+        }
+        if (!text[0]) snprintf(text, sizeof text, "-");
+        msgpack_pack_str(&pk, 8);
+        msgpack_pack_str_body(&pk, "recycles", 8);
+        msgpack_pack_str(&pk, strlen(text));
+        msgpack_pack_str_body(&pk, text, strlen(text));
+    }
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, sb.data, sb.size, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        static const char *const cols[] = { "name", "cold_starts", "init_ms", "warm", "recycles" };
+        printf("\nRUNTIMES\n");
+        table(&up.data, cols, 5);
+    }
+    msgpack_unpacked_destroy(&up);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static int cmd_stats(admin_client *a, bool json, bool workers_only)
 {
     if (admin_call(a, "stats", NULL, 0) != 0) {
@@ -758,14 +813,15 @@ static int cmd_stats(admin_client *a, bool json, bool workers_only)
     static const char *const tcols[] = { "name", "published" };
     static const char *const scols[] = { "topic", "function", "ready", "delayed", "inflight", "dead",
                                          "succeeded", "failed" };
-    static const char *const fcols[] = { "name", "invocations", "errors", "timeouts", "rejected", "crashed",
-                                         "lost", "p50_ms", "p99_ms", "gb_seconds" };
+    static const char *const fcols[] = { "name", "kind", "invocations", "errors", "timeouts", "rejected",
+                                         "crashed", "lost", "p50_ms", "p99_ms", "gb_seconds" };
     printf("TOPICS\n");
     table(mp_get(st, "topics"), tcols, 2);
     printf("\nSUBSCRIPTIONS\n");
     table(mp_get(st, "subscriptions"), scols, 8);
     printf("\nFUNCTIONS\n");
-    table(mp_get(st, "functions"), fcols, 10);
+    table(mp_get(st, "functions"), fcols, 11);
+    runtimes(mp_get(st, "functions"));
     const msgpack_object *w = mp_get(st, "workers");
     printf("\nWORKERS (%u connected)\n", w && w->type == MSGPACK_OBJECT_ARRAY ? w->via.array.size : 0);
     table(w, wcols, 7);

@@ -2,8 +2,10 @@
  * `heraldctl stats --json`, DESIGN §2) in the Prometheus text exposition
  * format 0.0.4, plus the gateway's own request counters.
  *
- * Counters (since the broker started) end in _total; ready, delayed,
- * inflight, dead and the worker figures are gauges; durations are a summary
+ * Counters (since the broker started) end in _total (the warm runtimes'
+ * cold starts, init time, warm invocations and recycles by reason among
+ * them); ready, delayed, inflight, dead and the worker figures are gauges;
+ * durations are a summary
  * per function (quantiles 0.5 and 0.99 from the broker's histogram, _count =
  * invocations; no _sum: the stats reply has none). Every family has its
  * # HELP and # TYPE lines before its samples, even when it has no sample.
@@ -81,6 +83,49 @@ static void rows(FILE *out, const msgpack_object *list, const char *name, const 
     }
 }
 
+static double num_of(const msgpack_object *v)
+{
+    if (!v) return 0;
+    switch (v->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return (double)v->via.u64;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return v->via.f64;
+    default: return 0;
+    }
+}
+
+/* Warm runtimes (DESIGN §11): every function has these samples, 0 for exec
+ * and native ones. The stats reply carries the mean init time; the total is
+ * that mean times the cold starts. */
+static void runtimes(FILE *out, const msgpack_object *f)
+{
+    static const char *const fn_l[] = { "function" }, *const name_k[] = { "name" };
+    rows(out, f, "herald_function_cold_starts_total", "counter", "Runtime processes started (cold starts).", fn_l,
+         name_k, 1, "cold_starts", 1.0);
+    family(out, "herald_function_init_seconds_total", "counter",
+           "Init time of the runtime processes started: from their start to their first /next.");
+    for (uint32_t i = 0; i < len_of(f); i++) {
+        const msgpack_object *row = &f->via.array.ptr[i];
+        fputs("herald_function_init_seconds_total{", out);
+        label(out, "function", mp_get(row, "name"));
+        fprintf(out, "} %.10g\n", num_of(mp_get(row, "init_ms")) * num_of(mp_get(row, "cold_starts")) / 1000.0);
+    }
+    rows(out, f, "herald_function_warm_invocations_total", "counter",
+         "Invocations served by an already initialized runtime process.", fn_l, name_k, 1, "warm", 1.0);
+    family(out, "herald_function_recycles_total", "counter", "Runtime processes stopped, by reason.");
+    for (uint32_t i = 0; i < len_of(f); i++) {
+        const msgpack_object *row = &f->via.array.ptr[i], *r = mp_get(row, "recycles");
+        for (uint32_t k = 0; r && r->type == MSGPACK_OBJECT_MAP && k < r->via.map.size; k++) {
+            fputs("herald_function_recycles_total{", out);
+            label(out, "function", mp_get(row, "name"));
+            fputc(',', out);
+            label(out, "reason", &r->via.map.ptr[k].key);
+            fputc('}', out);
+            value(out, &r->via.map.ptr[k].val, 1.0);
+        }
+    }
+}
+
 static int render(void *arg, const msgpack_object *st)
 {
     FILE *out = arg;
@@ -135,6 +180,7 @@ static int render(void *arg, const msgpack_object *st)
         fputc('}', out);
         value(out, mp_get(row, "invocations"), 1.0);
     }
+    runtimes(out, f);
 
     const msgpack_object *w = mp_get(st, "workers");
     family(out, "herald_workers_connected", "gauge", "Workers connected to the broker.");

@@ -439,19 +439,48 @@ static int dec_register(dctx *c, const msgpack_object *f)
     return 0;
 }
 
+/* CONFIG's 10th fn element, for kind "runtime": [handler, format,
+ * max_invocations, idle_timeout_ms, init_timeout_ms, concurrency]. */
+static int dec_runtime(dctx *c, const char *where, const msgpack_object *o, proto_runtime *rt)
+{
+    const msgpack_object *e;
+    uint32_t ne;
+    if (get_array(c, where, "runtime", o, 6, 6, &e, &ne) < 0 ||
+        get_str(c, where, "runtime.handler", &e[0], 1, PROTO_RT_HANDLER_MAX, STR_ANY, true, &rt->handler) < 0)
+        return -1;
+    if (str_is(&e[1], "raw"))
+        rt->format = PROTO_RT_RAW;
+    else if (str_is(&e[1], "sns"))
+        rt->format = PROTO_RT_SNS;
+    else
+        return FAIL(c, where, "runtime.format", "not \"raw\" or \"sns\"");
+    /* A zero timeout would stop a process before it could start or serve. */
+    if (get_u32(c, where, "runtime.max_invocations", &e[2], 0, UINT32_MAX, &rt->max_invocations) < 0 ||
+        get_u32(c, where, "runtime.idle_timeout_ms", &e[3], 1, UINT32_MAX, &rt->idle_timeout_ms) < 0 ||
+        get_u32(c, where, "runtime.init_timeout_ms", &e[4], 1, UINT32_MAX, &rt->init_timeout_ms) < 0 ||
+        get_u32(c, where, "runtime.concurrency", &e[5], 0, UINT32_MAX, &rt->concurrency) < 0)
+        return -1;
+    return 0;
+}
+
+/* 9 elements (a peer older than runtimes) or 10: the 10th is nil for exec
+ * and native, the runtime settings for kind "runtime". */
 static int dec_fndef(dctx *c, const char *where, const msgpack_object *o, proto_fndef *d)
 {
     const msgpack_object *e, *ex;
     uint32_t ne, nex;
-    if (get_array(c, where, "", o, 9, 9, &e, &ne) < 0 ||
+    if (get_array(c, where, "", o, 9, 10, &e, &ne) < 0 ||
         get_str(c, where, "name", &e[0], 1, PROTO_NAME_MAX, STR_NAME, false, &d->name) < 0)
         return -1;
-    if (str_is(&e[1], "exec"))
-        d->native = false;
-    else if (str_is(&e[1], "native"))
+    d->native = d->runtime = false;
+    d->rt = (proto_runtime){ 0 };
+    if (str_is(&e[1], "native"))
         d->native = true;
-    else
-        return FAIL(c, where, "kind", "not \"exec\" or \"native\"");
+    else if (str_is(&e[1], "runtime"))
+        d->runtime = true;
+    else if (!str_is(&e[1], "exec"))
+        return FAIL(c, where, "kind", "not \"exec\", \"native\" or \"runtime\"");
+    const char *kind = d->native ? "native" : d->runtime ? "runtime" : "exec";
     /* argv needs a program; a native handler has none. */
     if (get_array(c, where, "exec", &e[2], d->native ? 0 : 1, d->native ? 0 : 1024, &ex, &nex) < 0)
         return -1;
@@ -473,9 +502,9 @@ static int dec_fndef(dctx *c, const char *where, const msgpack_object *o, proto_
             return -1;
     } else {
         if (e[3].type != MSGPACK_OBJECT_NIL)
-            return FAIL(c, where, "library", "must be nil for exec");
+            return FAIL(c, where, "library", "must be nil for %s", kind);
         if (e[4].type != MSGPACK_OBJECT_NIL)
-            return FAIL(c, where, "symbol", "must be nil for exec");
+            return FAIL(c, where, "symbol", "must be nil for %s", kind);
         d->library = d->symbol = NULL;
     }
     if (get_u32(c, where, "timeout_ms", &e[5], 0, UINT32_MAX, &d->timeout_ms) < 0 ||
@@ -483,6 +512,13 @@ static int dec_fndef(dctx *c, const char *where, const msgpack_object *o, proto_
         get_u32(c, where, "max_attempts", &e[7], 0, UINT32_MAX, &d->max_attempts) < 0 ||
         get_strmap(c, where, "env", &e[8], &env_rules, &d->env, &d->nenv) < 0)
         return -1;
+    if (d->runtime) {
+        if (ne < 10)
+            return FAIL(c, where, "runtime", "missing: kind \"runtime\" needs its settings as a 10th element");
+        return dec_runtime(c, where, &e[9], &d->rt);
+    }
+    if (ne == 10 && e[9].type != MSGPACK_OBJECT_NIL)
+        return FAIL(c, where, "runtime", "must be nil for %s", kind);
     return 0;
 }
 
@@ -673,6 +709,71 @@ static int dec_refused(dctx *c, const msgpack_object *f)
     return 0;
 }
 
+/* STATS recycles: a map reason → count, each reason of the fixed set at most once. */
+static int dec_recycles(dctx *c, const char *where, const msgpack_object *o, uint64_t *out)
+{
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return FAIL(c, where, "recycles", "not a map");
+    if (o->via.map.size > PROTO_RECYCLE_COUNT)
+        return FAIL(c, where, "recycles", "%u entries, at most %u", o->via.map.size, (unsigned)PROTO_RECYCLE_COUNT);
+    for (int k = 0; k < PROTO_RECYCLE_COUNT; k++)
+        out[k] = 0;
+    unsigned seen = 0;
+    char label[48];
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *key = &o->via.map.ptr[i].key;
+        snprintf(label, sizeof label, "recycles reason %u", i);
+        if (key->type != MSGPACK_OBJECT_STR)
+            return FAIL(c, where, label, "not a string");
+        int r = -1;
+        for (int k = 0; k < PROTO_RECYCLE_COUNT && r < 0; k++)
+            if (str_is(key, proto_recycle_name((proto_recycle)k)))
+                r = k;
+        if (r < 0) {
+            /* Quoted only when it is plainly a word: it goes into a log line. */
+            if (key->via.str.size <= 32 && str_ok(STR_NAME, key->via.str.ptr, key->via.str.size))
+                return FAIL(c, where, label, "unknown reason \"%.*s\"", (int)key->via.str.size, key->via.str.ptr);
+            return FAIL(c, where, label, "unknown reason");
+        }
+        if (seen & (1u << r))
+            return FAIL(c, where, "recycles", "duplicate reason \"%s\"", proto_recycle_name((proto_recycle)r));
+        seen |= 1u << r;
+        snprintf(label, sizeof label, "recycles %s", proto_recycle_name((proto_recycle)r));
+        if (get_uint(c, where, label, &o->via.map.ptr[i].val, 0, UINT64_MAX, &out[r]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int dec_stats(dctx *c, const msgpack_object *f)
+{
+    proto_stats *st = &c->m->u.stats;
+    const msgpack_object *e;
+    uint32_t n;
+    if (get_array(c, "", "entries", &f[0], 0, PROTO_MAX_BATCH, &e, &n) < 0)
+        return -1;
+    proto_stats_entry *es = ARENA_ARRAY(c, n, proto_stats_entry);
+    char where[32];
+    for (uint32_t i = 0; i < n; i++) {
+        proto_stats_entry x;
+        const msgpack_object *g;
+        uint32_t ng;
+        label_of(where, "entry", i);
+        if (get_array(c, where, "", &e[i], 5, 5, &g, &ng) < 0 ||
+            get_str(c, where, "function", &g[0], 1, PROTO_NAME_MAX, STR_NAME, false, &x.function) < 0 ||
+            get_uint(c, where, "cold_starts", &g[1], 0, UINT64_MAX, &x.cold_starts) < 0 ||
+            get_uint(c, where, "init_us", &g[2], 0, UINT64_MAX, &x.init_us) < 0 ||
+            get_uint(c, where, "warm", &g[3], 0, UINT64_MAX, &x.warm) < 0 ||
+            dec_recycles(c, where, &g[4], x.recycles) < 0)
+            return -1;
+        if (es)
+            es[i] = x;
+    }
+    st->es = es;
+    st->n = n;
+    return 0;
+}
+
 static int dec_nothing(dctx *c, const msgpack_object *f)
 {
     (void)c, (void)f;
@@ -692,6 +793,7 @@ static const struct {
     [MSG_ERROR] = {2, dec_error},
     [MSG_INVOKE] = {3, dec_invoke},       [MSG_INVOKE_REPLY] = {4, dec_invoke_reply},
     [MSG_REFUSED] = {1, dec_refused},     [MSG_BYE] = {0, dec_nothing},
+    [MSG_STATS] = {1, dec_stats},
 };
 _Static_assert(sizeof bodies / sizeof *bodies == MSG_TYPE_COUNT, "a msg_type has no decoder");
 
@@ -908,20 +1010,33 @@ int proto_encode_config(msgpack_sbuffer *sb, const proto_config *c)
     TRY(msgpack_pack_array(pk, c->nfns));
     for (uint32_t i = 0; i < c->nfns; i++) {
         const proto_fndef *d = &c->fns[i];
-        TRY(msgpack_pack_array(pk, 9));
+        /* The layout follows the kind, not the pointers, so its rule (argv
+         * for exec and runtime, library+symbol only for native, the runtime
+         * settings only for runtime) always holds. runtime wins over native. */
+        bool native = d->native && !d->runtime;
+        TRY(msgpack_pack_array(pk, 10));
         TRY(pack_str(pk, d->name));
-        TRY(pack_str(pk, d->native ? "native" : "exec"));
-        /* Written from `native`, not from the pointers, so the layout rule
-         * (argv only for exec, library+symbol only for native) always holds. */
-        TRY(msgpack_pack_array(pk, d->native ? 0 : d->nexec));
-        for (uint32_t k = 0; !d->native && k < d->nexec; k++)
+        TRY(pack_str(pk, d->runtime ? "runtime" : native ? "native" : "exec"));
+        TRY(msgpack_pack_array(pk, native ? 0 : d->nexec));
+        for (uint32_t k = 0; !native && k < d->nexec; k++)
             TRY(pack_str(pk, d->exec[k]));
-        TRY(d->native ? pack_str(pk, d->library) : msgpack_pack_nil(pk));
-        TRY(d->native ? pack_str(pk, d->symbol) : msgpack_pack_nil(pk));
+        TRY(native ? pack_str(pk, d->library) : msgpack_pack_nil(pk));
+        TRY(native ? pack_str(pk, d->symbol) : msgpack_pack_nil(pk));
         TRY(msgpack_pack_uint32(pk, d->timeout_ms));
         TRY(msgpack_pack_uint32(pk, d->memory_mb));
         TRY(msgpack_pack_uint32(pk, d->max_attempts));
         TRY(pack_strmap(pk, d->env, d->nenv));
+        if (!d->runtime) {
+            TRY(msgpack_pack_nil(pk));
+            continue;
+        }
+        TRY(msgpack_pack_array(pk, 6));
+        TRY(pack_str_or_nil(pk, d->rt.handler));
+        TRY(pack_str(pk, d->rt.format == PROTO_RT_SNS ? "sns" : "raw"));
+        TRY(msgpack_pack_uint32(pk, d->rt.max_invocations));
+        TRY(msgpack_pack_uint32(pk, d->rt.idle_timeout_ms));
+        TRY(msgpack_pack_uint32(pk, d->rt.init_timeout_ms));
+        TRY(msgpack_pack_uint32(pk, d->rt.concurrency));
     }
     END(sb);
 }
@@ -993,6 +1108,31 @@ int proto_encode_bye(msgpack_sbuffer *sb)
 {
     BEGIN(sb);
     TRY(pack_head(pk, MSG_BYE, 0));
+    END(sb);
+}
+
+int proto_encode_stats(msgpack_sbuffer *sb, const proto_stats *s)
+{
+    BEGIN(sb);
+    TRY(pack_head(pk, MSG_STATS, 1));
+    TRY(msgpack_pack_array(pk, s->n));
+    for (uint32_t i = 0; i < s->n; i++) {
+        const proto_stats_entry *e = &s->es[i];
+        TRY(msgpack_pack_array(pk, 5));
+        TRY(pack_str(pk, e->function));
+        TRY(msgpack_pack_uint64(pk, e->cold_starts));
+        TRY(msgpack_pack_uint64(pk, e->init_us));
+        TRY(msgpack_pack_uint64(pk, e->warm));
+        uint32_t nr = 0;
+        for (int k = 0; k < PROTO_RECYCLE_COUNT; k++)
+            nr += e->recycles[k] != 0;
+        TRY(msgpack_pack_map(pk, nr));
+        for (int k = 0; k < PROTO_RECYCLE_COUNT; k++)
+            if (e->recycles[k]) {
+                TRY(pack_str(pk, proto_recycle_name((proto_recycle)k)));
+                TRY(msgpack_pack_uint64(pk, e->recycles[k]));
+            }
+    }
     END(sb);
 }
 

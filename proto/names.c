@@ -1,5 +1,5 @@
-/* names: the wire names of message types, statuses and outcomes, and the
- * validators for names and ids.
+/* names: the wire names of message types, statuses, outcomes and runtime
+ * recycle reasons, and the validators for names and ids.
  *
  * The tables here are the single place where an enum meets its wire or log
  * spelling; codec.c parses with them and logs print with them. Every table is
@@ -23,6 +23,7 @@ static const char *const type_names[] = {
     [MSG_ERROR] = "ERROR",
     [MSG_INVOKE] = "INVOKE",       [MSG_INVOKE_REPLY] = "INVOKE_REPLY",
     [MSG_REFUSED] = "REFUSED",     [MSG_BYE] = "BYE",
+    [MSG_STATS] = "STATS",
 };
 _Static_assert(sizeof type_names / sizeof *type_names == MSG_TYPE_COUNT, "a msg_type has no name");
 
@@ -51,6 +52,15 @@ static const char *const outcome_names[] = {
 };
 _Static_assert(sizeof outcome_names / sizeof *outcome_names == OUT_COUNT, "an outcome has no name");
 
+/* The wire spelling of STATS recycle reasons. */
+static const char *const recycle_names[] = {
+    [PROTO_RECYCLE_MAX_INVOCATIONS] = "max_invocations", [PROTO_RECYCLE_IDLE] = "idle",
+    [PROTO_RECYCLE_MEMORY] = "memory",                   [PROTO_RECYCLE_TIMEOUT] = "timeout",
+    [PROTO_RECYCLE_CRASH] = "crash",                     [PROTO_RECYCLE_INIT_ERROR] = "init_error",
+    [PROTO_RECYCLE_REDEFINED] = "redefined",             [PROTO_RECYCLE_SHUTDOWN] = "shutdown",
+};
+_Static_assert(sizeof recycle_names / sizeof *recycle_names == PROTO_RECYCLE_COUNT, "a recycle reason has no name");
+
 const char *proto_type_name(msg_type t)
 {
     /* Compared as unsigned: an enum read from a corrupt struct may be negative. */
@@ -73,6 +83,21 @@ int proto_outcome_parse(const char *s)
         return -1;
     for (int i = 0; i < OUT_COUNT; i++)
         if (strcmp(s, outcome_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *proto_recycle_name(proto_recycle r)
+{
+    return (unsigned)r < PROTO_RECYCLE_COUNT ? recycle_names[r] : "unknown";
+}
+
+int proto_recycle_parse(const char *s)
+{
+    if (!s)
+        return -1;
+    for (int i = 0; i < PROTO_RECYCLE_COUNT; i++)
+        if (strcmp(s, recycle_names[i]) == 0)
             return i;
     return -1;
 }

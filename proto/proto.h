@@ -71,6 +71,7 @@ typedef enum {
     MSG_INVOKE_REPLY,   /* broker → client: its status, error and output (+1 output frame) */
     MSG_REFUSED,        /* worker → broker: the functions of its CONFIG it cannot run, and why */
     MSG_BYE,            /* worker → broker: leaving (after its last RESULT) */
+    MSG_STATS,          /* worker → broker: runtime counters (cold starts, …) since its last STATS */
     MSG_TYPE_COUNT
 } msg_type;
 
@@ -143,15 +144,34 @@ typedef struct {
     char **functions; uint32_t nfunctions;   /* 0: every function */
 } proto_register;
 
+/* A runtime function's /next body (DESIGN §11): the payload, or SNS's envelope. */
+#define PROTO_RT_RAW 0
+#define PROTO_RT_SNS 1
+#define PROTO_RT_HANDLER_MAX 128    /* _HANDLER bytes */
+
+/* The settings of a runtime function beyond exec's (CONFIG's 10th element). */
+typedef struct {
+    char *handler;              /* → _HANDLER; NULL: none */
+    uint8_t format;             /* PROTO_RT_RAW, PROTO_RT_SNS */
+    uint32_t max_invocations;   /* events per process, then recycled; 0: never */
+    uint32_t idle_timeout_ms;   /* ≥ 1: an idle process is stopped after this */
+    uint32_t init_timeout_ms;   /* ≥ 1: start to first /next, at most */
+    uint32_t concurrency;       /* the function's; 0: unlimited */
+} proto_runtime;
+
+/* One function definition. Its kind is exec (neither flag), native or
+ * runtime; never both flags. */
 typedef struct {
     char *name;
     bool native;
-    char **exec; uint32_t nexec;             /* argv when !native */
+    bool runtime;
+    char **exec; uint32_t nexec;             /* argv (exec's, or the runtime's command) when !native */
     char *library, *symbol;                  /* when native */
     uint32_t timeout_ms;
     uint32_t memory_mb;
     uint32_t max_attempts;
     proto_attr *env; uint32_t nenv;
+    proto_runtime rt;                        /* when runtime (the wire's 10th element) */
 } proto_fndef;
 
 typedef struct {
@@ -168,6 +188,32 @@ typedef struct {
 
 /* The complete list of functions a worker refuses (replaces any earlier one). */
 typedef struct { proto_refusal *rs; uint32_t n; } proto_refused;
+
+/* Why a worker stopped a runtime process (STATS recycles). The wire carries
+ * the name (proto_recycle_name); a decoder refuses any other. */
+typedef enum {
+    PROTO_RECYCLE_MAX_INVOCATIONS,   /* "max_invocations": served its count of events */
+    PROTO_RECYCLE_IDLE,              /* "idle": idle past idle_timeout */
+    PROTO_RECYCLE_MEMORY,            /* "memory": over memory_mb */
+    PROTO_RECYCLE_TIMEOUT,           /* "timeout": an event ran past the function's timeout */
+    PROTO_RECYCLE_CRASH,             /* "crash": it exited or was killed on its own */
+    PROTO_RECYCLE_INIT_ERROR,        /* "init_error": /init/error, an exit or init_timeout before its first /next */
+    PROTO_RECYCLE_REDEFINED,         /* "redefined": a CONFIG changed the function */
+    PROTO_RECYCLE_SHUTDOWN,          /* "shutdown": the worker is stopping */
+    PROTO_RECYCLE_COUNT
+} proto_recycle;
+
+/* One function's runtime counters: deltas since the worker's previous STATS. */
+typedef struct {
+    char *function;             /* a name */
+    uint64_t cold_starts;       /* processes started */
+    uint64_t init_us;           /* sum of their init durations (start to first /next) */
+    uint64_t warm;              /* invocations served by an already initialized process */
+    uint64_t recycles[PROTO_RECYCLE_COUNT];   /* processes stopped, by reason */
+} proto_stats_entry;
+
+/* STATS: at most PROTO_MAX_BATCH entries; a worker with more sends several. */
+typedef struct { proto_stats_entry *es; uint32_t n; } proto_stats;
 
 typedef struct {
     uint64_t lease;             /* lease id; the result must carry it */
@@ -237,6 +283,7 @@ typedef struct proto_msg {
         proto_invoke invoke;
         proto_invoke_reply invoke_reply;
         proto_refused refused;
+        proto_stats stats;
     } u;
     /* private: */
     msgpack_unpacked up;        /* owns the zone that admin args/results live in */
@@ -258,6 +305,8 @@ const char *proto_type_name(msg_type t);
 const char *proto_status_name(proto_status s);      /* "throttled", "unknown topic", … */
 const char *proto_outcome_name(proto_outcome o);     /* "ok", "error", "rejected", … */
 int proto_outcome_parse(const char *s);              /* -1 if unknown */
+const char *proto_recycle_name(proto_recycle r);     /* "max_invocations", "idle", … */
+int proto_recycle_parse(const char *s);              /* -1 if unknown */
 bool proto_valid_name(const char *s);                /* [A-Za-z0-9_.-]{1,128} */
 bool proto_valid_id(const char *s);                  /* [0-9A-Za-z_-]{1,63} */
 bool proto_valid_producer(const char *s);            /* [0-9A-Za-z_]{1,40} */
@@ -280,6 +329,8 @@ int proto_encode_heartbeat(msgpack_sbuffer *sb);
 int proto_encode_drain(msgpack_sbuffer *sb);
 int proto_encode_refused(msgpack_sbuffer *sb, const proto_refused *r);
 int proto_encode_bye(msgpack_sbuffer *sb);
+/* Writes only the non-zero recycle counts. */
+int proto_encode_stats(msgpack_sbuffer *sb, const proto_stats *s);
 /* args: NULL for an empty map, else a packed msgpack map (args_len bytes). */
 int proto_encode_admin(msgpack_sbuffer *sb, uint64_t req, const char *command,
                        const void *args, size_t args_len);

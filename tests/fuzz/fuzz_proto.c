@@ -36,6 +36,7 @@ static int encode(msgpack_sbuffer *sb, const proto_msg *m)
     case MSG_INVOKE_REPLY: return proto_encode_invoke_reply(sb, &m->u.invoke_reply);
     case MSG_REFUSED: return proto_encode_refused(sb, &m->u.refused);
     case MSG_BYE: return proto_encode_bye(sb);
+    case MSG_STATS: return proto_encode_stats(sb, &m->u.stats);
     case MSG_ADMIN:
     case MSG_ADMIN_REPLY:
         msgpack_sbuffer_init(&o);

@@ -68,9 +68,14 @@ int main(int argc, char **argv)
     proto_encode_register(&sb, &r); seed(root, "register", &sb);
     proto_register r0 = { "w-2", "host", 43, 1, NULL, 0 };
     proto_encode_register(&sb, &r0); seed(root, "register_all", &sb);
-    proto_fndef fd[2] = { { "f", false, argv_exec, 2, NULL, NULL, 30000, 128, 3, attrs, 1 },
-                          { "g", true, NULL, 0, "lib.so", "sym", 2000, 256, 5, NULL, 0 } };
-    proto_config cf = { 500, 1024, fd, 2 };
+    proto_fndef fd[3] = { { .name = "f", .exec = argv_exec, .nexec = 2, .timeout_ms = 30000, .memory_mb = 128,
+                            .max_attempts = 3, .env = attrs, .nenv = 1 },
+                          { .name = "g", .native = true, .library = "lib.so", .symbol = "sym", .timeout_ms = 2000,
+                            .memory_mb = 256, .max_attempts = 5 },
+                          { .name = "r", .runtime = true, .exec = argv_exec, .nexec = 2, .timeout_ms = 3000,
+                            .memory_mb = 256, .max_attempts = 3,
+                            .rt = { "app.handler", PROTO_RT_SNS, 10000, 300000, 10000, 8 } } };
+    proto_config cf = { 500, 1024, fd, 3 };
     proto_encode_config(&sb, &cf); seed(root, "config", &sb);
     proto_delivery dl[1] = { { 7, "f", "t", "prod_1-1", 1, 3, attrs, 1 } };
     proto_deliver d = { dl, 1 };
@@ -98,6 +103,12 @@ int main(int argc, char **argv)
     proto_refused rd0 = { NULL, 0 };
     proto_encode_refused(&sb, &rd0); seed(root, "refused_none", &sb);
     proto_encode_bye(&sb); seed(root, "bye", &sb);
+    proto_stats_entry se[2] = { { .function = "r", .cold_starts = 2, .init_us = 350000, .warm = 40 },
+                                { .function = "f", .warm = 1 } };
+    se[0].recycles[PROTO_RECYCLE_IDLE] = 1;
+    se[0].recycles[PROTO_RECYCLE_MAX_INVOCATIONS] = 1;
+    proto_stats ps = { se, 2 };
+    proto_encode_stats(&sb, &ps); seed(root, "stats", &sb);
     msgpack_sbuffer_destroy(&sb);
     return 0;
 }

@@ -229,6 +229,34 @@ Test(config_errors, check_root_reports_handler_programs_that_would_not_run)
     free(err);
 }
 
+Test(config_errors, check_root_checks_a_runtime_command_like_an_exec_program)
+{
+    app_tree();
+    char *out = NULL, *err = NULL;
+    int rc = check_root("functions = ( { name = \"a\"; runtime = { command = [\"handlers/ok.sh\"]; handler = \"x.h\"; }; },\n"
+                        "  { name = \"b\"; runtime = { command = [\"sh\", \"handlers/x.py\"]; }; } );\n",
+                        &out, &err);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, err);
+    cr_assert(strstr(out, ": ok (2 functions"), "%s", out);
+    free(out);
+    free(err);
+    err = NULL;
+    rc = check_root("functions = ( { name = \"a\"; runtime = { command = [\"handlers/nope.sh\"]; }; },\n"
+                    "  { name = \"b\"; runtime = {\n    command = [\"handlers/plain.sh\"]; }; },\n"
+                    "  { name = \"c\"; runtime = { command = [\"no-such-program-of-herald\"]; }; },\n"
+                    "  { name = \"d\"; runtime = { command = [\"python3\", \"handlers/missing.py\"]; }; } );\n",
+                    NULL, &err);
+    cr_assert_eq(rc, 2, "exit %d: %s", rc, err);
+    char *want = expect(
+        "%1$s:1: functions[0] (a): runtime.command[0]: %2$s/handlers/nope.sh does not exist\n"
+        "%1$s:3: functions[1] (b): runtime.command[0]: %2$s/handlers/plain.sh is not executable (mode 0644)\n"
+        "%1$s:4: functions[2] (c): runtime.command[0]: 'no-such-program-of-herald' is not an executable program in PATH\n"
+        "%1$s:5: functions[3] (d): runtime.command[1]: %2$s/handlers/missing.py does not exist\n");
+    cr_assert_str_eq(err, want);
+    free(want);
+    free(err);
+}
+
 Test(config_errors, check_root_reports_native_libraries_that_would_not_load)
 {
     app_tree();

@@ -648,6 +648,16 @@ Test(gateway, metrics_counters_move_by_the_workload_and_healthz_follows_the_brok
     cr_assert_eq(sample(m1, "herald_subscription_inflight{topic=\"t\",function=\"rec\"}"), 0);
     cr_assert_eq(sample(m1, "herald_subscription_dead{topic=\"t\",function=\"rec\"}"), 0);
     cr_assert(sample(m1, "herald_function_duration_seconds{function=\"echo\",quantile=\"0.99\"}") > 0);
+    /* the warm-runtime families exist for every function: 0 for exec ones */
+    static const char *const zero[] = {
+        "herald_function_cold_starts_total{function=\"rec\"}", "herald_function_init_seconds_total{function=\"rec\"}",
+        "herald_function_warm_invocations_total{function=\"rec\"}",
+        "herald_function_recycles_total{function=\"rec\",reason=\"idle\"}",
+        "herald_function_recycles_total{function=\"echo\",reason=\"max_invocations\"}",
+        "herald_function_recycles_total{function=\"echo\",reason=\"shutdown\"}",
+    };
+    for (size_t i = 0; i < sizeof zero / sizeof *zero; i++)
+        cr_assert_eq(sample(m1, zero[i]), 0, "%s is not 0 in:\n%s", zero[i], m1);
     free(m0);
     free(m1);
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "../../proto/proto.h"
 
 static h_env env;
 
@@ -291,7 +292,10 @@ static char *fixable_fn(const char *name, int max_attempts, const char *record, 
 static const char *const TOPIC_KEYS = "name:s,published:i";
 static const char *const SUB_KEYS = "topic:s,function:s,ready:i,delayed:i,inflight:i,dead:i,succeeded:i,failed:i";
 static const char *const FN_KEYS =
-    "name:s,invocations:i,errors:i,timeouts:i,rejected:i,crashed:i,lost:i,p50_ms:n,p99_ms:n,gb_seconds:n";
+    "name:s,invocations:i,errors:i,timeouts:i,rejected:i,crashed:i,lost:i,p50_ms:n,p99_ms:n,gb_seconds:n,"
+    "kind:s,cold_starts:i,init_ms:n,warm:i,recycles:o";
+static const char *const RECYCLE_KEYS =
+    "max_invocations:i,idle:i,memory:i,timeout:i,crash:i,init_error:i,redefined:i,shutdown:i";
 static const char *const WORKER_KEYS = "id:s,host:s,pid:i,functions:a,slots:i,busy:i,last_seen_ms:i,refused:a";
 
 static void check_sub(const j_val *subs, const char *topic, const char *fn, long succeeded, long failed, long dead)
@@ -331,6 +335,14 @@ static void check_fn(const j_val *fns, const char *name, long invocations, long 
         cr_assert_eq(j_num(f, "p50_ms"), 0, "%s: p50_ms without invocations", where);
         cr_assert_eq(j_num(f, "gb_seconds"), 0, "%s: gb_seconds without invocations", where);
     }
+    /* exec functions: no runtime processes, every recycle reason listed at 0 */
+    cr_assert_str_eq(j_str(f, "kind"), "exec", "%s: kind", where);
+    cr_assert_eq(j_int(f, "cold_starts"), 0, "%s: cold_starts", where);
+    cr_assert_eq(j_num(f, "init_ms"), 0, "%s: init_ms", where);
+    cr_assert_eq(j_int(f, "warm"), 0, "%s: warm", where);
+    const j_val *r = j_get(f, "recycles");
+    assert_keys(r, RECYCLE_KEYS, where);
+    for (size_t i = 0; i < r->n; i++) cr_assert_eq(j_int(r, r->keys[i]), 0, "%s: recycles.%s", where, r->keys[i]);
 }
 
 static void check_worker(const j_val *w, pid_t pid, const char *const *fns, size_t nfns, long slots)
@@ -426,6 +438,213 @@ Test(heraldctl, stats_json_has_exactly_the_documented_keys_and_the_counts_of_a_k
     cr_assert_eq(j_len(dlq_list_fn("bad")), 4);
     cr_assert_eq(j_len(dlq_list_fn("rej")), 3);
     cr_assert_eq(h_count_lines(h_path(&env, "ok.txt")), 4);
+}
+
+/* --- runtime stats: STATS from a worker of our own ------------------------------- */
+
+/* A worker written with proto's encoders on a DEALER (with the suite's CURVE
+ * keys when it runs with them), so a test can send what herald-worker would. */
+typedef struct { void *ctx, *sock; } raw_worker;
+
+static void raw_open(raw_worker *r, const char *id)
+{
+    r->ctx = zmq_ctx_new();
+    r->sock = zmq_socket(r->ctx, ZMQ_DEALER);
+    cr_assert_not_null(r->sock);
+    int zero = 0, tmo = 5000;
+    zmq_setsockopt(r->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(r->sock, ZMQ_SNDTIMEO, &tmo, sizeof tmo);
+    zmq_setsockopt(r->sock, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+    zmq_setsockopt(r->sock, ZMQ_ROUTING_ID, id, strlen(id));
+    const char *key = NULL, *broker_key = NULL;
+    char why[512];
+    cr_assert_eq(keys_pick(&key, &broker_key, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(keys_client(r->sock, key, broker_key, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(zmq_connect(r->sock, env.wrk), 0, "connect %s: %s", env.wrk, zmq_strerror(zmq_errno()));
+}
+
+static void raw_close(raw_worker *r)
+{
+    zmq_close(r->sock);
+    zmq_ctx_term(r->ctx);
+}
+
+/* Sends the header in sb (then empties it). */
+static void raw_send(raw_worker *r, msgpack_sbuffer *sb)
+{
+    cr_assert_eq(frames_send(r->sock, NULL, 0, sb, NULL, 0, 0), 0, "send: %s", zmq_strerror(zmq_errno()));
+    msgpack_sbuffer_clear(sb);
+}
+
+/* The next message other than a HEARTBEAT, decoded into *m (the caller
+ * clears it); fails the test when none comes within 5 s. */
+static void raw_next(raw_worker *r, proto_msg *m, const char *waiting_for)
+{
+    for (;;) {
+        proto_frames f;
+        frames_init(&f);
+        int rc = frames_recv(r->sock, &f, 8, 0);
+        cr_assert_eq(rc, 0, "no %s from the broker within 5 s: %s", waiting_for, zmq_strerror(zmq_errno()));
+        char err[256];
+        cr_assert_eq(proto_decode(frames_data(&f, 0), frames_size(&f, 0), m, err, sizeof err), 0, "%s", err);
+        frames_close(&f);
+        free(f.parts);
+        if (m->type != MSG_HEARTBEAT) return;
+        proto_msg_clear(m);
+    }
+}
+
+static const proto_fndef *fndef(const proto_config *c, const char *name)
+{
+    for (uint32_t i = 0; i < c->nfns; i++)
+        if (strcmp(c->fns[i].name, name) == 0) return &c->fns[i];
+    cr_assert_fail("CONFIG has no function %s", name);
+    return NULL;
+}
+
+static bool cold_starts_are(void *arg)
+{
+    return h_fn_stat(&env, "warm", "cold_starts") == *(long *)arg;
+}
+
+Test(heraldctl, stats_adds_up_the_runtime_counters_that_workers_send_in_STATS)
+{
+    char text[2048];   /* heartbeats of 10 s: the raw workers need not send any */
+    snprintf(text, sizeof text,
+             "broker = { publish_endpoint = \"%s\"; worker_endpoint = \"%s\"; admin_endpoint = \"%s\";\n"
+             "  data_dir = \"%s/data\"; durability = \"os\"; heartbeat = 10.0; };\n"
+             "functions = (\n"
+             " { name = \"warm\"; runtime = { command = [\"tests/handlers/env.sh\", \"x\"]; handler = \"app.handler\";\n"
+             "     format = \"sns\"; max_invocations = 100; idle_timeout = 2.5; init_timeout = 4; };\n"
+             "   timeout = 7; memory_mb = 256; concurrency = 3; },\n"
+             " { name = \"plain\"; exec = [\"tests/handlers/env.sh\"]; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"warm\"; } ); } );\n%s",
+             env.pub, env.wrk, env.adm, env.dir,
+             env.curve ? "security = { curve = true; secret_key = \"keys/broker.key\"; publishers = \"keys/publishers\";\n"
+                         "  workers = \"keys/workers\"; admins = \"keys/admins\"; };\n" : "");
+    h_write(env.cfg, text);
+    h_broker(&env);
+    raw_worker w, stranger;
+    raw_open(&w, "rawstats");
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    proto_register reg = { .worker_id = "rawstats", .host = "h", .pid = 1, .slots = 2 };
+    cr_assert_eq(proto_encode_register(&sb, &reg), 0);
+    raw_send(&w, &sb);
+
+    /* CONFIG carries the runtime's settings; the exec function has none */
+    proto_msg m;
+    raw_next(&w, &m, "CONFIG");
+    cr_assert_eq(m.type, MSG_CONFIG, "got %s", proto_type_name(m.type));
+    const proto_fndef *d = fndef(&m.u.config, "warm");
+    cr_assert(d->runtime);
+    cr_assert_not(d->native);
+    cr_assert_eq(d->nexec, 2);
+    cr_assert_str_eq(d->exec[0], "tests/handlers/env.sh");
+    cr_assert_null(d->library);
+    cr_assert_eq(d->timeout_ms, 7000);
+    cr_assert_eq(d->memory_mb, 256);
+    cr_assert_str_eq(d->rt.handler, "app.handler");
+    cr_assert_eq(d->rt.format, PROTO_RT_SNS);
+    cr_assert_eq(d->rt.max_invocations, 100);
+    cr_assert_eq(d->rt.idle_timeout_ms, 2500);
+    cr_assert_eq(d->rt.init_timeout_ms, 4000);
+    cr_assert_eq(d->rt.concurrency, 3);
+    d = fndef(&m.u.config, "plain");
+    cr_assert_not(d->runtime);
+    cr_assert_not(d->native);
+    cr_assert_null(d->rt.handler);
+    proto_msg_clear(&m);
+    proto_refused none = { 0 };
+    cr_assert_eq(proto_encode_refused(&sb, &none), 0);
+    raw_send(&w, &sb);
+
+    /* two STATS of deltas; an unknown function in one is skipped */
+    proto_stats_entry e1[2] = { { .function = "warm", .cold_starts = 2, .init_us = 800000, .warm = 5 },
+                                { .function = "nope", .cold_starts = 7, .warm = 7 } };
+    e1[0].recycles[PROTO_RECYCLE_IDLE] = 1;
+    proto_stats s1 = { e1, 2 };
+    cr_assert_eq(proto_encode_stats(&sb, &s1), 0);
+    raw_send(&w, &sb);
+    proto_stats_entry e2 = { .function = "warm", .cold_starts = 1, .init_us = 200000, .warm = 4 };
+    e2.recycles[PROTO_RECYCLE_IDLE] = 1;
+    e2.recycles[PROTO_RECYCLE_CRASH] = 2;
+    e2.recycles[PROTO_RECYCLE_INIT_ERROR] = 1;
+    proto_stats s2 = { &e2, 1 };
+    cr_assert_eq(proto_encode_stats(&sb, &s2), 0);
+    raw_send(&w, &sb);
+
+    /* a malformed STATS is refused with ERROR 1 and counts nothing */
+    static const unsigned char bad[] = { 0x93, 0x01, 0xa5, 'S', 'T', 'A', 'T', 'S', 0x91, 0x95, 0xa4, 'w', 'a', 'r',
+                                         'm', 0x05, 0x05, 0x05, 0x81, 0xa3, 'o', 'o', 'm', 0x01 };
+    cr_assert_eq(zmq_send(w.sock, bad, sizeof bad, 0), (int)sizeof bad);
+    raw_next(&w, &m, "ERROR");
+    cr_assert(m.type == MSG_ERROR && m.u.error.status == PROTO_E_MALFORMED, "got %s", proto_type_name(m.type));
+    cr_assert(strstr(m.u.error.text, "STATS entry 0: recycles reason 0: unknown reason \"oom\""), "%s", m.u.error.text);
+    proto_msg_clear(&m);
+
+    /* a STATS from a worker the broker does not know is dropped unanswered:
+     * the first answer on that connection is the one to its HEARTBEAT */
+    raw_open(&stranger, "stranger");
+    proto_stats_entry e3 = { .function = "warm", .cold_starts = 100 };
+    proto_stats s3 = { &e3, 1 };
+    cr_assert_eq(proto_encode_stats(&sb, &s3), 0);
+    raw_send(&stranger, &sb);
+    cr_assert_eq(proto_encode_heartbeat(&sb), 0);
+    raw_send(&stranger, &sb);
+    proto_frames f;
+    frames_init(&f);
+    cr_assert_eq(frames_recv(stranger.sock, &f, 8, 0), 0, "no answer to the stranger's HEARTBEAT");
+    char err[256];
+    cr_assert_eq(proto_decode(frames_data(&f, 0), frames_size(&f, 0), &m, err, sizeof err), 0, "%s", err);
+    cr_assert(m.type == MSG_ERROR && m.u.error.status == PROTO_E_CONFLICT, "the stranger got %s %s",
+              proto_type_name(m.type), m.type == MSG_ERROR ? m.u.error.text : "");
+    proto_msg_clear(&m);
+    frames_close(&f);
+    free(f.parts);
+
+    long want = 3;
+    cr_assert(h_wait(cold_starts_are, &want, 15000), "cold_starts never reached 3: %s", h_stats(&env));
+    j_val *st = CTL_JSON("stats", "--json");
+    const j_val *fns = j_get(st, "functions");
+    const j_val *fn = j_find(fns, "name", "warm", NULL, NULL);
+    cr_assert_not_null(fn);
+    assert_keys(fn, FN_KEYS, "functions[warm]");
+    cr_assert_str_eq(j_str(fn, "kind"), "runtime");
+    cr_assert_eq(j_int(fn, "cold_starts"), 3);
+    cr_assert(j_num(fn, "init_ms") > 333.3 && j_num(fn, "init_ms") < 333.4, "init_ms %g, the mean of 1 s over 3",
+              j_num(fn, "init_ms"));
+    cr_assert_eq(j_int(fn, "warm"), 9);
+    const j_val *r = j_get(fn, "recycles");
+    assert_keys(r, RECYCLE_KEYS, "functions[warm].recycles");
+    static const struct { const char *reason; long n; } rs[] = {
+        { "max_invocations", 0 }, { "idle", 2 }, { "memory", 0 }, { "timeout", 0 },
+        { "crash", 2 }, { "init_error", 1 }, { "redefined", 0 }, { "shutdown", 0 },
+    };
+    for (size_t i = 0; i < sizeof rs / sizeof *rs; i++)
+        cr_assert_eq(j_int(r, rs[i].reason), rs[i].n, "recycles.%s %lld, expected %ld", rs[i].reason,
+                     j_int(r, rs[i].reason), rs[i].n);
+    check_fn(fns, "plain", 0, 0, 0);
+
+    /* the tables: the kind in FUNCTIONS, RUNTIMES only for what started processes */
+    char *out = NULL, *e = NULL;
+    cr_assert_eq(CTL(&out, &e, "stats"), 0, "%s", e);
+    const char *rt = strstr(out, "\nRUNTIMES\n");
+    cr_assert_not_null(rt, "%s", out);
+    cr_assert(strstr(out, "runtime") && strstr(out, "exec"), "no kind column: %s", out);
+    const char *wk = strstr(rt, "\nWORKERS");
+    cr_assert_not_null(wk, "%s", out);
+    char section[2048];
+    snprintf(section, sizeof section, "%.*s", (int)(wk - rt), rt);
+    cr_assert(strstr(section, "name  cold_starts  init_ms  warm  recycles"), "%s", section);
+    cr_assert(strstr(section, "warm            3  333.333     9  idle=2 crash=2 init_error=1"), "%s", section);
+    cr_assert_null(strstr(section, "plain"), "an exec function in RUNTIMES: %s", section);
+    free(out);
+    free(e);
+
+    msgpack_sbuffer_destroy(&sb);
+    raw_close(&stranger);
+    raw_close(&w);
 }
 
 Test(heraldctl, workers_json_is_the_array_of_connected_workers_with_exactly_the_documented_keys)

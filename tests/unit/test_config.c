@@ -100,10 +100,11 @@ Test(config, full_file_every_value)
     expect_path(c->security.workers, "keys/workers");
     expect_path(c->security.admins, "keys/admins");
 
-    cr_assert_eq(c->nfunctions, 2);
+    cr_assert_eq(c->nfunctions, 3);
     const cfg_function *t = config_function(c, "thumbnail");
     cr_assert_eq(t, &c->functions[0]);
     cr_assert_not(t->native);
+    cr_assert_not(t->runtime);
     cr_assert_eq(t->nexec, 3);
     expect_str(t->exec[0], "python3");
     /* exec paths are the worker's to resolve, against its --root */
@@ -127,6 +128,7 @@ Test(config, full_file_every_value)
     const cfg_function *a = config_function(c, "audit.v2");
     cr_assert_not_null(a);
     cr_assert(a->native);
+    cr_assert_not(a->runtime);
     cr_assert_eq(a->nexec, 0);
     expect_str(a->library, "examples/handlers/libaudit.so");
     expect_str(a->symbol, "audit");
@@ -140,13 +142,32 @@ Test(config, full_file_every_value)
     cr_assert_float_eq(a->backoff.multiplier, 2.0, 1e-9);
     cr_assert_eq(a->nenv, 0);
 
+    const cfg_function *r = config_function(c, "resize");
+    cr_assert_not_null(r);
+    cr_assert(r->runtime);
+    cr_assert_not(r->native);
+    /* the command is the worker's to resolve, like exec's */
+    cr_assert_eq(r->nexec, 2);
+    expect_str(r->exec[0], "python3");
+    expect_str(r->exec[1], "examples/runtimes/python/bootstrap.py");
+    expect_str(r->exec_at.file, FIX "full.cfg");
+    cr_assert_eq(r->exec_at.line, 32);
+    expect_str(r->rt.handler, "app.handler");
+    cr_assert_eq(r->rt.format, RT_FORMAT_SNS);
+    expect_str(config_rt_format_name(r->rt.format), "sns");
+    cr_assert_eq(r->rt.max_invocations, 1000000000);
+    cr_assert_float_eq(r->rt.idle_timeout_s, 86400.0, 1e-9);
+    cr_assert_float_eq(r->rt.init_timeout_s, 0.5, 1e-9);
+    cr_assert_eq(r->concurrency, 8);
+    cr_assert_null(r->library);
+
     cr_assert_eq(c->ntopics, 2);
     const cfg_topic *u = config_topic(c, "uploads");
     cr_assert_not_null(u);
-    cr_assert_eq(u->line, 33);
+    cr_assert_eq(u->line, 38);
     cr_assert_eq(u->nsubs, 2);
     expect_str(u->subs[0].function, "thumbnail");
-    cr_assert_eq(u->subs[0].line, 35);
+    cr_assert_eq(u->subs[0].line, 40);
     cr_assert_eq(u->subs[0].nfilters, 2);
     expect_str(u->subs[0].filters[0].key, "content_type");
     cr_assert_eq(u->subs[0].filters[0].nvalues, 2);
@@ -427,11 +448,89 @@ Test(config, duplicate_topic_name)
 Test(config, exec_and_native)
 {
     char *err = load_fail(FIX "bad_exec_native.cfg");
-    expect_str(err, FIX "bad_exec_native.cfg:4: functions[0] (both): has both exec and native: give exactly one\n");
+    expect_str(err, FIX "bad_exec_native.cfg:4: functions[0] (both): has both exec and native: "
+                    "give exactly one of exec, native, runtime\n");
     free(err);
     err = string_fail("functions = (\n { name = \"none\"; timeout = 3; } );\n");
-    expect_str(err, "t.cfg:2: functions[0] (none): has neither exec nor native: give exactly one\n");
+    expect_str(err, "t.cfg:2: functions[0] (none): has none of exec, native, runtime: give exactly one\n");
     free(err);
+}
+
+Test(config, runtime_every_error)
+{
+    char *err = load_fail(FIX "bad_runtime.cfg");
+    expect_str(err,
+        FIX "bad_runtime.cfg:3: functions[0] (a): runtime.command: expected a non-empty array of strings, not an empty one\n"
+        FIX "bad_runtime.cfg:3: functions[0] (a): runtime.handler: must not be empty\n"
+        FIX "bad_runtime.cfg:3: functions[0] (a): runtime.format: 'json' is not one of \"raw\", \"sns\"\n"
+        FIX "bad_runtime.cfg:5: functions[1] (b): runtime.command[0]: the program must not be empty\n"
+        FIX "bad_runtime.cfg:5: functions[1] (b): runtime.handler: 'app handler' is not 1 to 128 printable ASCII "
+            "characters without spaces\n"
+        FIX "bad_runtime.cfg:5: functions[1] (b): runtime.max_invocations: 1000000001 is out of range "
+            "(0 ≤ max_invocations ≤ 1000000000)\n"
+        FIX "bad_runtime.cfg:6: unknown setting 'idel_timeout' in functions[1] (b) runtime (did you mean 'idle_timeout'?)\n"
+        FIX "bad_runtime.cfg:6: functions[1] (b): runtime.idle_timeout: 0 is out of range (0 < idle_timeout ≤ 86400)\n"
+        FIX "bad_runtime.cfg:6: functions[1] (b): runtime.init_timeout: 901 is out of range (0 < init_timeout ≤ 900)\n"
+        FIX "bad_runtime.cfg:7: functions[2] (c): runtime: needs command (the program to start, as an array of strings)\n"
+        FIX "bad_runtime.cfg:7: functions[2] (c): runtime.max_invocations: -1 is out of range "
+            "(0 ≤ max_invocations ≤ 1000000000)\n"
+        FIX "bad_runtime.cfg:7: functions[2] (c): runtime.idle_timeout: 86400.5 is out of range (0 < idle_timeout ≤ 86400)\n"
+        FIX "bad_runtime.cfg:8: functions[3] (d): runtime: expected a group { command = [\"...\"]; ... }, not an array\n"
+        FIX "bad_runtime.cfg:10: functions[4] (e): has both exec and runtime: give exactly one of exec, native, runtime\n"
+        FIX "bad_runtime.cfg:10: functions[4] (e): runtime.command: expected a non-empty array of strings, not a string\n"
+        FIX "bad_runtime.cfg:10: functions[4] (e): runtime.init_timeout: expected a number of seconds, not a string\n"
+        FIX "bad_runtime.cfg:12: functions[5] (f): has both native and runtime: give exactly one of exec, native, runtime\n"
+        FIX "bad_runtime.cfg:13: functions[6] (g): has exec, native and runtime: give exactly one\n"
+        FIX "bad_runtime.cfg:14: functions[6] (g): runtime.format: expected a string, not an integer\n");
+    free(err);
+    /* a handler of 128 bytes is the longest; a control character is refused */
+    char text[512], h[130];
+    memset(h, 'h', 129);
+    h[129] = 0;
+    snprintf(text, sizeof text, "functions = ( { name = \"f\"; runtime = { command = [\"p\"]; handler = \"%s\"; }; } );\n", h);
+    err = string_fail(text);
+    cr_assert(strstr(err, "runtime.handler: 'hhhh") && strstr(err, "is not 1 to 128 printable ASCII"), "%s", err);
+    free(err);
+    err = string_fail("functions = ( { name = \"f\"; runtime = { command = [\"p\"]; handler = \"a\\tb\"; }; } );\n");
+    expect_str(err, "t.cfg:1: functions[0] (f): runtime.handler: 'a\\x09b' is not 1 to 128 printable ASCII characters "
+                    "without spaces\n");
+    free(err);
+    h[128] = 0;
+    snprintf(text, sizeof text, "functions = ( { name = \"f\"; runtime = { command = [\"p\"]; handler = \"%s\"; }; } );\n", h);
+    herald_config *c = string_ok(text);
+    cr_assert_eq(strlen(c->functions[0].rt.handler), 128);
+    config_destroy(&c);
+}
+
+Test(config, runtime_defaults_and_integers_for_seconds)
+{
+    herald_config *c = string_ok("functions = ( { name = \"r\"; runtime = { command = [\"bin/boot\"]; }; },\n"
+                                 "  { name = \"s\"; runtime = { command = [\"node\", \"index.js\"]; format = \"raw\";\n"
+                                 "    max_invocations = 0; idle_timeout = 1; init_timeout = 900; handler = \"index.handler\"; }; } );\n");
+    const cfg_function *r = &c->functions[0];
+    cr_assert(r->runtime);
+    cr_assert_not(r->native);
+    cr_assert_eq(r->nexec, 1);
+    expect_str(r->exec[0], "bin/boot");
+    cr_assert_eq(r->exec_at.line, 1);
+    cr_assert_null(r->rt.handler, "absent: _HANDLER is not set");
+    cr_assert_eq(r->rt.format, RT_FORMAT_RAW);
+    cr_assert_eq(r->rt.max_invocations, 0);
+    cr_assert_float_eq(r->rt.idle_timeout_s, 300.0, 1e-9);
+    cr_assert_float_eq(r->rt.init_timeout_s, 10.0, 1e-9);
+    cr_assert_float_eq(r->timeout_s, 30.0, 1e-9);
+    const cfg_function *s = &c->functions[1];
+    cr_assert(s->runtime);
+    expect_str(s->rt.handler, "index.handler");
+    cr_assert_float_eq(s->rt.idle_timeout_s, 1.0, 1e-9);
+    cr_assert_float_eq(s->rt.init_timeout_s, 900.0, 1e-9);
+    cr_assert_eq(s->exec_at.line, 2);
+    /* exec and native functions keep the runtime defaults and are not runtimes */
+    config_destroy(&c);
+    c = string_ok("functions = ( { name = \"e\"; exec = [\"a\"]; } );\n");
+    cr_assert_not(c->functions[0].runtime);
+    cr_assert_null(c->functions[0].rt.handler);
+    config_destroy(&c);
 }
 
 Test(config, several_errors_all_reported)
@@ -691,6 +790,23 @@ Test(config, probe_judges_arguments_and_library_symbols_as_documented)
         "in an empty directory)\n"
         "t.cfg:3: functions[1] (b): native.symbol: 'environ' is defined in /lib/x86_64-linux-gnu/libc.so.6 but is not "
         "a function\n");
+    free(err);
+    config_destroy(&c);
+}
+
+Test(config, probe_checks_a_runtime_command_like_an_exec_program)
+{
+    herald_config *c = string_ok(
+        "functions = ( { name = \"r\"; runtime = { command = [\"no-such-program-of-herald\"]; }; },\n"
+        "  { name = \"s\";\n"
+        "    runtime = { command = [\"bin/boot\", \"app/main.py\", \"text/plain\"]; }; },\n"
+        "  { name = \"t\"; runtime = { command = [\"sh\", \"-c\", \"exit 0\"]; }; } );\n");
+    char *err = NULL;
+    cr_assert_eq(config_probe(c, "/nonexistent-root", &err), 3, "%s", err);
+    expect_str(err,
+        "t.cfg:1: functions[0] (r): runtime.command[0]: 'no-such-program-of-herald' is not an executable program in PATH\n"
+        "t.cfg:3: functions[1] (s): runtime.command[0]: /nonexistent-root/bin/boot does not exist\n"
+        "t.cfg:3: functions[1] (s): runtime.command[1]: /nonexistent-root/app/main.py does not exist\n");
     free(err);
     config_destroy(&c);
 }

@@ -115,6 +115,7 @@ static void tp_reencode_same(const proto_msg *m)
     case MSG_INVOKE_REPLY: rc = proto_encode_invoke_reply(&sb, &m->u.invoke_reply); break;
     case MSG_REFUSED: rc = proto_encode_refused(&sb, &m->u.refused); break;
     case MSG_BYE: rc = proto_encode_bye(&sb); break;
+    case MSG_STATS: rc = proto_encode_stats(&sb, &m->u.stats); break;
     case MSG_ADMIN:
     case MSG_ADMIN_REPLY: {
         /* Re-pack the kept object: proves it survived in the message's zone/arena. */
@@ -291,13 +292,21 @@ Test(proto, roundtrip_config)
 {
     char *argv[] = {"/usr/bin/python3", "-c", ""};
     proto_attr env[] = {{"PATH", "/usr/bin"}, {"EMPTY", ""}};
-    proto_fndef fns[2] = {
+    char *boot[] = {"python3", "bootstrap.py"};
+    proto_fndef fns[4] = {
         {.name = "resize", .native = false, .exec = argv, .nexec = 3, .timeout_ms = 30000,
          .memory_mb = 256, .max_attempts = 5, .env = env, .nenv = 2},
         {.name = "fast.one", .native = true, .library = "/opt/h/libx.so", .symbol = "handle",
          .timeout_ms = 1, .memory_mb = 0, .max_attempts = 1},
+        {.name = "warm", .runtime = true, .exec = boot, .nexec = 2, .timeout_ms = 3000, .memory_mb = 512,
+         .max_attempts = 2, .env = env, .nenv = 1,
+         .rt = {.handler = "app.handler", .format = PROTO_RT_SNS, .max_invocations = 1000000000,
+                .idle_timeout_ms = 86400000, .init_timeout_ms = 900000, .concurrency = 8}},
+        {.name = "warm2", .runtime = true, .exec = boot, .nexec = 1,
+         .rt = {.handler = NULL, .format = PROTO_RT_RAW, .max_invocations = 0, .idle_timeout_ms = 1,
+                .init_timeout_ms = UINT32_MAX, .concurrency = 0}},
     };
-    proto_config c = {.heartbeat_ms = 1000, .max_payload = 6u << 20, .fns = fns, .nfns = 2};
+    proto_config c = {.heartbeat_ms = 1000, .max_payload = 6u << 20, .fns = fns, .nfns = 4};
     cr_assert_eq(proto_encode_config(&tp_sb, &c), 0);
     proto_msg m;
     tp_accept(&m);
@@ -305,9 +314,11 @@ Test(proto, roundtrip_config)
     const proto_config *d = &m.u.config;
     cr_assert_eq(d->heartbeat_ms, 1000);
     cr_assert_eq(d->max_payload, 6u << 20);
-    cr_assert_eq(d->nfns, 2);
+    cr_assert_eq(d->nfns, 4);
     cr_assert_str_eq(d->fns[0].name, "resize");
     cr_assert_not(d->fns[0].native);
+    cr_assert_not(d->fns[0].runtime);
+    cr_assert_not(d->fns[1].runtime);
     cr_assert_eq(d->fns[0].nexec, 3);
     cr_assert_str_eq(d->fns[0].exec[0], "/usr/bin/python3");
     cr_assert_str_eq(d->fns[0].exec[2], "");
@@ -324,6 +335,28 @@ Test(proto, roundtrip_config)
     cr_assert_str_eq(d->fns[1].library, "/opt/h/libx.so");
     cr_assert_str_eq(d->fns[1].symbol, "handle");
     cr_assert_eq(d->fns[1].nenv, 0);
+    const proto_fndef *w = &d->fns[2];
+    cr_assert(w->runtime);
+    cr_assert_not(w->native);
+    cr_assert_eq(w->nexec, 2);
+    cr_assert_str_eq(w->exec[1], "bootstrap.py");
+    cr_assert_null(w->library);
+    cr_assert_eq(w->timeout_ms, 3000);
+    cr_assert_eq(w->nenv, 1);
+    cr_assert_str_eq(w->rt.handler, "app.handler");
+    cr_assert_eq(w->rt.format, PROTO_RT_SNS);
+    cr_assert_eq(w->rt.max_invocations, 1000000000);
+    cr_assert_eq(w->rt.idle_timeout_ms, 86400000);
+    cr_assert_eq(w->rt.init_timeout_ms, 900000);
+    cr_assert_eq(w->rt.concurrency, 8);
+    w = &d->fns[3];
+    cr_assert(w->runtime);
+    cr_assert_null(w->rt.handler);
+    cr_assert_eq(w->rt.format, PROTO_RT_RAW);
+    cr_assert_eq(w->rt.max_invocations, 0);
+    cr_assert_eq(w->rt.idle_timeout_ms, 1);
+    cr_assert_eq(w->rt.init_timeout_ms, UINT32_MAX);
+    cr_assert_eq(w->rt.concurrency, 0);
     tp_reencode_same(&m);
     tp_all_prefixes_fail();
     proto_msg_clear(&m);
@@ -1081,7 +1114,7 @@ Test(proto, reject_config_fields)
     TP_STR("f"), TP_STR("wasm"), msgpack_pack_array(&tp_pk, 0), msgpack_pack_nil(&tp_pk);
     msgpack_pack_nil(&tp_pk), msgpack_pack_int(&tp_pk, 1), msgpack_pack_int(&tp_pk, 1);
     msgpack_pack_int(&tp_pk, 1), msgpack_pack_map(&tp_pk, 0);
-    tp_reject("kind: not \"exec\" or \"native\"");
+    tp_reject("kind: not \"exec\", \"native\" or \"runtime\"");
     /* env: '=' in a key, duplicates */
     proto_attr env[2] = {{"A=B", "1"}, {"A", "2"}};
     f.nexec = 1, f.env = env, f.nenv = 1;
@@ -1097,6 +1130,250 @@ Test(proto, reject_config_fields)
     tp_sb.size = 0, proto_encode_config(&tp_sb, &c);
     tp_reject("exec 1: length 65537 out of range 0..65536");
     free(big);
+}
+
+/* One CONFIG fn element of n (8–11) elements, hand-packed: [name, kind,
+ * exec…, env] (8: no env), from 10 on the tenth written by `tenth`, an 11th nil. */
+static void tp_config_fn(const char *kind, int n, void (*tenth)(void))
+{
+    tp_sb.size = 0;
+    tp_head("CONFIG", 3), msgpack_pack_int(&tp_pk, 1), msgpack_pack_int(&tp_pk, 1);
+    msgpack_pack_array(&tp_pk, 1), msgpack_pack_array(&tp_pk, (size_t)n);
+    TP_STR("f"), tp_str(kind, strlen(kind));
+    bool native = strcmp(kind, "native") == 0;
+    msgpack_pack_array(&tp_pk, native ? 0 : 1);
+    if (!native)
+        TP_STR("/bin/x");
+    if (native)
+        TP_STR("/lib.so"), TP_STR("sym");
+    else
+        msgpack_pack_nil(&tp_pk), msgpack_pack_nil(&tp_pk);
+    msgpack_pack_int(&tp_pk, 1000), msgpack_pack_int(&tp_pk, 128), msgpack_pack_int(&tp_pk, 3);
+    if (n >= 9)
+        msgpack_pack_map(&tp_pk, 0);
+    if (n >= 10)
+        tenth();
+    if (n == 11)
+        msgpack_pack_nil(&tp_pk);
+}
+
+static void tp_nil(void) { msgpack_pack_nil(&tp_pk); }
+static void tp_empty_array(void) { msgpack_pack_array(&tp_pk, 0); }
+/* the runtime settings with one field replaced: tp_rt_bad names which */
+static int tp_rt_bad;
+static void tp_rt(void)
+{
+    msgpack_pack_array(&tp_pk, tp_rt_bad == 9 ? 5 : 6);
+    if (tp_rt_bad == 0) msgpack_pack_int(&tp_pk, 1);
+    else if (tp_rt_bad == 10) TP_STR("");
+    else TP_STR("app.handler");
+    if (tp_rt_bad == 1) TP_STR("json");
+    else TP_STR("sns");
+    if (tp_rt_bad == 2) msgpack_pack_int(&tp_pk, -1);
+    else msgpack_pack_uint64(&tp_pk, 10);
+    if (tp_rt_bad == 3) msgpack_pack_int(&tp_pk, 0);
+    else msgpack_pack_uint64(&tp_pk, 300000);
+    if (tp_rt_bad == 4) msgpack_pack_uint64(&tp_pk, 1ull << 32);
+    else msgpack_pack_uint64(&tp_pk, 10000);
+    if (tp_rt_bad == 9) return;
+    if (tp_rt_bad == 5) msgpack_pack_double(&tp_pk, 1.0);
+    else msgpack_pack_uint64(&tp_pk, 4);
+}
+
+Test(proto, config_runtime_element_and_older_peers)
+{
+    proto_msg m;
+    /* 9 elements: a peer from before runtimes; exec and native decode as before */
+    tp_config_fn("exec", 9, NULL);
+    tp_accept(&m);
+    cr_assert_not(m.u.config.fns[0].runtime);
+    cr_assert_not(m.u.config.fns[0].native);
+    cr_assert_eq(m.u.config.fns[0].rt.idle_timeout_ms, 0);
+    proto_msg_clear(&m);
+    tp_config_fn("native", 9, NULL);
+    tp_accept(&m);
+    cr_assert(m.u.config.fns[0].native);
+    proto_msg_clear(&m);
+    /* 10 with nil: what we write for exec and native */
+    tp_config_fn("exec", 10, tp_nil);
+    tp_accept(&m);
+    tp_reencode_same(&m);
+    proto_msg_clear(&m);
+    tp_config_fn("native", 10, tp_nil);
+    tp_accept(&m);
+    tp_reencode_same(&m);
+    proto_msg_clear(&m);
+    tp_rt_bad = -1;
+    tp_config_fn("runtime", 10, tp_rt);
+    tp_accept(&m);
+    cr_assert(m.u.config.fns[0].runtime);
+    cr_assert_str_eq(m.u.config.fns[0].exec[0], "/bin/x");
+    cr_assert_str_eq(m.u.config.fns[0].rt.handler, "app.handler");
+    cr_assert_eq(m.u.config.fns[0].rt.format, PROTO_RT_SNS);
+    cr_assert_eq(m.u.config.fns[0].rt.concurrency, 4);
+    tp_reencode_same(&m);
+    proto_msg_clear(&m);
+
+    tp_config_fn("runtime", 9, NULL);
+    tp_reject("CONFIG fn 0: runtime: missing: kind \"runtime\" needs its settings as a 10th element");
+    tp_config_fn("runtime", 10, tp_nil);
+    tp_reject("CONFIG fn 0: runtime: not an array");
+    tp_config_fn("exec", 10, tp_empty_array);
+    tp_reject("CONFIG fn 0: runtime: must be nil for exec");
+    tp_config_fn("native", 10, tp_rt);
+    tp_reject("CONFIG fn 0: runtime: must be nil for native");
+    tp_config_fn("exec", 8, NULL);
+    tp_reject("CONFIG fn 0: 8 elements, want 9..10");
+    tp_config_fn("exec", 11, tp_nil);
+    tp_reject("CONFIG fn 0: 11 elements, want 9..10");
+    static const struct { int bad; const char *why; } cases[] = {
+        { 0, "CONFIG fn 0: runtime.handler: not a string or nil" },
+        { 10, "CONFIG fn 0: runtime.handler: length 0 out of range 1..128" },
+        { 1, "CONFIG fn 0: runtime.format: not \"raw\" or \"sns\"" },
+        { 2, "CONFIG fn 0: runtime.max_invocations: not an unsigned integer" },
+        { 3, "CONFIG fn 0: runtime.idle_timeout_ms: 0 out of range 1..4294967295" },
+        { 4, "CONFIG fn 0: runtime.init_timeout_ms: 4294967296 out of range 1..4294967295" },
+        { 5, "CONFIG fn 0: runtime.concurrency: not an unsigned integer" },
+        { 9, "CONFIG fn 0: runtime: 5 elements, want 6..6" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        tp_rt_bad = cases[i].bad;
+        tp_config_fn("runtime", 10, tp_rt);
+        tp_reject(cases[i].why);
+    }
+    /* a runtime has a program, and no library */
+    tp_rt_bad = -1;
+    for (int k = 0; k < 2; k++) {
+        tp_sb.size = 0;
+        tp_head("CONFIG", 3), msgpack_pack_int(&tp_pk, 1), msgpack_pack_int(&tp_pk, 1);
+        msgpack_pack_array(&tp_pk, 1), msgpack_pack_array(&tp_pk, 10);
+        TP_STR("f"), TP_STR("runtime");
+        if (k == 0)
+            msgpack_pack_array(&tp_pk, 0), msgpack_pack_nil(&tp_pk);
+        else
+            msgpack_pack_array(&tp_pk, 1), TP_STR("/bin/x"), TP_STR("/lib.so");
+        msgpack_pack_nil(&tp_pk), msgpack_pack_int(&tp_pk, 1), msgpack_pack_int(&tp_pk, 1);
+        msgpack_pack_int(&tp_pk, 1), msgpack_pack_map(&tp_pk, 0), tp_rt();
+        tp_reject(k == 0 ? "CONFIG fn 0: exec: 0 elements, want 1..1024" : "CONFIG fn 0: library: must be nil for runtime");
+    }
+}
+
+Test(proto, config_encoder_writes_the_layout_of_the_kind)
+{
+    /* runtime wins over a stray native flag; a stray library is not written */
+    char *argv[] = {"boot"};
+    proto_fndef f = {.name = "f", .native = true, .runtime = true, .exec = argv, .nexec = 1,
+                     .library = "/lib.so", .symbol = "s", .rt = {.format = 7, .idle_timeout_ms = 1,
+                                                                 .init_timeout_ms = 1}};
+    proto_config c = {.fns = &f, .nfns = 1};
+    cr_assert_eq(proto_encode_config(&tp_sb, &c), 0);
+    proto_msg m;
+    tp_accept(&m);
+    cr_assert(m.u.config.fns[0].runtime);
+    cr_assert_not(m.u.config.fns[0].native);
+    cr_assert_null(m.u.config.fns[0].library);
+    cr_assert_eq(m.u.config.fns[0].rt.format, PROTO_RT_RAW);
+    proto_msg_clear(&m);
+}
+
+Test(proto, roundtrip_stats)
+{
+    proto_stats_entry es[3] = {
+        {.function = "resize", .cold_starts = 3, .init_us = 1234567, .warm = 99},
+        {.function = "b.2", .cold_starts = 0, .init_us = 0, .warm = UINT64_MAX},
+        {.function = "idle-one"},
+    };
+    es[0].recycles[PROTO_RECYCLE_IDLE] = 2;
+    es[0].recycles[PROTO_RECYCLE_SHUTDOWN] = 1;
+    for (int k = 0; k < PROTO_RECYCLE_COUNT; k++)
+        es[1].recycles[k] = (uint64_t)k + 1;
+    proto_stats st = {.es = es, .n = 3};
+    cr_assert_eq(proto_encode_stats(&tp_sb, &st), 0);
+    proto_msg m;
+    tp_accept(&m);
+    cr_assert_eq(m.type, MSG_STATS);
+    cr_assert_eq(m.nframes, 0);
+    const proto_stats *d = &m.u.stats;
+    cr_assert_eq(d->n, 3);
+    cr_assert_str_eq(d->es[0].function, "resize");
+    cr_assert_eq(d->es[0].cold_starts, 3);
+    cr_assert_eq(d->es[0].init_us, 1234567);
+    cr_assert_eq(d->es[0].warm, 99);
+    for (int k = 0; k < PROTO_RECYCLE_COUNT; k++) {
+        cr_assert_eq(d->es[0].recycles[k], k == PROTO_RECYCLE_IDLE ? 2u : k == PROTO_RECYCLE_SHUTDOWN ? 1u : 0u);
+        cr_assert_eq(d->es[1].recycles[k], (uint64_t)k + 1);
+        cr_assert_eq(d->es[2].recycles[k], 0);
+    }
+    cr_assert_eq(d->es[1].warm, UINT64_MAX);
+    tp_reencode_same(&m);
+    tp_all_prefixes_fail();
+    proto_msg_clear(&m);
+    /* an empty STATS is a message too */
+    proto_stats none = {0};
+    tp_sb.size = 0;
+    cr_assert_eq(proto_encode_stats(&tp_sb, &none), 0);
+    tp_accept(&m);
+    cr_assert_eq(m.u.stats.n, 0);
+    tp_reencode_same(&m);
+    proto_msg_clear(&m);
+    /* the names are the wire's */
+    static const char *const names[] = {"max_invocations", "idle", "memory", "timeout", "crash", "init_error",
+                                        "redefined", "shutdown"};
+    for (int k = 0; k < PROTO_RECYCLE_COUNT; k++) {
+        cr_assert_str_eq(proto_recycle_name((proto_recycle)k), names[k]);
+        cr_assert_eq(proto_recycle_parse(names[k]), k);
+    }
+    cr_assert_eq(proto_recycle_parse("oom"), -1);
+    cr_assert_str_eq(proto_type_name(MSG_STATS), "STATS");
+}
+
+/* [1, "STATS", [[fn, 1, 2, 3, recycles]]] with recycles written by the caller after this. */
+static void tp_stats_head(const char *fn)
+{
+    tp_sb.size = 0;
+    tp_head("STATS", 1), msgpack_pack_array(&tp_pk, 1), msgpack_pack_array(&tp_pk, 5);
+    tp_str(fn, strlen(fn)), msgpack_pack_int(&tp_pk, 1), msgpack_pack_int(&tp_pk, 2), msgpack_pack_int(&tp_pk, 3);
+}
+
+Test(proto, reject_stats_fields)
+{
+    tp_stats_head("bad name"), msgpack_pack_map(&tp_pk, 0);
+    tp_reject("STATS entry 0: function: invalid name");
+    tp_stats_head("f"), msgpack_pack_map(&tp_pk, 1), TP_STR("oom"), msgpack_pack_int(&tp_pk, 1);
+    tp_reject("STATS entry 0: recycles reason 0: unknown reason \"oom\"");
+    tp_stats_head("f"), msgpack_pack_map(&tp_pk, 1), TP_STR("a b"), msgpack_pack_int(&tp_pk, 1);
+    tp_reject("STATS entry 0: recycles reason 0: unknown reason");
+    tp_stats_head("f"), msgpack_pack_map(&tp_pk, 1), msgpack_pack_int(&tp_pk, 1), msgpack_pack_int(&tp_pk, 1);
+    tp_reject("STATS entry 0: recycles reason 0: not a string");
+    tp_stats_head("f"), msgpack_pack_map(&tp_pk, 2), TP_STR("idle"), msgpack_pack_int(&tp_pk, 1);
+    TP_STR("idle"), msgpack_pack_int(&tp_pk, 2);
+    tp_reject("STATS entry 0: recycles: duplicate reason \"idle\"");
+    tp_stats_head("f"), msgpack_pack_map(&tp_pk, 1), TP_STR("crash"), msgpack_pack_int(&tp_pk, -1);
+    tp_reject("STATS entry 0: recycles crash: not an unsigned integer");
+    tp_stats_head("f"), msgpack_pack_map(&tp_pk, 9);
+    for (int i = 0; i < 9; i++)
+        TP_STR("idle"), msgpack_pack_int(&tp_pk, 1);
+    tp_reject("STATS entry 0: recycles: 9 entries, at most 8");
+    tp_stats_head("f"), msgpack_pack_array(&tp_pk, 0);
+    tp_reject("STATS entry 0: recycles: not a map");
+    /* counters are unsigned, of any width */
+    tp_sb.size = 0;
+    tp_head("STATS", 1), msgpack_pack_array(&tp_pk, 1), msgpack_pack_array(&tp_pk, 5);
+    TP_STR("f"), msgpack_pack_int(&tp_pk, -3);
+    msgpack_pack_int(&tp_pk, 2), msgpack_pack_int(&tp_pk, 3), msgpack_pack_map(&tp_pk, 0);
+    tp_reject("STATS entry 0: cold_starts: not an unsigned integer");
+    tp_sb.size = 0;
+    tp_head("STATS", 1), msgpack_pack_array(&tp_pk, 1), msgpack_pack_array(&tp_pk, 4);
+    TP_STR("f"), msgpack_pack_int(&tp_pk, 1), msgpack_pack_int(&tp_pk, 2), msgpack_pack_int(&tp_pk, 3);
+    tp_reject("STATS entry 0: 4 elements, want 5..5");
+    tp_sb.size = 0;
+    tp_head("STATS", 1), msgpack_pack_array(&tp_pk, 1025);
+    for (int i = 0; i < 1025; i++)
+        msgpack_pack_nil(&tp_pk);
+    tp_reject("STATS entries: 1025 elements, want 0..1024");
+    tp_sb.size = 0;
+    tp_head("STATS", 2), msgpack_pack_array(&tp_pk, 0), msgpack_pack_nil(&tp_pk);
+    tp_reject("STATS: 4 elements, want 3");
 }
 
 Test(proto, reject_deliver_result_fields)
