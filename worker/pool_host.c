@@ -69,37 +69,6 @@ struct host {
     int64_t spawned_ms;     /* monotonic: when it was requested (start deadline) */
 };
 
-static void jobq_push(jobq *q, job *j)
-{
-    j->next = NULL;
-    if (q->tail)
-        q->tail->next = j;
-    else
-        q->head = j;
-    q->tail = j;
-    q->n++;
-}
-
-static job *jobq_pop(jobq *q)
-{
-    job *j = q->head;
-    if (j) {
-        q->head = j->next;
-        if (!q->head)
-            q->tail = NULL;
-        q->n--;
-    }
-    return j;
-}
-
-static void job_free(job *j)
-{
-    if (j) {
-        free(j->msg);
-        free(j);
-    }
-}
-
 static void host_flush(runner_t *r, host *h)
 {
     while (h->fd >= 0 && wbuf_pending(&h->out) > 0) {
@@ -189,9 +158,6 @@ static void host_overdue(runner_t *r, host *h, uint64_t job)
     h->kill_for = job;   /* the job the deadline was for, whatever runs by the kill */
     runner_lsend_kill(r, h->id);
 }
-
-static void job_free(job *j);
-static job *jobq_pop(jobq *q);
 
 /* runner_cancel_all: its jobs dropped without a word, it is retired and killed. */
 static void host_cancel(runner_t *r, host *h)

@@ -42,16 +42,6 @@ struct rtproc {
     wbuf in, out;
 };
 
-/* Puts j back at the head of q (it was first in line). */
-static void queue_front(jobq *q, job *j)
-{
-    j->next = q->head;
-    q->head = j;
-    if (!q->tail)
-        q->tail = j;
-    q->n++;
-}
-
 /* Processes of f that count against its limit (not stopping). */
 static int live_procs(const fn *f)
 {
@@ -204,7 +194,7 @@ static void proc_ended(runner_t *r, rtproc *p)
         job *j = p->held;
         p->held = NULL;
         if (p->gone_said) {
-            queue_front(&f->rt.queue, j);   /* it was first in line */
+            jobq_push_front(&f->rt.queue, j);   /* it was first in line */
         } else {
             runner_deliver(r, j->token, OUT_CRASHED, 0, 0, "runner: the runtime's supervisor died", NULL, 0);
             job_free(j);
@@ -334,7 +324,7 @@ static void pump(runner_t *r, fn *f)
             break;
         job *j = jobq_pop(&f->rt.queue);
         if (proc_spawn(r, f, j) < 0) {
-            queue_front(&f->rt.queue, j);
+            jobq_push_front(&f->rt.queue, j);
             break;
         }
     }

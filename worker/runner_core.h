@@ -32,8 +32,8 @@ typedef struct host host;
 typedef struct attempt attempt;
 typedef struct rtproc rtproc;
 
-/* A native job: its CH_H_JOB frame until written into a host, then its place
- * in that host's order. */
+/* A queued job: a native one's CH_H_JOB frame until written into a host, then
+ * its place in that host's order; a runtime event's CH_RT_EVENT frame. */
 typedef struct job job;
 struct job {
     job *next;
@@ -43,6 +43,47 @@ struct job {
 };
 
 typedef struct { job *head, *tail; size_t n; } jobq;
+
+static inline void jobq_push(jobq *q, job *j)
+{
+    j->next = NULL;
+    if (q->tail)
+        q->tail->next = j;
+    else
+        q->head = j;
+    q->tail = j;
+    q->n++;
+}
+
+/* Puts j back at the head of q (it was first in line). */
+static inline void jobq_push_front(jobq *q, job *j)
+{
+    j->next = q->head;
+    q->head = j;
+    if (!q->tail)
+        q->tail = j;
+    q->n++;
+}
+
+static inline job *jobq_pop(jobq *q)
+{
+    job *j = q->head;
+    if (j) {
+        q->head = j->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->n--;
+    }
+    return j;
+}
+
+static inline void job_free(job *j)
+{
+    if (j) {
+        free(j->msg);
+        free(j);
+    }
+}
 
 struct fn {
     fn *next;

@@ -216,6 +216,8 @@ static void hex(char *dst, const unsigned char *p, size_t n)
     dst[2 * n] = '\0';
 }
 
+#define PUT_LIT(b, lit) wbuf_put(b, lit, sizeof lit - 1)
+
 /* The SNS notification envelope Lambda gets for a topic delivery. */
 static void sns_envelope(sup *s, wbuf *b)
 {
@@ -226,29 +228,29 @@ static void sns_envelope(sup *s, wbuf *b)
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
     char arn[512];
     snprintf(arn, sizeof arn, "arn:aws:sns:%s:%s:%s", s->s.region, s->s.account, s->e.topic);
-    wbuf_put(b, "{\"Records\":[{\"EventSource\":\"aws:sns\",\"EventVersion\":\"1.0\",\"EventSubscriptionArn\":", 83);
+    PUT_LIT(b, "{\"Records\":[{\"EventSource\":\"aws:sns\",\"EventVersion\":\"1.0\",\"EventSubscriptionArn\":");
     char sub[600];
     snprintf(sub, sizeof sub, "%s:%s", arn, s->s.function);
     attrs_json_str(b, sub, strlen(sub));
-    wbuf_put(b, ",\"Sns\":{\"Type\":\"Notification\",\"MessageId\":", 42);
+    PUT_LIT(b, ",\"Sns\":{\"Type\":\"Notification\",\"MessageId\":");
     attrs_json_str(b, s->e.message_id, strlen(s->e.message_id));
-    wbuf_put(b, ",\"TopicArn\":", 12);
+    PUT_LIT(b, ",\"TopicArn\":");
     attrs_json_str(b, arn, strlen(arn));
-    wbuf_put(b, ",\"Subject\":null,\"Message\":", 26);
+    PUT_LIT(b, ",\"Subject\":null,\"Message\":");
     attrs_json_str(b, s->e.payload, s->e.payload_len);
-    wbuf_put(b, ",\"Timestamp\":\"", 14);
+    PUT_LIT(b, ",\"Timestamp\":\"");
     wbuf_put(b, ts, strlen(ts));
-    wbuf_put(b, "\",\"SignatureVersion\":\"1\",\"Signature\":\"\",\"SigningCertUrl\":\"\",\"UnsubscribeUrl\":\"\","
-                "\"MessageAttributes\":{", 106);
+    PUT_LIT(b, "\",\"SignatureVersion\":\"1\",\"Signature\":\"\",\"SigningCertUrl\":\"\",\"UnsubscribeUrl\":\"\","
+                "\"MessageAttributes\":{");
     for (uint32_t i = 0; i < s->e.nattrs; i++) {
         if (i)
             put_u8(b, ',');
         attrs_json_str(b, s->attrs[i].key, strlen(s->attrs[i].key));
-        wbuf_put(b, ":{\"Type\":\"String\",\"Value\":", 26);
+        PUT_LIT(b, ":{\"Type\":\"String\",\"Value\":");
         attrs_json_str(b, s->attrs[i].value, strlen(s->attrs[i].value));
         put_u8(b, '}');
     }
-    wbuf_put(b, "}}}]}", 5);
+    PUT_LIT(b, "}}}]}");
 }
 
 /* Hands the waiting event to the process's held /next. */
@@ -300,6 +302,7 @@ static void hand_out(sup *s)
     };
     s->ev = EV_RUNNING;
     s->asking = false;
+    s->tailtotal = 0;   /* a crash's text is what this event's run wrote */
     if (rtapi_offer(s->api, &ev) < 0)
         finish_event(s, OUT_ERROR, "runner: out of memory", NULL, 0);
     wbuf_free(&attrs);
@@ -444,7 +447,7 @@ static void error_text(const char *type_hdr, const void *body, size_t len, char 
         snprintf(type, tcap, "%s", type_hdr && type_hdr[0] ? type_hdr : "Unhandled");
     if (!json_field(body, len, "errorMessage", msg, sizeof msg))
         snprintf(msg, sizeof msg, "%.*s", (int)(len < 2048 ? len : 2048), (const char *)body);
-    snprintf(text, cap, "%s: %s", type, msg);
+    snprintf(text, cap, "%.200s: %.3800s", type, msg);
 }
 
 static void on_error(void *arg, const char *id, const char *type_hdr, const void *body, size_t len)
@@ -463,7 +466,7 @@ static void on_init_error(void *arg, const char *type_hdr, const void *body, siz
     sup *s = arg;
     char type[256], text[PROTO_ERROR_TEXT_MAX], full[PROTO_ERROR_TEXT_MAX];
     error_text(type_hdr, body, len, type, sizeof type, text, sizeof text);
-    snprintf(full, sizeof full, "Runtime.InitError: %s", text);
+    snprintf(full, sizeof full, "Runtime.InitError: %.4000s", text);
     LOG_ERROR("runtime %s: %s", s->s.function, full);
     s->stop = PROTO_RECYCLE_INIT_ERROR;
     if (s->ev != EV_NONE)
@@ -816,7 +819,7 @@ void runtime_supervise(int rep, const char *wdir, const char *b, uint32_t n)
     if (s.sfd < 0)
         snprintf(why, sizeof why, "Runtime.InitError: signalfd: %s", strerror(errno));
     else if (mkdir(s.dir, 0700) < 0)
-        snprintf(why, sizeof why, "Runtime.InitError: mkdir %s: %s", s.dir, strerror(errno));
+        snprintf(why, sizeof why, "Runtime.InitError: mkdir %.3000s: %s", s.dir, strerror(errno));
     else if (!(s.api = rtapi_new(&cb, &s)))
         snprintf(why, sizeof why, "Runtime.InitError: cannot serve the Runtime API: %s", strerror(errno));
     else
