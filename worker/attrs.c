@@ -7,7 +7,7 @@
  * "REGION", "x-y" and "x_y"): neither is "the" one, so every key whose
  * variable another key shares is left out of HERALD_ATTR_* and is in
  * HERALD_ATTRS only. Pure functions over a wbuf; main calls them for each
- * exec attempt (runner.c submit_exec). Values never hold a NUL (the wire
+ * exec attempt (pool_exec.c, through chan_exec_put). Values never hold a NUL (the wire
  * refuses it); bytes that are not UTF-8 (possible only in events stored
  * before keys were checked, or in values) become U+FFFD in the JSON, since
  * JSON cannot carry them; the HERALD_ATTR_ variable keeps the raw bytes.

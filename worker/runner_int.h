@@ -1,7 +1,8 @@
-/* runner_int.h: the runner's internal map (runner.c, launcher.c, exec.c, host.c).
+/* runner_int.h: the runner's internal map, shared by every process (main's own
+ * side is runner_core.h; the messages are chan.h).
  *
  * Four kinds of process take part:
- *   main      the worker; runner.c. Talks to the launcher over one socketpair,
+ *   main      the worker; runner.c and its pools. Talks to the launcher over one socketpair,
  *             to each exec supervisor and each native host over its own.
  *   launcher  launcher.c. Forked once by runner_new(); single-threaded; forks
  *             every supervisor and host, reaps them, kills hosts on request.
