@@ -161,7 +161,8 @@ int main(int argc, char **argv)
         if (slash) *slash = 0;
         snprintf(launcher, sizeof launcher, "%s/../libexec/herald-launcher", exe);
     }
-    runner_opts ro = { .root = root, .run_dir = run_dir, .hosts = 0, .launcher = launcher[0] ? launcher : NULL };
+    runner_opts ro = { .root = root, .run_dir = run_dir, .hosts = 0, .launcher = launcher[0] ? launcher : NULL,
+                       .slots = (int)concurrency };
     runner_t *runner = runner_new(&ro);
     if (!runner) { config_destroy(&cfg); return 1; }
 
@@ -197,6 +198,7 @@ int main(int argc, char **argv)
             }
             session_reconnect(s, now);
         }
+        session_stats(s, now, false);
         session_heartbeat(s, now);
         long timeout = session_poll_ms(s);
         int rt = runner_next_timeout_ms(runner);

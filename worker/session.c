@@ -52,6 +52,9 @@ struct session {
     pending_result *results; size_t nresults, cap;
     refusal *refused; uint32_t nrefused, refused_cap;   /* of the last CONFIG, and since */
     int64_t retry_since_ms, retry_logged_ms;   /* monotonic; 0: not retrying */
+    int64_t stats_sent_ms;      /* monotonic: the last STATS */
+    proto_stats stats;          /* being built (session_stats) */
+    uint32_t stats_cap;
     msgpack_sbuffer sb;
     proto_frames in;
 };
@@ -199,6 +202,7 @@ void session_flush(session_t *s)
                      zmq_strerror(zmq_errno()));
     }
     drop_results(s);
+    free(s->stats.es);
 }
 
 static void on_deliver(session_t *s, const proto_deliver *d, proto_frames *f)
@@ -384,8 +388,44 @@ void session_drain(session_t *s)
     send_hdr(s, NULL, 0);
 }
 
+/* runner_take_stats's callback: one STATS entry (the name borrowed until sent). */
+static void stats_add(void *arg, const char *function, const runner_rtstats *st)
+{
+    session_t *s = arg;
+    if (s->stats.n == s->stats_cap) {
+        uint32_t cap = s->stats_cap ? s->stats_cap * 2 : 8;
+        proto_stats_entry *es = realloc(s->stats.es, cap * sizeof *es);
+        if (!es)
+            return;   /* these counts are lost: stats, not deliveries */
+        s->stats.es = es;
+        s->stats_cap = cap;
+    }
+    proto_stats_entry *e = &s->stats.es[s->stats.n++];
+    e->function = (char *)function;
+    e->cold_starts = st->cold_starts;
+    e->init_us = st->init_us;
+    e->warm = st->warm;
+    memcpy(e->recycles, st->recycles, sizeof e->recycles);
+}
+
+void session_stats(session_t *s, int64_t now, bool now_or_never)
+{
+    if (!s->registered || (!now_or_never && now - s->stats_sent_ms < s->heartbeat_ms))
+        return;
+    s->stats_sent_ms = now;
+    s->stats.n = 0;
+    runner_take_stats(s->runner, stats_add, s);
+    for (uint32_t at = 0; at < s->stats.n; at += PROTO_MAX_BATCH) {
+        proto_stats part = { s->stats.es + at, s->stats.n - at < PROTO_MAX_BATCH ? s->stats.n - at : PROTO_MAX_BATCH };
+        msgpack_sbuffer_clear(&s->sb);
+        if (proto_encode_stats(&s->sb, &part) == 0)
+            send_hdr(s, NULL, 0);
+    }
+}
+
 void session_bye(session_t *s)
 {
+    session_stats(s, util_mono_ms(), true);
     if (s->registered) {
         msgpack_sbuffer_clear(&s->sb);
         proto_encode_bye(&s->sb);

@@ -51,6 +51,9 @@ bool session_silent(const session_t *s, int64_t now);
  * on a fresh socket, saying so in the log (rate-limited while the broker does
  * not answer). */
 void session_reconnect(session_t *s, int64_t now);
+/* STATS with the runtime counters that moved, at most once a heartbeat
+ * (now_or_never: now, before BYE). */
+void session_stats(session_t *s, int64_t now, bool now_or_never);
 /* A HEARTBEAT when nothing was sent for a heartbeat. */
 void session_heartbeat(session_t *s, int64_t now);
 /* The longest the caller may sleep before session_heartbeat (ms). */
