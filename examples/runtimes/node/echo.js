@@ -1,0 +1,3 @@
+'use strict';
+// The smallest handler: returns its event (used by benchmarks).
+exports.handler = async (event) => event;
