@@ -202,7 +202,6 @@ void session_flush(session_t *s)
                      zmq_strerror(zmq_errno()));
     }
     drop_results(s);
-    free(s->stats.es);
 }
 
 static void on_deliver(session_t *s, const proto_deliver *d, proto_frames *f)
@@ -372,6 +371,7 @@ void session_destroy(session_t **sp)
         zmq_close(s->sock);
     }
     drop_results(s);
+    free(s->stats.es);
     free(s->results);
     refusals_clear(s);
     free(s->refused);

@@ -45,7 +45,7 @@ static j_val *invoke_ok(const char *fn, const char *payload)
     char *out = NULL, *err = NULL;
     int rc = invoke(fn, payload, &out, &err);
     cr_assert_eq(rc, 0, "invoke %s %s: exit %d: %s (worker log: %s)", fn, payload, rc, err ? err : "",
-                 h_read(h_path(&env, "worker0.err"), NULL));
+                 h_read(h_path(&env, "worker1.err"), NULL));
     j_val *v = j_parse(out);
     cr_assert(v, "invoke %s %s: not JSON: '%s'", fn, payload, out);
     free(err);
@@ -78,7 +78,7 @@ static void start(const char *body, int concurrency)
     h_broker(&env);
     h_worker(&env, NULL, concurrency);
     cr_assert(h_wait(workers_up, NULL, 15000), "the worker never registered: %s",
-              h_read(h_path(&env, "worker0.err"), NULL));
+              h_read(h_path(&env, "worker1.err"), NULL));
 }
 
 static bool pid_alive(pid_t pid)
@@ -111,7 +111,7 @@ static long rt_stat(const char *function, const char *key)
         const j_val *r = j_get(f, "recycles");
         return r && j_get(r, key + 9) ? (long)j_int(r, key + 9) : LONG_MIN;
     }
-    return j_get(f, key) ? (long)j_int(f, key) : LONG_MIN;
+    return j_get(f, key) ? (long)j_num(f, key) : LONG_MIN;
 }
 
 typedef struct { const char *function, *key; long at_least; } stat_want;
