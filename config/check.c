@@ -677,7 +677,7 @@ static void check_runtime(cfg_ctx *x, const config_setting_t *g, const char *lab
     if (get_str(x, g, &sc, "handler", true, &v) == 1) {
         /* AWS's rule for a handler is [^\s]+; ours also keeps it to
          * printable ASCII, since it goes into an environment variable. */
-        bool ok = strlen(v) <= NAME_MAX_LEN;
+        bool ok = strlen(v) <= PROTO_RT_HANDLER_MAX;
         for (const char *p = v; ok && *p; p++)
             ok = *p > 0x20 && *p < 0x7f;
         if (ok)
@@ -685,7 +685,7 @@ static void check_runtime(cfg_ctx *x, const config_setting_t *g, const char *lab
         else
             config_err(x, config_setting_get_member(g, "handler"),
                        "%shandler: '%s' is not 1 to %d printable ASCII characters without spaces", sc.pre,
-                       quote(v, q, sizeof q), NAME_MAX_LEN);
+                       quote(v, q, sizeof q), PROTO_RT_HANDLER_MAX);
     }
     if (get_str(x, g, &sc, "format", false, &v) == 1) {
         if (strcmp(v, "raw") == 0)
