@@ -120,7 +120,10 @@ EOF
         fail "mock-self-test: the mock did not catch a wrong answer (exit $self_rc)"
     fi
 fi
-[ "$bench" -eq 0 ] && run_case node node-esm "$here/events_esm.json" esm.handler "$here/node" any
+if [ "$bench" -eq 0 ]; then
+    run_case node node-esm "$here/events_esm.json" esm.handler "$here/node" any
+    run_case node node-uncaught "$here/events_uncaught.json" crash.handler "$here/node" nonzero
+fi
 
 if [ "$bench" -gt 0 ]; then
     # CPU per event = (CPU of a run of N events - CPU of a run of 1) / (N - 1):
