@@ -96,6 +96,8 @@ run_case() {
     run_case "$lang" "$lang-malformed" "$here/init_malformed.json" th "$hd" nonzero
     run_case "$lang" "$lang-example-echo" "$here/events_echo.json" echo.handler \
         "$top/examples/runtimes/$lang" any
+    run_case "$lang" "$lang-example-app" "$here/events_app.json" app.handler \
+        "$top/examples/runtimes/$lang" any
 done
 # The mock itself: a wrong answer must be caught.
 if [ "$bench" -eq 0 ] && [[ mock-self-test =~ ${ONLY:-.} ]]; then
