@@ -10,9 +10,12 @@ Serves the events of FILE one by one on GET /2018-06-01/runtime/invocation/next
 and exits when every event has been answered (or an init error came):
 exit 0 if everything matched, 1 on a mismatch, 2 on --timeout.
 
-FILE is {"events": [EVENT...], "init_error": EXPECT?}. An EVENT is
+FILE is {"events": [EVENT...], "init_error": EXPECT?, "connections": N?}
+(N: how many TCP connections the client must have opened in all). An EVENT is
   {"name": "json", "body": "raw text" | "json": VALUE, "only": "node"?,
    "headers": {extra or overriding headers}, "deadline_in": ms (default 30000),
+   "drop_connection": true (close the connection after answering this one),
+   "chunked": true (send the body with Transfer-Encoding: chunked),
    "expect": EXPECT}
 and EXPECT is any of
   {"kind": "response"|"error", "json": VALUE (the body, parsed, equals it),
@@ -47,6 +50,9 @@ class State:
         self.init_expect = spec.get("init_error")
         self.served = 0
         self.got_init = False
+        self.connections = 0  # TCP connections accepted
+        self.connections_at_done = None
+        self.want_connections = spec.get("connections")
         self.first_next = None  # monotonic time of the first GET next
         self.answered = 0
         self.pending = {}  # request id -> (event, values)
@@ -115,14 +121,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Lambda's API
     disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stalls
 
+    def setup(self):
+        super().setup()
+        with self.server.state.lock:
+            self.server.state.connections += 1
+            self.conn_no = self.server.state.connections
+
     def log_message(self, fmt, *args):
         pass
 
-    def reply(self, code, body=b"", headers=()):
+    def reply(self, code, body=b"", headers=(), chunked=False):
         self.send_response(code)
         for k, v in headers:
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        if chunked:  # in two chunks, with a chunk extension and a trailer
+            self.send_header("Transfer-Encoding", "chunked")
+            half = len(body) // 2
+            body = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(part), part)
+                            for part in (body[:half], body[half:]) if part)
+            body += b"0\r\nX-Trailer: yes\r\n\r\n"
+        else:
+            self.send_header("Content-Length", str(len(body)))
         # Head and body in one write, as a real server would (end_headers() then
         # write() would be two segments, two reads for the client).
         self._headers_buffer.extend((b"\r\n", body))
@@ -171,7 +190,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = st.body_cache.get(key)
         if body is None:
             body = st.body_cache[key] = event_body(ev)
-        self.reply(200, body, hdrs.items())
+        self.reply(200, body, hdrs.items(), chunked=bool(ev.get("chunked")))
 
     def do_POST(self):
         st = self.server.state
@@ -200,7 +219,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return
             if not st.repeat:
                 st.out.write(json.dumps({"id": rid, "kind": kind, "body": text,
-                                         "errorTypeHeader": etype}) + "\n")
+                                         "errorTypeHeader": etype,
+                                         "connection": self.conn_no}) + "\n")
                 if kind == "init_error":
                     if st.init_expect is None:
                         st.fail("unexpected init error: %s" % text)
@@ -213,7 +233,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if kind != "init_error":
                 st.answered += 1
             finished = kind == "init_error" or st.answered >= st.total
+            if finished:  # the client reconnects once we stop: count until now
+                st.connections_at_done = st.connections
         self.reply(202, b'{"status":"OK"}', [("Content-Type", "application/json")])
+        if ev is not None and ev.get("drop_connection"):
+            # Close the kept-alive connection without a word: the client must
+            # reconnect for its next request.
+            self.close_connection = True
         if finished:
             st.done.set()
 
@@ -246,6 +272,10 @@ def main():
         os._exit(2)
     elapsed = time.monotonic() - (state.first_next or started)
     with state.lock:
+        got = state.connections_at_done
+        if state.want_connections is not None and got != state.want_connections:
+            state.fail("%s connections, expected %d (keep-alive, one reconnect)"
+                       % (got, state.want_connections))
         if state.init_expect is not None and not state.got_init:
             state.fail("no init error came, expected %r" % state.init_expect)
         state.out.close()

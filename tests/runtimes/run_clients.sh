@@ -5,6 +5,7 @@
 #   tests/runtimes/run_clients.sh            the cases
 #   tests/runtimes/run_clients.sh --bench N  instead: the echo handler, N events:
 #                                            events/s and CPU µs per event of each client
+#   ONLY=REGEX tests/runtimes/run_clients.sh the cases whose tag matches
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -59,6 +60,7 @@ wait_gone() {
 # run_case LANG TAG EVENTS HANDLER ROOT CLIENT_EXIT(any|nonzero)
 run_case() {
     local lang=$1 tag=$2 events=$3 handler=$4 root=$5 want_exit=$6
+    [[ $tag =~ ${ONLY:-.} ]] || return 0
     start_mock "$lang" "$events" "$tag" --timeout 20 || { fail "$tag: the mock did not start"; return; }
     (cd "$root" && exec env AWS_LAMBDA_RUNTIME_API="127.0.0.1:$port" _HANDLER="$handler" \
         LAMBDA_TASK_ROOT="$root" AWS_LAMBDA_FUNCTION_NAME=fn-test \
@@ -84,7 +86,7 @@ run_case() {
 [ "$bench" -eq 0 ] && for lang in python node; do
     hd="$here/$lang"
     run_case "$lang" "$lang-cases" "$here/events.json" th.handler "$hd" any
-    if ! grep -q '^a line from the handler$' "$tmp/$lang-cases.stdout"; then
+    if [[ $lang-cases =~ ${ONLY:-.} ]] && ! grep -q '^a line from the handler$' "$tmp/$lang-cases.stdout"; then
         fail "$lang-cases: the handler's print did not reach stdout"
     fi
     run_case "$lang" "$lang-subdir" "$here/events_deep.json" sub/deep.handler "$hd" any
@@ -94,9 +96,11 @@ run_case() {
     run_case "$lang" "$lang-malformed" "$here/init_malformed.json" th "$hd" nonzero
     run_case "$lang" "$lang-example-echo" "$here/events_echo.json" echo.handler \
         "$top/examples/runtimes/$lang" any
+    run_case "$lang" "$lang-example-app" "$here/events_app.json" app.handler \
+        "$top/examples/runtimes/$lang" any
 done
 # The mock itself: a wrong answer must be caught.
-if [ "$bench" -eq 0 ]; then
+if [ "$bench" -eq 0 ] && [[ mock-self-test =~ ${ONLY:-.} ]]; then
     python3 - "$here/events.json" "$tmp/wrong.json" <<'EOF'
 import json, sys
 spec = json.load(open(sys.argv[1]))
@@ -118,7 +122,10 @@ EOF
         fail "mock-self-test: the mock did not catch a wrong answer (exit $self_rc)"
     fi
 fi
-[ "$bench" -eq 0 ] && run_case node node-esm "$here/events_esm.json" esm.handler "$here/node" any
+if [ "$bench" -eq 0 ]; then
+    run_case node node-esm "$here/events_esm.json" esm.handler "$here/node" any
+    run_case node node-uncaught "$here/events_uncaught.json" crash.handler "$here/node" nonzero
+fi
 
 if [ "$bench" -gt 0 ]; then
     # CPU per event = (CPU of a run of N events - CPU of a run of 1) / (N - 1):

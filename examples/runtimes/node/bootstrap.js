@@ -32,8 +32,9 @@
  * `globalThis.herald` (both kinds, ES modules included) give { Reject, Retry }.
  *
  * Speed: one keep-alive connection on a raw TCP socket with a minimal HTTP/1.1
- * response parser (Content-Length and chunked) — about half the CPU per event of
- * the http module with a keep-alive Agent.
+ * response parser (Content-Length and chunked): an echo loop measured ~110 µs of
+ * CPU per event this way against ~270 µs with the http module and a keep-alive
+ * Agent (maxSockets 1), most of what is left being the socket's system calls.
  */
 const net = require('net');
 const path = require('path');
@@ -402,7 +403,8 @@ async function main() {
       c.finish(null, null); // a callback handler that never called back: null (as AWS)
     }
   });
-  const fatal = (kind, code) => (err) => {
+  // As AWS: the event in progress gets the error, then the process exits.
+  const fatal = (code) => (err) => {
     const c = current;
     const e = errorResponse(err);
     logError(c && c.requestId, e);
@@ -411,8 +413,8 @@ async function main() {
     api.post(INVOCATION + c.requestId + '/error', JSON.stringify(e), ERROR_TYPE_UNHANDLED)
       .finally(() => process.exit(code));
   };
-  process.on('uncaughtException', fatal('uncaughtException', 129));
-  process.on('unhandledRejection', fatal('unhandledRejection', 128));
+  process.on('uncaughtException', fatal(129));
+  process.on('unhandledRejection', fatal(128));
 
   for (;;) {
     const res = await api.get();

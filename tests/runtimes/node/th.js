@@ -61,6 +61,8 @@ exports.handler = function (event, context, callback) {
       return undefined;
     case 'callback_forgotten':
       return undefined; // never calls back: null once nothing is left to run (as AWS)
+    case 'never_settles':
+      return new Promise(() => {}); // nothing left to run: Runtime.NodeJsExit (as AWS)
     case 'sync_value':
       return { sync: true };
     default:
