@@ -10,7 +10,7 @@ PREFIX  ?= /usr/local
 PKGS    := libzmq msgpack sqlite3 libconfig libmicrohttpd
 # Debian 12 packages the build, the tests and the examples need.
 DEB_PKGS := gcc make pkg-config libzmq3-dev libmsgpack-dev libsqlite3-dev libconfig-dev \
-            libmicrohttpd-dev libcriterion-dev python3 awscli python3-boto3 curl
+            libmicrohttpd-dev libcriterion-dev python3 awscli python3-boto3 curl nodejs
 
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g

@@ -276,8 +276,13 @@ Test(config, default_config_loads)
     free(want);
     free(repo);
     cr_assert_eq(c->broker.durability, DURABILITY_FSYNC);
-    cr_assert_eq(c->nfunctions, 4);
+    cr_assert_eq(c->nfunctions, 6);
     expect_str(config_function(c, "echo")->exec[0], "examples/handlers/echo.sh");
+    const cfg_function *w = config_function(c, "words");
+    cr_assert(w->runtime && !w->native);
+    expect_str(w->exec[1], "examples/runtimes/python/bootstrap.py");
+    expect_str(w->rt.handler, "examples/runtimes/python/app.handler");
+    cr_assert(config_function(c, "words_js")->runtime);
     expect_str(config_function(c, "hello")->exec[0], "examples/handlers/hello.py");
     cr_assert(config_function(c, "count")->native);
     expect_str(config_function(c, "noop")->symbol, "noop");
@@ -288,6 +293,7 @@ Test(config, default_config_loads)
     cr_assert_eq(g->subs[0].filters[0].nvalues, 2);
     cr_assert_eq(config_topic(c, "events")->nsubs, 2);
     cr_assert_eq(config_topic(c, "bench")->nsubs, 1);
+    cr_assert_eq(config_topic(c, "texts")->nsubs, 2);
     cr_assert(c->worker.present);
     expect_str(c->worker.broker, "tcp://127.0.0.1:7711");
     config_destroy(&c);
