@@ -853,20 +853,22 @@ void runtime_supervise(int rep, const char *wdir, const char *b, uint32_t n)
         };
         if (poll(pf, 4, at ? ms_until(at, now) : -1) < 0 && errno != EINTR)
             stop(&s, PROTO_RECYCLE_CRASH, false);
+        /* In this order: what the process said before it ended counts; an
+         * event that comes as it ends is not handed to it (it goes back). */
         if (pf[2].revents)
             read_output(&s);
-        if (pf[1].revents)
-            read_main(&s);
-        if (pf[3].revents)
-            rtapi_dispatch(s.api);
         if (pf[0].revents)
             reap_orphans(&s);
+        if (pf[3].revents)
+            rtapi_dispatch(s.api);
+        if (s.stop < 0 && !s.main_gone && process_exited(&s))
+            process_ended(&s);
+        if (pf[1].revents)
+            read_main(&s);
         if (s.main_gone)   /* a cancel, or the worker stopping: what runs is killed */
             stop(&s, PROTO_RECYCLE_SHUTDOWN, s.ev == EV_NONE);
         if (s.stop >= 0)
             stop(&s, (proto_recycle)s.stop, s.stop != PROTO_RECYCLE_INIT_ERROR);
-        if (process_exited(&s))
-            process_ended(&s);
         now = mono_us();
         if (!s.ready && now >= s.spawn_us + (int64_t)s.s.init_timeout_ms * 1000) {
             char what[64], text[PROTO_ERROR_TEXT_MAX];

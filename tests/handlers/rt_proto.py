@@ -46,6 +46,14 @@ while True:
                    {"Lambda-Runtime-Function-Error-Type": "Unhandled"})[0]
     else:
         st2 = call("POST", "/invocation/%s/response" % rid, json.dumps({"ok": True}))[0]
+    if op == "linger":
+        # answered, but it does not ask for the next event: it waits for a
+        # file, then exits — whatever the worker handed it meanwhile never
+        # reached it
+        import time
+        while not os.path.exists(ev["until"]):
+            time.sleep(0.01)
+        sys.exit(0)
     if op == "twice":
         seen["first"] = st2
         seen["second"] = call("POST", "/invocation/%s/response" % rid, b"{}")[0]

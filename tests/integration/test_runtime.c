@@ -97,6 +97,29 @@ static bool path_gone(void *arg)
     return lstat((const char *)arg, &st) < 0;
 }
 
+/* Open descriptors of pid. */
+static int count_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+typedef struct { pid_t pid; int want; } fd_want;
+
+static bool fds_back(void *arg)
+{
+    fd_want *w = arg;
+    return count_fds(w->pid) == w->want;
+}
+
 /* A function's runtime counter from stats --json (cold_starts, warm, init_ms,
  * or "recycles.REASON"); LONG_MIN when missing. */
 static long rt_stat(const char *function, const char *key)
@@ -276,6 +299,9 @@ Test(runtime, outcomes_error_rejected_crashed_and_exit_as_design_says)
     cr_assert(strstr(e, "killed by signal 11 (SIGSEGV)"), "error text '%s'", e);
     e = invoke_fails("py", "{\"op\":\"exit\"}");
     cr_assert(strstr(e, "exit status 3") && strstr(e, "exiting on purpose"), "error text '%s'", e);
+    /* a handler flooding stdout (64 MiB) neither blocks nor fails */
+    j_val *fl = invoke_ok("py", "{\"op\":\"flood\",\"chunks\":1000}");
+    cr_assert_eq(j_int(fl, "flooded"), 1000);
     /* the classes in stats */
     cr_assert_eq(h_fn_stat(&env, "py", "errors"), 1);
     cr_assert_eq(h_fn_stat(&env, "py", "rejected"), 1);
@@ -378,9 +404,19 @@ Test(runtime, idle_timeout_stops_an_idle_process)
     start("functions = ( { name = \"py\"; runtime = { " PY "handler = \"tests/handlers/rt_py.handler\";\n"
           "  idle_timeout = 0.5; }; } );\n",
           2);
-    j_val *a = invoke_ok("py", "{\"op\":\"pid\"}");
+    pid_t worker = env.pids[1];
+    int fds_before = count_fds(worker);
+    j_val *a = invoke_ok("py", "{\"op\":\"tmp\"}");
     pid_t pid = (pid_t)j_int(a, "pid");
     cr_assert(h_wait(pid_gone, &pid, 15000), "the idle process %d was not stopped", (int)pid);
+    /* its run dir goes with it, while the worker runs on */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", j_str(a, "tmpdir"));
+    cr_assert(h_wait(path_gone, dir, 10000), "the stopped process's run dir %s was left behind", dir);
+    /* and the worker holds no descriptor of it any more */
+    fd_want fw = { worker, fds_before };
+    cr_assert(h_wait(fds_back, &fw, 10000), "the worker had %d fds before the runtime, %d after it stopped",
+              fds_before, count_fds(worker));
     j_val *b = invoke_ok("py", "{\"op\":\"pid\"}");
     cr_assert_neq(j_int(b, "pid"), pid);
     wait_stat("py", "recycles.idle", 1);
@@ -436,6 +472,24 @@ Test(runtime, the_api_refuses_every_process_but_its_runtimes_own)
     cr_assert_eq(j_int(again, "pid"), j_int(a, "pid"));
 }
 
+typedef struct { const char *path, *key; j_val *v; } report_want;
+
+static bool report_has(void *arg)
+{
+    report_want *w = arg;
+    char *text = h_read(w->path, NULL);
+    w->v = text ? j_parse(text) : NULL;
+    return w->v && j_get(w->v, w->key);
+}
+
+/* rt_proto.py's report once it has key (it writes it after answering). */
+static j_val *wait_report(const char *path, const char *key)
+{
+    report_want w = { path, key, NULL };
+    cr_assert(h_wait(report_has, &w, 20000), "the runtime's report %s never had %s", path, key);
+    return w.v;
+}
+
 Test(runtime, the_api_answers_like_aws_wrong_id_second_response_and_413)
 {
     start("functions = ( { name = \"p\"; max_attempts = 1; runtime = { command = [\"python3\", \"tests/handlers/rt_proto.py\"]; }; } );\n",
@@ -460,21 +514,14 @@ Test(runtime, the_api_answers_like_aws_wrong_id_second_response_and_413)
 
     snprintf(payload, sizeof payload, "{\"op\":\"twice\",\"report\":\"%s\"}", rep);
     invoke_ok("p", payload);
-    const char *rep_path = rep;
-    r = NULL;
-    for (int i = 0; i < 500 && !(r && j_get(r, "second")); i++) {   /* written just after its response */
-        r = j_parse(h_read(rep_path, NULL) ? h_read(rep_path, NULL) : "null");
-        if (!(r && j_get(r, "second")))
-            usleep(10000);
-    }
-    cr_assert(r && j_get(r, "second"), "the runtime did not report its second response");
+    r = wait_report(rep, "second");   /* written after its second response: after the invoke */
     cr_assert_eq(j_int(r, "first"), 202);
     cr_assert_eq(j_int(r, "second"), 403, "a second response for the same id");
 
     snprintf(payload, sizeof payload, "{\"op\":\"too_large\",\"report\":\"%s\"}", rep);
     char *e = invoke_fails("p", payload);
     cr_assert(strstr(e, "Function.ResponseSizeTooLarge"), "error text '%s'", e);
-    r = j_parse(h_read(rep, NULL));
+    r = wait_report(rep, "too_large");   /* the invoke may end before the runtime reads its 413 */
     cr_assert_eq(j_int(r, "too_large"), 413);
 
     snprintf(payload, sizeof payload, "{\"op\":\"error\",\"report\":\"%s\"}", rep);
@@ -560,6 +607,28 @@ Test(runtime, async_invoke_runs_a_runtime_function)
     h_wait_lines(h_path(&env, "async.txt"), 1, 30000);
     char *got = h_read(h_path(&env, "async.txt"), NULL);
     cr_assert(!strncmp(got, "7 ", 2), "recorded '%s'", got);
+}
+
+Test(runtime, an_event_handed_to_a_process_that_ends_before_asking_goes_back_uncounted)
+{
+    start("functions = ( { name = \"p\"; runtime = { command = [\"python3\", \"tests/handlers/rt_proto.py\"]; }; } );\n"
+          "topics = ( { name = \"t\"; subscriptions = ( { function = \"p\"; } ); } );\n", 2);
+    char ev[1024], *out = NULL, *err = NULL;
+    const char *until = h_path(&env, "until"), *r1 = h_path(&env, "r1.json"), *r2 = h_path(&env, "r2.json");
+    snprintf(ev, sizeof ev, "{\"op\":\"linger\",\"until\":\"%s\",\"report\":\"%s\"}", until, r1);
+    cr_assert_eq(h_run(&env, NULL, &out, &err, "bin/herald-publish", "--broker", env.pub, "t", ev, NULL), 0, "%s", err);
+    h_wait_sub(&env, "t", "p", "succeeded", 1, 30000);
+    /* the process answered and lingers: the next event goes to it (it is the idle one) */
+    snprintf(ev, sizeof ev, "{\"op\":\"x\",\"report\":\"%s\"}", r2);
+    cr_assert_eq(h_run(&env, NULL, &out, &err, "bin/herald-publish", "--broker", env.pub, "t", ev, NULL), 0, "%s", err);
+    h_wait_sub(&env, "t", "p", "inflight", 1, 30000);
+    h_write(until, "now");   /* it exits without asking for the event */
+    j_val *r = wait_report(r2, "headers");
+    cr_assert_str_eq(j_str(j_get(r, "headers"), "Herald-Attempt"), "1", "the event was charged an attempt");
+    h_wait_sub(&env, "t", "p", "succeeded", 2, 30000);
+    h_assert_sub(&env, "t", "p", "failed", 0);
+    cr_assert_eq(h_fn_stat(&env, "p", "crashed"), 0);
+    wait_stat("p", "cold_starts", 2);
 }
 
 /* --- the worker around it ------------------------------------------------------------------ */
