@@ -87,14 +87,16 @@ bool chan_host_get(const char *body, uint32_t n, chan_host *m)
     return !d.bad && chan_strs_take(&d, nenv, &m->env);
 }
 
-int chan_job_put(wbuf *b, const chan_job *m)
+/* CH_H_JOB and CH_RT_EVENT: one event; a runtime's has no max_attempts. */
+static int event_put(wbuf *b, uint8_t type, const chan_job *m)
 {
-    size_t at = msg_begin(b, CH_H_JOB);
+    size_t at = msg_begin(b, type);
     put_u64(b, m->token);
     put_str(b, m->topic);
     put_str(b, m->message_id);
     put_u32(b, m->attempt);
-    put_u32(b, m->max_attempts);
+    if (type == CH_H_JOB)
+        put_u32(b, m->max_attempts);
     put_u32(b, m->nattrs);
     for (uint32_t i = 0; i < m->nattrs; i++) {
         put_str(b, m->attrs[i].key);
@@ -104,7 +106,7 @@ int chan_job_put(wbuf *b, const chan_job *m)
     return msg_end(b, at);
 }
 
-bool chan_job_get(const char *body, uint32_t n, chan_job *m)
+static bool event_get(const char *body, uint32_t n, chan_job *m, uint8_t type)
 {
     memset(m, 0, sizeof *m);
     rd d = { body, n, false };
@@ -112,7 +114,8 @@ bool chan_job_get(const char *body, uint32_t n, chan_job *m)
     m->topic = rd_str(&d);
     m->message_id = rd_str(&d);
     m->attempt = rd_u32(&d);
-    m->max_attempts = rd_u32(&d);
+    if (type == CH_H_JOB)
+        m->max_attempts = rd_u32(&d);
     m->nattrs = rd_u32(&d);
     /* 2 × nattrs strings: a count past what the body can hold fails here */
     if (d.bad || m->nattrs > n || !chan_strs_take(&d, 2 * m->nattrs, &m->attr_strs))
@@ -120,6 +123,11 @@ bool chan_job_get(const char *body, uint32_t n, chan_job *m)
     m->payload = rd_bytes(&d, &m->payload_len);
     return !d.bad;
 }
+
+int chan_job_put(wbuf *b, const chan_job *m) { return event_put(b, CH_H_JOB, m); }
+bool chan_job_get(const char *body, uint32_t n, chan_job *m) { return event_get(body, n, m, CH_H_JOB); }
+int chan_rtevent_put(wbuf *b, const chan_rtevent *m) { return event_put(b, CH_RT_EVENT, m); }
+bool chan_rtevent_get(const char *body, uint32_t n, chan_rtevent *m) { return event_get(body, n, m, CH_RT_EVENT); }
 
 int chan_runtime_put(wbuf *b, const chan_runtime *m)
 {
@@ -170,35 +178,4 @@ bool chan_runtime_get(const char *body, uint32_t n, chan_runtime *m)
     if (d.bad || !chan_strs_take(&d, m->nfenv, &m->env))
         return false;
     return d.n == 0;
-}
-
-int chan_rtevent_put(wbuf *b, const chan_rtevent *m)
-{
-    size_t at = msg_begin(b, CH_RT_EVENT);
-    put_u64(b, m->token);
-    put_str(b, m->topic);
-    put_str(b, m->message_id);
-    put_u32(b, m->attempt);
-    put_u32(b, m->nattrs);
-    for (uint32_t i = 0; i < m->nattrs; i++) {
-        put_str(b, m->attrs[i].key);
-        put_str(b, m->attrs[i].value);
-    }
-    put_bytes(b, m->payload, m->payload_len);
-    return msg_end(b, at);
-}
-
-bool chan_rtevent_get(const char *body, uint32_t n, chan_rtevent *m)
-{
-    memset(m, 0, sizeof *m);
-    rd d = { body, n, false };
-    m->token = rd_u64(&d);
-    m->topic = rd_str(&d);
-    m->message_id = rd_str(&d);
-    m->attempt = rd_u32(&d);
-    m->nattrs = rd_u32(&d);
-    if (d.bad || m->nattrs > n || !chan_strs_take(&d, 2 * m->nattrs, &m->attr_strs))
-        return false;
-    m->payload = rd_bytes(&d, &m->payload_len);
-    return !d.bad;
 }

@@ -74,18 +74,7 @@ static void attempt_end(runner_t *r, attempt *a)
 
 static void attempt_flush(runner_t *r, attempt *a)
 {
-    while (a->fd >= 0 && wbuf_pending(&a->out) > 0) {
-        ssize_t n = send(a->fd, a->out.p + a->out.off, wbuf_pending(&a->out), MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            break;
-        if (n < 0) {   /* it died: the EOF tells */
-            a->out.off = a->out.len;
-            break;
-        }
-        a->out.off += (size_t)n;
-    }
+    runner_chan_send(a->fd, &a->out);
     if (wbuf_pending(&a->out) == 0 && a->out.cap > (1u << 20))
         wbuf_free(&a->out);   /* after a large payload */
     runner_epoll_out(r, a->fd, a, &a->out_armed, wbuf_pending(&a->out) > 0);

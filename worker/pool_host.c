@@ -71,18 +71,7 @@ struct host {
 
 static void host_flush(runner_t *r, host *h)
 {
-    while (h->fd >= 0 && wbuf_pending(&h->out) > 0) {
-        ssize_t n = send(h->fd, h->out.p + h->out.off, wbuf_pending(&h->out), MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            break;
-        if (n < 0) {   /* the host died: CH_L_HOSTEXIT will tell how */
-            h->out.off = h->out.len;
-            break;
-        }
-        h->out.off += (size_t)n;
-    }
+    runner_chan_send(h->fd, &h->out);
     runner_epoll_out(r, h->fd, h, &h->out_armed, wbuf_pending(&h->out) > 0);
 }
 

@@ -61,18 +61,7 @@ static int proc_limit(const runner_t *r, const fn *f)
 
 static void proc_flush(runner_t *r, rtproc *p)
 {
-    while (p->fd >= 0 && wbuf_pending(&p->out) > 0) {
-        ssize_t n = send(p->fd, p->out.p + p->out.off, wbuf_pending(&p->out), MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            break;
-        if (n < 0) {   /* it died: the EOF tells */
-            p->out.off = p->out.len;
-            break;
-        }
-        p->out.off += (size_t)n;
-    }
+    runner_chan_send(p->fd, &p->out);
     if (wbuf_pending(&p->out) == 0 && p->out.cap > (1u << 20))
         wbuf_free(&p->out);   /* after a large payload */
     runner_epoll_out(r, p->fd, p, &p->out_armed, wbuf_pending(&p->out) > 0);

@@ -52,6 +52,22 @@ void runner_epoll_out(runner_t *r, int fd, void *obj, bool *armed, bool want)
         *armed = want;
 }
 
+void runner_chan_send(int fd, wbuf *out)
+{
+    while (fd >= 0 && wbuf_pending(out) > 0) {
+        ssize_t n = send(fd, out->p + out->off, wbuf_pending(out), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            break;
+        if (n < 0) {   /* the other end died: what tells how is not ours to send */
+            out->off = out->len;
+            break;
+        }
+        out->off += (size_t)n;
+    }
+}
+
 int runner_chan_read(int fd, wbuf *in)
 {
     for (;;) {

@@ -161,6 +161,9 @@ void runner_deliver(runner_t *r, uint64_t token, proto_outcome o, int64_t starte
 int runner_lsend(runner_t *r, const wbuf *b, int fd);
 /* Asks the launcher to SIGKILL host id (logged when it cannot). */
 void runner_lsend_kill(runner_t *r, uint64_t host_id);
+/* Sends what fd takes of out without blocking; when the other end is gone,
+ * drops the rest (its EOF, or the launcher, tells the caller what happened). */
+void runner_chan_send(int fd, wbuf *out);
 /* Reads fd until EAGAIN into in. 1 at EOF (or a read error), else 0. */
 int runner_chan_read(int fd, wbuf *in);
 void runner_set_nonblock(int fd);

@@ -197,6 +197,52 @@ Test(runtime, node_handler_runs_through_the_node_client)
     cr_assert(app, "the example app did not answer");
 }
 
+static char gw_url[64];
+
+static bool gateway_listening(void *arg)
+{
+    (void)arg;
+    char *log = h_read(h_path(&env, "gateway.err"), NULL);
+    const char *p = log ? strstr(log, "listening on 127.0.0.1:") : NULL;
+    if (p)
+        snprintf(gw_url, sizeof gw_url, "http://127.0.0.1:%d/metrics", atoi(p + strlen("listening on 127.0.0.1:")));
+    free(log);
+    return p != NULL;
+}
+
+Test(runtime, stats_and_metrics_count_cold_starts_warm_invocations_and_recycles)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"py\"; runtime = { " PY "handler = \"tests/handlers/rt_py.handler\";\n"
+             "  max_invocations = 2; }; } );\n"
+             "gateway = { listen = \"127.0.0.1:0\"; broker = \"%s\"; admin = \"%s\"; };\n", env.pub, env.adm);
+    start(body, 2);
+    /* 5 events, 2 per process: processes of 2, 2 and 1 events */
+    for (int i = 0; i < 5; i++)
+        invoke_ok("py", "{\"op\":\"pid\"}");
+    wait_stat("py", "recycles.max_invocations", 2);   /* STATS come once a heartbeat: wait for each */
+    wait_stat("py", "warm", 2);
+    wait_stat("py", "cold_starts", 3);
+    cr_assert_eq(rt_stat("py", "cold_starts"), 3, "%s", h_stats(&env));
+    cr_assert_eq(rt_stat("py", "recycles.max_invocations"), 2);
+    cr_assert_eq(rt_stat("py", "warm"), 2);
+    cr_assert_eq(rt_stat("py", "recycles.crash"), 0);
+    h_start(&env, "gateway", "bin/herald-gateway", "-c", env.cfg, NULL);
+    cr_assert(h_wait(gateway_listening, NULL, 10000), "the gateway did not say where it listens");
+    char *m = NULL, *err = NULL;
+    cr_assert_eq(h_run(&env, NULL, &m, &err, "/usr/bin/curl", "-sf", gw_url, NULL), 0, "GET /metrics: %s", err);
+    static const char *const want[] = {
+        "herald_function_cold_starts_total{function=\"py\"} 3\n",
+        "herald_function_warm_invocations_total{function=\"py\"} 2\n",
+        "herald_function_recycles_total{function=\"py\",reason=\"max_invocations\"} 2\n",
+        "herald_function_recycles_total{function=\"py\",reason=\"crash\"} 0\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        cr_assert(strstr(m, want[i]), "/metrics lacks %s", want[i]);
+    cr_assert(strstr(m, "herald_function_init_seconds_total{function=\"py\"} "), "/metrics lacks the init time");
+}
+
 /* --- layout and environment ---------------------------------------------------- */
 
 /* The value of NAME in an environ dump (one "NAME=value" per line), or NULL. */
