@@ -99,6 +99,8 @@ typedef struct {
     double pub_rate;            /* events/s: N / (first publish → all confirmed) */
     double e2e_rate;            /* deliveries/s: N·subs / (first publish → last new pair handled) */
     double achieved_rate;       /* W3: events/s published */
+    double steady_rate;         /* runtime rows: events/s over the second half of the events
+                                   (line n/2 of the id log seen → line n), past the cold starts */
     double p50_us, p99_us, p999_us, max_us;   /* W3 publish → handler */
     cpu_split cpu;
     /* runtime rows: `heraldctl stats` of the function after the run */

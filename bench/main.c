@@ -3,6 +3,7 @@
  *
  *   herald-bench [--runs N] [--only W1,W2,W3,B1,X1,X2,X2e,X3] [--root DIR] [--tmp DIR]
  *                [--scale F] [--verbose] [--keep] [--attach CMD] [--wrap-broker W]
+ *                [--python P] [--node N]
  *
  * Runs go run-major (run 1 of every row, then run 2 …), so that a burst of
  * load from other users of the machine spreads over the rows instead of
@@ -42,7 +43,7 @@ static const workload PLAN[] = {
     { "B1", KIND_BACKLOG, "fsync", 1000000, 1, 2, 64, 1024, 0, 1000, 300, LANG_SH, NULL },
     { "X1", KIND_EXEC, "fsync", 2000, 1, 2, 64, 256, 0, 1000, 120, LANG_SH, "bench/x1_handler.sh" },
     { "X2", KIND_RUNTIME, "fsync", 20000, 1, 2, 8, 256, 0, 1000, 120, LANG_PYTHON, "bench/x2_handler.handler" },
-    { "X2e", KIND_EXEC, "fsync", 500, 1, 2, 8, 256, 0, 1000, 120, LANG_PYTHON, "bench/x2e_handler.py" },
+    { "X2e", KIND_EXEC, "fsync", 200, 1, 2, 8, 256, 0, 1000, 300, LANG_PYTHON, "bench/x2e_handler.py" },
     { "X3", KIND_RUNTIME, "fsync", 20000, 1, 2, 8, 256, 0, 1000, 120, LANG_NODE, "bench/x3_handler.handler" },
 };
 #define NPLAN (sizeof PLAN / sizeof PLAN[0])
@@ -52,6 +53,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: herald-bench [--runs N] [--only W1,W2,W3,B1,X1,X2,X2e,X3] [--root DIR] [--tmp DIR]\n"
                "                    [--scale F] [--verbose] [--keep] [--attach CMD] [--wrap-broker W]\n"
+               "                    [--python P] [--node N]\n"
                "  --runs N    runs per row (default 3); the table shows medians\n"
                "  --only L    rows whose workload is in the comma list L\n"
                "  --root DIR  the herald checkout (default: the one holding this binary)\n"
@@ -63,7 +65,9 @@ static void usage(FILE *f)
                "                  WORKER_PIDS, RUN_TAG and RUN_DIR set; SIGINT at the window's end\n"
                "                  (e.g. 'perf record -g -o /tmp/$RUN_TAG.data -p $BROKER_PID')\n"
                "  --wrap-broker W put the words W before the broker's command line\n"
-               "                  (e.g. 'valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%%p')\n");
+               "                  (e.g. 'valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%%p')\n"
+               "  --python P, --node N  the interpreters of X2, X2e and X3 (default: python3 and node on\n"
+               "                  PATH, resolved to the executable they run as)\n");
 }
 
 /* --- the machine ----------------------------------------------------------- */
@@ -131,7 +135,7 @@ static void loadavg(char *out, size_t cap)
 /* The first line `cmd` prints, or "" (stderr discarded). */
 static void first_line(const char *cmd, char *out, size_t cap)
 {
-    char full[600];
+    char full[800];
     snprintf(full, sizeof full, "%s 2>/dev/null", cmd);
     FILE *p = popen(full, "re");
     out[0] = '\0';
@@ -143,15 +147,18 @@ static void first_line(const char *cmd, char *out, size_t cap)
     }
 }
 
-/* The interpreter `name` on PATH runs as, and its version: "PATH VERSION".
- * Runtime and exec rows name that executable directly, so that a version
- * manager's shim (pyenv's is a bash script: 0.4 s a start) is not measured. */
-static void interpreter(wl_lang lang, char *path, size_t cap, char *version, size_t vcap)
+/* The executable the interpreter `given` (python3, node, or a path) runs as,
+ * and its version. Runtime and exec rows name that executable directly, so
+ * that a version manager's shim (pyenv's is a bash script: 0.4 s a start) is
+ * not measured. */
+static void interpreter(wl_lang lang, const char *given, char *path, size_t cap, char *version, size_t vcap)
 {
-    char line[600];
-    first_line(lang == LANG_NODE ? "node -p 'process.execPath + \" \" + process.version'"
-                                 : "python3 -c 'import sys; print(sys.executable, sys.version.split()[0])'",
-               line, sizeof line);
+    char line[600], cmd[700];   /* given: a path, up to PATH_MAX in theory; ours are short */
+    if (lang == LANG_NODE)
+        snprintf(cmd, sizeof cmd, "'%s' -p 'process.execPath + \" \" + process.version'", given);
+    else
+        snprintf(cmd, sizeof cmd, "'%s' -c 'import sys; print(sys.executable, sys.version.split()[0])'", given);
+    first_line(cmd, line, sizeof line);
     char *sp = strrchr(line, ' ');
     path[0] = version[0] = '\0';
     if (!sp || line[0] != '/')
@@ -231,6 +238,7 @@ FIELD(f_cpu_prod, r->cpu.producer)
 FIELD(f_bpub, r->broker_pub_cpu)
 FIELD(f_bdrain, r->cpu.broker - r->broker_pub_cpu)
 FIELD(f_init, r->init_ms)
+FIELD(f_steady, r->steady_rate)
 FIELD(f_cold, (double)r->cold_starts)
 
 /* "12,345" */
@@ -337,11 +345,13 @@ static void print_row(const workload *w, const result *rs, int nr)
         double tot = wk + la + ex + br + pr;
         if (ok && tot > 0)
             snprintf(notes, sizeof notes,
-                     "%s runtime client, `return event` + one write; CPU per event %.0f µs: runtime processes "
+                     "%s runtime client, `return event` + one write; second half of the events %s/s; "
+                     "CPU per event %.0f µs: runtime processes "
                      "%.0f µs (%.0f%%), their supervisors %.0f µs (%.0f%%), herald-worker %.0f µs (%.0f%%), "
                      "launcher %.0f µs, broker %.0f µs (%.0f%%), producer %.0f µs (%.0f%%); "
                      "%s cold starts, init %s ms mean",
-                     w->lang == LANG_NODE ? "Node" : "Python", tot * 1e6 / ev, ha * 1e6 / ev, 100 * ha / tot,
+                     w->lang == LANG_NODE ? "Node" : "Python", cell(over(rs, nr, f_steady), -1, true, c, sizeof c),
+                     tot * 1e6 / ev, ha * 1e6 / ev, 100 * ha / tot,
                      su * 1e6 / ev, 100 * su / tot, wk * 1e6 / ev, 100 * wk / tot, la * 1e6 / ev,
                      br * 1e6 / ev, 100 * br / tot, pr * 1e6 / ev, 100 * pr / tot,
                      cell(over(rs, nr, f_cold), 0, false, a, sizeof a), cell(over(rs, nr, f_init), 0, false, b, sizeof b));
@@ -433,13 +443,14 @@ int main(int argc, char **argv)
         { "scale", required_argument, NULL, 's' }, { "verbose", no_argument, NULL, 'v' },
         { "keep", no_argument, NULL, 'k' },       { "help", no_argument, NULL, 'h' },
         { "attach", required_argument, NULL, 'A' }, { "wrap-broker", required_argument, NULL, 'W' },
+        { "python", required_argument, NULL, 'P' }, { "node", required_argument, NULL, 'N' },
         { NULL, 0, NULL, 0 },
     };
     bench_env e;
     memset(&e, 0, sizeof e);
     int runs = 3, c;
     double scale = 1.0;
-    const char *only = NULL;
+    const char *only = NULL, *want_python = "python3", *want_node = "node";
     char root[PATH_MAX] = "";
     while ((c = getopt_long(argc, argv, "r:o:R:t:s:vkh", opts, NULL)) != -1) {
         switch (c) {
@@ -457,6 +468,8 @@ int main(int argc, char **argv)
         case 'k': e.keep = true; break;
         case 'A': e.attach = optarg; break;
         case 'W': e.wrap_broker = optarg; break;
+        case 'P': want_python = optarg; break;
+        case 'N': want_node = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -519,7 +532,8 @@ int main(int argc, char **argv)
         char *path = plan[i].lang == LANG_NODE ? e.node : e.python;
         char *ver = plan[i].lang == LANG_NODE ? nodever : pyver;
         if (plan[i].lang != LANG_SH && !path[0])
-            interpreter(plan[i].lang, path, sizeof e.python, ver, sizeof pyver);
+            interpreter(plan[i].lang, plan[i].lang == LANG_NODE ? want_node : want_python, path,
+                        sizeof e.python, ver, sizeof pyver);
     }
     if (e.python[0])
         snprintf(interps, sizeof interps, " python3: %s (%s).", e.python, pyver);
@@ -550,7 +564,8 @@ int main(int argc, char **argv)
             if (plan[i].kind == KIND_LATENCY)
                 fprintf(stderr, ", p50/p99/p99.9 %.0f/%.0f/%.0f µs", x->p50_us, x->p99_us, x->p999_us);
             if (plan[i].kind == KIND_RUNTIME)
-                fprintf(stderr, ", %lld cold starts, init %.0f ms mean", (long long)x->cold_starts, x->init_ms);
+                fprintf(stderr, ", second half %s /s, %lld cold starts, init %.0f ms mean",
+                        grouped(x->steady_rate, a, sizeof a), (long long)x->cold_starts, x->init_ms);
             if (plan[i].kind == KIND_BACKLOG)
                 fprintf(stderr, ", RSS %.1f MiB, db %.0f MiB, stop %.2f s, ready %.2f s, broker CPU publish %.2f s",
                         x->rss_mib, x->db_mib, x->stop_s, x->ready_s, x->broker_pub_cpu);

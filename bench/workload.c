@@ -383,6 +383,7 @@ typedef struct {
     char path[320];
     int fd;
     int64_t lines;
+    uint64_t t_half_ns;         /* when the bench saw line n/2 */
     uint64_t t_done_ns;         /* when the bench saw line n */
 } id_log;
 
@@ -398,6 +399,8 @@ static bool id_lines(run_ctx *c, void *arg)
             for (ssize_t i = 0; i < n; i++)
                 l->lines += buf[i] == '\n';
     }
+    if (l->lines >= c->w->n / 2 && !l->t_half_ns)
+        l->t_half_ns = mono_ns();
     if (l->lines >= c->w->n && !l->t_done_ns)
         l->t_done_ns = mono_ns();
     return l->lines >= c->w->n;
@@ -710,6 +713,7 @@ out:
         } else if (w->kind == KIND_RUNTIME) {
             cpu_runtime(&a, &b, &r->cpu);
             r->e2e_rate = rate(w->n, h->t_pub_first_ns, xl.t_done_ns);
+            r->steady_rate = rate(w->n - w->n / 2, xl.t_half_ns, xl.t_done_ns);
         } else {
             r->e2e_rate = rate(h->expected, h->t_pub_first_ns, h->t_done_ns);
         }
