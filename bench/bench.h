@@ -84,6 +84,8 @@ typedef struct {
                                    runtime rows: the runtime supervisors (herald-runtime) */
     double handlers;            /* X1: exec's share of the handler processes (exec'd scripts);
                                    runtime rows: the runtime processes (python3, node) */
+    double handlers_own;        /* exec: the handler processes' own tick-sampled CPU from their exit
+                                   records (no share of other work; misses each exit's last part) */
     long nsupervisors, nhandlers;   /* exited processes counted by exitstats */
     bool split;                 /* supervisors/handlers measured (exitstats worked) */
     bool exec_by_difference;    /* X1: exec is the machine's busy time less every other

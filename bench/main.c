@@ -234,6 +234,7 @@ FIELD(f_cpu_launcher, r->cpu.launcher)
 FIELD(f_cpu_exec, r->cpu.exec)
 FIELD(f_cpu_sup, r->cpu.supervisors)
 FIELD(f_cpu_hand, r->cpu.handlers)
+FIELD(f_cpu_hand_own, r->cpu.handlers_own)
 FIELD(f_cpu_prod, r->cpu.producer)
 FIELD(f_bpub, r->broker_pub_cpu)
 FIELD(f_bdrain, r->cpu.broker - r->broker_pub_cpu)
@@ -287,7 +288,7 @@ static void print_row(const workload *w, const result *rs, int nr)
         missing += rs[i].missing;
         dup += rs[i].dup;
     }
-    char c1[80], c2[80], c3[64], c4[64], c5[64], c6[40], c7[40], notes[600] = "", a[40], b[40], c[40], d[40];
+    char c1[80], c2[80], c3[64], c4[64], c5[64], c6[40], c7[40], notes[900] = "", a[40], b[40], c[40], d[40];
     bool lat = w->kind == KIND_LATENCY;
     if (w->kind == KIND_LATENCY) {
         snprintf(notes, sizeof notes, "paced %.0f/s, one publish at a time; achieved %s ev/s; max %s µs", w->rate,
@@ -334,6 +335,11 @@ static void print_row(const workload *w, const result *rs, int nr)
                 snprintf(notes + l, sizeof notes - l, " (supervisors + handlers: the machine's busy time "
                          "less the other processes, as /proc undercounts short-lived children)");
             }
+            if (split) {   /* without other users' work, which the busy time includes */
+                size_t l = strlen(notes);
+                snprintf(notes + l, sizeof notes - l, "; a handler process's own CPU (exit records) %.2f ms",
+                         over(rs, nr, f_cpu_hand_own).med * 1e3 / inv);
+            }
         }
     } else if (w->kind == KIND_RUNTIME) {
         /* where the time goes, as CPU µs per event and share of the total */
@@ -350,7 +356,7 @@ static void print_row(const workload *w, const result *rs, int nr)
                      "%.0f µs (%.0f%%), their supervisors %.0f µs (%.0f%%), herald-worker %.0f µs (%.0f%%), "
                      "launcher %.0f µs, broker %.0f µs (%.0f%%), producer %.0f µs (%.0f%%); "
                      "%s cold starts, init %s ms mean",
-                     w->lang == LANG_NODE ? "Node" : "Python", cell(over(rs, nr, f_steady), -1, true, c, sizeof c),
+                     w->lang == LANG_NODE ? "Node" : "Python", cell(over(rs, nr, f_steady), -1, true, c1, sizeof c1),
                      tot * 1e6 / ev, ha * 1e6 / ev, 100 * ha / tot,
                      su * 1e6 / ev, 100 * su / tot, wk * 1e6 / ev, 100 * wk / tot, la * 1e6 / ev,
                      br * 1e6 / ev, 100 * br / tot, pr * 1e6 / ev, 100 * pr / tot,

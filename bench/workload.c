@@ -709,6 +709,7 @@ out:
                 r->cpu.split = true;
                 r->cpu.supervisors = r->cpu.exec * sup / (sup + hand);
                 r->cpu.handlers = r->cpu.exec * hand / (sup + hand);
+                r->cpu.handlers_own = hand;
             }
         } else if (w->kind == KIND_RUNTIME) {
             cpu_runtime(&a, &b, &r->cpu);
