@@ -1,12 +1,16 @@
 /* bench.h — the map of herald-bench, the benchmark of docs/PERFORMANCE.md.
  *
  * herald-bench runs the standard workloads of ../shared/peers/README.md (W1
- * queue, W2 fan-out, W3 latency) and two of herald's own (B1 backlog, X1
- * exec) against real herald processes: for every run a fresh temp dir with a
- * config on ipc:// endpoints, its own bin/herald-broker and bin/herald-worker
- * processes (stopped by PID), a producer process publishing with libherald,
- * and a native handler (bench_handler.c) or an exec handler (x1_handler.sh)
- * that counts every (subscription, event) pair in a shared file (shared.h).
+ * queue, W2 fan-out, W3 latency) and herald's own (B1 backlog, X1 exec, X2
+ * and X3 warm runtimes, X2e X2's handler as exec) against real herald
+ * processes: for every run a fresh temp dir with a config on ipc://
+ * endpoints, its own bin/herald-broker and bin/herald-worker processes
+ * (stopped by PID), a producer process publishing with libherald, and a
+ * handler that leaves evidence of every run: the native handler
+ * (bench_handler.c) counts every (subscription, event) pair in a shared file
+ * (shared.h); the exec and runtime handlers (x1_handler.sh, x2_handler.py,
+ * x2e_handler.py, x3_handler.js) append the message id to a log, matched
+ * against the ids the producer got confirmed.
  * It prints one markdown table: the median of RUNS runs per row.
  *
  * Files, in reading order:
@@ -16,6 +20,8 @@
  *   procs.c          processes (start/stop by PID, heraldctl), config, /proc CPU
  *   exitstats.c      per-process CPU of exited processes (Linux taskstats), X1
  *   bench_handler.c  the native handler (a separate .so)
+ *   x1_handler.sh, x2_handler.py, x2e_handler.py, x3_handler.js
+ *                    the exec and runtime handlers
  */
 #ifndef BENCH_H
 #define BENCH_H
@@ -34,7 +40,8 @@ typedef struct {
     const char *tmp_parent;     /* where run dirs go (must be a real disk for fsync) */
     char broker[512], worker[512], ctl[512];   /* bin/ programs */
     char handler_so[512];       /* build/bench/libbench_handler.so */
-    char exec_handler[512];     /* bench/x1_handler.sh */
+    char python[512], node[512];   /* the interpreters `python3` and `node` on PATH resolve to
+                                      (a version manager's shim resolved away); "" if absent */
     const char *attach;         /* --attach: shell command run during each measured
                                    window, with BROKER_PID, WORKER_PIDS, RUN_TAG, RUN_DIR set;
                                    SIGINT at the end (perf record, perf stat, strace) */
@@ -47,7 +54,8 @@ typedef struct {
 extern volatile sig_atomic_t bench_interrupted;   /* SIGINT/SIGTERM: abort, clean up */
 
 /* --- workload definitions (workload.c) ------------------------------------ */
-typedef enum { KIND_QUEUE, KIND_LATENCY, KIND_BACKLOG, KIND_EXEC } wl_kind;
+typedef enum { KIND_QUEUE, KIND_LATENCY, KIND_BACKLOG, KIND_EXEC, KIND_RUNTIME } wl_kind;
+typedef enum { LANG_SH, LANG_PYTHON, LANG_NODE } wl_lang;   /* an exec or runtime handler's */
 
 typedef struct {
     const char *name;           /* "W1" … "X1" */
@@ -61,6 +69,8 @@ typedef struct {
     double rate;                /* events/s, absolute schedule; 0: unpaced */
     int window;                 /* async publishes in flight (libherald window) */
     double timeout_s;           /* a run that takes longer fails */
+    wl_lang lang;               /* KIND_EXEC, KIND_RUNTIME: the handler's language */
+    const char *handler;        /* exec: the script, under the root; runtime: _HANDLER */
 } workload;
 
 /* CPU seconds of one run, by process class (from /proc; X1 also exitstats) */
@@ -70,8 +80,12 @@ typedef struct {
     double launcher;            /* their launcher processes (self only) */
     double hosts;               /* native handler hosts (herald-host) */
     double exec;                /* exited exec supervisors + handlers (launcher's reaped children) */
-    double supervisors;         /* X1: exec's share of the supervisors (forks of the launcher) */
-    double handlers;            /* X1: exec's share of the handler processes (exec'd scripts) */
+    double supervisors;         /* X1: exec's share of the supervisors (forks of the launcher);
+                                   runtime rows: the runtime supervisors (herald-runtime) */
+    double handlers;            /* X1: exec's share of the handler processes (exec'd scripts);
+                                   runtime rows: the runtime processes (python3, node) */
+    double handlers_own;        /* exec: the handler processes' own tick-sampled CPU from their exit
+                                   records (no share of other work; misses each exit's last part) */
     long nsupervisors, nhandlers;   /* exited processes counted by exitstats */
     bool split;                 /* supervisors/handlers measured (exitstats worked) */
     bool exec_by_difference;    /* X1: exec is the machine's busy time less every other
@@ -87,8 +101,14 @@ typedef struct {
     double pub_rate;            /* events/s: N / (first publish → all confirmed) */
     double e2e_rate;            /* deliveries/s: N·subs / (first publish → last new pair handled) */
     double achieved_rate;       /* W3: events/s published */
+    double steady_rate;         /* runtime rows: events/s over the second half of the events
+                                   (line n/2 of the id log seen → line n), past the cold starts */
     double p50_us, p99_us, p999_us, max_us;   /* W3 publish → handler */
     cpu_split cpu;
+    /* runtime rows: `heraldctl stats` of the function after the run */
+    int64_t cold_starts;        /* runtime processes started (spawn → first /next) */
+    double init_ms;             /* their mean init time: spawn → first /next */
+    int64_t warm;               /* events to a process that had served one before */
     /* B1 */
     double rss_mib, hwm_mib;    /* broker VmRSS / VmHWM after the publish phase */
     double rss_restart_mib;     /* broker VmRSS once ready after the restart */
@@ -113,11 +133,14 @@ typedef struct {
     char data_dir[300];
 } run_paths;
 
+typedef enum { FNK_NATIVE, FNK_EXEC, FNK_RUNTIME } fn_kind;
+
 typedef struct {
     const char *name;           /* function name */
-    bool native;                /* else exec */
-    const char *program;        /* library (native) or command (exec), absolute */
-    const char *symbol;         /* native */
+    fn_kind kind;
+    const char *argv[3];        /* exec: argv; runtime: command; NULL-terminated, absolute */
+    const char *library, *symbol;   /* native: absolute */
+    const char *handler;        /* runtime: _HANDLER */
     const char *env_k[3], *env_v[3];   /* function env, NULL-terminated */
 } fn_def;
 
@@ -158,10 +181,13 @@ int workers_wait(const bench_env *e, const run_paths *p, const pid_t *pids, int 
 /* The value of the first "key":<integer> after position `from` in a JSON text;
  * -1 if absent. */
 int64_t json_int(const char *json, const char *from, const char *key);
+/* The same for any JSON number; -1 if absent. */
+double json_num(const char *json, const char *from, const char *key);
 
 /* /proc: CPU ticks of a process tree, by class (see cpu_split). */
 typedef struct {
     int64_t worker, launcher, hosts, exec, other;   /* clock ticks */
+    int64_t rtsup, rtproc;      /* runtime supervisors (herald-runtime), their processes (part of exec) */
     pid_t launchers[8]; int nlaunchers;              /* launcher pids found */
 } tree_ticks;
 /* Sums, over roots and every live descendant: self ticks by class, plus

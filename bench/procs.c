@@ -102,11 +102,18 @@ int config_write(const run_paths *p, const char *durability, const fn_def *fns, 
             p->pub_ep, p->wrk_ep, p->adm_ep, p->data_dir, durability);
     for (int i = 0; i < nfns; i++) {
         const fn_def *d = &fns[i];
-        if (d->native)
-            fprintf(f, "  { name = \"%s\"; native = { library = \"%s\"; symbol = \"%s\"; };\n",
-                    d->name, d->program, d->symbol);
-        else
-            fprintf(f, "  { name = \"%s\"; exec = [\"%s\"];\n", d->name, d->program);
+        fprintf(f, "  { name = \"%s\";", d->name);
+        if (d->kind == FNK_NATIVE) {
+            fprintf(f, " native = { library = \"%s\"; symbol = \"%s\"; };\n", d->library, d->symbol);
+        } else {
+            fprintf(f, d->kind == FNK_RUNTIME ? " runtime = { command = [" : " exec = [");
+            for (int k = 0; k < 3 && d->argv[k]; k++)
+                fprintf(f, "%s\"%s\"", k ? ", " : "", d->argv[k]);
+            if (d->kind == FNK_RUNTIME)
+                fprintf(f, "]; handler = \"%s\"; };\n", d->handler);
+            else
+                fprintf(f, "];\n");
+        }
         fprintf(f, "    env = {");
         for (int k = 0; k < 3 && d->env_k[k]; k++)
             fprintf(f, " %s = \"%s\";", d->env_k[k], d->env_v[k]);
@@ -316,6 +323,16 @@ int64_t json_int(const char *json, const char *from, const char *key)
     return strtoll(s + strlen(k), NULL, 10);
 }
 
+double json_num(const char *json, const char *from, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    const char *s = strstr(from ? from : json, k);
+    if (!s)
+        return -1;
+    return strtod(s + strlen(k), NULL);
+}
+
 /* --- /proc ----------------------------------------------------------------- */
 
 typedef struct {
@@ -457,6 +474,14 @@ int proc_tree_ticks(const pid_t *roots, int nroots, tree_ticks *t)
             t->hosts += s->self + s->children;
         } else {
             t->exec += s->self + s->children;   /* a live supervisor or handler */
+            if (!strcmp(s->comm, "herald-runtime")) {
+                t->rtsup += s->self;
+                t->rtproc += s->children;       /* runtime processes it reaped */
+            } else {
+                for (size_t j = 0; j < n; j++)
+                    if (all[j].pid == s->ppid && !strcmp(all[j].comm, "herald-runtime"))
+                        t->rtproc += s->self + s->children;
+            }
         }
     }
     free(in);

@@ -8,6 +8,8 @@
  * settle (the broker shows nothing ready or in flight) → stop workers, then
  * the broker, by PID → count missing and duplicate pairs → remove everything.
  * B1 publishes with no workers, restarts the broker, then drains with two.
+ * X1, X2e (exec) and X2, X3 (runtime) count their handler's log lines
+ * instead: one message id per run, matched against the confirmed ids.
  *
  * Figures (the same definitions as ../shared/peers/src/harness.c):
  *   publish ev/s   N / (just before the first publish → every publish confirmed)
@@ -43,7 +45,7 @@ typedef struct {
     char path[128];             /* /dev/shm/herald-bench-PID-SEQ-NAME; "" once removed */
     uint8_t *seen;              /* seen[sub * n + seq]: handler runs */
     uint64_t *lat;              /* lat_ns[seq] (W3), else NULL */
-    char (*ids)[BENCH_ID_MAX];  /* confirmed message ids by seq (X1), else NULL */
+    char (*ids)[BENCH_ID_MAX];  /* confirmed message ids by seq (exec, runtime), else NULL */
 } shm_file;
 
 /* Everything a run started, so that one cleanup path stops it all. */
@@ -73,6 +75,12 @@ __attribute__((format(printf, 2, 3))) static void fail(result *r, const char *fm
     r->ok = false;
 }
 
+/* Exec and runtime handlers prove each run by the message id they log. */
+static bool uses_ids(const workload *w) { return w->kind == KIND_EXEC || w->kind == KIND_RUNTIME; }
+
+/* Python and Node handlers get a JSON event, as a Lambda function would. */
+static bool json_events(const workload *w) { return uses_ids(w) && w->lang != LANG_SH; }
+
 /* --- the shared file ------------------------------------------------------- */
 
 static int shm_create(shm_file *f, const workload *w)
@@ -86,7 +94,7 @@ static int shm_create(shm_file *f, const workload *w)
         lat_off = size;
         size += w->n * 8;
     }
-    if (w->kind == KIND_EXEC) {
+    if (uses_ids(w)) {
         ids_off = size;
         size += w->n * BENCH_ID_MAX;
     }
@@ -149,6 +157,17 @@ static void confirmed(void *arg, int status, const char *id)
         snprintf(P_ids[(uintptr_t)arg], BENCH_ID_MAX, "%s", id);
 }
 
+/* {"seq":N,"t":STAMP,"pad":"xx…"}, padded to `size` bytes when it can be. */
+static size_t json_payload(char *buf, size_t cap, int size, uint64_t seq, uint64_t stamp)
+{
+    int n = snprintf(buf, cap, "{\"seq\":%llu,\"t\":%llu,\"pad\":\"", (unsigned long long)seq,
+                     (unsigned long long)stamp);
+    int pad = size - n - 2 > 0 ? size - n - 2 : 0;
+    memset(buf + n, 'x', (size_t)pad);
+    memcpy(buf + n + pad, "\"}", 2);
+    return (size_t)(n + pad + 2);
+}
+
 static void pace(uint64_t t0, int64_t i, double rate)
 {
     uint64_t t = t0 + (uint64_t)((double)i * 1e9 / rate);
@@ -167,10 +186,12 @@ static int produce(const run_ctx *c)
         fprintf(stderr, "herald-bench: producer: herald_connect: %s\n", herald_last_error(NULL));
         return 1;
     }
-    char *buf = malloc((size_t)w->payload);
+    size_t cap = (size_t)w->payload + 64;   /* a JSON event's head may exceed a tiny payload */
+    char *buf = malloc(cap);
     if (!buf)
         return 1;
-    memset(buf, 'x', (size_t)w->payload);
+    memset(buf, 'x', cap);
+    bool json = json_events(w);
     int rc = 0;
     uint64_t t0 = mono_ns();
     P_h->t_pub_first_ns = t0;
@@ -178,18 +199,23 @@ static int produce(const run_ctx *c)
         if (w->rate > 0)
             pace(t0, i, w->rate);
         uint64_t seq = (uint64_t)i, stamp = mono_ns();
-        memcpy(buf, &seq, 8);
-        memcpy(buf + 8, &stamp, 8);
+        size_t len = (size_t)w->payload;
+        if (json) {
+            len = json_payload(buf, cap, w->payload, seq, stamp);
+        } else {
+            memcpy(buf, &seq, 8);
+            memcpy(buf + 8, &stamp, 8);
+        }
         if (w->rate > 0) {   /* W3: one publish, its confirm, then the next */
             char id[HERALD_ID_MAX];
-            rc = herald_publish(hc, "bench", buf, (size_t)w->payload, NULL, id);
+            rc = herald_publish(hc, "bench", buf, len, NULL, id);
             if (rc == 0) {
                 P_h->pub_ok++;
                 if (P_ids)
                     snprintf(P_ids[i], BENCH_ID_MAX, "%s", id);
             }
         } else {
-            rc = herald_publish_async(hc, "bench", buf, (size_t)w->payload, NULL, confirmed,
+            rc = herald_publish_async(hc, "bench", buf, len, NULL, confirmed,
                                       (void *)(uintptr_t)i);
         }
         if (rc)
@@ -303,7 +329,7 @@ static void stop_all(run_ctx *c, const tree_ticks *last, result *r)
 /* --- waiting and checking -------------------------------------------------- */
 
 /* Waits until done() or the deadline; fails early when a process died or
- * the producer failed. For X1 it also drains exitstats. 0 when done. */
+ * the producer failed. For exec rows it also drains exitstats. 0 when done. */
 typedef bool done_fn(run_ctx *c, void *arg);
 
 static int wait_for(run_ctx *c, done_fn *done, void *arg, double timeout_s, exitstats *xs, result *r)
@@ -352,17 +378,18 @@ static bool all_handled(run_ctx *c, void *arg)
     return __atomic_load_n(&c->s.h->unique, __ATOMIC_ACQUIRE) >= c->s.h->expected;
 }
 
-/* X1: the handler appends one line per run to x1.log */
+/* Exec and runtime rows: the handler appends one line per run to ids.log */
 typedef struct {
     char path[320];
     int fd;
     int64_t lines;
+    uint64_t t_half_ns;         /* when the bench saw line n/2 */
     uint64_t t_done_ns;         /* when the bench saw line n */
-} x1_log;
+} id_log;
 
-static bool x1_lines(run_ctx *c, void *arg)
+static bool id_lines(run_ctx *c, void *arg)
 {
-    x1_log *l = arg;
+    id_log *l = arg;
     if (l->fd < 0)
         l->fd = open(l->path, O_RDONLY | O_CLOEXEC);
     if (l->fd >= 0) {
@@ -372,6 +399,8 @@ static bool x1_lines(run_ctx *c, void *arg)
             for (ssize_t i = 0; i < n; i++)
                 l->lines += buf[i] == '\n';
     }
+    if (l->lines >= c->w->n / 2 && !l->t_half_ns)
+        l->t_half_ns = mono_ns();
     if (l->lines >= c->w->n && !l->t_done_ns)
         l->t_done_ns = mono_ns();
     return l->lines >= c->w->n;
@@ -450,8 +479,9 @@ static void count_pairs(run_ctx *c, result *r)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* X1: the ids the producer had confirmed against the lines of x1.log */
-static void count_x1(run_ctx *c, const x1_log *l, result *r)
+/* Exec and runtime rows: the ids the producer had confirmed against the
+ * lines of ids.log. A line that is no confirmed id is `bad`. */
+static void count_ids(run_ctx *c, const id_log *l, result *r)
 {
     int64_t n = c->w->n;
     FILE *f = fopen(l->path, "re");
@@ -548,6 +578,41 @@ static void cpu_delta(const cpu_snap *a, const cpu_snap *b, cpu_split *d)
     d->exec += ticks_s(b->tree.exec - a->tree.exec);
 }
 
+/* Runtime rows: the supervisors and their processes are alive over the whole
+ * window (started on demand inside it), so /proc's figures are exact. */
+static void cpu_runtime(const cpu_snap *a, const cpu_snap *b, cpu_split *d)
+{
+    d->supervisors = ticks_s(b->tree.rtsup - a->tree.rtsup);
+    d->handlers = ticks_s(b->tree.rtproc - a->tree.rtproc);
+    d->split = true;
+}
+
+/* Runtime rows: the function's cold starts, mean init time and warm
+ * invocations from `heraldctl stats`. Workers report them every heartbeat,
+ * so poll (a few seconds at most) until every event is accounted for:
+ * each event went either to a fresh process (a cold start) or a warm one. */
+static void runtime_stats(run_ctx *c, result *r)
+{
+    static const char *const args[] = { "stats", "--json", NULL };
+    char out[16384], key[80];
+    snprintf(key, sizeof key, "\"name\":\"%s\"", c->sub_fn[0]);
+    uint64_t t0 = mono_ns();
+    while (!bench_interrupted && since_s(t0) < 5.0) {
+        if (ctl_run(c->e, &c->p, 2.0, args, out, sizeof out) == 0) {
+            const char *fns = strstr(out, "\"functions\":");
+            const char *at = fns ? strstr(fns, key) : NULL;
+            if (at) {
+                r->cold_starts = json_int(out, at, "cold_starts");
+                r->init_ms = json_num(out, at, "init_ms");
+                r->warm = json_int(out, at, "warm");
+                if (r->cold_starts + r->warm >= c->w->n)
+                    return;
+            }
+        }
+        sleep_ms(50);
+    }
+}
+
 /* --- --attach: a profiler over the measured window ------------------------- */
 
 static pid_t attach_start(const run_ctx *c, const char *phase, int run)
@@ -586,16 +651,16 @@ static void attach_stop(pid_t pid)
 
 static double rate(int64_t n, uint64_t t0, uint64_t t1) { return t1 > t0 ? (double)n * 1e9 / (double)(t1 - t0) : 0; }
 
-/* W1, W2, W3 and X1: workers up, publish, wait, check */
+/* W1, W2, W3, X1, X2, X2e, X3: workers up, publish, wait, check */
 static int run_flow(run_ctx *c, int run, result *r)
 {
     const workload *w = c->w;
-    x1_log xl = { .fd = -1 };
+    id_log xl = { .fd = -1 };
     exitstats *xs = NULL;
     cpu_snap a, b;
     memset(&b, 0, sizeof b);
     bool measured = false;
-    snprintf(xl.path, sizeof xl.path, "%s/x1.log", c->p.dir);
+    snprintf(xl.path, sizeof xl.path, "%s/ids.log", c->p.dir);
 
     if (start_workers(c, w->workers, r) != 0)
         goto out;
@@ -603,7 +668,7 @@ static int run_flow(run_ctx *c, int run, result *r)
         char why[160];
         xs = exitstats_open(why, sizeof why);
         if (!xs && c->e->verbose)
-            fprintf(stderr, "herald-bench: X1 supervisors/handlers split unavailable: %s\n", why);
+            fprintf(stderr, "herald-bench: %s supervisors/handlers split unavailable: %s\n", w->name, why);
     }
     pid_t tool = attach_start(c, "", run);
     snap(c, &a);
@@ -612,8 +677,8 @@ static int run_flow(run_ctx *c, int run, result *r)
         attach_stop(tool);
         goto out;
     }
-    int rc = w->kind == KIND_EXEC ? wait_for(c, x1_lines, &xl, w->timeout_s, xs, r)
-                                  : wait_for(c, all_handled, NULL, w->timeout_s, NULL, r);
+    int rc = uses_ids(w) ? wait_for(c, id_lines, &xl, w->timeout_s, xs, r)
+                         : wait_for(c, all_handled, NULL, w->timeout_s, NULL, r);
     snap(c, &b);
     attach_stop(tool);
     measured = rc == 0;
@@ -622,6 +687,8 @@ static int run_flow(run_ctx *c, int run, result *r)
         if (c->producer_status != 0)
             fail(r, "the producer failed");
         settle_and_check(c, r);
+        if (w->kind == KIND_RUNTIME)
+            runtime_stats(c, r);
     }
 out:
     stop_all(c, measured ? &b.tree : NULL, r);
@@ -642,15 +709,20 @@ out:
                 r->cpu.split = true;
                 r->cpu.supervisors = r->cpu.exec * sup / (sup + hand);
                 r->cpu.handlers = r->cpu.exec * hand / (sup + hand);
+                r->cpu.handlers_own = hand;
             }
+        } else if (w->kind == KIND_RUNTIME) {
+            cpu_runtime(&a, &b, &r->cpu);
+            r->e2e_rate = rate(w->n, h->t_pub_first_ns, xl.t_done_ns);
+            r->steady_rate = rate(w->n - w->n / 2, xl.t_half_ns, xl.t_done_ns);
         } else {
             r->e2e_rate = rate(h->expected, h->t_pub_first_ns, h->t_done_ns);
         }
         if (w->kind == KIND_LATENCY)
             r->achieved_rate = r->pub_rate;
     }
-    if (w->kind == KIND_EXEC)
-        count_x1(c, &xl, r);
+    if (uses_ids(w))
+        count_ids(c, &xl, r);
     else
         count_pairs(c, r);
     if (xl.fd >= 0)
@@ -767,18 +839,39 @@ int workload_run(const bench_env *e, const workload *w, int run, result *r)
 
     static const char *const names[MAX_SUBS] = { "bench0", "bench1", "bench2", "bench3" };
     static const char *const subs[MAX_SUBS] = { "0", "1", "2", "3" };
-    char x1log[320];
+    char idlog[320], script[600], bootstrap[600];
     fn_def fns[MAX_SUBS];
     memset(fns, 0, sizeof fns);
-    if (w->kind == KIND_EXEC) {
-        snprintf(x1log, sizeof x1log, "%s/x1.log", c.p.dir);
-        fns[0] = (fn_def){ .name = "x1", .native = false, .program = e->exec_handler,
-                           .env_k = { "BENCH_LOG" }, .env_v = { x1log } };
-        c.sub_fn[0] = "x1";
-        snprintf(c.fns, sizeof c.fns, "x1");
+    if (uses_ids(w)) {
+        /* one function, named after the row ("x1", "x2e" …), logging ids */
+        snprintf(idlog, sizeof idlog, "%s/ids.log", c.p.dir);
+        snprintf(c.fns, sizeof c.fns, "%s", w->name);
+        for (char *q = c.fns; *q; q++)
+            *q = (char)(*q >= 'A' && *q <= 'Z' ? *q - 'A' + 'a' : *q);
+        fn_def *d = &fns[0];
+        *d = (fn_def){ .name = c.fns, .env_k = { "BENCH_LOG" }, .env_v = { idlog } };
+        const char *interp = w->lang == LANG_NODE ? e->node : e->python;
+        if (w->kind == KIND_EXEC) {
+            snprintf(script, sizeof script, "%s/%s", e->root, w->handler);
+            d->kind = FNK_EXEC;
+            d->argv[0] = w->lang == LANG_SH ? script : interp;
+            d->argv[1] = w->lang == LANG_SH ? NULL : script;
+        } else {
+            snprintf(bootstrap, sizeof bootstrap, "%s/examples/runtimes/%s", e->root,
+                     w->lang == LANG_NODE ? "node/bootstrap.js" : "python/bootstrap.py");
+            d->kind = FNK_RUNTIME;
+            d->argv[0] = interp;
+            d->argv[1] = bootstrap;
+            d->handler = w->handler;
+        }
+        if (w->lang != LANG_SH && !interp[0]) {
+            fail(r, "no %s on PATH", w->lang == LANG_NODE ? "node" : "python3");
+            goto out;
+        }
+        c.sub_fn[0] = c.fns;
     } else {
         for (int s = 0; s < w->subs; s++) {
-            fns[s] = (fn_def){ .name = names[s], .native = true, .program = e->handler_so,
+            fns[s] = (fn_def){ .name = names[s], .kind = FNK_NATIVE, .library = e->handler_so,
                                .symbol = "bench_handle", .env_k = { "BENCH_SHM", "BENCH_SUB" },
                                .env_v = { c.s.path, subs[s] } };
             c.sub_fn[s] = names[s];
