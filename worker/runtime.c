@@ -83,6 +83,9 @@ typedef struct {
     bool main_gone;             /* main closed the channel */
     int stop;                   /* -1, or the proto_recycle to stop for */
     bool stay;                  /* the next result says SUP_STAYS */
+    bool child_news;            /* a SIGCHLD came: look whether the process ended */
+    int statm;                  /* /proc/PID/statm of the process, -1 until opened */
+    uint64_t rng;               /* next_random's state, never 0 */
 } sup;
 
 static int64_t mono_us(void)
@@ -161,15 +164,17 @@ static void fail_text(const sup *s, char *buf, size_t n, const char *prefix, con
         snprintf(buf, n, "%s: %s", prefix, what);
 }
 
-static uint64_t rss_bytes(pid_t pid)
+/* The process's resident bytes, from its statm (kept open: one pread an event). */
+static uint64_t rss_bytes(sup *s)
 {
-    char path[64], buf[128];
-    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t k = read(fd, buf, sizeof buf - 1);
-    close(fd);
+    char buf[128];
+    if (s->statm < 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/statm", (int)s->pid);
+        if ((s->statm = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            return 0;
+    }
+    ssize_t k = pread(s->statm, buf, sizeof buf - 1, 0);
     if (k <= 0)
         return 0;
     buf[k] = '\0';
@@ -188,7 +193,7 @@ static void decide_stay(sup *s)
     if (s->limit && s->served >= s->limit) {
         s->stop = PROTO_RECYCLE_MAX_INVOCATIONS;
         s->stay = false;
-    } else if (s->s.memory_mb && s->pid > 0 && rss_bytes(s->pid) > ((uint64_t)s->s.memory_mb << 20)) {
+    } else if (s->s.memory_mb && s->pid > 0 && rss_bytes(s) > ((uint64_t)s->s.memory_mb << 20)) {
         LOG_INFO("runtime %s: RSS above %u MB: recycling it", s->s.function, s->s.memory_mb);
         s->stop = PROTO_RECYCLE_MEMORY;
         s->stay = false;
@@ -253,13 +258,26 @@ static void sns_envelope(sup *s, wbuf *b)
     PUT_LIT(b, "}}}]}");
 }
 
+/* xorshift64*: request and trace ids need to be unique, not secret, and a
+ * syscall per event for them would cost more than the rest of the id. */
+static uint64_t next_random(sup *s)
+{
+    uint64_t x = s->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    s->rng = x;
+    return x * 2685821657736338717ull;
+}
+
 /* Hands the waiting event to the process's held /next. */
 static void hand_out(sup *s)
 {
     unsigned char rnd[16 + 12 + 8];
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
-        for (size_t i = 0; i < sizeof rnd; i++)
-            rnd[i] = (unsigned char)(mono_us() >> (i % 8));
+    for (size_t i = 0; i < sizeof rnd; i += 8) {
+        uint64_t x = next_random(s);
+        memcpy(rnd + i, &x, sizeof rnd - i < 8 ? sizeof rnd - i : 8);
+    }
     rnd[6] = (unsigned char)((rnd[6] & 0x0f) | 0x40);   /* a version 4 UUID */
     rnd[8] = (unsigned char)((rnd[8] & 0x3f) | 0x80);
     char h[80];
@@ -728,7 +746,8 @@ static void read_main(sup *s)
             s->main_gone = true;
             return;
         }
-        ssize_t k = read(s->rep, s->in.p + s->in.len, s->in.cap - s->in.len);
+        size_t room = s->in.cap - s->in.len;
+        ssize_t k = read(s->rep, s->in.p + s->in.len, room);
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0 && errno == EAGAIN)
@@ -738,6 +757,8 @@ static void read_main(sup *s)
             break;
         }
         s->in.len += (size_t)k;
+        if ((size_t)k < room)
+            break;   /* drained: poll says when there is more (a read less per event) */
     }
     const char *body;
     uint32_t n;
@@ -780,7 +801,9 @@ void runtime_supervise(int rep, const char *wdir, const char *b, uint32_t n)
 {
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     prctl(PR_SET_NAME, "herald-runtime");
-    sup s = { .rep = rep, .out = -1, .wdir = wdir, .stop = -1, .stay = true };
+    sup s = { .rep = rep, .out = -1, .wdir = wdir, .stop = -1, .stay = true, .statm = -1 };
+    if (getrandom(&s.rng, sizeof s.rng, 0) != (ssize_t)sizeof s.rng || !s.rng)
+        s.rng = (uint64_t)mono_us() * 0x9e3779b97f4a7c15ull | 1;
     if (!chan_runtime_get(b, n, &s.s) || !(s.argv = calloc(s.s.argc + 1, sizeof *s.argv)) ||
         !(s.fenv = calloc(s.s.nfenv + 1, sizeof *s.fenv)) || s.s.nfenv > MAX_ENV) {
         LOG_ERROR("runtime: bad start request");
@@ -857,12 +880,17 @@ void runtime_supervise(int rep, const char *wdir, const char *b, uint32_t n)
          * event that comes as it ends is not handed to it (it goes back). */
         if (pf[2].revents)
             read_output(&s);
-        if (pf[0].revents)
+        if (pf[0].revents) {
             reap_orphans(&s);
+            s.child_news = true;
+        }
         if (pf[3].revents)
             rtapi_dispatch(s.api);
-        if (s.stop < 0 && !s.main_gone && process_exited(&s))
-            process_ended(&s);
+        if (s.child_news && s.stop < 0 && !s.main_gone) {
+            s.child_news = false;
+            if (process_exited(&s))
+                process_ended(&s);
+        }
         if (pf[1].revents)
             read_main(&s);
         if (s.main_gone)   /* a cancel, or the worker stopping: what runs is killed */
