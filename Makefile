@@ -10,7 +10,8 @@ PREFIX  ?= /usr/local
 PKGS    := libzmq msgpack sqlite3 libconfig libmicrohttpd
 # Debian 12 packages the build, the tests and the examples need.
 DEB_PKGS := gcc make pkg-config libzmq3-dev libmsgpack-dev libsqlite3-dev libconfig-dev \
-            libmicrohttpd-dev libcriterion-dev python3 awscli python3-boto3 curl nodejs
+            libmicrohttpd-dev libcriterion-dev python3 awscli python3-boto3 curl nodejs \
+            python3-croniter
 
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
@@ -34,6 +35,8 @@ B := build
 PROTO_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard proto/*.c))
 CONFIG_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard config/*.c))
 BROKER_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard broker/*.c))
+# sched/: time zones and schedule expressions (pure C, no library); in the unit tests for now
+SCHED_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard sched/*.c))
 WORKER_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out worker/launcher_exe.c,$(wildcard worker/*.c)))
 # herald-launcher: the worker's launcher as a libc-only program (worker/launcher_exe.c)
 LAUNCHER_OBJ := $(B)/worker/launcher_exe.o $(B)/worker/launcher.o $(B)/worker/exec.o $(B)/worker/host.o \
@@ -95,7 +98,7 @@ bin lib libexec:
 # --- tests -----------------------------------------------------------------
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 $(B)/test-unit: $(UNIT_OBJ) $(filter-out $(B)/broker/main.o,$(BROKER_OBJ)) \
-                $(filter-out $(B)/worker/main.o,$(WORKER_OBJ)) $(LIBH_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ)
+                $(filter-out $(B)/worker/main.o,$(WORKER_OBJ)) $(LIBH_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ) $(SCHED_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS) -ldl
 $(B)/test-integration: $(INTEG_OBJ) lib/libherald.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(LDLIBS)
