@@ -398,3 +398,116 @@ Test(sched, next_fire_times)
         tz_destroy(&z);
     }
 }
+
+/* --- croniter as an oracle ------------------------------------------------------------ */
+
+/* The subset croniter shares with EventBridge: `* , - /` in five fields, the day
+ * chosen by one of day-of-month / day-of-week (the other `?` here, `*` there),
+ * croniter's day-of-week 0-6 = ours 1-7 minus one, year `*`. No `a/n` in
+ * day-of-week: croniter runs such a step up to 7 (Sunday again), EventBridge to 7 = SAT. */
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static unsigned rnd(unsigned n)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (unsigned)(rng % n);
+}
+
+static const char *const mon_names[] = { "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC" };
+static const char *const dow_names[] = { "SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT" };
+
+/* One field in both dialects; shift = what croniter's values are below ours. */
+static void gen_field(int lo, int hi, int shift, const char *const *names, int allow_from_step, char *eb, char *cr, size_t n)
+{
+    int span = hi - lo + 1, a = lo + (int)rnd(span), b = a + (int)rnd(hi - a + 1), s = 1 + (int)rnd(span / 2 + 1);
+    char ea[8], eb2[8];
+    if (names && rnd(3) == 0) snprintf(ea, sizeof ea, "%s", names[a - lo]), snprintf(eb2, sizeof eb2, "%s", names[b - lo]);
+    else snprintf(ea, sizeof ea, "%d", a), snprintf(eb2, sizeof eb2, "%d", b);
+    switch (rnd(allow_from_step ? 7 : 6)) {
+    case 0: snprintf(eb, n, "*"), snprintf(cr, n, "*"); break;
+    case 1: snprintf(eb, n, "%s", ea), snprintf(cr, n, "%d", a - shift); break;
+    case 2: snprintf(eb, n, "%s-%s", ea, eb2), snprintf(cr, n, "%d-%d", a - shift, b - shift); break;
+    case 3: {
+        int c = lo + (int)rnd(span);
+        snprintf(eb, n, "%d,%s,%d", c, ea, b), snprintf(cr, n, "%d,%d,%d", c - shift, a - shift, b - shift);
+        break;
+    }
+    case 4: snprintf(eb, n, "*/%d", s), snprintf(cr, n, "*/%d", s); break;
+    case 5: snprintf(eb, n, "%d-%d/%d", a, b, s), snprintf(cr, n, "%d-%d/%d", a - shift, b - shift, s); break;
+    default: snprintf(eb, n, "%d/%d", a, s), snprintf(cr, n, "%d/%d", a - shift, s); break;
+    }
+}
+
+#define ORACLE_CASES 600
+#define ORACLE_FIRES 3
+
+Test(sched, next_fire_times_agree_with_croniter, .timeout = 120)
+{
+    char dir[] = "/tmp/herald-cron-XXXXXX", in[64], out[64], pyfile[64], cmd[512];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(in, sizeof in, "%s/in", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(pyfile, sizeof pyfile, "%s/py", dir);
+    static const char py[] =
+        "import sys, datetime as d\n"
+        "from croniter import croniter\n"
+        "for line in open(sys.argv[1]):\n"
+        "  e, t = line.rstrip('\\n').split('|')\n"
+        "  it = croniter(e, d.datetime.fromtimestamp(int(t), d.timezone.utc))\n"
+        "  try: print(' '.join(str(int(it.get_next(float))) for _ in range(" "3" ")))\n"
+        "  except Exception: print('none')\n";
+    write_file(pyfile, py, sizeof py - 1);
+    static char eb[ORACLE_CASES][128];
+    static int64_t start[ORACLE_CASES];
+    FILE *f = fopen(in, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < ORACLE_CASES; i++) {
+        char f_eb[5][40], f_cr[5][40];
+        gen_field(0, 59, 0, NULL, 1, f_eb[0], f_cr[0], 40);
+        gen_field(0, 23, 0, NULL, 1, f_eb[1], f_cr[1], 40);
+        gen_field(1, 12, 0, mon_names, 1, f_eb[3], f_cr[3], 40);
+        if (rnd(2)) {
+            gen_field(1, 31, 0, NULL, 1, f_eb[2], f_cr[2], 40);
+            strcpy(f_eb[4], "?"), strcpy(f_cr[4], "*");
+        } else {
+            gen_field(1, 7, 1, dow_names, 0, f_eb[4], f_cr[4], 40);
+            strcpy(f_eb[2], "?"), strcpy(f_cr[2], "*");
+        }
+        snprintf(eb[i], sizeof eb[i], "%s %s %s %s %s *", f_eb[0], f_eb[1], f_eb[2], f_eb[3], f_eb[4]);
+        start[i] = tz_seconds(2020, 1, 1, 0, 0, 0) + rnd(11 * 365) * 86400LL + rnd(86400);
+        if (rnd(4) == 0) start[i] -= start[i] % 60;                 /* on a minute: "strictly after" matters */
+        fprintf(f, "%s %s %s %s %s|%lld\n", f_cr[0], f_cr[1], f_cr[2], f_cr[3], f_cr[4], (long long)start[i]);
+    }
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s %s %s > %s", ORACLE_PYTHON, pyfile, in, out);
+    cr_assert_eq(system(cmd), 0, "%s failed (is python3-croniter installed?)", cmd);
+    f = fopen(out, "r");
+    cr_assert_not_null(f);
+    char line[256];
+    int compared = 0, none = 0;
+    for (int i = 0; i < ORACLE_CASES; i++) {
+        cr_assert_not_null(fgets(line, sizeof line, f), "croniter answered %d of %d", i, ORACLE_CASES);
+        cron_t c;
+        char err[256];
+        cr_assert_eq(cron_parse_cron(eb[i], &c, err, sizeof err), 0, "%s: %s", eb[i], err);
+        int64_t t = start[i], n;
+        if (strncmp(line, "none", 4) == 0) {
+            none++;
+            continue;                                              /* croniter gave up (a day that never comes) */
+        }
+        char *p = line;
+        for (int k = 0; k < ORACLE_FIRES; k++) {
+            long long want = strtoll(p, &p, 10);
+            cr_assert_eq(cron_next(&c, NULL, t, &n), 0, "%s after %lld: none, croniter says %lld", eb[i], (long long)t, want);
+            char got_s[32], want_s[32];
+            fmt(n, got_s, sizeof got_s), fmt(want, want_s, sizeof want_s);
+            cr_assert_eq(n, want, "%s after %lld: %s, croniter says %s", eb[i], (long long)t, got_s, want_s);
+            t = n;
+        }
+        compared++;
+    }
+    fclose(f);
+    unlink(in), unlink(out), unlink(pyfile);
+    rmdir(dir);
+    cr_assert_gt(compared, ORACLE_CASES * 9 / 10, "only %d of %d compared (%d none)", compared, ORACLE_CASES, none);
+    cr_log_info("%d expressions × %d fires agree with croniter (%d it gave up on)", compared, ORACLE_FIRES, none);
+}
