@@ -140,12 +140,13 @@ test-sanitize:
 
 # libFuzzer: one target per message type (fuzz_msg.c with FUZZ_TYPE), the
 # whole-frame decoder (fuzz_proto.c), the config loader (fuzz_config.c) and
-# the Runtime API's HTTP parser (fuzz_http.c, libc only).
+# the Runtime API's HTTP parser (fuzz_http.c, libc only) and the schedule
+# expressions and TZif reader (fuzz_sched.c, libc only).
 FUZZ_CC      ?= clang
 FUZZ_SAN     := -g -O1 -fno-sanitize-recover=undefined -std=gnu11 -Iinclude $(PKG_CFLAGS)
 FUZZ_FLAGS   := -fsanitize=fuzzer,address,undefined $(FUZZ_SAN)
 FUZZ_TYPES   := hello welcome publish confirm register config deliver result heartbeat drain admin admin_reply error invoke invoke_reply refused bye stats
-FUZZ_TARGETS := proto config http $(addprefix msg_,$(FUZZ_TYPES))
+FUZZ_TARGETS := proto config http sched $(addprefix msg_,$(FUZZ_TYPES))
 FUZZ_SECONDS ?= 20
 FUZZ_LIB_SRC := $(wildcard proto/*.c) $(wildcard config/*.c)
 $(B)/fuzz/libfz.a: $(FUZZ_LIB_SRC) $(wildcard proto/*.h) $(wildcard config/*.h)
@@ -160,6 +161,9 @@ $(B)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(B)/fuzz/libfz.a
 $(B)/fuzz/fuzz_http: tests/fuzz/fuzz_http.c worker/http.c worker/http.h
 	@mkdir -p $(B)/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_http.c worker/http.c
+$(B)/fuzz/fuzz_sched: tests/fuzz/fuzz_sched.c $(wildcard sched/*.c) $(wildcard sched/*.h)
+	@mkdir -p $(B)/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_sched.c $(wildcard sched/*.c)
 $(B)/fuzz/fuzz_msg_%: tests/fuzz/fuzz_msg.c $(B)/fuzz/libfz.a
 	$(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZ_TYPE='"$(shell echo $* | tr a-z A-Z)"' -o $@ $^ $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS)
 fuzz: $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
