@@ -364,10 +364,11 @@ tz_t *tz_load_file(const char *path, const char *name, char *err, size_t errlen)
     }
     uint8_t *buf = malloc(TZ_MAX_FILE);
     size_t n = buf ? fread(buf, 1, TZ_MAX_FILE, f) : 0;
-    int bad = !buf || ferror(f) || n == TZ_MAX_FILE;
+    int bad = !buf || ferror(f) || n == TZ_MAX_FILE, dir = ferror(f) && errno == EISDIR;
     fclose(f);
     tz_t *z = NULL;
-    if (bad) snprintf(err, errlen, "time zone \"%s\": %s: unreadable or too large", name, path);
+    if (dir) snprintf(err, errlen, "unknown time zone \"%s\" (a directory of zones)", name);
+    else if (bad) snprintf(err, errlen, "time zone \"%s\": %s: unreadable or too large", name, path);
     else z = tz_load_bytes(buf, n, name, err, errlen);
     free(buf);
     return z;
