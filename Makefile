@@ -11,7 +11,7 @@ PKGS    := libzmq msgpack sqlite3 libconfig libmicrohttpd
 # Debian 12 packages the build, the tests and the examples need.
 DEB_PKGS := gcc make pkg-config libzmq3-dev libmsgpack-dev libsqlite3-dev libconfig-dev \
             libmicrohttpd-dev libcriterion-dev python3 awscli python3-boto3 curl nodejs \
-            python3-croniter
+            python3-croniter tzdata
 
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
