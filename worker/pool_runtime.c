@@ -34,7 +34,7 @@ struct rtproc {
     fn *f;
     int fd;                     /* main's end; -1 once closed */
     rp_state state;
-    unsigned gen;               /* f->gen it was started for */
+    unsigned gen;               /* f->rt.gen it was started for */
     job *held;                  /* the event it holds (sent), until reported */
     bool gone_said;             /* it sent CH_RT_GONE */
     uint64_t served;            /* events it reported */
