@@ -191,6 +191,12 @@ int main(int argc, char **argv)
             break;
         }
         if (session_silent(s, now)) {
+            /* A worker held up itself (no CPU for a while) first reads what
+             * waits for it: the broker may well have spoken meanwhile. */
+            session_read(s);
+            now = util_mono_ms();
+        }
+        if (session_silent(s, now)) {
             if (draining) {
                 LOG_WARN("broker silent while draining: %zu deliveries not reported", runner_busy(runner));
                 exit_code = 0;
