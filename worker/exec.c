@@ -58,6 +58,12 @@ typedef struct {
     volatile int err_no;    /* set by the child when execve fails (shared memory: vfork) */
 } spawn_ctx;
 
+const char *exec_timeout_text(const char *prefix, uint32_t ms, char buf[static 48])
+{
+    snprintf(buf, 48, "%stimeout after %g s", prefix, ms / 1000.0);
+    return buf;
+}
+
 const char *exec_killed_by(int sig, char buf[static 48])
 {
     const char *a = sigabbrev_np(sig);
@@ -732,11 +738,7 @@ static bool run_report(sup *s, run *u, bool clean)
     if (u->timed_out) {
         o = OUT_TIMEOUT;
         free(etext);
-        if (timeout_ms % 1000 == 0)
-            snprintf(buf, sizeof buf, "timeout after %u s", timeout_ms / 1000);
-        else
-            snprintf(buf, sizeof buf, "timeout after %g s", timeout_ms / 1000.0);
-        etext = strdup(buf);
+        etext = strdup(exec_timeout_text("", timeout_ms, buf));
     } else if (si->si_pid == 0) {
         o = OUT_CRASHED;   /* poll failed: should not happen */
         free(etext);

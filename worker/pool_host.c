@@ -466,10 +466,8 @@ static void host_exited(runner_t *r, host *h, int status)
             snprintf(text, sizeof text, "the handler's host died after it returned: %s", why);
         } else if (killed) {
             o = OUT_TIMEOUT;
-            if (h->timeout_ms % 1000 == 0)
-                snprintf(text, sizeof text, "timeout after %u s", h->timeout_ms / 1000);
-            else
-                snprintf(text, sizeof text, "timeout after %g s", h->timeout_ms / 1000.0);
+            char t[48];
+            snprintf(text, sizeof text, "%s", exec_timeout_text("", h->timeout_ms, t));
         } else {
             o = OUT_CRASHED;
             if (status >= 0 && WIFSIGNALED(status))

@@ -96,6 +96,9 @@ int exec_rmtree(const char *path);
 /* What a handler killed by sig died of, one wording for exec and native:
  * "killed by signal 11 (SIGSEGV)". Returns buf. */
 const char *exec_killed_by(int sig, char buf[static 48]);
+/* "timeout after 30 s", "timeout after 0.5 s" (ms: the limit), one wording
+ * for every kind; prefix "init " for a runtime's start. Returns buf. */
+const char *exec_timeout_text(const char *prefix, uint32_t ms, char buf[static 48]);
 
 /* --- attrs.c: an event's attributes as an exec handler's environment --- */
 
