@@ -73,7 +73,8 @@ typedef struct {
     ev_state ev;
     wbuf evmsg;                 /* its CH_RT_EVENT body (the strings point into it) */
     chan_rtevent e;
-    proto_attr *attrs;          /* e's, e.nattrs */
+    proto_attr attrs[PROTO_MAX_ATTRS];   /* e's, e.nattrs */
+    wbuf hattrs, sns;           /* Herald-Attributes and the SNS envelope, built in hand_out */
     char reqid[40];
     int64_t ev_start_us, ev_start_ms, ev_deadline_us;
     /* what the process wrote */
@@ -82,7 +83,6 @@ typedef struct {
     wbuf in;                    /* from main */
     bool main_gone;             /* main closed the channel */
     int stop;                   /* -1, or the proto_recycle to stop for */
-    bool stay;                  /* the next result says SUP_STAYS */
     bool child_news;            /* a SIGCHLD came: look whether the process ended */
     int statm;                  /* /proc/PID/statm of the process, -1 until opened */
     uint64_t rng;               /* next_random's state, never 0 */
@@ -129,6 +129,15 @@ static void tail_text(const sup *s, char *buf, size_t max)
         buf[--n] = '\0';
 }
 
+/* Empties b for the next event; a buffer grown by a large one goes back. */
+static void buf_reuse(wbuf *b)
+{
+    if (b->cap > (1u << 20))
+        wbuf_free(b);
+    b->len = b->off = 0;
+    b->failed = false;
+}
+
 /* Reports the current event's outcome and forgets it. */
 static void finish_event(sup *s, proto_outcome o, const char *error, const void *out, size_t outlen)
 {
@@ -139,14 +148,12 @@ static void finish_event(sup *s, proto_outcome o, const char *error, const void 
     int64_t d = s->ev == EV_RUNNING ? now - s->ev_start_us : 0;
     uint32_t dur = d < 0 ? 0 : d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
     wbuf b = { 0 };
-    bool stays = s->stop < 0 && s->stay;
-    if (result_put(&b, stays ? SUP_STAYS : 0, o, started_ms, dur, error, out, outlen) == 0)
+    /* it stays unless it is stopping (decide_stay, a timeout, an init error) */
+    if (result_put(&b, s->stop < 0 ? SUP_STAYS : 0, o, started_ms, dur, error, out, outlen) == 0)
         send_main(s, &b);
     wbuf_free(&b);
-    free(s->attrs);
-    s->attrs = NULL;
     memset(&s->e, 0, sizeof s->e);
-    wbuf_free(&s->evmsg);
+    buf_reuse(&s->evmsg);
     s->ev = EV_NONE;
     s->idle_since_us = now;
 }
@@ -189,14 +196,11 @@ static uint64_t rss_bytes(sup *s)
 static void decide_stay(sup *s)
 {
     s->served++;
-    s->stay = true;
     if (s->limit && s->served >= s->limit) {
         s->stop = PROTO_RECYCLE_MAX_INVOCATIONS;
-        s->stay = false;
     } else if (s->s.memory_mb && s->pid > 0 && rss_bytes(s) > ((uint64_t)s->s.memory_mb << 20)) {
         LOG_INFO("runtime %s: RSS above %u MB: recycling it", s->s.function, s->s.memory_mb);
         s->stop = PROTO_RECYCLE_MEMORY;
-        s->stay = false;
     }
 }
 
@@ -288,26 +292,26 @@ static void hand_out(sup *s)
     hex(p16, rnd + 28, 8);
     snprintf(trace, sizeof trace, "Root=1-%08llx-%s;Parent=%s;Sampled=0",
              (unsigned long long)(util_wall_ms() / 1000), r24, p16);
-    wbuf attrs = { 0 }, body = { 0 };
-    attrs_json(&attrs, s->attrs, s->e.nattrs);
-    put_u8(&attrs, 0);
+    wbuf *attrs = &s->hattrs, *body = &s->sns;
+    buf_reuse(attrs);
+    buf_reuse(body);
+    attrs_json(attrs, s->attrs, s->e.nattrs);
+    put_u8(attrs, 0);
     bool sns = s->s.format == RT_FORMAT_SNS && s->e.topic[0];
     if (sns)
-        sns_envelope(s, &body);
+        sns_envelope(s, body);
     char attempt[16];
     snprintf(attempt, sizeof attempt, "%u", s->e.attempt);
     s->ev_start_us = mono_us();
     s->ev_start_ms = util_wall_ms();
     s->ev_deadline_us = s->s.timeout_ms ? s->ev_start_us + (int64_t)s->s.timeout_ms * 1000 : 0;
-    if (attrs.failed || body.failed) {
-        wbuf_free(&attrs);
-        wbuf_free(&body);
+    if (attrs->failed || body->failed) {
         finish_event(s, OUT_ERROR, "runner: out of memory", NULL, 0);
         return;
     }
     rtapi_header hdrs[] = {
         { "Herald-Topic", s->e.topic }, { "Herald-Message-Id", s->e.message_id },
-        { "Herald-Attempt", attempt }, { "Herald-Attributes", attrs.p },
+        { "Herald-Attempt", attempt }, { "Herald-Attributes", attrs->p },
     };
     rtapi_event ev = {
         .request_id = s->reqid,
@@ -315,16 +319,17 @@ static void hand_out(sup *s)
         .function_arn = s->arn,
         .trace_id = trace,
         .headers = hdrs, .nheaders = sizeof hdrs / sizeof hdrs[0],
-        .body = sns ? body.p : s->e.payload,
-        .body_len = sns ? body.len : s->e.payload_len,
+        .body = sns ? body->p : s->e.payload,
+        .body_len = sns ? body->len : s->e.payload_len,
     };
     s->ev = EV_RUNNING;
     s->asking = false;
     s->tailtotal = 0;   /* a crash's text is what this event's run wrote */
-    if (rtapi_offer(s->api, &ev) < 0)
-        finish_event(s, OUT_ERROR, "runner: out of memory", NULL, 0);
-    wbuf_free(&attrs);
-    wbuf_free(&body);
+    if (rtapi_offer(s->api, &ev) < 0) {
+        char why[128];
+        snprintf(why, sizeof why, "runner: cannot hand the event to the runtime: %s", strerror(errno));
+        finish_event(s, OUT_ERROR, why, NULL, 0);
+    }
 }
 
 static void became_ready(sup *s)
@@ -430,8 +435,16 @@ static bool json_field(const char *p, size_t n, const char *key, char *out, size
             case 'f': out[o++] = '\f'; break;
             case 'u': {
                 unsigned v = 0;
-                if (j + 4 >= n || sscanf(p + j + 1, "%4x", &v) != 1)
+                if (j + 4 >= n)
                     return false;
+                for (int k = 1; k <= 4; k++) {   /* not sscanf: the body has no NUL after it */
+                    char h = p[j + k];
+                    int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                          : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+                    if (d < 0)
+                        return false;
+                    v = v << 4 | (unsigned)d;
+                }
                 j += 4;
                 if (v < 0x80) {
                     out[o++] = v ? (char)v : ' ';
@@ -709,6 +722,16 @@ __attribute__((noreturn)) static void stop(sup *s, proto_recycle why, bool grace
     _exit(0);
 }
 
+/* Stops for why, the current event (waiting or running) ending as o first;
+ * its result says the supervisor does not stay. */
+__attribute__((noreturn)) static void fail_and_stop(sup *s, proto_recycle why, proto_outcome o, const char *text)
+{
+    s->stop = why;
+    if (s->ev != EV_NONE)
+        finish_event(s, o, text, NULL, 0);
+    stop(s, why, false);
+}
+
 /* The process ended on its own. */
 __attribute__((noreturn)) static void process_ended(sup *s)
 {
@@ -726,13 +749,11 @@ __attribute__((noreturn)) static void process_ended(sup *s)
     if (!s->ready) {
         fail_text(s, text, sizeof text, "Runtime.InitError", what);
         LOG_ERROR("runtime %s: %s", s->s.function, text);
-        if (s->ev != EV_NONE)
-            finish_event(s, OUT_ERROR, text, NULL, 0);
-        stop(s, PROTO_RECYCLE_INIT_ERROR, false);
+        fail_and_stop(s, PROTO_RECYCLE_INIT_ERROR, OUT_ERROR, text);
     }
     if (s->ev == EV_RUNNING) {
         fail_text(s, text, sizeof text, "Runtime.ExitError", what);
-        finish_event(s, OUT_CRASHED, text, NULL, 0);
+        fail_and_stop(s, PROTO_RECYCLE_CRASH, OUT_CRASHED, text);
     }
     /* An event still waiting never reached it: no result, main queues it again. */
     stop(s, PROTO_RECYCLE_CRASH, false);
@@ -768,10 +789,10 @@ static void read_main(sup *s)
             bad = true;   /* main sends one event at a time, nothing else */
             break;
         }
+        /* copied: it may wait here while later reads move s->in */
         wbuf_put(&s->evmsg, body + 1, n - 1);
-        if (s->evmsg.failed || !chan_rtevent_get(s->evmsg.p, n - 1, &s->e) ||
-            (s->e.nattrs && !(s->attrs = calloc(s->e.nattrs, sizeof *s->attrs)))) {
-            wbuf_free(&s->evmsg);
+        if (s->evmsg.failed || !chan_rtevent_get(s->evmsg.p, n - 1, &s->e) || s->e.nattrs > PROTO_MAX_ATTRS) {
+            buf_reuse(&s->evmsg);
             bad = true;
             break;
         }
@@ -801,7 +822,7 @@ void runtime_supervise(int rep, const char *wdir, const char *b, uint32_t n)
 {
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     prctl(PR_SET_NAME, "herald-runtime");
-    sup s = { .rep = rep, .out = -1, .wdir = wdir, .stop = -1, .stay = true, .statm = -1 };
+    sup s = { .rep = rep, .out = -1, .wdir = wdir, .stop = -1, .statm = -1 };
     if (getrandom(&s.rng, sizeof s.rng, 0) != (ssize_t)sizeof s.rng || !s.rng)
         s.rng = (uint64_t)mono_us() * 0x9e3779b97f4a7c15ull | 1;
     if (!chan_runtime_get(b, n, &s.s) || !(s.argv = calloc(s.s.argc + 1, sizeof *s.argv)) ||
@@ -853,9 +874,7 @@ void runtime_supervise(int rep, const char *wdir, const char *b, uint32_t n)
         if (poll(&pf, 1, 100) > 0)
             read_main(&s);
         LOG_ERROR("runtime %s: %s", s.s.function, why);
-        if (s.ev != EV_NONE)
-            finish_event(&s, OUT_ERROR, why, NULL, 0);
-        stop(&s, PROTO_RECYCLE_INIT_ERROR, false);
+        fail_and_stop(&s, PROTO_RECYCLE_INIT_ERROR, OUT_ERROR, why);
     }
     s.idle_since_us = mono_us();
 
@@ -900,27 +919,15 @@ void runtime_supervise(int rep, const char *wdir, const char *b, uint32_t n)
         now = mono_us();
         if (!s.ready && now >= s.spawn_us + (int64_t)s.s.init_timeout_ms * 1000) {
             char what[64], text[PROTO_ERROR_TEXT_MAX];
-            if (s.s.init_timeout_ms % 1000 == 0)
-                snprintf(what, sizeof what, "init timeout after %u s", s.s.init_timeout_ms / 1000);
-            else
-                snprintf(what, sizeof what, "init timeout after %g s", s.s.init_timeout_ms / 1000.0);
+            exec_timeout_text("init ", s.s.init_timeout_ms, what);
             fail_text(&s, text, sizeof text, "Runtime.InitError", what);
             LOG_ERROR("runtime %s: %s", s.s.function, text);
-            if (s.ev != EV_NONE)
-                finish_event(&s, OUT_ERROR, text, NULL, 0);
-            stop(&s, PROTO_RECYCLE_INIT_ERROR, false);
+            fail_and_stop(&s, PROTO_RECYCLE_INIT_ERROR, OUT_ERROR, text);
         }
         if (s.ev == EV_RUNNING && s.ev_deadline_us && now >= s.ev_deadline_us) {
             kill_tree(&s);   /* first: the result goes out once nothing of it runs */
-            char text[96];
-            if (s.s.timeout_ms % 1000 == 0)
-                snprintf(text, sizeof text, "timeout after %u s", s.s.timeout_ms / 1000);
-            else
-                snprintf(text, sizeof text, "timeout after %g s", s.s.timeout_ms / 1000.0);
-            s.stay = false;
-            s.stop = PROTO_RECYCLE_TIMEOUT;
-            finish_event(&s, OUT_TIMEOUT, text, NULL, 0);
-            stop(&s, PROTO_RECYCLE_TIMEOUT, false);
+            char text[48];
+            fail_and_stop(&s, PROTO_RECYCLE_TIMEOUT, OUT_TIMEOUT, exec_timeout_text("", s.s.timeout_ms, text));
         }
         if (s.ready && s.ev == EV_NONE && s.s.idle_timeout_ms &&
             now >= s.idle_since_us + (int64_t)s.s.idle_timeout_ms * 1000)
