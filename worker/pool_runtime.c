@@ -36,7 +36,8 @@ struct rtproc {
     rp_state state;
     unsigned gen;               /* f->rt.gen it was started for */
     job *held;                  /* the event it holds (sent), until reported */
-    bool gone_said;             /* it sent CH_RT_GONE */
+    bool accounted;             /* its end is counted (it said CH_RT_GONE, or main retired it):
+                                   no crash is charged, an event it holds goes back */
     uint64_t served;            /* events it reported */
     bool out_armed;
     wbuf in, out;
@@ -177,12 +178,12 @@ static void proc_ended(runner_t *r, rtproc *p)
 {
     fn *f = p->f;
     proc_close(r, p);
-    if (!p->gone_said)
+    if (!p->accounted)
         f->rt.stats.recycles[PROTO_RECYCLE_CRASH]++;
     if (p->held) {
         job *j = p->held;
         p->held = NULL;
-        if (p->gone_said) {
+        if (p->accounted) {
             jobq_push_front(&f->rt.queue, j);   /* it was first in line */
         } else {
             runner_deliver(r, j->token, OUT_CRASHED, 0, 0, "runner: the runtime's supervisor died", NULL, 0);
@@ -211,7 +212,7 @@ static void proc_result(runner_t *r, rtproc *p, const char *body, uint32_t n)
         p->state = RP_STOPPING;   /* it says why (CH_RT_GONE), then EOF */
     } else if (p->gen != f->rt.gen || p->state == RP_STOPPING) {
         f->rt.stats.recycles[PROTO_RECYCLE_REDEFINED]++;
-        p->gone_said = true;
+        p->accounted = true;
         proc_close(r, p);   /* EOF: the idle supervisor stops its process */
     }
     runner_deliver(r, j->token, res.outcome, res.started_ms, res.duration_us, res.error, res.output, res.output_len);
@@ -247,7 +248,7 @@ static void proc_read(runner_t *r, rtproc *p)
                 bad = true;
                 break;
             }
-            p->gone_said = true;
+            p->accounted = true;
             p->f->rt.stats.recycles[why]++;
             if (why == PROTO_RECYCLE_INIT_ERROR) {
                 p->f->rt.init_failures++;
@@ -313,7 +314,11 @@ static void pump(runner_t *r, fn *f)
             break;
         job *j = jobq_pop(&f->rt.queue);
         if (proc_spawn(r, f, j) < 0) {
-            jobq_push_front(&f->rt.queue, j);
+            /* out of fds or memory: a passing failure, not the function's
+             * (as for an exec attempt that cannot start): back to the broker */
+            LOG_ERROR("runner: cannot start a runtime of %s: the event goes back", f->def.name);
+            runner_deliver(r, j->token, OUT_RETURNED, 0, 0, NULL, NULL, 0);
+            job_free(j);
             break;
         }
     }
@@ -378,7 +383,7 @@ void pool_runtime_cancel_all(runner_t *r)
             if (p->held) {
                 job_free(p->held);
                 p->held = NULL;
-                p->gone_said = true;
+                p->accounted = true;
                 proc_close(r, p);
             }
     }
@@ -405,7 +410,7 @@ void pool_runtime_fn_changed(runner_t *r, fn *f)
     for (rtproc *p = f->rt.procs; p; p = p->next)
         if (!p->held && p->fd >= 0 && p->state != RP_STOPPING) {
             f->rt.stats.recycles[PROTO_RECYCLE_REDEFINED]++;
-            p->gone_said = true;
+            p->accounted = true;
             proc_close(r, p);
         }
     f->rt.backoff_until_ms = 0;
