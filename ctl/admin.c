@@ -32,6 +32,10 @@ int admin_open(admin_client *a, const char *endpoint, int timeout_ms, const char
     int64_t maxmsg = (64LL << 20) + (64 << 10);
     zmq_setsockopt(a->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(a->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    /* A DEALER's send blocks while it has no pipe (a refused handshake can end
+     * it): bounded like every other wait of a request. */
+    int sndtimeo = timeout_ms > 0 ? timeout_ms : 1;
+    zmq_setsockopt(a->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
     if (keys_client(a->sock, key_file, broker_key_file, a->error, sizeof a->error) != 0) return -1;
     /* inproc names are per context, and the context is this client's alone */
     const char *mon = "inproc://ctl-monitor";

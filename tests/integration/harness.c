@@ -232,6 +232,28 @@ static char *slurp_fd(int fd)
     return buf;
 }
 
+/* h_run's commands are clients (publish, heraldctl, curl) that give up on
+ * their own within seconds; one still running after this long is stuck, and
+ * where it is stuck is what a report of the hang needs. */
+#define H_RUN_SUSPECT_MS 45000
+
+/* Writes every thread's stack of pid to stderr: gdb when it is installed and
+ * may attach (root, or ptrace allowed), else each thread's kernel wait
+ * channel and system call from /proc. */
+static void dump_stacks(pid_t pid, const char *prog)
+{
+    fprintf(stderr, "harness: %s (pid %d) still running after %d s; its threads:\n", prog, (int)pid,
+            H_RUN_SUSPECT_MS / 1000);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "if command -v gdb >/dev/null; then gdb -p %d -batch -nx -ex 'thread apply all bt 20' 2>&1 "
+             "| grep -E '^(Thread|#)' >&2; fi; for t in /proc/%d/task/*; do "
+             "echo \"  task ${t##*/}: wchan $(cat $t/wchan 2>/dev/null) syscall $(cut -d' ' -f1 $t/syscall 2>/dev/null)\" >&2; "
+             "done",
+             (int)pid, (int)pid);
+    if (system(cmd) != 0) fprintf(stderr, "harness: could not read the stacks of pid %d\n", (int)pid);
+}
+
 int h_run(h_env *e, const char *in_path, char **out, char **err, const char *prog, ...)
 {
     va_list ap;
@@ -244,7 +266,11 @@ int h_run(h_env *e, const char *in_path, char **out, char **err, const char *pro
     snprintf(ep, sizeof ep, "%s/run%d.%d.err", e->dir, getpid(), seq++);
     int ofd = open(op, O_RDWR | O_CREAT | O_TRUNC, 0644), efd = open(ep, O_RDWR | O_CREAT | O_TRUNC, 0644);
     pid_t pid = spawn(e, NULL, in_path, ofd, efd, prog, argv);
-    int st = h_wait_exit(pid, 120000);
+    int st = h_wait_exit(pid, H_RUN_SUSPECT_MS);
+    if (st < 0) {   /* a client command should be long done: show where it is, then go on waiting */
+        dump_stacks(pid, prog);
+        st = h_wait_exit(pid, 120000 - H_RUN_SUSPECT_MS);
+    }
     if (st < 0) { kill(-pid, SIGKILL); st = h_wait_exit(pid, 5000); }
     if (out) { lseek(ofd, 0, SEEK_SET); *out = slurp_fd(ofd); }
     if (err) { lseek(efd, 0, SEEK_SET); *err = slurp_fd(efd); }
