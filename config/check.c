@@ -32,20 +32,11 @@
 #define RT_IDLE_MAX_S 86400.0
 #define RT_INIT_MAX_S 900.0
 #define NAME_MAX_LEN 128
-/* How much of a user's string a message quotes. */
-#define QUOTE_MAX 64
 
-/* Where a setting lives, for messages: pre + key names the setting
- * ("broker." + "max_payload", "functions[0] (echo): " + "timeout"), and
- * where names its group in "unknown setting 'X' in <where>". */
-typedef struct {
-    char pre[320];
-    char where[320];
-} scope;
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static bool name_ok(const char *s)
+bool cfg_name_ok(const char *s)
 {
     size_t n = strlen(s);
     if (n < 1 || n > NAME_MAX_LEN)
@@ -56,7 +47,7 @@ static bool name_ok(const char *s)
     return true;
 }
 
-static bool ident_ok(const char *s)
+bool cfg_ident_ok(const char *s)
 {
     if (!isalpha((unsigned char)*s) && *s != '_')
         return false;
@@ -67,7 +58,7 @@ static bool ident_ok(const char *s)
 }
 
 /* A user's string made safe and short for a one-line message. */
-static const char *quote(const char *s, char *buf, size_t size)
+const char *cfg_quote(const char *s, char *buf, size_t size)
 {
     size_t o = 0;
     for (size_t i = 0; s[i] && o + 5 < size; i++) {
@@ -87,7 +78,7 @@ static const char *quote(const char *s, char *buf, size_t size)
 }
 
 /* A number as a person wrote it: 1000, 0.5, 1e+300. */
-static const char *num(double v, char *buf, size_t size)
+const char *cfg_num(double v, char *buf, size_t size)
 {
     /* No libm: the Makefile links none for config/. */
     if (v > -1e15 && v < 1e15 && v == (double)(long long)v)
@@ -126,7 +117,7 @@ static size_t distance(const char *a, const char *b)
 
 /* Reports every member of g whose name is not in known (NULL-terminated),
  * with the closest known name when one is near. */
-static void check_names_list(cfg_ctx *x, const config_setting_t *g, const scope *sc,
+void cfg_check_names_list(cfg_ctx *x, const config_setting_t *g, const scope *sc,
                              const char *const *known, bool list_known)
 {
     int n = config_setting_length(g);
@@ -164,13 +155,13 @@ static void check_names_list(cfg_ctx *x, const config_setting_t *g, const scope 
     }
 }
 
-static void check_names(cfg_ctx *x, const config_setting_t *g, const scope *sc,
+void cfg_check_names(cfg_ctx *x, const config_setting_t *g, const scope *sc,
                         const char *const *known)
 {
-    check_names_list(x, g, sc, known, false);
+    cfg_check_names_list(x, g, sc, known, false);
 }
 
-static const char *type_name(const config_setting_t *s)
+const char *cfg_type_name(const config_setting_t *s)
 {
     switch (config_setting_type(s)) {
     case CONFIG_TYPE_GROUP: return "a group";
@@ -185,27 +176,27 @@ static const char *type_name(const config_setting_t *s)
     return "nothing";
 }
 
-static void wrong_type(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key,
+void cfg_wrong_type(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key,
                        const char *expected)
 {
-    config_err(x, s, "%s%s: expected %s, not %s", sc->pre, key, expected, type_name(s));
+    config_err(x, s, "%s%s: expected %s, not %s", sc->pre, key, expected, cfg_type_name(s));
 }
 
-static bool is_int(const config_setting_t *s)
+bool cfg_is_int(const config_setting_t *s)
 {
     return config_setting_type(s) == CONFIG_TYPE_INT || config_setting_type(s) == CONFIG_TYPE_INT64;
 }
 
 /* The getters: 0 absent (out untouched), 1 read, -1 reported. */
 
-static int get_int(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+int cfg_get_int(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
                    long long lo, long long hi, long long *out)
 {
     const config_setting_t *s = config_setting_get_member(g, key);
     if (!s)
         return 0;
-    if (!is_int(s)) {
-        wrong_type(x, s, sc, key, "an integer");
+    if (!cfg_is_int(s)) {
+        cfg_wrong_type(x, s, sc, key, "an integer");
         return -1;
     }
     long long v = config_setting_get_int64(s);
@@ -223,11 +214,11 @@ static int get_int(cfg_ctx *x, const config_setting_t *g, const scope *sc, const
     return 1;
 }
 
-static int get_int32(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+int cfg_get_int32(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
                      int lo, int hi, int *out)
 {
     long long v;
-    int r = get_int(x, g, sc, key, lo, hi, &v);
+    int r = cfg_get_int(x, g, sc, key, lo, hi, &v);
     if (r == 1)
         *out = (int)v;
     return r;
@@ -235,19 +226,19 @@ static int get_int32(cfg_ctx *x, const config_setting_t *g, const scope *sc, con
 
 /* A number of seconds (or any real): integers are accepted. lo_open makes
  * the lower bound exclusive; hi < 0 means no upper bound. */
-static int get_num(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+int cfg_get_num(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
                    const char *expected, double lo, bool lo_open, double hi, double *out)
 {
     const config_setting_t *s = config_setting_get_member(g, key);
     if (!s)
         return 0;
     double v;
-    if (is_int(s))
+    if (cfg_is_int(s))
         v = (double)config_setting_get_int64(s);
     else if (config_setting_type(s) == CONFIG_TYPE_FLOAT)
         v = config_setting_get_float(s);
     else {
-        wrong_type(x, s, sc, key, expected);
+        cfg_wrong_type(x, s, sc, key, expected);
         return -1;
     }
     if (config_line_marked(x, s))
@@ -256,25 +247,25 @@ static int get_num(cfg_ctx *x, const config_setting_t *g, const scope *sc, const
         char a[32], b[32], c[32];
         if (hi < 0)
             config_err(x, s, "%s%s: %s is out of range (%s %s %s)", sc->pre, key,
-                       num(v, a, sizeof a), key, lo_open ? ">" : "≥", num(lo, b, sizeof b));
+                       cfg_num(v, a, sizeof a), key, lo_open ? ">" : "≥", cfg_num(lo, b, sizeof b));
         else
             config_err(x, s, "%s%s: %s is out of range (%s %s %s ≤ %s)", sc->pre, key,
-                       num(v, a, sizeof a), num(lo, b, sizeof b), lo_open ? "<" : "≤", key,
-                       num(hi, c, sizeof c));
+                       cfg_num(v, a, sizeof a), cfg_num(lo, b, sizeof b), lo_open ? "<" : "≤", key,
+                       cfg_num(hi, c, sizeof c));
         return -1;
     }
     *out = v;
     return 1;
 }
 
-static int get_bool(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+int cfg_get_bool(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
                     bool *out)
 {
     const config_setting_t *s = config_setting_get_member(g, key);
     if (!s)
         return 0;
     if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
-        wrong_type(x, s, sc, key, "true or false");
+        cfg_wrong_type(x, s, sc, key, "true or false");
         return -1;
     }
     *out = config_setting_get_bool(s) != 0;
@@ -282,14 +273,14 @@ static int get_bool(cfg_ctx *x, const config_setting_t *g, const scope *sc, cons
 }
 
 /* A string; *out borrows libconfig's (copy what is kept). */
-static int get_str(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+int cfg_get_str(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
                    bool nonempty, const char **out)
 {
     const config_setting_t *s = config_setting_get_member(g, key);
     if (!s)
         return 0;
     if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-        wrong_type(x, s, sc, key, "a string");
+        cfg_wrong_type(x, s, sc, key, "a string");
         return -1;
     }
     const char *v = config_setting_get_string(s);
@@ -304,16 +295,16 @@ static int get_str(cfg_ctx *x, const config_setting_t *g, const scope *sc, const
 /* A ZeroMQ endpoint, checked fully (proto/endpoint.c): libzmq would keep 16
  * bits of port 99999 and bind another port without a word. bind: the broker's
  * own endpoints, where host '*' means every interface. */
-static void take_endpoint(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+void cfg_take_endpoint(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
                           bool bind, char **dst)
 {
     const char *v;
-    if (get_str(x, g, sc, key, true, &v) != 1)
+    if (cfg_get_str(x, g, sc, key, true, &v) != 1)
         return;
     char why[256];
     if (endpoint_check(v, bind, why, sizeof why) != 0) {
         char q[QUOTE_MAX * 4 + 8];
-        config_err(x, config_setting_get_member(g, key), "%s%s: '%s' %s", sc->pre, key, quote(v, q, sizeof q), why);
+        config_err(x, config_setting_get_member(g, key), "%s%s: '%s' %s", sc->pre, key, cfg_quote(v, q, sizeof q), why);
         return;
     }
     free(*dst);
@@ -322,10 +313,10 @@ static void take_endpoint(cfg_ctx *x, const config_setting_t *g, const scope *sc
 
 /* gateway.listen: HOST:PORT or [IPV6]:PORT for HTTP; port 0 binds a free one
  * (the gateway logs which). The host itself is resolved at start. */
-static void take_listen(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, char **dst)
+void cfg_take_listen(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, char **dst)
 {
     const char *v;
-    if (get_str(x, g, sc, key, true, &v) != 1)
+    if (cfg_get_str(x, g, sc, key, true, &v) != 1)
         return;
     const char *end = v[0] == '[' ? strchr(v, ']') : NULL;
     const char *colon = v[0] == '[' ? (end && end[1] == ':' ? end + 1 : NULL) : strrchr(v, ':');
@@ -334,13 +325,13 @@ static void take_listen(cfg_ctx *x, const config_setting_t *g, const scope *sc, 
     char q[QUOTE_MAX * 4 + 8];
     const config_setting_t *s = config_setting_get_member(g, key);
     if (!colon || plen == 0 || digits != plen) {
-        config_err(x, s, "%s%s: '%s' is not HOST:PORT (or [IPV6]:PORT)", sc->pre, key, quote(v, q, sizeof q));
+        config_err(x, s, "%s%s: '%s' is not HOST:PORT (or [IPV6]:PORT)", sc->pre, key, cfg_quote(v, q, sizeof q));
         return;
     }
     while (*port == '0' && port[1])
         port++;
     if (strlen(port) > 5 || strtol(port, NULL, 10) > 65535) {
-        config_err(x, s, "%s%s: '%s' has port %s, outside 0 to 65535", sc->pre, key, quote(v, q, sizeof q),
+        config_err(x, s, "%s%s: '%s' has port %s, outside 0 to 65535", sc->pre, key, cfg_quote(v, q, sizeof q),
                    strlen(port) > 20 ? "beyond 65535" : port);
         return;
     }
@@ -349,34 +340,34 @@ static void take_listen(cfg_ctx *x, const config_setting_t *g, const scope *sc, 
 }
 
 /* A path, resolved against the config file's directory. */
-static void take_path(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+void cfg_take_path(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
                       char **dst)
 {
     const char *v;
-    if (get_str(x, g, sc, key, true, &v) == 1) {
+    if (cfg_get_str(x, g, sc, key, true, &v) == 1) {
         free(*dst);
         *dst = config_resolve(x, v);
     }
 }
 
 /* The same, remembering where it was written (for check --root). */
-static void take_path_at(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+void cfg_take_path_at(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
                          char **dst, cfg_loc *at)
 {
-    take_path(x, g, sc, key, dst);
+    cfg_take_path(x, g, sc, key, dst);
     if (*dst)
         *at = config_loc(x, config_setting_get_member(g, key));
 }
 
 /* A group member that must itself be a group; NULL when absent or reported. */
-static config_setting_t *get_group(cfg_ctx *x, const config_setting_t *g, const scope *sc,
+config_setting_t *cfg_get_group(cfg_ctx *x, const config_setting_t *g, const scope *sc,
                                    const char *key, const char *example)
 {
     config_setting_t *s = config_setting_get_member(g, key);
     if (!s)
         return NULL;
     if (!config_setting_is_group(s)) {
-        wrong_type(x, s, sc, key, example);
+        cfg_wrong_type(x, s, sc, key, example);
         return NULL;
     }
     return s;
@@ -384,7 +375,7 @@ static config_setting_t *get_group(cfg_ctx *x, const config_setting_t *g, const 
 
 /* Collects the strings of an array or list into a malloc'ed vector of copies.
  * A bare string is a one-element list when one_ok. Returns -1 when reported. */
-static int get_strings(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key,
+int cfg_get_strings(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key,
                        bool one_ok, const char *expected, char ***out, size_t *nout)
 {
     int n = 1; /* a bare string */
@@ -399,12 +390,12 @@ static int get_strings(cfg_ctx *x, const config_setting_t *s, const scope *sc, c
             const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
             if (config_setting_type(e) != CONFIG_TYPE_STRING) {
                 config_err(x, e, "%s%s[%d]: expected a string, not %s", sc->pre, key, i,
-                           type_name(e));
+                           cfg_type_name(e));
                 return -1;
             }
         }
     } else {
-        wrong_type(x, s, sc, key, expected);
+        cfg_wrong_type(x, s, sc, key, expected);
         return -1;
     }
     char **v = calloc((size_t)n, sizeof *v);
@@ -425,17 +416,17 @@ static int get_strings(cfg_ctx *x, const config_setting_t *s, const scope *sc, c
 
 /* A list of groups (functions, topics, subscriptions); an empty array is an
  * empty list too. Returns its length, or -1 when reported. */
-static int get_list(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key,
+int cfg_get_list(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key,
                     const char *expected)
 {
     if (config_setting_is_list(s) ||
         (config_setting_is_array(s) && config_setting_length(s) == 0))
         return config_setting_length(s);
-    wrong_type(x, s, sc, key, expected);
+    cfg_wrong_type(x, s, sc, key, expected);
     return -1;
 }
 
-static void key_pair(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+void cfg_key_pair(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
                      const char *other)
 {
     bool a = config_setting_get_member(g, key) != NULL, b = config_setting_get_member(g, other) != NULL;
@@ -456,13 +447,13 @@ static void check_broker(cfg_ctx *x, const config_setting_t *g)
     scope sc = { "broker.", "broker" };
     if (!g)
         return;
-    check_names(x, g, &sc, known);
-    take_endpoint(x, g, &sc, "publish_endpoint", true, &b->publish_endpoint);
-    take_endpoint(x, g, &sc, "worker_endpoint", true, &b->worker_endpoint);
-    take_endpoint(x, g, &sc, "admin_endpoint", true, &b->admin_endpoint);
-    take_path(x, g, &sc, "data_dir", &b->data_dir);
+    cfg_check_names(x, g, &sc, known);
+    cfg_take_endpoint(x, g, &sc, "publish_endpoint", true, &b->publish_endpoint);
+    cfg_take_endpoint(x, g, &sc, "worker_endpoint", true, &b->worker_endpoint);
+    cfg_take_endpoint(x, g, &sc, "admin_endpoint", true, &b->admin_endpoint);
+    cfg_take_path(x, g, &sc, "data_dir", &b->data_dir);
     const char *d;
-    if (get_str(x, g, &sc, "durability", false, &d) == 1) {
+    if (cfg_get_str(x, g, &sc, "durability", false, &d) == 1) {
         if (strcmp(d, "fsync") == 0)
             b->durability = DURABILITY_FSYNC;
         else if (strcmp(d, "os") == 0)
@@ -471,17 +462,17 @@ static void check_broker(cfg_ctx *x, const config_setting_t *g)
             char q[QUOTE_MAX * 4 + 8];
             config_err(x, config_setting_get_member(g, "durability"),
                        "broker.durability: '%s' is not one of \"fsync\", \"os\"",
-                       quote(d, q, sizeof q));
+                       cfg_quote(d, q, sizeof q));
         }
     }
     long long v;
-    if (get_int(x, g, &sc, "max_payload", 1024, 64LL * 1024 * 1024, &v) == 1)
+    if (cfg_get_int(x, g, &sc, "max_payload", 1024, 64LL * 1024 * 1024, &v) == 1)
         b->max_payload = v;
-    if (get_int(x, g, &sc, "max_backlog", 1, INT64_MAX, &v) == 1)
+    if (cfg_get_int(x, g, &sc, "max_backlog", 1, INT64_MAX, &v) == 1)
         b->max_backlog = v;
-    if (get_int(x, g, &sc, "disk_min_free", 0, INT64_MAX, &v) == 1)
+    if (cfg_get_int(x, g, &sc, "disk_min_free", 0, INT64_MAX, &v) == 1)
         b->disk_min_free = v;
-    get_num(x, g, &sc, "heartbeat", "a number of seconds", 0.1, false, 60, &b->heartbeat_s);
+    cfg_get_num(x, g, &sc, "heartbeat", "a number of seconds", 0.1, false, 60, &b->heartbeat_s);
 }
 
 /* ---- security ----------------------------------------------------------------- */
@@ -495,12 +486,12 @@ static void check_security(cfg_ctx *x, const config_setting_t *g)
     if (!g)
         return;
     s->present = true;
-    check_names(x, g, &sc, known);
-    get_bool(x, g, &sc, "curve", &s->curve);
-    take_path_at(x, g, &sc, "secret_key", &s->secret_key, &s->secret_key_at);
-    take_path_at(x, g, &sc, "publishers", &s->publishers, &s->publishers_at);
-    take_path_at(x, g, &sc, "workers", &s->workers, &s->workers_at);
-    take_path_at(x, g, &sc, "admins", &s->admins, &s->admins_at);
+    cfg_check_names(x, g, &sc, known);
+    cfg_get_bool(x, g, &sc, "curve", &s->curve);
+    cfg_take_path_at(x, g, &sc, "secret_key", &s->secret_key, &s->secret_key_at);
+    cfg_take_path_at(x, g, &sc, "publishers", &s->publishers, &s->publishers_at);
+    cfg_take_path_at(x, g, &sc, "workers", &s->workers, &s->workers_at);
+    cfg_take_path_at(x, g, &sc, "admins", &s->admins, &s->admins_at);
     if (!s->curve)
         return;
     /* Without its key the broker cannot speak CURVE, and a missing role
@@ -519,12 +510,12 @@ static void check_backoff(cfg_ctx *x, const config_setting_t *g, const char *lab
     scope sc;
     snprintf(sc.pre, sizeof sc.pre, "%s: backoff.", label);
     snprintf(sc.where, sizeof sc.where, "%s backoff", label);
-    check_names(x, g, &sc, known);
-    int ri = get_num(x, g, &sc, "initial", "a number of seconds", 0, true, BACKOFF_MAX_S, &b->initial_s);
-    int rm = get_num(x, g, &sc, "max", "a number of seconds", 0, true, BACKOFF_MAX_S, &b->max_s);
-    get_num(x, g, &sc, "multiplier", "a number", 1, false, -1, &b->multiplier);
+    cfg_check_names(x, g, &sc, known);
+    int ri = cfg_get_num(x, g, &sc, "initial", "a number of seconds", 0, true, BACKOFF_MAX_S, &b->initial_s);
+    int rm = cfg_get_num(x, g, &sc, "max", "a number of seconds", 0, true, BACKOFF_MAX_S, &b->max_s);
+    cfg_get_num(x, g, &sc, "multiplier", "a number", 1, false, -1, &b->multiplier);
     const char *j;
-    if (get_str(x, g, &sc, "jitter", false, &j) == 1) {
+    if (cfg_get_str(x, g, &sc, "jitter", false, &j) == 1) {
         if (strcmp(j, "full") == 0)
             b->jitter = JITTER_FULL;
         else if (strcmp(j, "equal") == 0)
@@ -535,15 +526,15 @@ static void check_backoff(cfg_ctx *x, const config_setting_t *g, const char *lab
             char q[QUOTE_MAX * 4 + 8];
             config_err(x, config_setting_get_member(g, "jitter"),
                        "%sjitter: '%s' is not one of \"full\", \"equal\", \"none\"", sc.pre,
-                       quote(j, q, sizeof q));
+                       cfg_quote(j, q, sizeof q));
         }
     }
     if (ri >= 0 && rm >= 0 && b->max_s < b->initial_s) {
         char a[32], c[32];
         const config_setting_t *at = config_setting_get_member(g, rm ? "max" : "initial");
         config_err(x, at, "%smax: %s%s is less than backoff.initial (%s)", sc.pre,
-                   num(b->max_s, a, sizeof a), rm ? "" : " (the default)",
-                   num(b->initial_s, c, sizeof c));
+                   cfg_num(b->max_s, a, sizeof a), rm ? "" : " (the default)",
+                   cfg_num(b->initial_s, c, sizeof c));
     }
 }
 
@@ -561,7 +552,7 @@ static void check_env(cfg_ctx *x, const config_setting_t *g, const char *label, 
         const config_setting_t *e = config_setting_get_elem(g, (unsigned)i);
         const char *k = config_setting_name(e);
         bool ok = true;
-        if (!ident_ok(k)) {
+        if (!cfg_ident_ok(k)) {
             config_err(x, e, "%s: env.%s: not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)", label, k);
             ok = false;
         } else if (strncmp(k, "HERALD_", 7) == 0) {
@@ -569,7 +560,7 @@ static void check_env(cfg_ctx *x, const config_setting_t *g, const char *label, 
             ok = false;
         }
         if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-            config_err(x, e, "%s: env.%s: expected a string, not %s", label, k, type_name(e));
+            config_err(x, e, "%s: env.%s: expected a string, not %s", label, k, cfg_type_name(e));
             ok = false;
         }
         if (!ok)
@@ -586,21 +577,21 @@ static void check_native(cfg_ctx *x, const config_setting_t *g, const char *labe
     scope sc;
     snprintf(sc.pre, sizeof sc.pre, "%s: native.", label);
     snprintf(sc.where, sizeof sc.where, "%s native", label);
-    check_names(x, g, &sc, known);
+    cfg_check_names(x, g, &sc, known);
     const char *v;
-    int r = get_str(x, g, &sc, "library", true, &v);
+    int r = cfg_get_str(x, g, &sc, "library", true, &v);
     if (r == 1) {
         f->library = config_strdup(x, v);
         f->library_at = config_loc(x, config_setting_get_member(g, "library"));
     }
     else if (r == 0)
         config_err(x, g, "%s: native: needs library (the .so to load)", label);
-    r = get_str(x, g, &sc, "symbol", true, &v);
+    r = cfg_get_str(x, g, &sc, "symbol", true, &v);
     if (r == 1) {
-        if (!ident_ok(v)) {
+        if (!cfg_ident_ok(v)) {
             char q[QUOTE_MAX * 4 + 8];
             config_err(x, config_setting_get_member(g, "symbol"),
-                       "%ssymbol: '%s' is not a C identifier", sc.pre, quote(v, q, sizeof q));
+                       "%ssymbol: '%s' is not a C identifier", sc.pre, cfg_quote(v, q, sizeof q));
         } else {
             f->symbol = config_strdup(x, v);
             f->symbol_at = config_loc(x, config_setting_get_member(g, "symbol"));
@@ -614,21 +605,21 @@ static void check_native(cfg_ctx *x, const config_setting_t *g, const char *labe
  * copied into *name, and the label its messages carry — "functions[2]", or
  * "functions[2] (echo)" once the name is known — with the scope of its keys;
  * then its setting names are checked against known. */
-static void named_group(cfg_ctx *x, const config_setting_t *g, const char *list, size_t idx,
+void cfg_named_group(cfg_ctx *x, const config_setting_t *g, const char *list, size_t idx,
                         const char *const *known, char **name_out, char *label, size_t len, scope *sc)
 {
     snprintf(label, len, "%s[%zu]", list, idx);
     snprintf(sc->pre, sizeof sc->pre, "%s: ", label);
     const char *name;
-    int r = get_str(x, g, sc, "name", false, &name);
+    int r = cfg_get_str(x, g, sc, "name", false, &name);
     if (r == 0) {
         config_err(x, g, "%s: needs a name", label);
     } else if (r == 1) {
         char q[QUOTE_MAX * 4 + 8];
-        if (!name_ok(name)) {
+        if (!cfg_name_ok(name)) {
             config_err(x, config_setting_get_member(g, "name"),
                        "%s: name '%s' is invalid (expected 1 to 128 of A-Z a-z 0-9 _ . -)", label,
-                       quote(name, q, sizeof q));
+                       cfg_quote(name, q, sizeof q));
         } else {
             *name_out = config_strdup(x, name);
             snprintf(label, len, "%s[%zu] (%s)", list, idx, name);
@@ -636,7 +627,7 @@ static void named_group(cfg_ctx *x, const config_setting_t *g, const char *list,
         }
     }
     snprintf(sc->where, sizeof sc->where, "%s", label);
-    check_names(x, g, sc, known);
+    cfg_check_names(x, g, sc, known);
 }
 
 /* runtime = { command = [...]; handler; format; max_invocations;
@@ -650,7 +641,7 @@ static void check_runtime(cfg_ctx *x, const config_setting_t *g, const char *lab
     char q[QUOTE_MAX * 4 + 8];
     snprintf(sc.pre, sizeof sc.pre, "%s: runtime.", label);
     snprintf(sc.where, sizeof sc.where, "%s runtime", label);
-    check_names(x, g, &sc, known);
+    cfg_check_names(x, g, &sc, known);
     const config_setting_t *cmd = config_setting_get_member(g, "command");
     /* Beside an exec (an error already reported) the command is checked,
      * then dropped: f->exec is exec's. */
@@ -659,7 +650,7 @@ static void check_runtime(cfg_ctx *x, const config_setting_t *g, const char *lab
     size_t argc = 0;
     if (!cmd)
         config_err(x, g, "%s: runtime: needs command (the program to start, as an array of strings)", label);
-    else if (get_strings(x, cmd, &sc, "command", false, "a non-empty array of strings", &argv, &argc) == 0 &&
+    else if (cfg_get_strings(x, cmd, &sc, "command", false, "a non-empty array of strings", &argv, &argc) == 0 &&
              argv[0] && !*argv[0])
         config_err(x, cmd, "%s: runtime.command[0]: the program must not be empty", label);
     if (keep) {
@@ -674,7 +665,7 @@ static void check_runtime(cfg_ctx *x, const config_setting_t *g, const char *lab
     }
 
     const char *v;
-    if (get_str(x, g, &sc, "handler", true, &v) == 1) {
+    if (cfg_get_str(x, g, &sc, "handler", true, &v) == 1) {
         /* AWS's rule for a handler is [^\s]+; ours also keeps it to
          * printable ASCII, since it goes into an environment variable. */
         bool ok = strlen(v) <= PROTO_RT_HANDLER_MAX;
@@ -685,20 +676,20 @@ static void check_runtime(cfg_ctx *x, const config_setting_t *g, const char *lab
         else
             config_err(x, config_setting_get_member(g, "handler"),
                        "%shandler: '%s' is not 1 to %d printable ASCII characters without spaces", sc.pre,
-                       quote(v, q, sizeof q), PROTO_RT_HANDLER_MAX);
+                       cfg_quote(v, q, sizeof q), PROTO_RT_HANDLER_MAX);
     }
-    if (get_str(x, g, &sc, "format", false, &v) == 1) {
+    if (cfg_get_str(x, g, &sc, "format", false, &v) == 1) {
         if (strcmp(v, "raw") == 0)
             f->rt.format = RT_FORMAT_RAW;
         else if (strcmp(v, "sns") == 0)
             f->rt.format = RT_FORMAT_SNS;
         else
             config_err(x, config_setting_get_member(g, "format"), "%sformat: '%s' is not one of \"raw\", \"sns\"",
-                       sc.pre, quote(v, q, sizeof q));
+                       sc.pre, cfg_quote(v, q, sizeof q));
     }
-    get_int32(x, g, &sc, "max_invocations", 0, 1000000000, &f->rt.max_invocations);
-    get_num(x, g, &sc, "idle_timeout", "a number of seconds", 0, true, RT_IDLE_MAX_S, &f->rt.idle_timeout_s);
-    get_num(x, g, &sc, "init_timeout", "a number of seconds", 0, true, RT_INIT_MAX_S, &f->rt.init_timeout_s);
+    cfg_get_int32(x, g, &sc, "max_invocations", 0, 1000000000, &f->rt.max_invocations);
+    cfg_get_num(x, g, &sc, "idle_timeout", "a number of seconds", 0, true, RT_IDLE_MAX_S, &f->rt.idle_timeout_s);
+    cfg_get_num(x, g, &sc, "init_timeout", "a number of seconds", 0, true, RT_INIT_MAX_S, &f->rt.init_timeout_s);
 }
 
 /* A function has exactly one of exec, native, runtime: reported at the
@@ -735,12 +726,12 @@ static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cf
     f->line = config_setting_source_line(g);
     if (!config_setting_is_group(g)) {
         config_err(x, g, "functions[%zu]: expected a group { name = \"...\"; exec = [...]; }, not %s",
-                   idx, type_name(g));
+                   idx, cfg_type_name(g));
         return;
     }
     char label[200];
     scope sc;
-    named_group(x, g, "functions", idx, known, &f->name, label, sizeof label, &sc);
+    cfg_named_group(x, g, "functions", idx, known, &f->name, label, sizeof label, &sc);
 
     /* With more than one kind the load fails; each is still checked, and the
      * first one given decides the kind, so that what is kept is consistent. */
@@ -748,14 +739,14 @@ static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cf
     const config_setting_t *exec = config_setting_get_member(g, "exec");
     const config_setting_t *native = config_setting_get_member(g, "native");
     const config_setting_t *runtime = config_setting_get_member(g, "runtime");
-    if (exec && get_strings(x, exec, &sc, "exec", false, "a non-empty array of strings", &f->exec,
+    if (exec && cfg_get_strings(x, exec, &sc, "exec", false, "a non-empty array of strings", &f->exec,
                             &f->nexec) == 0 && f->exec[0] && !*f->exec[0])
         config_err(x, exec, "%s: exec[0]: the program must not be empty", label);
     if (exec)
         f->exec_at = config_loc(x, exec);
     if (native) {
         if (!config_setting_is_group(native))
-            wrong_type(x, native, &sc, "native",
+            cfg_wrong_type(x, native, &sc, "native",
                        "a group { library = \"...\"; symbol = \"...\"; }");
         else
             check_native(x, native, label, f);
@@ -763,21 +754,21 @@ static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cf
     }
     if (runtime) {
         if (!config_setting_is_group(runtime))
-            wrong_type(x, runtime, &sc, "runtime", "a group { command = [\"...\"]; ... }");
+            cfg_wrong_type(x, runtime, &sc, "runtime", "a group { command = [\"...\"]; ... }");
         else
             check_runtime(x, runtime, label, f);
         f->runtime = !exec && !native;
     }
 
-    get_num(x, g, &sc, "timeout", "a number of seconds", 0, true, 900, &f->timeout_s);
-    get_int32(x, g, &sc, "memory_mb", 16, 10240, &f->memory_mb);
-    get_int32(x, g, &sc, "concurrency", 1, 100000, &f->concurrency);
-    get_int32(x, g, &sc, "max_attempts", 1, 100, &f->max_attempts);
-    const config_setting_t *b = get_group(x, g, &sc, "backoff",
+    cfg_get_num(x, g, &sc, "timeout", "a number of seconds", 0, true, 900, &f->timeout_s);
+    cfg_get_int32(x, g, &sc, "memory_mb", 16, 10240, &f->memory_mb);
+    cfg_get_int32(x, g, &sc, "concurrency", 1, 100000, &f->concurrency);
+    cfg_get_int32(x, g, &sc, "max_attempts", 1, 100, &f->max_attempts);
+    const config_setting_t *b = cfg_get_group(x, g, &sc, "backoff",
                                           "a group { initial = 1.0; max = 300.0; ... }");
     if (b)
         check_backoff(x, b, label, &f->backoff);
-    const config_setting_t *env = get_group(x, g, &sc, "env", "a group { NAME = \"value\"; }");
+    const config_setting_t *env = cfg_get_group(x, g, &sc, "env", "a group { NAME = \"value\"; }");
     if (env)
         check_env(x, env, label, f);
 }
@@ -787,7 +778,7 @@ static void check_functions(cfg_ctx *x, const config_setting_t *s)
     scope sc = { "", "" };
     if (!s)
         return;
-    int n = get_list(x, s, &sc, "functions", "a list ( { name = ...; }, ... )");
+    int n = cfg_get_list(x, s, &sc, "functions", "a list ( { name = ...; }, ... )");
     if (n <= 0)
         return;
     x->c->functions = calloc((size_t)n, sizeof *x->c->functions);
@@ -832,7 +823,7 @@ static void check_filter(cfg_ctx *x, const config_setting_t *g, const scope *sc,
         char key[200];
         snprintf(key, sizeof key, "filter.%s", config_setting_name(e));
         cfg_filter *f = &s->filters[s->nfilters];
-        if (get_strings(x, e, sc, key, true, "a string or a non-empty array of strings",
+        if (cfg_get_strings(x, e, sc, key, true, "a string or a non-empty array of strings",
                         &f->values, &f->nvalues) < 0)
             continue;
         f->key = config_strdup(x, config_setting_name(e));
@@ -850,13 +841,13 @@ static void check_subscription(cfg_ctx *x, const config_setting_t *g, const char
     snprintf(sc.where, sizeof sc.where, "%s subscription", label);
     if (!config_setting_is_group(g)) {
         config_err(x, g, "%s: subscription: expected a group { function = \"...\"; }, not %s",
-                   label, type_name(g));
+                   label, cfg_type_name(g));
         return;
     }
     s->line = config_setting_source_line(g);
-    check_names(x, g, &sc, known);
+    cfg_check_names(x, g, &sc, known);
     const char *fn;
-    int r = get_str(x, g, &sc, "function", false, &fn);
+    int r = cfg_get_str(x, g, &sc, "function", false, &fn);
     if (r == 0) {
         config_err(x, g, "%s: subscription: needs a function", label);
         return;
@@ -866,7 +857,7 @@ static void check_subscription(cfg_ctx *x, const config_setting_t *g, const char
     const config_setting_t *fs = config_setting_get_member(g, "function");
     char q[QUOTE_MAX * 4 + 8];
     if (!config_function(x->c, fn)) {
-        config_err(x, fs, "%s: subscription: unknown function '%s'", label, quote(fn, q, sizeof q));
+        config_err(x, fs, "%s: subscription: unknown function '%s'", label, cfg_quote(fn, q, sizeof q));
         return;
     }
     for (size_t i = 0; i < t->nsubs; i++)
@@ -875,7 +866,7 @@ static void check_subscription(cfg_ctx *x, const config_setting_t *g, const char
                        label, fn, t->subs[i].line);
             return;
         }
-    const config_setting_t *filter = get_group(x, g, &sc, "filter",
+    const config_setting_t *filter = cfg_get_group(x, g, &sc, "filter",
                                                "a group { attribute = [\"value\", ...]; }");
     t->nsubs++;
     s->function = config_strdup(x, fn);
@@ -889,16 +880,16 @@ static void check_topic(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_t
     t->line = config_setting_source_line(g);
     if (!config_setting_is_group(g)) {
         config_err(x, g, "topics[%zu]: expected a group { name = \"...\"; subscriptions = (...); }, not %s",
-                   idx, type_name(g));
+                   idx, cfg_type_name(g));
         return;
     }
     char label[200];
     scope sc;
-    named_group(x, g, "topics", idx, known, &t->name, label, sizeof label, &sc);
+    cfg_named_group(x, g, "topics", idx, known, &t->name, label, sizeof label, &sc);
     const config_setting_t *subs = config_setting_get_member(g, "subscriptions");
     if (!subs)
         return;
-    int n = get_list(x, subs, &sc, "subscriptions", "a list ( { function = ...; }, ... )");
+    int n = cfg_get_list(x, subs, &sc, "subscriptions", "a list ( { function = ...; }, ... )");
     if (n <= 0)
         return;
     t->subs = calloc((size_t)n, sizeof *t->subs);
@@ -915,7 +906,7 @@ static void check_topics(cfg_ctx *x, const config_setting_t *s)
     scope sc = { "", "" };
     if (!s)
         return;
-    int n = get_list(x, s, &sc, "topics", "a list ( { name = ...; }, ... )");
+    int n = cfg_get_list(x, s, &sc, "topics", "a list ( { name = ...; }, ... )");
     if (n <= 0)
         return;
     x->c->topics = calloc((size_t)n, sizeof *x->c->topics);
@@ -948,17 +939,17 @@ static void check_worker(cfg_ctx *x, const config_setting_t *g)
     if (!g)
         return;
     w->present = true;
-    check_names(x, g, &sc, known);
-    take_endpoint(x, g, &sc, "broker", false, &w->broker);
-    take_path_at(x, g, &sc, "key", &w->key, &w->key_at);
-    take_path_at(x, g, &sc, "broker_key", &w->broker_key, &w->broker_key_at);
-    key_pair(x, g, &sc, "key", "broker_key");
-    key_pair(x, g, &sc, "broker_key", "key");
-    get_int32(x, g, &sc, "concurrency", 1, 100000, &w->concurrency);
-    take_path(x, g, &sc, "root", &w->root);
-    take_path(x, g, &sc, "run_dir", &w->run_dir);
+    cfg_check_names(x, g, &sc, known);
+    cfg_take_endpoint(x, g, &sc, "broker", false, &w->broker);
+    cfg_take_path_at(x, g, &sc, "key", &w->key, &w->key_at);
+    cfg_take_path_at(x, g, &sc, "broker_key", &w->broker_key, &w->broker_key_at);
+    cfg_key_pair(x, g, &sc, "key", "broker_key");
+    cfg_key_pair(x, g, &sc, "broker_key", "key");
+    cfg_get_int32(x, g, &sc, "concurrency", 1, 100000, &w->concurrency);
+    cfg_take_path(x, g, &sc, "root", &w->root);
+    cfg_take_path(x, g, &sc, "run_dir", &w->run_dir);
     const config_setting_t *fs = config_setting_get_member(g, "functions");
-    if (!fs || get_strings(x, fs, &sc, "functions", false, "a non-empty array of function names",
+    if (!fs || cfg_get_strings(x, fs, &sc, "functions", false, "a non-empty array of function names",
                            &w->functions, &w->nfunctions) < 0)
         return;
     for (size_t i = 0; i < w->nfunctions; i++) {
@@ -967,9 +958,9 @@ static void check_worker(cfg_ctx *x, const config_setting_t *g)
         char q[QUOTE_MAX * 4 + 8];
         if (!f)
             continue;
-        if (!name_ok(f)) {
+        if (!cfg_name_ok(f)) {
             config_err(x, e, "worker.functions[%zu]: '%s' is not a valid function name", i,
-                       quote(f, q, sizeof q));
+                       cfg_quote(f, q, sizeof q));
             continue;
         }
         /* The worker learns definitions from the broker, so only a file that
@@ -994,14 +985,14 @@ static void check_gateway(cfg_ctx *x, const config_setting_t *g)
     if (!g)
         return;
     gw->present = true;
-    check_names(x, g, &sc, known);
-    take_listen(x, g, &sc, "listen", &gw->listen);
-    take_endpoint(x, g, &sc, "broker", false, &gw->broker);
-    take_endpoint(x, g, &sc, "admin", false, &gw->admin);
+    cfg_check_names(x, g, &sc, known);
+    cfg_take_listen(x, g, &sc, "listen", &gw->listen);
+    cfg_take_endpoint(x, g, &sc, "broker", false, &gw->broker);
+    cfg_take_endpoint(x, g, &sc, "admin", false, &gw->admin);
     const char *v;
     /* Both go into ARNs (arn:aws:sns:REGION:ACCOUNT:topic): a ':' would
      * shift every field after it. */
-    if (get_str(x, g, &sc, "region", true, &v) == 1) {
+    if (cfg_get_str(x, g, &sc, "region", true, &v) == 1) {
         bool ok = strlen(v) <= 64;
         for (const char *p = v; *p; p++)
             ok = ok && (islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '-');
@@ -1010,10 +1001,10 @@ static void check_gateway(cfg_ctx *x, const config_setting_t *g)
             gw->region = config_strdup(x, v);
         } else {
             config_err(x, config_setting_get_member(g, "region"),
-                       "gateway.region: '%s' is not a region name (like us-east-1)", quote(v, q, sizeof q));
+                       "gateway.region: '%s' is not a region name (like us-east-1)", cfg_quote(v, q, sizeof q));
         }
     }
-    if (get_str(x, g, &sc, "account", true, &v) == 1) {
+    if (cfg_get_str(x, g, &sc, "account", true, &v) == 1) {
         bool ok = strlen(v) == 12;
         for (const char *p = v; *p; p++)
             ok = ok && isdigit((unsigned char)*p);
@@ -1022,13 +1013,13 @@ static void check_gateway(cfg_ctx *x, const config_setting_t *g)
             gw->account = config_strdup(x, v);
         } else {
             config_err(x, config_setting_get_member(g, "account"),
-                       "gateway.account: '%s' is not an account id (12 digits)", quote(v, q, sizeof q));
+                       "gateway.account: '%s' is not an account id (12 digits)", cfg_quote(v, q, sizeof q));
         }
     }
-    take_path_at(x, g, &sc, "key", &gw->key, &gw->key_at);
-    take_path_at(x, g, &sc, "broker_key", &gw->broker_key, &gw->broker_key_at);
-    key_pair(x, g, &sc, "key", "broker_key");
-    key_pair(x, g, &sc, "broker_key", "key");
+    cfg_take_path_at(x, g, &sc, "key", &gw->key, &gw->key_at);
+    cfg_take_path_at(x, g, &sc, "broker_key", &gw->broker_key, &gw->broker_key_at);
+    cfg_key_pair(x, g, &sc, "key", "broker_key");
+    cfg_key_pair(x, g, &sc, "broker_key", "key");
 }
 
 /* ---- root ---------------------------------------------------------------------- */
@@ -1058,7 +1049,7 @@ static const config_setting_t *top_group(cfg_ctx *x, const config_setting_t *roo
 {
     const config_setting_t *s = config_setting_get_member(root, key);
     if (s && !config_setting_is_group(s)) {
-        config_err(x, s, "%s: expected a group { ... }, not %s", key, type_name(s));
+        config_err(x, s, "%s: expected a group { ... }, not %s", key, cfg_type_name(s));
         return NULL;
     }
     return s;
@@ -1070,7 +1061,7 @@ void config_check_root(cfg_ctx *x, config_setting_t *root)
                                          "gateway", NULL };
     scope sc = { "", "the top level" };
     set_defaults(x);
-    check_names_list(x, root, &sc, known, true);
+    cfg_check_names_list(x, root, &sc, known, true);
     check_broker(x, top_group(x, root, "broker"));
     check_security(x, top_group(x, root, "security"));
     /* functions before topics and worker: both refer to function names. */

@@ -71,6 +71,49 @@ char *config_read_text(const char *path);
 /* scan.c: reports every integer literal of text that libconfig truncated. */
 void config_scan_ints(cfg_ctx *x, const char *text, const char *file, int depth);
 
+/* check.c's helpers, shared by the files that check a group of their own
+ * (schedules.c). Getters: 0 absent (out untouched), 1 read, -1 reported. */
+#define QUOTE_MAX 64            /* how much of a user's string a message quotes */
+/* Where a setting lives, for messages: pre + key names the setting
+ * ("broker." + "max_payload", "functions[0] (echo): " + "timeout"), and
+ * where names its group in "unknown setting 'X' in <where>". */
+typedef struct {
+    char pre[320];
+    char where[320];
+} scope;
+bool cfg_name_ok(const char *s);
+bool cfg_ident_ok(const char *s);
+const char *cfg_quote(const char *s, char *buf, size_t size);   /* safe and short for a message */
+const char *cfg_num(double v, char *buf, size_t size);          /* 1000, 0.5, 1e+300 */
+const char *cfg_type_name(const config_setting_t *s);           /* "a string", "a list", ... */
+void cfg_check_names_list(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *const *known,
+    bool list_known);
+void cfg_check_names(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *const *known);
+void cfg_wrong_type(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key, const char *expected);
+bool cfg_is_int(const config_setting_t *s);
+int cfg_get_int(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, long long lo,
+    long long hi, long long *out);
+int cfg_get_int32(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, int lo, int hi, int *out);
+int cfg_get_num(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, const char *expected,
+    double lo, bool lo_open, double hi, double *out);
+int cfg_get_bool(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, bool *out);
+int cfg_get_str(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, bool nonempty,
+    const char **out);
+void cfg_take_endpoint(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, bool bind,
+    char **dst);
+void cfg_take_listen(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, char **dst);
+void cfg_take_path(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, char **dst);
+void cfg_take_path_at(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, char **dst,
+    cfg_loc *at);
+config_setting_t *cfg_get_group(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key,
+                                const char *example);
+int cfg_get_strings(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key, bool one_ok,
+    const char *expected, char ***out, size_t *nout);
+int cfg_get_list(cfg_ctx *x, const config_setting_t *s, const scope *sc, const char *key, const char *expected);
+void cfg_key_pair(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, const char *other);
+void cfg_named_group(cfg_ctx *x, const config_setting_t *g, const char *list, size_t idx, const char *const *known,
+    char **name_out, char *label, size_t len, scope *sc);
+
 /* check.c: checks root and fills x->c; reports through x. */
 void config_check_root(cfg_ctx *x, config_setting_t *root);
 
