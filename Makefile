@@ -33,10 +33,11 @@ SQLITE_LIBS  = $(shell pkg-config --libs sqlite3 2>/dev/null)
 
 B := build
 PROTO_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard proto/*.c))
-CONFIG_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard config/*.c))
-BROKER_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard broker/*.c))
-# sched/: time zones and schedule expressions (pure C, no library); in the unit tests for now
+# sched/: time zones and schedule expressions (pure C, no library): the config
+# loader checks schedules with it, the broker fires them with it.
 SCHED_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard sched/*.c))
+CONFIG_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard config/*.c)) $(SCHED_OBJ)
+BROKER_OBJ := $(patsubst %.c,$(B)/%.o,$(wildcard broker/*.c))
 WORKER_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out worker/launcher_exe.c,$(wildcard worker/*.c)))
 # herald-launcher: the worker's launcher as a libc-only program (worker/launcher_exe.c)
 LAUNCHER_OBJ := $(B)/worker/launcher_exe.o $(B)/worker/launcher.o $(B)/worker/exec.o $(B)/worker/host.o \
@@ -98,7 +99,7 @@ bin lib libexec:
 # --- tests -----------------------------------------------------------------
 TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 $(B)/test-unit: $(UNIT_OBJ) $(filter-out $(B)/broker/main.o,$(BROKER_OBJ)) \
-                $(filter-out $(B)/worker/main.o,$(WORKER_OBJ)) $(LIBH_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ) $(SCHED_OBJ)
+                $(filter-out $(B)/worker/main.o,$(WORKER_OBJ)) $(LIBH_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS) -ldl
 $(B)/test-integration: $(INTEG_OBJ) lib/libherald.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(LDLIBS)

@@ -3,7 +3,9 @@
  * Commands: "stats" (DESIGN §2 figures, every key of `heraldctl stats --json`),
  * "dlq.list" {function?, topic?, limit?}, "dlq.show" {id},
  * "dlq.replay" {ids?, function?, topic?, rate?, dry_run?},
- * "dlq.purge" {ids?, function?, topic?, older_than?, dry_run?}, "ping" (→ the
+ * "dlq.purge" {ids?, function?, topic?, older_than?, dry_run?}, "schedules" (→ one
+ * map per schedule: name, topic, function, spec, timezone, catch_up, next, last,
+ * fired), "ping" (→ the
  * broker's start time, wall ms: a restart shows as a new value), "memory" (→
  * {heap_in_use, sqlite}: bytes of heap allocated and not freed, all arenas, and
  * SQLite's share of them; what the reliability tests watch for leaks).
@@ -504,6 +506,8 @@ void admin_handle(broker_t *b, proto_frames *f)
             proto_msg_clear(&m);
             return;
         }
+    } else if (strcmp(m.u.admin.command, "schedules") == 0) {
+        schedules_pack(b, &pk);
     } else if (strcmp(m.u.admin.command, "ping") == 0) {
         msgpack_pack_int64(&pk, b->started_ms);   /* which run of the broker answers */
     } else if (strcmp(m.u.admin.command, "memory") == 0) {

@@ -28,6 +28,7 @@
 
 #include "../config/config.h"
 #include "../proto/proto.h"
+#include "../sched/cron.h"
 
 /* Deliveries of one subscription held in memory, at most. The rest of its
  * queue stays in SQLite and is read back in order as the window drains, so
@@ -277,6 +278,24 @@ typedef struct {
 typedef struct { uint64_t key; void *val; } lease_slot;
 typedef struct { lease_slot *slots; size_t cap, n; } lease_map;
 
+/* A schedule (schedule.c): its row's state, and what the open transaction
+ * staged for it (applied after the commit). Times are UTC seconds; 0: none. */
+typedef struct {
+    const cfg_schedule *cfg;    /* owned by broker->cfg */
+    cron_t expr;
+    tz_t *tz;                   /* NULL: UTC */
+    int64_t id;                 /* schedules.id: its producer is "sched_ID" */
+    char producer[32];
+    int64_t done;               /* every slot at or before it is settled */
+    int64_t next, last;         /* the next slot, the last fired */
+    uint64_t fired;
+    bool staged;
+    int64_t s_done, s_next, s_last;
+    uint64_t s_fired;
+    bool refused;               /* its last firing was refused (throttled): again at retry_at */
+    int64_t retry_at;
+} schedule_t;
+
 struct broker {
     herald_config *cfg;
     store_t store;
@@ -313,6 +332,10 @@ struct broker {
     sqlite3 *dlq_db;                     /* read-only connection for dead-letter reads */
     msgpack_sbuffer sb;                  /* scratch for headers */
     proto_frames in;                     /* scratch for received messages */
+    schedule_t *schedules; size_t nschedules;
+    bool sched_dirty;                    /* the open transaction wrote schedule rows: commit it */
+    int64_t sched_offset_s;              /* HERALD_TEST_CLOCK_OFFSET */
+    sqlite3_stmt *sched_get, *sched_new, *sched_upd, *sched_del;
     volatile sig_atomic_t *stop, *reload;
 };
 
@@ -435,6 +458,13 @@ void publish_handle(broker_t *b, proto_frames *f);
 void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m);
 bool filter_match(const cfg_subscription *s, const proto_attr *attrs, uint32_t n);
 void confirms_send(broker_t *b, bool committed);
+/* An event the broker makes itself (a schedule's slot), stored like a publish
+ * of producer at seq — to topic, or to function's own queue when topic is
+ * NULL — in the open transaction, with seq as the producer's mark. The
+ * caller knows it was not stored before. PROTO_OK, or the refusal with why. */
+uint32_t publish_local(broker_t *b, const char *producer, uint64_t seq, const char *topic, const char *function,
+                       const proto_attr *attrs, uint32_t nattrs, const void *payload, size_t len, char *why,
+                       size_t whylen);
 
 /* --- workers.c: worker sessions, results, runtime stats, liveness --- */
 void workers_handle(broker_t *b, proto_frames *f);
@@ -513,6 +543,15 @@ int broker_reload(broker_t *b);   /* SIGHUP: 0, or -1 with the running config ke
 void broker_teardown(broker_t *b);
 function_t *broker_function(broker_t *b, const char *name);
 topic_t *broker_topic(broker_t *b, const char *name);
+
+/* --- schedule.c: schedules (DESIGN §12), fired in the loop's transaction --- */
+int schedules_open(broker_t *b);     /* its table and statements */
+int schedules_start(broker_t *b);    /* at start: rows matched with b->cfg, missed slots by catch_up */
+int schedules_reload(broker_t *b, const herald_config *cfg);   /* SIGHUP: added, removed, changed */
+int64_t schedules_run(broker_t *b);  /* fires what is due; ms until the next slot, or -1 */
+void schedules_committed(broker_t *b, bool committed);         /* after the turn's commit */
+void schedules_pack(broker_t *b, msgpack_packer *pk);          /* heraldctl schedules */
+void schedules_close(broker_t *b);
 
 /* --- auth.c: CURVE and the ZAP handler (role 0 publish, 1 worker, 2 admin) --- */
 int auth_open(broker_t *b, const cfg_security *sec, char *err, size_t len);   /* binds ZAP first */

@@ -1,6 +1,7 @@
 /* loop.c — the broker's one loop. Each turn, in this order:
- *   1. run due timers: retry wake-ups, worker heartbeats and liveness; the
- *      next deadline becomes the poll timeout; (after the drain, the periodic
+ *   1. run due timers: retry wake-ups, worker heartbeats and liveness, a
+ *      SIGHUP's reload, schedules' due slots; the next deadline becomes the
+ *      poll timeout; (after the drain, the periodic
  *      chores: message GC, pruning, the disk alarm check)
  *   2. poll the three sockets;
  *   3. drain each socket up to DRAIN_CAP messages; handlers stage work into
@@ -120,6 +121,8 @@ int loop_run(broker_t *b)
             *b->reload = 0;
             broker_reload(b);
         }
+        int64_t slot = schedules_run(b);   /* due slots become events in this turn's transaction */
+        if (slot >= 0 && slot < timeout) timeout = (long)slot;
         /* 2. poll */
         if (zmq_poll(items, nitems, timeout) < 0 && zmq_errno() != EINTR) {
             LOG_ERROR("poll: %s", zmq_strerror(zmq_errno()));
@@ -158,7 +161,7 @@ int loop_run(broker_t *b)
          * send commits now (never confirm what is not on disk); one with only
          * acks may wait for ACK_COMMIT_MS to share an fsync with later turns. */
         admin_jobs_run(b);
-        bool must = b->confirms != NULL || b->admin_pending != NULL || b->dlq_jobs != NULL ||
+        bool must = b->confirms != NULL || b->admin_pending != NULL || b->dlq_jobs != NULL || b->sched_dirty ||
                     (b->store.in_txn && util_mono_ms() - b->store.txn_started_ms >= ACK_COMMIT_MS);
         uint64_t txn = b->store.txn_no;
         bool committed = !must || store_commit(&b->store) == 0;
@@ -168,6 +171,7 @@ int loop_run(broker_t *b)
         }
         confirms_send(b, committed);
         admin_flush(b, committed);
+        schedules_committed(b, committed);
         dispatch_pump(b, false);
         workers_reap(b);
         store_restart_wal(&b->store);
@@ -176,5 +180,6 @@ int loop_run(broker_t *b)
     if (!ok) LOG_ERROR("final commit failed");
     confirms_send(b, ok);
     admin_flush(b, ok);
+    schedules_committed(b, ok);
     return 0;
 }

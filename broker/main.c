@@ -126,6 +126,11 @@ int main(int argc, char **argv)
         goto out_store;
     }
     for (size_t i = 0; i < b.nsubs; i++) queue_refill_delayed(&b, b.subs[i]);   /* the first wake-ups */
+    /* after the queues: a slot missed while the broker was down is stored now */
+    if (schedules_open(&b) != 0 || schedules_start(&b) != 0) {
+        LOG_ERROR("cannot start the schedules in %s", b.store.path);
+        goto out_store;
+    }
     int64_t mp = cfg->broker.max_payload, head = 64 * 1024;
     int64_t wmax = (mp > (int64_t)PROTO_OUTPUT_MAX ? mp : (int64_t)PROTO_OUTPUT_MAX) + head;
     int64_t amax = (mp > (1 << 20) ? mp : (1 << 20)) + head;
@@ -156,6 +161,7 @@ out_sockets:
     if (b.wrk_sock) zmq_close(b.wrk_sock);
     if (b.adm_sock) zmq_close(b.adm_sock);
 out_store:
+    schedules_close(&b);
     broker_teardown(&b);
     sqlite3_close(b.dlq_db);
     store_close(&b.store);

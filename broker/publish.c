@@ -305,6 +305,33 @@ void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m)
     b->confirms_tail = &c->next;
 }
 
+uint32_t publish_local(broker_t *b, const char *producer, uint64_t seq, const char *topic, const char *function,
+                       const proto_attr *attrs, uint32_t nattrs, const void *payload, size_t len, char *why,
+                       size_t whylen)
+{
+    char mid[PROTO_ID_MAX + 1];
+    make_mid(mid, producer, seq);
+    proto_pub p = { .seq = seq, .topic = (char *)(topic ? topic : ""), .function = (char *)function,
+                    .attrs = (proto_attr *)attrs, .nattrs = nattrs };
+    zmq_msg_t frame;
+    if (zmq_msg_init_size(&frame, len) != 0) {
+        snprintf(why, whylen, "out of memory");
+        return PROTO_E_INTERNAL;
+    }
+    memcpy(zmq_msg_data(&frame), payload, len);
+    message_t *kept;
+    uint32_t st = store_event(b, &p, mid, &frame, why, whylen, &kept);
+    store_flush(&b->store);   /* the staged row points into frame or kept */
+    message_unref(&kept);
+    zmq_msg_close(&frame);
+    if (st == PROTO_OK && (store_begin(&b->store) != 0 || store_producer_set(&b->store, producer, seq) != 0)) {
+        b->store.failed = true;
+        snprintf(why, whylen, "storage failed: %s", sqlite3_errmsg(b->store.db));
+        return PROTO_E_INTERNAL;
+    }
+    return st;
+}
+
 /* After the commit: every staged answer goes out. If the commit failed,
  * nothing of the turn is on disk, so every OK becomes an internal error. */
 void confirms_send(broker_t *b, bool committed)

@@ -231,12 +231,13 @@ int broker_reload(broker_t *b)
     }
     free(serves);
     b->heartbeat_ms = (int64_t)(nc->broker.heartbeat_s * 1000.0 + 0.5);
+    schedules_reload(b, nc);   /* before the old config goes: the schedules point into it */
     config_destroy(&old);
     workers_send_config(b);   /* new definitions for every worker */
     size_t nsubs = 0;
     for (size_t i = 0; i < nc->ntopics; i++) nsubs += nc->topics[i].nsubs;
-    LOG_INFO("SIGHUP: reloaded %s: %zu functions, %zu topics, %zu subscriptions", nc->path, nc->nfunctions,
-             nc->ntopics, nsubs);
+    LOG_INFO("SIGHUP: reloaded %s: %zu functions, %zu topics, %zu subscriptions, %zu schedules", nc->path,
+             nc->nfunctions, nc->ntopics, nsubs, nc->nschedules);
     return 0;
 refuse_serves:
     for (size_t i = 0; i < nw; i++) free(serves[i]);

@@ -1057,7 +1057,7 @@ static const config_setting_t *top_group(cfg_ctx *x, const config_setting_t *roo
 
 void config_check_root(cfg_ctx *x, config_setting_t *root)
 {
-    static const char *const known[] = { "broker", "security", "functions", "topics", "worker",
+    static const char *const known[] = { "broker", "security", "functions", "topics", "schedules", "worker",
                                          "gateway", NULL };
     scope sc = { "", "the top level" };
     set_defaults(x);
@@ -1067,6 +1067,7 @@ void config_check_root(cfg_ctx *x, config_setting_t *root)
     /* functions before topics and worker: both refer to function names. */
     check_functions(x, config_setting_get_member(root, "functions"));
     check_topics(x, config_setting_get_member(root, "topics"));
+    config_check_schedules(x, config_setting_get_member(root, "schedules"));
     check_worker(x, top_group(x, root, "worker"));
     check_gateway(x, top_group(x, root, "gateway"));
 }

@@ -540,6 +540,9 @@ void config_destroy(herald_config **pc)
     for (size_t i = 0; i < c->ntopics; i++)
         free_topic(&c->topics[i]);
     free(c->topics);
+    for (size_t i = 0; i < c->nschedules; i++)
+        config_free_schedule(&c->schedules[i]);
+    free(c->schedules);
     free(c->worker.broker);
     free(c->worker.key);
     free(c->worker.broker_key);
@@ -597,6 +600,16 @@ const char *config_durability_name(cfg_durability d)
     switch (d) {
     case DURABILITY_FSYNC: return "fsync";
     case DURABILITY_OS: return "os";
+    }
+    return "?";
+}
+
+const char *config_catch_up_name(cfg_catch_up c)
+{
+    switch (c) {
+    case CATCH_UP_LATEST: return "latest";
+    case CATCH_UP_NONE: return "none";
+    case CATCH_UP_ALL: return "all";
     }
     return "?";
 }

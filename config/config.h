@@ -2,7 +2,7 @@
  * program.
  *
  * config_load() reads a whole file, checks every group it knows (broker,
- * security, functions, topics, worker, gateway) — names, types, ranges,
+ * security, functions, topics, schedules, worker, gateway) — names, types, ranges,
  * uniqueness, references — and reports each problem as "FILE:LINE: what is
  * wrong". It never silently falls back to a default for a present but wrong
  * value, and it re-scans the file text for integer literals beyond int32
@@ -126,12 +126,32 @@ typedef struct {
     cfg_loc key_at, broker_key_at;
 } cfg_gateway;
 
+/* What a schedule does with slots missed while the broker was down (DESIGN §12). */
+typedef enum { CATCH_UP_LATEST, CATCH_UP_NONE, CATCH_UP_ALL } cfg_catch_up;
+
+/* A schedule (DESIGN §12): exactly one of cron, rate, at — kept as spec, in
+ * EventBridge's wrapped form ("cron(0 2 * * ? *)", "rate(5 minutes)",
+ * "at(2026-12-24T18:00:00)"), already checked by sched/cron.h — and exactly
+ * one target. */
+typedef struct {
+    char *name;                 /* [A-Za-z0-9_.-]{1,64} */
+    char *spec;
+    char *timezone;             /* a zone of the system's tzdata; default "UTC" */
+    char *topic, *function;     /* exactly one: a publish, or an Event invoke */
+    char *payload;              /* NULL: EventBridge's "Scheduled Event" JSON */
+    cfg_pair *attrs; size_t nattrs;   /* at most 16, keys [A-Za-z0-9_.-]{1,128} */
+    cfg_catch_up catch_up;      /* default latest */
+    double starting_deadline_s; /* a missed slot older than this is skipped; 0 (default): no limit */
+    int line;
+} cfg_schedule;
+
 typedef struct herald_config {
     char *path;                 /* the file it was read from */
     cfg_broker broker;
     cfg_security security;
     cfg_function *functions; size_t nfunctions;
     cfg_topic *topics; size_t ntopics;
+    cfg_schedule *schedules; size_t nschedules;
     cfg_worker worker;
     cfg_gateway gateway;
     char **files; size_t nfiles;   /* the names cfg_loc.file points at */
@@ -180,5 +200,7 @@ const char *config_jitter_name(cfg_jitter j);
 const char *config_durability_name(cfg_durability d);
 /* "raw", "sns". */
 const char *config_rt_format_name(cfg_rt_format f);
+/* "latest", "none", "all". */
+const char *config_catch_up_name(cfg_catch_up c);
 
 #endif

@@ -4,6 +4,7 @@
  * scan.c    re-scan of the raw file text for integer literals libconfig 1.5
  *           truncates (beyond int32 without an L suffix)
  * check.c   every group's names, types, ranges, defaults and references
+ * schedules.c the schedules list (its expressions and zones through sched/)
  * probe.c   what the running programs would find (heraldctl check --root)
  *
  * One cfg_ctx lives for one load: it owns the errors found so far and borrows
@@ -113,6 +114,10 @@ int cfg_get_list(cfg_ctx *x, const config_setting_t *s, const scope *sc, const c
 void cfg_key_pair(cfg_ctx *x, const config_setting_t *g, const scope *sc, const char *key, const char *other);
 void cfg_named_group(cfg_ctx *x, const config_setting_t *g, const char *list, size_t idx, const char *const *known,
     char **name_out, char *label, size_t len, scope *sc);
+
+/* schedules.c: the schedules list, after functions and topics (it refers to them). */
+void config_check_schedules(cfg_ctx *x, const config_setting_t *s);
+void config_free_schedule(cfg_schedule *s);
 
 /* check.c: checks root and fills x->c; reports through x. */
 void config_check_root(cfg_ctx *x, config_setting_t *root);

@@ -98,6 +98,7 @@ void mp_text(const msgpack_object *o, char *buf, size_t n)
 {
     if (!o) { snprintf(buf, n, "-"); return; }
     switch (o->type) {
+    case MSGPACK_OBJECT_NIL: snprintf(buf, n, "-"); break;
     case MSGPACK_OBJECT_STR: snprintf(buf, n, "%.*s", (int)o->via.str.size, o->via.str.ptr); break;
     case MSGPACK_OBJECT_POSITIVE_INTEGER: snprintf(buf, n, "%llu", (unsigned long long)o->via.u64); break;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: snprintf(buf, n, "%lld", (long long)o->via.i64); break;

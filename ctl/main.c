@@ -115,6 +115,7 @@ static void usage(FILE *f)
             "  stats [--json] [--watch [SECONDS]]\n"
             "                      topics, subscriptions, functions, runtimes, workers (--watch: redraw)\n"
             "  workers [--json]    connected workers\n"
+            "  schedules [--json]  each schedule: its target, spec, zone, next and last slot (UTC), fired\n"
             "  dlq list [--function F] [--topic T] [--limit N] [--json] [--db PATH]\n"
             "                      dead letters, newest first (default limit 100; 0: all)\n"
             "  dlq show ID [--json] [--db PATH]\n"
@@ -786,6 +787,28 @@ static void runtimes(const msgpack_object *fns)
     msgpack_sbuffer_destroy(&sb);
 }
 
+static int cmd_schedules(admin_client *a, bool json)
+{
+    if (admin_call(a, "schedules", NULL, 0) != 0) {
+        say_error("%s\n", a->error);
+        return 1;
+    }
+    const proto_admin_reply *r = &a->reply.u.admin_reply;
+    if (r->status != PROTO_OK) {
+        say_error("%s\n", r->error ? r->error : proto_status_name(r->status));
+        return 1;
+    }
+    if (json) {
+        json_print(stdout, &r->result);
+        putchar('\n');
+        jdoc.printed = true;
+        return 0;
+    }
+    static const char *const cols[] = { "name", "topic", "function", "spec", "timezone", "next", "last", "fired" };
+    table(&r->result, cols, 8);
+    return 0;
+}
+
 static int cmd_stats(admin_client *a, bool json, bool workers_only)
 {
     if (admin_call(a, "stats", NULL, 0) != 0) {
@@ -951,7 +974,8 @@ static int run(int argc, char **argv)
     if (strcmp(cmd, "dlq") == 0) return cmd_dlq(&o, argc - optind, argv + optind);
     if (strcmp(cmd, "invoke") == 0) return cmd_invoke(&o, timeout_given, argc - optind, argv + optind);
     bool stats = strcmp(cmd, "stats") == 0, workers = strcmp(cmd, "workers") == 0;
-    if (!stats && !workers) {
+    bool schedules = strcmp(cmd, "schedules") == 0;
+    if (!stats && !workers && !schedules) {
         say_error("unknown command '%s' (try --help)\n", cmd);
         return 2;
     }
@@ -989,6 +1013,8 @@ static int run(int argc, char **argv)
             struct timespec ts = { (time_t)every, (long)((every - (double)(time_t)every) * 1e9) };
             nanosleep(&ts, NULL);
         }
+    } else if (schedules) {
+        rc = cmd_schedules(&a, o.json);
     } else {
         rc = cmd_stats(&a, o.json, workers);
     }
