@@ -460,7 +460,8 @@ static void answer(const char *topic, const s3_body *b, const char *why, gw_resp
         return;
     }
     int st = b->v[first_bad].status;
-    http_json_error(r, gw_status_of(st),
+    /* the broker went away mid-request (timeout) is "unreachable" here too: 503, as SNS answers it */
+    http_json_error(r, st == HERALD_E_TIMEOUT ? 503 : gw_status_of(st),
                     "%zu of %zu records stored; record %zu: %s (post the notification again: records already "
                     "stored are not stored twice within " DEDUP_WINDOW_TEXT ")",
                     ok, b->n, first_bad + 1, why && *why ? why : herald_strerror(st));
