@@ -16,7 +16,7 @@
  * http.c (request bodies, limits, routing, responses), pool.c (broker
  * connections), native.c (/topics, /functions, /healthz), metrics.c
  * (/metrics), form.c (x-www-form-urlencoded), sns.c (SNS Query protocol),
- * lambda.c (Lambda Invoke).
+ * lambda.c (Lambda Invoke), s3src.c (S3/MinIO bucket-notification webhooks).
  */
 #ifndef HERALD_GATEWAY_H
 #define HERALD_GATEWAY_H
@@ -43,6 +43,7 @@ typedef enum {
     ROUTE_METRICS,
     ROUTE_SNS,
     ROUTE_LAMBDA,
+    ROUTE_S3,                   /* /sources/s3/{topic} */
     ROUTE_OTHER,                /* no route: 404 / 405 / 413 before routing */
     ROUTE_COUNT
 } gw_route;
@@ -167,6 +168,13 @@ void sns_error(gw_resp *r, const gw_req *q, int status, const char *code, const 
 void lambda_serve(gw_t *g, gw_req *q, const char *rest, gw_resp *r);
 void lambda_error(gw_resp *r, int status, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* ---- s3src.c: S3 / MinIO bucket notifications ---------------------------------- */
+
+/* "/sources/s3/TOPIC" → TOPIC (n: the size of topic). */
+bool s3src_match(const char *path, char *topic, size_t n);
+/* POST: each record of the notification as its own event; GET/HEAD: the probe. */
+void s3src_serve(gw_t *g, gw_req *q, const char *topic, gw_resp *r);
 
 /* ---- shared small helpers (http.c) ---------------------------------------------- */
 

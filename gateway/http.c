@@ -3,11 +3,13 @@
  * the request to its handler, sends the handler's answer and counts it.
  *
  * Routes, first match wins (DESIGN §10): GET /healthz, GET /metrics,
- * POST /topics/{topic}, POST /functions/{f}/invoke; then any path containing
+ * POST /topics/{topic}, POST /functions/{f}/invoke, /sources/s3/{topic}
+ * (s3src.c); then any path containing
  * /2015-03-31/functions/ is Lambda; then a POST whose form body has Action=
  * is SNS (at any path: `--endpoint-url http://h:p/gw` posts to /gw).
  *
- * Body limits: broker.max_payload for the native routes and Lambda; for SNS
+ * Body limits: broker.max_payload for the native routes (S3 notifications
+ * included) and Lambda; for SNS
  * forms 3 × max_payload + 64 KiB (percent-encoding triples a byte at worst).
  * A Content-Length above the limit is answered 413 before the body is read
  * when the client waits for it (Expect: 100-continue) or the body is larger
@@ -186,7 +188,7 @@ static void count(gw_t *g, gw_route route, int status)
 void http_counts(gw_t *g, FILE *out)
 {
     static const char *const names[ROUTE_COUNT] = { "publish", "invoke", "healthz", "metrics",
-                                                    "sns", "lambda", "other" };
+                                                    "sns", "lambda", "s3", "other" };
     fputs("# HELP herald_gateway_requests_total HTTP requests the gateway answered, by route and status.\n"
           "# TYPE herald_gateway_requests_total counter\n", out);
     pthread_mutex_lock(&g->count_lock);
@@ -240,7 +242,9 @@ static body_kind kind_of(const char *method, const char *path)
     char name[300];
     if (strstr(path, LAMBDA_PREFIX)) return KIND_LAMBDA;
     if (strcmp(method, "POST") != 0) return KIND_OTHER;
-    if (match_topic(path, name, sizeof name) || match_function(path, name, sizeof name)) return KIND_NATIVE;
+    if (match_topic(path, name, sizeof name) || match_function(path, name, sizeof name) ||
+        s3src_match(path, name, sizeof name))
+        return KIND_NATIVE;
     return KIND_FORM;
 }
 
@@ -257,7 +261,9 @@ static void too_large(gw_t *g, http_conn *h, gw_resp *r)
         sns_error(r, &h->q, 413, "RequestEntityTooLarge", "Request body larger than %zu bytes", h->limit);
         break;
     default:
-        r->route = strncmp(h->q.path, "/topics/", 8) == 0 ? ROUTE_PUBLISH : ROUTE_INVOKE;
+        r->route = strncmp(h->q.path, "/topics/", 8) == 0      ? ROUTE_PUBLISH
+                   : strncmp(h->q.path, "/sources/", 9) == 0 ? ROUTE_S3
+                                                             : ROUTE_INVOKE;
         http_json_error(r, 413, "payload of %zu bytes is larger than max_payload (%zu bytes)", h->seen,
                         g->max_payload);
     }
@@ -289,6 +295,9 @@ static void route(gw_t *g, http_conn *h, gw_resp *r)
         r->route = ROUTE_INVOKE;
         if (post) native_invoke(g, q, name, r);
         else { http_header(r, "Allow", "POST"); http_json_error(r, 405, "%s takes POST (the body is the payload)", p); }
+    } else if (s3src_match(p, name, sizeof name)) {
+        r->route = ROUTE_S3;
+        s3src_serve(g, q, name, r);
     } else if (lam) {
         r->route = ROUTE_LAMBDA;
         lambda_serve(g, q, lam + strlen(LAMBDA_PREFIX), r);
@@ -299,7 +308,7 @@ static void route(gw_t *g, http_conn *h, gw_resp *r)
         r->route = ROUTE_OTHER;
         http_json_error(r, 404,
                         "no route for %s %s (routes: POST /topics/TOPIC, POST /functions/FUNCTION/invoke, "
-                        "GET /metrics, GET /healthz, SNS Query actions, Lambda Invoke)", m, p);
+                        "POST /sources/s3/TOPIC, GET /metrics, GET /healthz, SNS Query actions, Lambda Invoke)", m, p);
     }
 }
 
