@@ -208,15 +208,16 @@ static int cmd_check(int argc, char **argv, const char *root_arg)
     if (jdoc.json) {
         printf("{\"ok\":true,\"file\":");
         json_string(stdout, argv[1], strlen(argv[1]));
-        printf(",\"functions\":%zu,\"topics\":%zu,\"subscriptions\":%zu,\"root\":", cfg->nfunctions,
-               cfg->ntopics, nsubs);
+        printf(",\"functions\":%zu,\"topics\":%zu,\"subscriptions\":%zu,\"schedules\":%zu,\"root\":",
+               cfg->nfunctions, cfg->ntopics, nsubs, cfg->nschedules);
         if (root) json_string(stdout, root, strlen(root));
         else printf("null");
         printf("}\n");
         jdoc.printed = true;
     } else {
-        printf("%s: ok (%zu functions, %zu topics, %zu subscriptions%s%s)\n", argv[1], cfg->nfunctions,
-               cfg->ntopics, nsubs, root ? "; programs, libraries and keys found with --root " : "", root ? root : "");
+        printf("%s: ok (%zu functions, %zu topics, %zu subscriptions, %zu schedules%s%s)\n", argv[1],
+               cfg->nfunctions, cfg->ntopics, nsubs, cfg->nschedules,
+               root ? "; programs, libraries and keys found with --root " : "", root ? root : "");
     }
     config_destroy(&cfg);
     free(errs);
