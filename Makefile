@@ -11,7 +11,7 @@ PKGS    := libzmq msgpack sqlite3 libconfig libmicrohttpd
 # Debian 12 packages the build, the tests and the examples need.
 DEB_PKGS := gcc make pkg-config libzmq3-dev libmsgpack-dev libsqlite3-dev libconfig-dev \
             libmicrohttpd-dev libcriterion-dev python3 awscli python3-boto3 curl nodejs \
-            python3-croniter tzdata
+            python3-croniter tzdata chromium chromium-driver python3-selenium
 
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
@@ -78,7 +78,14 @@ bin/heraldctl: $(CTL_OBJ) $(B)/broker/dlq.o $(CONFIG_OBJ) lib/libherald.a | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS)
 
 # The gateway is a client: libherald for publish/invoke, ctl's admin client for the rest.
-bin/herald-gateway: $(GW_OBJ) $(B)/ctl/admin.o $(B)/ctl/json.o $(CONFIG_OBJ) lib/libherald.a | bin
+# The web console's static files (console/) are built into the gateway.
+CONSOLE_FILES := $(wildcard console/*)
+$(B)/gateway/console_assets.c: $(CONSOLE_FILES) gateway/embed.sh
+	@mkdir -p $(dir $@)
+	gateway/embed.sh console > $@
+$(B)/gateway/console_assets.o: $(B)/gateway/console_assets.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+bin/herald-gateway: $(GW_OBJ) $(B)/gateway/console_assets.o $(B)/ctl/admin.o $(B)/ctl/json.o $(CONFIG_OBJ) lib/libherald.a | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libmicrohttpd 2>/dev/null) $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS)
 
 # Native example handlers depend on include/herald/handler.h only.
@@ -192,7 +199,12 @@ fuzz-run: fuzz
 	  else echo "FAILED: $$(grep -m1 -o 'ERROR: [A-Za-z]*Sanitizer: [a-z -]*\|runtime error: .*\|deadly signal' $(B)/fuzz/$$t.log) (see $(B)/fuzz/$$t.log)"; \
 	    fail="$$fail $$t"; fi; \
 	done; if [ -n "$$fail" ]; then echo "fuzz targets that failed:$$fail"; exit 1; fi
-.PHONY: test-reliability test-valgrind test-sanitize fuzz fuzz-run fuzz-corpus
+# The web console's screenshots in docs/, taken by the browser test from a live broker.
+console-screenshots: all $(TEST_HANDLERS) $(B)/test-integration
+	HERALD_ROOT=$(CURDIR) HERALD_CONSOLE_SCREENSHOTS=$(CURDIR)/docs $(B)/test-integration \
+	  --filter 'console/the_pages*'
+
+.PHONY: test-reliability test-valgrind test-sanitize fuzz fuzz-run fuzz-corpus console-screenshots
 
 # --- running ---------------------------------------------------------------
 RUN_CFG ?= config/herald.cfg
