@@ -111,6 +111,7 @@ CURVE_SUITES ?= @(spine|failure|heraldctl|workers)/*
 # The runtime suite runs on its own: its Python and Node starts are bursts of
 # CPU that would otherwise land in the timing-sensitive suites beside it.
 test: deps all $(TEST_HANDLERS) $(B)/test-unit $(B)/test-integration $(B)/test-reliability
+	python3 tests/config_doc.py
 	$(B)/test-unit --jobs $(TEST_JOBS)
 	HERALD_ROOT=$(CURDIR) $(B)/test-integration --jobs $(TEST_JOBS) --filter '!(runtime)/*'
 	HERALD_ROOT=$(CURDIR) $(B)/test-integration --jobs $(TEST_JOBS) --filter 'runtime/*'
