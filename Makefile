@@ -263,8 +263,8 @@ clean:
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 
 # --- benchmarks (docs/PERFORMANCE.md) ----------------------------------------
-#   make bench [RUNS=3]   W1–W3 of ../shared/peers/README.md, B1 backlog, X1 exec: one table
-#   make bench-peers      the peers' harness on redis and on this checkout, same session
+#   make bench [RUNS=3]   W1–W3, B1 backlog, X1–X3 exec and runtimes (docs/PERFORMANCE.md): one table
+#   make bench-peers      a peers harness (PEERS_DIR, not in this repo) on Redis, RabbitMQ, NATS and herald
 RUNS ?= 3
 BENCH_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out bench/bench_handler.c,$(wildcard bench/*.c)))
 bin/herald-bench: $(BENCH_OBJ) lib/libherald.a | bin
