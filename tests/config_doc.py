@@ -15,6 +15,9 @@ sharing most names with it is named, with what it lacks and what it has too
 many. The top-level list (config_check_root) is compared with the table under
 "Top level" in the same way.
 
+Each of those settings must also be named in the man page man/herald.cfg.5
+(as a word of its roff source: a weaker check, since that page is a summary).
+
 Groups documented in a page of their own are in OWN_PAGE: their top-level
 name needs a `## NAME` heading in CONFIG.md (not a row of the top-level
 table), and the settings of the known[] list in their own config/NAME.c must
@@ -120,6 +123,10 @@ def main():
     if not tables:
         problems.append("docs/CONFIG.md: no table whose header starts with 'Setting'")
     h2 = headings(doc, 2)
+    man_path = os.path.join(root, "man", "herald.cfg.5")
+    man = open(man_path, encoding="utf-8").read() if os.path.exists(man_path) else None
+    if man is None:
+        problems.append("man/herald.cfg.5: missing")
     matched = set()
     for file, line, func, names in lists:
         where = "%s:%d (%s)" % (file, line, func)
@@ -138,6 +145,10 @@ def main():
             if missing:
                 problems.append("%s: not in %s: %s" % (where, OWN_PAGE[group], ", ".join(missing)))
             continue
+        if man is not None:
+            unnamed = [n for n in names if not re.search(r"(?<!\w)%s(?!\w)" % re.escape(n), man)]
+            if unnamed:
+                problems.append("%s: not named in man/herald.cfg.5: %s" % (where, ", ".join(unnamed)))
         want = set(names)
         if func == "config_check_root":
             for g in sorted(want & set(OWN_PAGE)):
@@ -172,7 +183,7 @@ def main():
         print("config_doc: " + p)
     if problems:
         return 1
-    print("config_doc: ok (%d known[] lists, %d settings, all in docs/CONFIG.md%s)"
+    print("config_doc: ok (%d known[] lists, %d settings, all in docs/CONFIG.md and man/herald.cfg.5%s)"
           % (len(lists), sum(len(l[3]) for l in lists),
              "".join(" and " + p for g, p in OWN_PAGE.items() if os.path.exists(os.path.join(root, p)))))
     return 0
