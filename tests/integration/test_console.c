@@ -20,16 +20,6 @@ static void setup(void) { h_setup(&env); }
 static void teardown(void) { h_teardown(&env); }
 TestSuite(console, .init = setup, .fini = teardown, .timeout = 180);
 
-static bool gateway_listening(void *arg)
-{
-    (void)arg;
-    char *log = h_read(h_path(&env, "gateway.err"), NULL);
-    const char *p = log ? strstr(log, "listening on 127.0.0.1:") : NULL;
-    if (p) snprintf(ep, sizeof ep, "http://127.0.0.1:%d", atoi(p + strlen("listening on 127.0.0.1:")));
-    free(log);
-    return p != NULL;
-}
-
 /* broker, a worker and the gateway; `fix` dead-letters at once until FIX exists. */
 static void start_all(bool write)
 {
@@ -46,21 +36,15 @@ static void start_all(bool write)
     h_config(&env, "os", body);
     h_broker(&env);
     h_worker(&env, NULL, 4);
-    h_start(&env, "gateway", "bin/herald-gateway", "-c", env.cfg, NULL);
-    cr_assert(h_wait(gateway_listening, NULL, 10000), "see %s/gateway.err", env.dir);
+    h_gateway(&env, ep, sizeof ep);
 }
 
-/* curl -s URL [ARGS…]: the HTTP status; *body the response (caller frees). */
+/* GET (or ARGS…) the gateway's PATH: the HTTP status; *body the response. */
 static int curl(char **body, const char *path, const char *a1, const char *a2, const char *a3, const char *a4)
 {
-    char u[300], *out = NULL;
+    char u[300];
     snprintf(u, sizeof u, "%s%s", ep, path);
-    int rc = h_run(&env, NULL, &out, NULL, "/usr/bin/curl", "-s", "-w", "\n%{http_code}", u, a1, a2, a3, a4, NULL);
-    char *nl = out ? strrchr(out, '\n') : NULL;
-    int status = rc == 0 && nl ? atoi(nl + 1) : -1;
-    if (nl) *nl = 0;
-    *body = out;
-    return status;
+    return h_curl(&env, body, u, a1, a2, a3, a4, NULL);
 }
 
 /* heraldctl … --json without its final newline (the API has none). */
