@@ -195,6 +195,31 @@ Test(schedules, missed_slots_follow_catch_up_all_latest_none_and_starting_deadli
     cr_assert_eq(fired("intime"), 1, "a slot missed by 5 minutes is within a 3600 s starting_deadline");
 }
 
+Test(schedules, an_at_schedule_fires_once_at_its_time_then_never_again)
+{
+    time_t soon = time(NULL) + 3;
+    struct tm tm;
+    gmtime_r(&soon, &tm);
+    char at[32], body[1024];
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"f\"; exec = [\"true\"]; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"f\"; } ); } );\n"
+             "schedules = ( { name = \"once\"; at = \"%s\"; topic = \"t\"; },\n"
+             "  { name = \"beat\"; rate = \"1 second\"; topic = \"t\"; } );\n", at);
+    h_config(&env, "os", body);
+    h_broker(&env);
+    wait_fired("once", 1, 20000);
+    long beat = fired("beat");
+    wait_fired("beat", beat + 2, 20000);   /* time went on … */
+    cr_assert_eq(fired("once"), 1, "… and the at schedule fired once");
+    char *out = h_ctl(&env, "schedules", "--json", NULL);
+    char expect[128];
+    snprintf(expect, sizeof expect, "\"next\":null,\"last\":\"%sZ\",\"fired\":1", at);
+    cr_assert(out && strstr(out, expect), "want %s in %s", expect, out);
+    free(out);
+}
+
 Test(schedules, a_clock_stepped_back_does_not_fire_past_slots_again)
 {
     h_config(&env, "os",
