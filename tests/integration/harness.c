@@ -177,7 +177,12 @@ static bool broker_answers(void *arg)
 pid_t h_broker(h_env *e)
 {
     pid_t pid = h_start(e, "broker", "bin/herald-broker", "-c", e->cfg, NULL);
-    cr_assert(h_wait(broker_answers, e, 20000), "the broker did not come up (see %s/broker.err)", e->dir);
+    if (!h_wait(broker_answers, e, 20000)) {
+        char *out = NULL, *err = NULL;
+        int rc = h_run(e, NULL, &out, &err, "bin/heraldctl", "--broker", e->adm, "--timeout", "2", "stats", NULL);
+        cr_assert_fail("the broker did not come up: heraldctl stats exits %d: %s; its log:\n%s", rc, err,
+                       h_read(h_path(e, "broker.err"), NULL));
+    }
     return pid;
 }
 

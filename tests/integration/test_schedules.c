@@ -220,6 +220,46 @@ Test(schedules, an_at_schedule_fires_once_at_its_time_then_never_again)
     free(out);
 }
 
+/* One schedule's JSON from heraldctl schedules --json (caller frees the text). */
+static char *schedule_json(const char *name)
+{
+    char *out = h_ctl(&env, "schedules", "--json", NULL), anchor[128];
+    snprintf(anchor, sizeof anchor, "{\"name\":\"%s\"", name);
+    char *at = out ? strstr(out, anchor) : NULL;
+    cr_assert(at, "no schedule %s in %s", name, out);
+    char *end = strchr(at, '}');
+    char *one = strndup(at, (size_t)(end - at + 1));
+    free(out);
+    return one;
+}
+
+/* 02:30 every day in Paris, with the broker's schedule clock moved to the
+ * nights of 2027's changes: on 28 March 02:30 does not exist (02:00 CET →
+ * 03:00 CEST), so the next slot is the 29th; on 31 October it happens twice
+ * (03:00 CEST → 02:00 CET), and fires once, at the first. */
+Test(schedules, daylight_saving_skips_a_time_that_does_not_exist_and_fires_a_repeated_one_once)
+{
+    h_config(&env, "os",
+             "functions = ( { name = \"f\"; exec = [\"true\"]; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"f\"; } ); } );\n"
+             "schedules = ( { name = \"night\"; cron = \"30 2 * * ? *\"; timezone = \"Europe/Paris\"; topic = \"t\"; } );\n");
+    pid_t b = broker_with_offset(1806195540L - (long)time(NULL));   /* 2027-03-28T00:59:00Z, 01:59 CET */
+    char *j = schedule_json("night");
+    cr_assert(strstr(j, "\"next\":\"2027-03-29T00:30:00Z\""), "02:30 on 28 March does not exist: %s", j);
+    free(j);
+    h_kill(&env, b, SIGTERM);
+    char cmd[600];   /* a fresh data dir: the schedule starts at the new clock */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/data'", env.dir);
+    cr_assert_eq(system(cmd), 0);
+    broker_with_offset(1824942598L - (long)time(NULL));   /* 2027-10-31T00:29:58Z, 02:29:58 CEST */
+    wait_fired("night", 1, 20000);
+    j = schedule_json("night");
+    cr_assert(strstr(j, "\"last\":\"2027-10-31T00:30:00Z\",\"fired\":1") &&
+                  strstr(j, "\"next\":\"2027-11-01T01:30:00Z\""),
+              "02:30 CEST fired; 02:30 CET, an hour later, must not: %s", j);
+    free(j);
+}
+
 Test(schedules, a_clock_stepped_back_does_not_fire_past_slots_again)
 {
     h_config(&env, "os",
