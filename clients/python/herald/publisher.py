@@ -80,6 +80,12 @@ class _Invoke:
         self.gen = 0                # the socket generation it was sent on; 0: not sent yet
 
 
+class _Done(list):
+    """(future, result or exception) pairs to end after a step; published
+    counts those that left the outbox."""
+    published = 0
+
+
 def _new_future():
     f = concurrent.futures.Future()
     f.set_running_or_notify_cancel()   # a sent publish cannot be taken back: cancel() says False
@@ -87,6 +93,7 @@ def _new_future():
 
 
 def _settle(done):
+    """Ends futures (outside _cond: their callbacks may publish)."""
     for fut, value in done:
         try:
             if isinstance(value, BaseException):
@@ -150,6 +157,7 @@ class Publisher:
         self._expired = 0                   # publishes given up on, ever
         self._expired_exc = None            # the latest one's exception
         self._failed = 0                    # publishes that failed since the last flush()
+        self._settling = 0                  # publishes out of the outbox whose future is not ended yet
         self._closing = False
         self._stop = False
         # the I/O thread's own
@@ -248,7 +256,7 @@ class Publisher:
             self._waiters += 1
             try:
                 self._wake()
-                if not self._cond.wait_for(lambda: not self._outbox, limit):
+                if not self._cond.wait_for(lambda: not self._outbox and not self._settling, limit):
                     n = len(self._outbox)
                     raise Timeout("flush: %d publishes still unconfirmed after %g s" % (n, limit))
                 failed, self._failed = self._failed, 0
@@ -401,26 +409,29 @@ class Publisher:
                             self._link.verdict = None
                             self._link.refused_since = None
                             self._link.drops = 0
-                done = []
                 self._send()
-                self._expire(time.monotonic(), done)
-                _settle(done)
+                self._finish(self._expire, time.monotonic())
                 self._poll()
-                done = []
-                self._receive(done)
-                _settle(done)
-                done = []
-                self._watch(done)
-                _settle(done)
+                self._finish(self._receive)
+                self._finish(self._watch)
         except Exception as e:   # a bug here must not leave callers waiting forever
             with self._cond:
                 self._fatal = HeraldError("the client's I/O thread failed: %r" % e)
-        done = []
         with self._cond:
             why = self._fatal or Timeout("the client closed before broker %s confirmed" % self.endpoint)
-            self._fail_all(why, done)
-        _settle(done)
+        self._finish(self._fail_all, why)
         self._link.close()
+
+    def _finish(self, step, *args):
+        """Runs step(*args, done), then ends the futures it collected in
+        done; flush() returns only once they are ended."""
+        done = _Done()
+        step(*args, done)
+        _settle(done)
+        if done.published:
+            with self._cond:
+                self._settling -= done.published
+                self._cond.notify_all()
 
     def _send_hello(self):
         self._link.sock.send(_proto.hello(self.producer, "publisher"), zmq.NOBLOCK)
@@ -492,8 +503,9 @@ class Publisher:
                 del self._batches[e.batch]
         if isinstance(value, BaseException):
             self._failed += 1
+        self._settling += 1
         done.append((e.future, value))
-        self._cond.notify_all()
+        done.published += 1
 
     def _silence(self):
         """What "no answer in time" is now: Timeout from a broker that
@@ -578,7 +590,7 @@ class Publisher:
             if self._hello_pending:
                 self._fatal = Refused("broker %s refused HELLO: %s" % (self.endpoint, text), status)
                 self._fatal.fatal = True
-                self._fail_all(self._fatal, done)
+                self._fail_all_locked(self._fatal, done)
                 return
             if self._batches:
                 serial = min(self._batches)
@@ -592,7 +604,11 @@ class Publisher:
                 done.append((inv.future, exc))
 
     def _fail_all(self, exc, done):
-        """Under _cond: every publish and invoke ends with (a copy of) exc."""
+        """Every publish and invoke ends with (a copy of) exc."""
+        with self._cond:
+            self._fail_all_locked(exc, done)
+
+    def _fail_all_locked(self, exc, done):
         for seq in list(self._outbox):
             self._take(seq, _copy(exc), done)
         for inv in list(self._invokes.values()):
@@ -612,7 +628,7 @@ class Publisher:
             with self._cond:
                 if self._fatal is None:
                     self._fatal = v
-                    self._fail_all(v, done)
+                    self._fail_all_locked(v, done)
             return
         if v is not None:
             with self._cond:
