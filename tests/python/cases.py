@@ -277,18 +277,21 @@ def frozen():
         os.kill(pid, signal.SIGSTOP)
         try:
             futs = [p.publish_async("t", b"frozen %d" % i) for i in range(50)]
-            wait_for(lambda: len(seqs) >= 51, "the 50 publishes sent to the frozen broker")
+            # two batches go at once; the rest wait for a full one (or a flush)
+            wait_for(lambda: len(seqs) > 1, "publishes sent to the frozen broker")
             wait_for(lambda: p._gen > 1, "the client giving up on the frozen connection", timeout=20)
+            frozen_sent = set(seqs[1:])
         finally:
             os.kill(pid, signal.SIGCONT)
         check(p.flush() == 0, "all confirmed after the broker thawed")
         ids = [f.result(0) for f in futs]
     check(ids == ["%s-%d" % (p.producer, i + 2) for i in range(50)], "the original ids: %s" % ids[:3])
-    twice = [s for s in set(seqs) if seqs.count(s) >= 2]
-    check(len(twice) == 50, "each of the 50 was sent twice: %d" % len(twice))
+    twice = [s for s in frozen_sent if seqs.count(s) >= 2]
+    check(frozen_sent and len(twice) == len(frozen_sent),
+          "each of the %d sent to the frozen broker was sent again: %d" % (len(frozen_sent), len(twice)))
     mids = db_mids()
     check(sorted(mids) == sorted([first] + ids), "stored once each: %d rows" % len(mids))
-    print("50 publishes sent twice across a frozen connection, stored once")
+    print("%d publishes sent twice across a frozen connection, all 50 stored once" % len(frozen_sent))
 
 
 def curve():
