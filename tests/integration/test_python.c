@@ -54,6 +54,25 @@ Test(python, publish_sync_async_batched_with_attributes_delay_and_dedup)
     run_case("publish_modes", NULL);
 }
 
+Test(python, the_example_app_publishes_and_says_why_it_cannot)
+{
+    h_config(&env, "os", REC);
+    h_broker(&env);
+    char app[700], *out = NULL, *err = NULL;
+    snprintf(app, sizeof app, "%s/examples/python/publish.py", env.root);
+    int rc = h_run(&env, NULL, &out, &err, PYTHON, app, "--broker", env.pub, "t", "10", NULL);
+    cr_assert_eq(rc, 0, "publish.py exits %d: %s%s", rc, out, err);
+    cr_assert(strstr(out, "sync: ") && strstr(out, "-11\n"), "one sync and 10 async ids: %s", out);
+    cr_assert(strstr(err, "10 published"), "%s", err);
+    free(out);
+    free(err);
+    rc = h_run(&env, NULL, &out, &err, PYTHON, app, "--broker", env.pub, "nope", NULL);
+    cr_assert_eq(rc, 1, "an unknown topic exits 1: %s", err);
+    cr_assert(strstr(err, "unknown topic 'nope'"), "in the broker's words: %s", err);
+    free(out);
+    free(err);
+}
+
 Test(python, refusals_raise_clear_exceptions)
 {
     h_config_broker(&env, "os", "max_payload = 1024; max_backlog = 3;", REC);
