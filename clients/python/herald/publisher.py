@@ -632,7 +632,9 @@ class Publisher:
             return
         if v is not None:
             with self._cond:
-                if not self._limits and self._no_broker is None:
+                # only a verdict of this try: one left from an earlier try
+                # waits until the top of the loop has cleared it
+                if not self._limits and self._no_broker is None and self._seen_attempt == self._attempt:
                     self._no_broker = v
                     self._cond.notify_all()
         if link.lost:
