@@ -93,6 +93,11 @@ def publish(producer, entries):
     return pack("PUBLISH", producer, entries)
 
 
+def entry_size(entry):
+    """Bytes of one PUBLISH entry in the header frame."""
+    return len(msgpack.packb(entry, use_bin_type=True))
+
+
 def invoke(req, function, timeout_ms):
     return pack("INVOKE", req, function, timeout_ms)
 

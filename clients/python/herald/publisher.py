@@ -39,6 +39,11 @@ WINDOW_BYTES = 64 << 20
 # Entries per PUBLISH even when the broker allows more: with the default
 # window four batches are in flight, and a bigger one only delays its confirm.
 BATCH_MAX = 256
+# Bytes of a PUBLISH header frame. The broker's publish socket takes frames
+# of at most max_payload + 64 KiB (ZMQ_MAXMSGSIZE) and closes the connection
+# on a larger one; 256 entries with 16 attributes of 1 KiB each would be
+# 4.7 MiB. One entry is at most ~19 KiB, so it always fits alone.
+HEADER_MAX = 60 << 10
 PRODUCER_LEN = 20          # [0-9A-Za-z]{20}: ~119 random bits
 DRAIN_MAX = 1024           # messages handled per turn, so sending is not starved
 TURN_MAX_S = 0.5           # the longest poll: the I/O thread also watches stop and deadlines
@@ -60,11 +65,12 @@ def _copy(exc):
 
 
 class _Entry:
-    __slots__ = ("seq", "wire", "payload", "submitted", "future", "batch")
+    __slots__ = ("seq", "wire", "size", "payload", "submitted", "future", "batch")
 
     def __init__(self, seq, wire, payload, submitted, future):
         self.seq = seq
         self.wire = wire            # the PUBLISH entry [seq, topic, attrs, delay_ms, dedup_id, function]
+        self.size = _proto.entry_size(wire)   # its bytes in the header frame
         self.payload = payload      # bytes
         self.submitted = submitted  # monotonic s; given up on at + timeout
         self.future = future
@@ -467,11 +473,15 @@ class Publisher:
                 n = len(self._unsent)
                 if n == 0 or (not self._waiters and len(self._batches) >= 2 and n < max_batch):
                     return
-                batch = []
+                batch, size = [], 0
                 while self._unsent and len(batch) < max_batch:
-                    e = self._unsent.popleft()
+                    e = self._unsent[0]
+                    if batch and size + e.size > HEADER_MAX:
+                        break
+                    self._unsent.popleft()
                     if e.seq in self._outbox:
                         batch.append(e)
+                        size += e.size
             if not batch:
                 return
             frames = [_proto.publish(self.producer, [e.wire for e in batch])] + [e.payload for e in batch]
