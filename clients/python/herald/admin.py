@@ -231,7 +231,7 @@ class Admin:
         t, f = self._wait(mine, self.timeout, command, on_silence)
         status, error, result = f[1], f[2], f[3]
         if status != 0:
-            raise from_status(status, "%s: %s" % (command, error) if error else None)
+            raise from_status(status, error)   # the broker names the command
         return result
 
     def _wait(self, want, limit, what, on_silence=None):
