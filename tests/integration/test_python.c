@@ -84,16 +84,17 @@ Test(python, refusals_raise_clear_exceptions)
 
 Test(python, invoke_sync_and_async_and_a_real_worker_handles_what_python_published)
 {
-    char body[1024];
+    char body[2048];
     snprintf(body, sizeof body,
              "functions = ( { name = \"echo\"; exec = [\"examples/handlers/echo.sh\"]; env = { ECHO_LOG = \"%s\"; }; },\n"
              "  { name = \"fail\"; exec = [\"tests/handlers/fail.sh\", \"3\"]; max_attempts = 1; },\n"
-             "  { name = \"idle\"; exec = [\"examples/handlers/echo.sh\"]; } );\n"
+             "  { name = \"idle\"; exec = [\"examples/handlers/echo.sh\"]; },\n"
+             "  { name = \"slow\"; exec = [\"tests/handlers/sleep.sh\"]; env = { PIDFILE = \"%s\"; }; } );\n"
              "topics = ( { name = \"t\"; subscriptions = ( { function = \"echo\"; } ); } );\n",
-             h_path(&env, "echo.log"));
+             h_path(&env, "echo.log"), h_path(&env, "slow.pid"));
     h_config(&env, "os", body);
     h_broker(&env);
-    h_worker(&env, "echo,fail", 2);   /* nobody serves idle */
+    h_worker(&env, "echo,fail,slow", 2);   /* nobody serves idle */
     run_case("invoke_and_worker", NULL);
 }
 
@@ -149,7 +150,7 @@ Test(python, curve_keys_from_heraldctl_keygen)
              "cp keys/pub.pub keys/publishers/ && cp keys/wrk.pub keys/workers/ && cp keys/adm.pub keys/admins/",
              env.dir, env.root);
     cr_assert_eq(system(cmd), 0, "heraldctl keygen");
-    char body[1024];
+    char body[2048];
     snprintf(body, sizeof body,
              "functions = ( { name = \"echo\"; exec = [\"examples/handlers/echo.sh\"]; } );\n"
              "topics = ( { name = \"t\"; } );\n"

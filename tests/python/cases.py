@@ -173,6 +173,8 @@ def invoke_and_worker():
         amid = p.invoke_async("echo", b"later")
         check(amid.startswith(p.producer + "-"), "invoke_async returns a message id: %s" % amid)
         raises(herald.UnknownFunction, p.invoke_async, "nope", b"x")
+        e = raises(herald.Timeout, p.invoke, "slow", b"x", timeout=1)
+        check(e.status == 9, "the broker's deadline passed after dispatch: %s" % e)
     # the real herald-worker ran both: its handler logged their message ids
     def logged():
         return os.path.exists(log) and {mid, amid} <= set(open(log).read().split())
