@@ -3,7 +3,8 @@
 #   make test       unit + integration tests (Criterion), real programs over real sockets
 #   make run        install missing packages, build, run a broker + 2 workers on config/herald.cfg
 #   make demo       a scripted tour: a poison event, its dead letter, a fix, a replay
-#   make install    PREFIX=/usr/local DESTDIR=   programs, libherald, man pages, systemd units
+#   make install    PREFIX=/usr/local DESTDIR=   programs, libherald, the Python client, man pages,
+#                   systemd units
 #                   (make uninstall: the same files removed)
 #   make SANITIZE=address,undefined test
 CC      ?= cc
@@ -12,7 +13,8 @@ PKGS    := libzmq msgpack sqlite3 libconfig libmicrohttpd
 # Debian 12 packages the build, the tests and the examples need.
 DEB_PKGS := gcc make pkg-config libzmq3-dev libmsgpack-dev libsqlite3-dev libconfig-dev \
             libmicrohttpd-dev libcriterion-dev python3 awscli python3-boto3 curl nodejs \
-            python3-croniter tzdata man-db chromium chromium-driver python3-selenium
+            python3-croniter tzdata man-db chromium chromium-driver python3-selenium \
+            python3-zmq python3-msgpack
 
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
@@ -239,10 +241,16 @@ MAN5      := $(wildcard man/*.5)
 UNITS     := $(patsubst systemd/%.in,%,$(wildcard systemd/*.service.in))
 MANDIR    := $(PREFIX)/share/man
 UNITDIR   := $(PREFIX)/lib/systemd/system
+# The Python client (clients/python/herald) goes where Debian's python3 looks
+# for packages under a prefix: /usr/lib/python3/dist-packages with PREFIX=/usr
+# (/usr/local/lib/python3/dist-packages is on Debian's sys.path too).
+PYDIR     := $(PREFIX)/lib/python3/dist-packages/herald
+PYFILES   := $(wildcard clients/python/herald/*.py)
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 	  $(DESTDIR)$(PREFIX)/include/herald $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 \
-	  $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR)
+	  $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PYDIR)
+	install -m 644 $(PYFILES) $(DESTDIR)$(PYDIR)/
 	install -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/
 	install -m 644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
@@ -259,14 +267,17 @@ install: all
 	  '$(PREFIX)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/herald.pc
 	chmod 644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/herald.pc
 
-# Removes exactly what install put there (and include/herald/ once empty).
+# Removes exactly what install put there (and include/herald/ and the Python
+# package's directory once empty).
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(INST_BIN)) $(DESTDIR)$(PREFIX)/libexec/herald-launcher \
 	  $(DESTDIR)$(PREFIX)/lib/libherald.a $(DESTDIR)$(PREFIX)/lib/libherald.so \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/herald.pc $(addprefix $(DESTDIR)$(PREFIX)/,$(INST_INC)) \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(MAN3))) \
-	  $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5))) $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS))
-	rmdir $(DESTDIR)$(PREFIX)/include/herald 2>/dev/null || true
+	  $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5))) $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
+	  $(addprefix $(DESTDIR)$(PYDIR)/,$(notdir $(PYFILES)))
+	rm -rf $(DESTDIR)$(PYDIR)/__pycache__
+	rmdir $(DESTDIR)$(PREFIX)/include/herald $(DESTDIR)$(PYDIR) 2>/dev/null || true
 
 clean:
 	rm -rf $(B) bin libexec lib examples/handlers/*.so

@@ -10,8 +10,10 @@
 # must be in place: each page renders with `man --warnings -l` without a
 # word on stderr and is found by name under PREFIX/share/man, each unit names
 # PREFIX/bin, and `systemd-analyze verify` (when there is one) accepts the
-# units whose program is installed, silently. Waits are on conditions with a
-# deadline, never a bare sleep.
+# units whose program is installed, silently. The Python client must import
+# from PREFIX/lib/python3/dist-packages with Debian's /usr/bin/python3 and
+# publish to the installed broker. Waits are on conditions with a deadline,
+# never a bare sleep.
 set -eu
 MAKE=${MAKE:-make}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -109,8 +111,17 @@ until "$prefix/bin/heraldctl" --broker "ipc://$tmp/adm" --timeout 1 stats > /dev
 done
 id=$(env -u LD_LIBRARY_PATH "$tmp/app" "ipc://$tmp/pub") || fail "the program built with pkg-config did not publish (id '$id')"
 echo "$id" | grep -Eq '^[0-9A-Za-z_-]{1,63}$' || fail "not a message id: '$id'"
-"$prefix/bin/heraldctl" --broker "ipc://$tmp/adm" stats --json | grep -q '"published":1' \
-    || fail "the broker does not count the program's publish"
+# The Python client from the install (not the checkout): imports, publishes.
+pydir=$prefix/lib/python3/dist-packages
+[ -f "$pydir/herald/__init__.py" ] || fail "no $pydir/herald/__init__.py"
+pyid=$(cd "$tmp" && PYTHONPATH=$pydir PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -c '
+import sys, herald
+assert herald.__file__.startswith(sys.argv[1]), herald.__file__
+with herald.Publisher(sys.argv[2]) as p:
+    print(p.publish("t", b"from python"))' "$pydir" "ipc://$tmp/pub") || fail "import herald / publish from $pydir"
+echo "$pyid" | grep -Eq '^[0-9A-Za-z_]{1,40}-1$' || fail "not a message id from the Python client: '$pyid'"
+"$prefix/bin/heraldctl" --broker "ipc://$tmp/adm" stats --json | grep -q '"published":2' \
+    || fail "the broker does not count the program's and the Python client's publishes"
 kill "$broker"; wait "$broker" 2>/dev/null || true; broker=""
 
 $MAKE -s -C "$root" uninstall PREFIX="$prefix" > "$tmp/uninstall.log" 2>&1 || { cat "$tmp/uninstall.log" >&2; fail "make uninstall"; }
@@ -120,9 +131,10 @@ left=$(find "$prefix" ! -type d)
 # DESTDIR: files under DESTDIR/PREFIX, herald.pc and the units say PREFIX; uninstall the same way.
 $MAKE -s -C "$root" install DESTDIR="$tmp/stage" PREFIX=/usr > "$tmp/install.log" 2>&1 || { cat "$tmp/install.log" >&2; fail "make install DESTDIR"; }
 grep -qx 'prefix=/usr' "$tmp/stage/usr/lib/pkgconfig/herald.pc" || fail "DESTDIR: herald.pc does not say prefix=/usr"
+[ -f "$tmp/stage/usr/lib/python3/dist-packages/herald/publisher.py" ] || fail "DESTDIR: no Python client under DESTDIR/PREFIX/lib/python3/dist-packages"
 [ -x "$tmp/stage/usr/bin/herald-broker" ] || fail "DESTDIR: no bin/herald-broker under DESTDIR/PREFIX"
 check_extras "$tmp/stage/usr" /usr
 $MAKE -s -C "$root" uninstall DESTDIR="$tmp/stage" PREFIX=/usr > "$tmp/uninstall.log" 2>&1 || fail "make uninstall DESTDIR"
 left=$(find "$tmp/stage" ! -type d)
 [ -z "$left" ] || fail "make uninstall DESTDIR left: $left"
-echo "install.sh: ok (published $id through a program built with pkg-config from $prefix)"
+echo "install.sh: ok (published $id through a program built with pkg-config from $prefix, and $pyid from the installed Python client)"
