@@ -25,12 +25,21 @@ typedef struct {
     int window;                    /* async publishes in flight; 0: 1000 (a new one also waits
                                       while 64 MiB of payload or more is in flight) */
     const char *key_file, *broker_key_file;   /* CURVE; NULL: plaintext */
+    const char *producer_id;       /* NULL: a random one per client. Else [0-9A-Za-z_]{1,40}, kept
+                                      across restarts by an app that numbers its own publishes
+                                      (herald_publish_opts.seq), so that a re-send after its own
+                                      crash is answered "already stored" (DESIGN §5) */
 } herald_options;
 
 typedef struct {
     const herald_attr *attrs; size_t nattrs;   /* at most 16 */
     const char *dedup_id;          /* NULL: none (retries are covered by the producer sequence) */
     double delay;                  /* seconds, 0 – 900 */
+    unsigned long long seq;        /* 0: the client's next sequence. Else this publish's producer
+                                      sequence: needs options.producer_id and must be above every
+                                      sequence this client used; gaps are allowed. The broker
+                                      answers a seq at or below its high-water mark for the
+                                      producer as already stored (with that seq's message id) */
 } herald_publish_opts;
 
 #define HERALD_ID_MAX 64
