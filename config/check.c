@@ -1067,7 +1067,7 @@ static const config_setting_t *top_group(cfg_ctx *x, const config_setting_t *roo
 void config_check_root(cfg_ctx *x, config_setting_t *root)
 {
     static const char *const known[] = { "broker", "security", "functions", "topics", "worker",
-                                         "gateway", NULL };
+                                         "gateway", "sources", NULL };
     scope sc = { "", "the top level" };
     set_defaults(x);
     check_names_list(x, root, &sc, known, true);
@@ -1078,4 +1078,5 @@ void config_check_root(cfg_ctx *x, config_setting_t *root)
     check_topics(x, config_setting_get_member(root, "topics"));
     check_worker(x, top_group(x, root, "worker"));
     check_gateway(x, top_group(x, root, "gateway"));
+    config_check_sources(x, config_setting_get_member(root, "sources"));   /* after broker and topics */
 }
