@@ -46,12 +46,15 @@ LIBH_OBJ   := $(patsubst %.c,$(B)/%.o,$(filter-out publisher/main.c,$(wildcard p
 PUB_OBJ    := $(B)/publisher/main.o
 CTL_OBJ    := $(patsubst %.c,$(B)/%.o,$(wildcard ctl/*.c))
 GW_OBJ     := $(patsubst %.c,$(B)/%.o,$(wildcard gateway/*.c))
+# herald-source-fs: a libherald client plus config/ (sources/fs_*.c, md5.c)
+SRCFS_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard sources/*.c))
 UNIT_OBJ   := $(patsubst %.c,$(B)/%.o,$(wildcard tests/unit/*.c))
 INTEG_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard tests/integration/*.c))
 EXAMPLES   := $(patsubst examples/handlers/%.c,examples/handlers/lib%.so,$(wildcard examples/handlers/*.c))
 TEST_HANDLERS := $(patsubst tests/handlers/%.c,$(B)/tests/handlers/lib%.so,$(wildcard tests/handlers/*.c))
 
-PROGS := bin/herald-broker bin/herald-worker bin/herald-publish bin/heraldctl $(if $(GW_OBJ),bin/herald-gateway)
+PROGS := bin/herald-broker bin/herald-worker bin/herald-publish bin/heraldctl $(if $(GW_OBJ),bin/herald-gateway) \
+         bin/herald-source-fs
 LIBS  := lib/libherald.a lib/libherald.so
 
 all: $(PROGS) libexec/herald-launcher $(LIBS) $(EXAMPLES)
@@ -79,6 +82,9 @@ bin/heraldctl: $(CTL_OBJ) $(B)/broker/dlq.o $(CONFIG_OBJ) lib/libherald.a | bin
 # The gateway is a client: libherald for publish/invoke, ctl's admin client for the rest.
 bin/herald-gateway: $(GW_OBJ) $(B)/ctl/admin.o $(B)/ctl/json.o $(CONFIG_OBJ) lib/libherald.a | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libmicrohttpd 2>/dev/null) $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS)
+
+bin/herald-source-fs: $(SRCFS_OBJ) $(CONFIG_OBJ) lib/libherald.a | bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS)
 
 # Native example handlers depend on include/herald/handler.h only.
 examples/handlers/lib%.so: examples/handlers/%.c include/herald/handler.h
