@@ -106,7 +106,8 @@ TEST_LIBS = $(shell pkg-config --libs criterion 2>/dev/null)
 $(B)/test-unit: $(UNIT_OBJ) $(filter-out $(B)/broker/main.o,$(BROKER_OBJ)) \
                 $(filter-out $(B)/worker/main.o,$(WORKER_OBJ)) $(LIBH_OBJ) $(CONFIG_OBJ) $(PROTO_OBJ) $(SCHED_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS) -ldl
-$(B)/test-integration: $(INTEG_OBJ) lib/libherald.a
+# (the source suite computes eTags with the source's own MD5)
+$(B)/test-integration: $(INTEG_OBJ) $(B)/sources/md5.o $(B)/sources/fs_event.o lib/libherald.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(ZMQ_LIBS) $(SQLITE_LIBS) $(LDLIBS)
 
 TEST_JOBS ?= 2
