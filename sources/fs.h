@@ -159,9 +159,10 @@ void fs_state_confirmed(fs_source *s, fs_rec *r);
 int fs_state_sync(fs_source *s);
 /* Writes the snapshot (atomic rename) and compacts the journal. 0 or -1. */
 int fs_state_snapshot(fs_source *s);
-/* A change whose event type the source does not announce: straight into
- * view and snapshot. */
-void fs_state_quiet(fs_source *s, fs_op op, const char *key, uint64_t ino, uint64_t size, int64_t mtime_ns);
+/* A change that is not announced (its event type is not wanted, or only the
+ * metadata of the same content changed): straight into view and snapshot. */
+void fs_state_quiet(fs_source *s, fs_op op, const char *key, uint64_t ino, uint64_t size, int64_t mtime_ns,
+                    const char *etag);
 
 /* ---- fs_event.c ------------------------------------------------------- */
 

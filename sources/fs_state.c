@@ -444,9 +444,11 @@ int fs_state_snapshot(fs_source *s)
     return 0;
 }
 
-void fs_state_quiet(fs_source *s, fs_op op, const char *key, uint64_t ino, uint64_t size, int64_t mtime_ns)
+void fs_state_quiet(fs_source *s, fs_op op, const char *key, uint64_t ino, uint64_t size, int64_t mtime_ns,
+                    const char *etag)
 {
     fs_rec r = { .op = op, .key = (char *)key, .ino = ino, .size = size, .mtime_ns = mtime_ns };
+    if (etag) snprintf(r.etag, sizeof r.etag, "%s", etag);
     fs_map_apply(&s->view, &r);
     fs_map_apply(&s->snap, &r);
     s->snap_dirty = true;

@@ -168,33 +168,51 @@ static bool join(char *out, size_t size, const char *a, const char *b)
     return true;
 }
 
-/* Records a Created for key (st: what lstat saw) with its eTag. A file that
- * vanished meanwhile is left to its own removal event. */
-static void created(fs_source *s, const char *key, const struct stat *st)
+/* The eTag of the file at path and the fstat that describes what was read:
+ * taken before and after the read, and the same both times (else a writer
+ * was at work: tried again, then left to its own close event or a rescan).
+ * 0, or -1 (gone, not a regular file, or never still). */
+static int read_etag(const char *path, struct stat *st, char etag[FS_ETAG_LEN + 1])
 {
-    int64_t mt = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-    if (!(s->cfg->events & SOURCE_EV_CREATED)) {
-        fs_state_quiet(s, FS_CREATED, key, st->st_ino, (uint64_t)st->st_size, mt);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0) return -1;
+        struct stat after;
+        int rc = fstat(fd, st) == 0 && S_ISREG(st->st_mode) && fs_etag_fd(fd, etag) == 0 && fstat(fd, &after) == 0
+                     ? 0 : -1;
+        close(fd);
+        if (rc < 0) return -1;
+        if (after.st_size == st->st_size && after.st_mtim.tv_sec == st->st_mtim.tv_sec &&
+            after.st_mtim.tv_nsec == st->st_mtim.tv_nsec)
+            return 0;
+    }
+    return -1;
+}
+
+/* Announces key as created, with its eTag. A file that vanished meanwhile is
+ * left to its own removal event. The same content under new metadata (a
+ * touch, or a rewrite with the same bytes) is not a new object version: the
+ * view learns the new inode/mtime and nothing is published, so a (key, eTag)
+ * is announced once however often its file is rewritten. */
+static void created(fs_source *s, const char *key)
+{
+    char path[PATH_MAX + 1], etag[FS_ETAG_LEN + 1];
+    struct stat st;
+    if (!join(path, sizeof path, s->cfg->path, key) || read_etag(path, &st, etag) < 0) return;
+    int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    const fs_obj *o = fs_map_get(&s->view, key);
+    if (!(s->cfg->events & SOURCE_EV_CREATED) || (o && strcmp(o->etag, etag) == 0)) {
+        fs_state_quiet(s, FS_CREATED, key, st.st_ino, (uint64_t)st.st_size, mt, etag);
         return;
     }
-    char path[PATH_MAX + 1], etag[FS_ETAG_LEN + 1];
-    join(path, sizeof path, s->cfg->path, key);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0) return;
-    struct stat now;
-    int rc = fstat(fd, &now) == 0 && S_ISREG(now.st_mode) ? fs_etag_fd(fd, etag) : -1;
-    close(fd);
-    if (rc < 0) return;
-    /* what was read is described by the fstat before the read */
-    mt = (int64_t)now.st_mtim.tv_sec * 1000000000 + now.st_mtim.tv_nsec;
-    if (fs_state_record(s, FS_CREATED, key, now.st_ino, (uint64_t)now.st_size, mt, etag, util_wall_ms()) < 0)
-        LOG_ERROR("source %s: cannot journal %s: %s", s->cfg->name, key, strerror(errno));
+    if (fs_state_record(s, FS_CREATED, key, st.st_ino, (uint64_t)st.st_size, mt, etag, util_wall_ms()) < 0)
+        LOG_ERROR("source %s: cannot queue %s: %s", s->cfg->name, key, strerror(errno));
 }
 
 static void removed(fs_source *s, const char *key)
 {
     if (!(s->cfg->events & SOURCE_EV_REMOVED)) {
-        fs_state_quiet(s, FS_REMOVED, key, 0, 0, 0);
+        fs_state_quiet(s, FS_REMOVED, key, 0, 0, 0, NULL);
         return;
     }
     if (fs_state_record(s, FS_REMOVED, key, 0, 0, 0, NULL, util_wall_ms()) < 0)
@@ -211,7 +229,7 @@ static void check_key(fs_source *s, const char *key)
     fs_obj *o = fs_map_get(&s->view, key);
     if (file) {
         int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-        if (!o || o->ino != st.st_ino || o->size != (uint64_t)st.st_size || o->mtime_ns != mt) created(s, key, &st);
+        if (!o || o->ino != st.st_ino || o->size != (uint64_t)st.st_size || o->mtime_ns != mt) created(s, key);
         if ((o = fs_map_get(&s->view, key))) o->seen = s->gen;
     } else if (o) {
         removed(s, key);
