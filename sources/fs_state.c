@@ -210,17 +210,24 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static int by_seq(const void *a, const void *b)
+{
+    uint64_t x = (*(fs_rec *const *)a)->seq, y = (*(fs_rec *const *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
 /* The journal's records above the watermark, minus the ones a later record
- * replaces, in seq order, into the pending queue. */
+ * replaces, in seq order, into the pending queue (lines are in seq order but
+ * after a refusal: a replacement is queued where its change was seen). */
 static int read_journal(fs_source *s, uint64_t watermark)
 {
     FILE *f = fopen(state_path(s, "journal"), "re");
     if (!f) return errno == ENOENT ? 0 : -1;
-    fs_rec *all = NULL, **tail = &all;
+    fs_rec **v = NULL;
+    size_t n = 0, cap = 0, lcap = 0;
     char *line = NULL;
-    size_t cap = 0;
-    uint64_t last = 0;
-    while (getline(&line, &cap, f) > 0) {
+    int rc = 0;
+    while (getline(&line, &lcap, f) > 0) {
         if (!strchr(line, '\n')) break;   /* torn by a crash: never synced, never published */
         fs_rec *r = parse_rec(line);
         if (!r) {
@@ -228,35 +235,43 @@ static int read_journal(fs_source *s, uint64_t watermark)
             continue;
         }
         if (r->seq >= s->next_seq) s->next_seq = r->seq + 1;
-        if (r->seq <= watermark || r->seq <= last) {   /* settled, or out of order (never written so) */
+        if (r->seq <= watermark) {   /* settled */
             free_rec(r);
             continue;
         }
-        last = r->seq;
-        *tail = r;
-        tail = &r->next;
+        if (n == cap) {
+            fs_rec **nv = realloc(v, (cap = cap ? cap * 2 : 256) * sizeof *v);
+            if (!nv) {
+                free_rec(r);
+                rc = -1;
+                break;
+            }
+            v = nv;
+        }
+        v[n++] = r;
     }
     free(line);
     fclose(f);
+    if (n) qsort(v, n, sizeof *v, by_seq);
     /* drop the replaced: their refusal was answered by the later record */
-    size_t nrep = 0, k = 0;
-    for (fs_rec *r = all; r; r = r->next) nrep += r->replaces != 0;
-    uint64_t *rep = nrep ? malloc(nrep * sizeof *rep) : NULL;
-    if (nrep && !rep) return -1;
-    for (fs_rec *r = all; r; r = r->next)
-        if (r->replaces) rep[k++] = r->replaces;
+    uint64_t *rep = n ? malloc(n * sizeof *rep) : NULL;
+    size_t nrep = 0;
+    for (size_t i = 0; rep && i < n; i++)
+        if (v[i]->replaces) rep[nrep++] = v[i]->replaces;
     if (nrep) qsort(rep, nrep, sizeof *rep, cmp_u64);
-    for (fs_rec *r = all, *next; r; r = next) {
-        next = r->next;
-        r->next = NULL;
-        if (nrep && bsearch(&r->seq, rep, nrep, sizeof *rep, cmp_u64)) {
-            free_rec(r);
+    uint64_t prev = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool dup = v[i]->seq == prev;
+        prev = v[i]->seq;
+        if (rc < 0 || dup || (nrep && bsearch(&v[i]->seq, rep, nrep, sizeof *rep, cmp_u64))) {
+            free_rec(v[i]);
             continue;
         }
-        append(s, r);
+        append(s, v[i]);
     }
     free(rep);
-    return 0;
+    free(v);
+    return rc;
 }
 
 /* Rewrites the journal with the pending records only. */
