@@ -198,9 +198,9 @@ static int source_open(fs_source *s, const cfg_source *c)
     s->cfg = c;
     s->ino_fd = s->lock_fd = -1;
     struct stat st;
-    if (stat(c->path, &st) < 0 || !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, PROG ": source %s: path %s: %s\n", c->name, c->path,
-                errno && stat(c->path, &st) < 0 ? strerror(errno) : "not a directory");
+    int rc = stat(c->path, &st);
+    if (rc < 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, PROG ": source %s: path %s: %s\n", c->name, c->path, rc < 0 ? strerror(errno) : "not a directory");
         return -1;
     }
     if (fs_state_open(s) < 0 || fs_watch_open(s) < 0) return -1;
