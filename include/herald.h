@@ -71,6 +71,10 @@ int  herald_publish(herald_client *c, const char *topic, const void *payload, si
 int  herald_publish_async(herald_client *c, const char *topic, const void *payload, size_t len,
                           const herald_publish_opts *opts, herald_confirm_fn *cb, void *arg);
 int  herald_flush(herald_client *c, int timeout_ms);         /* every pending confirm in; <= 0: timeout_ms of c */
+/* Drops the connection and opens a fresh one; every unconfirmed publish goes
+ * again with its own seq (the broker answers those it stored as already
+ * stored). For a long-lived producer that heard nothing for too long. */
+int  herald_reconnect(herald_client *c);
 int  herald_invoke(herald_client *c, const char *function, const void *payload, size_t len,
                    int timeout_ms, void **output, size_t *output_len);   /* caller frees output */
 int  herald_invoke_async(herald_client *c, const char *function, const void *payload, size_t len,

@@ -462,6 +462,13 @@ int herald_invoke(herald_client *c, const char *function, const void *payload, s
     return 0;
 }
 
+int herald_reconnect(herald_client *c)
+{
+    if (!c) return HERALD_E_INVALID;
+    if (c->fatal) return c->fatal;
+    return hc_session_reopen(c);
+}
+
 int herald_flush(herald_client *c, int timeout_ms)
 {
     if (!c) return HERALD_E_INVALID;

@@ -183,6 +183,9 @@ int hc_session_load_keys(herald_client *c, const char *key_file, const char *bro
 /* A new DEALER + monitor, connected (lazily), HELLO queued. 0 or -1 (last_error). */
 int hc_session_open(herald_client *c);
 void hc_session_close(herald_client *c);
+/* A fresh socket, HELLO, and every unconfirmed publish again with its seq
+ * (after a dropped connection, or herald_reconnect). 0 or a status. */
+int hc_session_reopen(herald_client *c);
 /* Sends unsent entries as batches: all of them when force, else only while
  * fewer than 2 batches are in flight or a full batch is waiting. 0 or a status. */
 int hc_session_pump(herald_client *c, bool force);

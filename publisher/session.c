@@ -137,7 +137,7 @@ void hc_session_close(herald_client *c)
  * Confirms still unread on the old socket are dropped on purpose: their
  * publishes go again and come back "already stored" with the same ids, and
  * not reading them here keeps callbacks out of this function. */
-static int reopen(herald_client *c)
+int hc_session_reopen(herald_client *c)
 {
     hc_session_close(c);
     hc_outbox_unsend_all(&c->ob);
@@ -344,7 +344,7 @@ static int drain_monitor(herald_client *c)
             c->handshake_note[0] = '\0';
             break;
         case ZMQ_EVENT_DISCONNECTED:
-            if (c->handshaken) return reopen(c);   /* the new monitor starts empty */
+            if (c->handshaken) return hc_session_reopen(c);   /* the new monitor starts empty */
             break;
         case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
             hc_set_fatal(c, HERALD_E_REFUSED,

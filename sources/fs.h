@@ -42,6 +42,11 @@
  * after this delay, doubling up to the max. */
 #define FS_RETRY_MIN_MS 200
 #define FS_RETRY_MAX_MS 10000
+/* Publishes in flight and no answer for this long: the connection is
+ * replaced (herald_reconnect) and they go again with their seqs. A broker that
+ * is down costs a fresh socket this often; one that is up but whose answers
+ * stopped reaching us (a socket that stopped reconnecting) is found again. */
+#define FS_STALL_MS 10000
 /* The snapshot is rewritten at most this often while confirms come in. */
 #define FS_SNAPSHOT_EVERY_MS 1000
 /* After a watch could not be added (the inotify watch limit), the next full
@@ -114,6 +119,7 @@ typedef struct fs_source {
     int64_t retry_at_ms;          /* monotonic: no publishing before (after a refusal or no broker) */
     int retry_ms;                 /* current backoff */
     bool reconnect;               /* the client must be replaced before publishing again */
+    int64_t progress_ms;          /* monotonic: the last answer, or when publishes went in flight */
     /* counters, for the log */
     uint64_t announced, refused, overflows;
 } fs_source;

@@ -67,6 +67,7 @@ static void on_confirm(void *arg, int status, const char *id)
     fs_rec *r = arg;
     fs_source *s = r->src;
     s->inflight--;
+    s->progress_ms = util_mono_ms();
     r->sent = false;
     if (status == 0) {
         s->announced++;
@@ -86,13 +87,14 @@ static void on_confirm(void *arg, int status, const char *id)
      * once everything in flight has its answer */
     r->refused = true;
     s->refused++;
-    if (!s->refusing)
-        LOG_WARN("source %s: the broker refused seq %llu (%s: %s): retrying", s->cfg->name,
-                 (unsigned long long)r->seq, herald_strerror(status), s->client ? herald_last_error(s->client) : "");
+    if (s->refusing) return;   /* one backoff step per round of refusals */
     s->refusing = true;
     s->retry_ms = s->retry_ms ? s->retry_ms * 2 : FS_RETRY_MIN_MS;
     if (s->retry_ms > FS_RETRY_MAX_MS) s->retry_ms = FS_RETRY_MAX_MS;
     s->retry_at_ms = util_mono_ms() + s->retry_ms;
+    LOG_WARN("source %s: the broker refused seq %llu (%s: %s): sending it again in %d ms", s->cfg->name,
+             (unsigned long long)r->seq, herald_strerror(status), s->client ? herald_last_error(s->client) : "",
+             s->retry_ms);
 }
 
 /* ---- publishing ---------------------------------------------------------- */
@@ -168,6 +170,7 @@ void fs_pump(fs_source *s, int64_t now)
             fs_rec *r = batch[i];
             int rc = publish_one(s, r);
             if (rc == 0) {
+                if (!s->inflight) s->progress_ms = util_mono_ms();
                 r->sent = true;
                 s->inflight++;
                 s->last_sent_seq = r->seq;
@@ -346,6 +349,12 @@ int main(int argc, char **argv)
                 in_client = 1;
                 herald_flush(s->client, CONFIRM_WAIT_MS / (int)n > 0 ? CONFIRM_WAIT_MS / (int)n : 1);
                 in_client = 0;
+            }
+            if (s->inflight && util_mono_ms() - s->progress_ms >= FS_STALL_MS) {
+                LOG_WARN("source %s: no answer from broker %s for %d s with %zu publishes in flight: reconnecting",
+                         s->cfg->name, s->cfg->broker, FS_STALL_MS / 1000, s->inflight);
+                herald_reconnect(s->client);
+                s->progress_ms = util_mono_ms();
             }
             if (source_turn(s, util_mono_ms()) < 0) {
                 rc = 1;

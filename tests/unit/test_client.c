@@ -823,3 +823,31 @@ Test(client, outbox_skip_to)
     cr_assert_eq(hc_outbox_live(&ob), 0);
     hc_outbox_free(&ob);
 }
+
+Test(client, reconnect_sends_every_unconfirmed_publish_again)
+{
+    fake_broker fb;
+    fb_init(&fb, ctx);
+    fb.withhold = true;
+    fb.release_ms = 600000;
+    fb.release_total = 6;   /* the 3 first sends and the 3 re-sends: then every confirm goes out */
+    fb_start(&fb);
+    herald_options o = { .endpoint = fb.endpoint, .timeout_ms = 20000, .producer_id = "src_1" };
+    herald_client *c = herald_connect(&o);
+    cr_assert_not_null(c);
+    for (int i = 0; i < 3; i++) {
+        herald_publish_opts po = { .seq = 10 + (unsigned)i };
+        cr_assert_eq(herald_publish_async(c, "t", "x", 1, &po, record, (void *)(intptr_t)i), 0);
+    }
+    cr_assert_eq(herald_flush(c, 300), HERALD_E_TIMEOUT, "nothing is confirmed yet");
+    cr_assert_eq(herald_reconnect(c), 0, "%s", herald_last_error(c));
+    cr_assert_eq(herald_flush(c, 10000), 0, "%s", herald_last_error(c));
+    cr_assert_eq(rec->n, 3, "each publish once");
+    cr_assert_str_eq(rec->id[0], "id-10");
+    cr_assert_str_eq(rec->id[2], "id-12");
+    herald_close(&c);
+    fb_stop(&fb);
+    cr_assert_eq(fb.hellos, 2, "a fresh connection says HELLO again");
+    cr_assert_eq(fb.entries, 6, "every unconfirmed publish went again");
+    cr_assert(!fb.publish_before_hello);
+}
