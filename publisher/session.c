@@ -121,6 +121,11 @@ fail_socket:
 void hc_session_close(herald_client *c)
 {
     if (c->sock) {
+        /* The monitor first: a socket being closed still reports events
+         * (disconnected, closed), and libzmq's IO thread blocks for good
+         * sending one to a monitor whose reader is gone — every socket of
+         * the context, the next one included, would then stop connecting. */
+        zmq_socket_monitor(c->sock, NULL, 0);
         set_int(c->sock, ZMQ_LINGER, 0);   /* close never waits: the outbox holds the copies */
         zmq_close(c->sock);
         c->sock = NULL;
