@@ -1059,7 +1059,7 @@ static const config_setting_t *top_group(cfg_ctx *x, const config_setting_t *roo
 void config_check_root(cfg_ctx *x, config_setting_t *root)
 {
     static const char *const known[] = { "broker", "security", "functions", "topics", "schedules", "worker",
-                                         "gateway", NULL };
+                                         "gateway", "sources", NULL };
     scope sc = { "", "the top level" };
     set_defaults(x);
     cfg_check_names_list(x, root, &sc, known, true);
@@ -1071,4 +1071,5 @@ void config_check_root(cfg_ctx *x, config_setting_t *root)
     config_check_schedules(x, config_setting_get_member(root, "schedules"));
     check_worker(x, top_group(x, root, "worker"));
     check_gateway(x, top_group(x, root, "gateway"));
+    config_check_sources(x, config_setting_get_member(root, "sources"));   /* after broker and topics */
 }

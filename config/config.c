@@ -558,6 +558,7 @@ void config_destroy(herald_config **pc)
     free(c->gateway.account);
     free(c->gateway.key);
     free(c->gateway.broker_key);
+    config_free_sources(c);
     for (size_t i = 0; i < c->nfiles; i++)
         free(c->files[i]);
     free(c->files);

@@ -146,6 +146,28 @@ typedef struct {
     int line;
 } cfg_schedule;
 
+/* One event source of `sources = ( … )` (DESIGN §12, docs/SOURCES.md);
+ * herald-source-fs runs those of type "fs". */
+enum { SOURCE_EV_CREATED = 1, SOURCE_EV_REMOVED = 2 };   /* cfg_source.events bits */
+typedef struct {
+    char *name;                 /* [A-Za-z0-9_.-]{1,128}, unique */
+    char *type;                 /* "fs" */
+    char *path;                 /* the watched directory, resolved */
+    char *bucket;               /* S3 bucket name the events carry: 3-63 of [a-z0-9.-] */
+    char *topic;                /* where events are published; a defined topic when the file has topics */
+    bool recursive;             /* default true: subdirectories too */
+    unsigned events;            /* SOURCE_EV_* bits; default both */
+    char *prefix, *suffix;      /* an object key must start / end with them; default "" */
+    char **ignore; size_t nignore;   /* fnmatch globs on the file name (on the key when one holds '/');
+                                        default .*.swp .*.swx *~ 4913 .#* */
+    double rescan_s;            /* seconds between full comparisons; default 300; 0: start and overflow only */
+    char *region;               /* awsRegion of the events; default us-east-1 */
+    char *broker;               /* publish endpoint; default broker.publish_endpoint ('*' → 127.0.0.1) */
+    char *key, *broker_key;     /* CURVE, resolved; NULL if absent */
+    char *state_dir;            /* its snapshot, journal and producer id; default DATA_DIR/sources/NAME */
+    int line;                   /* of its group */
+} cfg_source;
+
 typedef struct herald_config {
     char *path;                 /* the file it was read from */
     cfg_broker broker;
@@ -155,6 +177,7 @@ typedef struct herald_config {
     cfg_schedule *schedules; size_t nschedules;
     cfg_worker worker;
     cfg_gateway gateway;
+    cfg_source *sources; size_t nsources;
     char **files; size_t nfiles;   /* the names cfg_loc.file points at */
 } herald_config;
 
@@ -196,6 +219,7 @@ void config_destroy(herald_config **c);
 
 const cfg_function *config_function(const herald_config *c, const char *name);
 const cfg_topic *config_topic(const herald_config *c, const char *name);
+const cfg_source *config_source(const herald_config *c, const char *name);
 /* Static names for logs and messages: "full", "equal", "none"; "fsync", "os"; */
 const char *config_jitter_name(cfg_jitter j);
 const char *config_durability_name(cfg_durability d);

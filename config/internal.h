@@ -6,6 +6,7 @@
  * check.c   every group's names, types, ranges, defaults and references
  * schedules.c the schedules list (its expressions and zones through sched/)
  * probe.c   what the running programs would find (heraldctl check --root)
+ * sources.c the sources list (event sources, DESIGN §12)
  *
  * One cfg_ctx lives for one load: it owns the errors found so far and borrows
  * the config being built. Errors are collected, not printed, so that they can
@@ -121,5 +122,10 @@ void config_free_schedule(cfg_schedule *s);
 
 /* check.c: checks root and fills x->c; reports through x. */
 void config_check_root(cfg_ctx *x, config_setting_t *root);
+
+/* sources.c: checks the sources list (NULL: absent); runs after the broker
+ * group (its defaults come from it). config_free_sources: for config_destroy. */
+void config_check_sources(cfg_ctx *x, const config_setting_t *s);
+void config_free_sources(herald_config *c);
 
 #endif

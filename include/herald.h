@@ -25,12 +25,21 @@ typedef struct {
     int window;                    /* async publishes in flight; 0: 1000 (a new one also waits
                                       while 64 MiB of payload or more is in flight) */
     const char *key_file, *broker_key_file;   /* CURVE; NULL: plaintext */
+    const char *producer_id;       /* NULL: a random one per client. Else [0-9A-Za-z_]{1,40}, kept
+                                      across restarts by an app that numbers its own publishes
+                                      (herald_publish_opts.seq), so that a re-send after its own
+                                      crash is answered "already stored" (DESIGN §5) */
 } herald_options;
 
 typedef struct {
     const herald_attr *attrs; size_t nattrs;   /* at most 16 */
     const char *dedup_id;          /* NULL: none (retries are covered by the producer sequence) */
     double delay;                  /* seconds, 0 – 900 */
+    unsigned long long seq;        /* 0: the client's next sequence. Else this publish's producer
+                                      sequence: needs options.producer_id and must be above every
+                                      sequence this client used; gaps are allowed. The broker
+                                      answers a seq at or below its high-water mark for the
+                                      producer as already stored (with that seq's message id) */
 } herald_publish_opts;
 
 #define HERALD_ID_MAX 64
@@ -62,6 +71,10 @@ int  herald_publish(herald_client *c, const char *topic, const void *payload, si
 int  herald_publish_async(herald_client *c, const char *topic, const void *payload, size_t len,
                           const herald_publish_opts *opts, herald_confirm_fn *cb, void *arg);
 int  herald_flush(herald_client *c, int timeout_ms);         /* every pending confirm in; <= 0: timeout_ms of c */
+/* Drops the connection and opens a fresh one; every unconfirmed publish goes
+ * again with its own seq (the broker answers those it stored as already
+ * stored). For a long-lived producer that heard nothing for too long. */
+int  herald_reconnect(herald_client *c);
 int  herald_invoke(herald_client *c, const char *function, const void *payload, size_t len,
                    int timeout_ms, void **output, size_t *output_len);   /* caller frees output */
 int  herald_invoke_async(herald_client *c, const char *function, const void *payload, size_t len,

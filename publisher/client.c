@@ -91,12 +91,23 @@ herald_client *herald_connect(const herald_options *opts)
         return NULL;
     }
 
+    if (o.producer_id && !proto_valid_producer(o.producer_id)) {
+        snprintf(connect_error, sizeof connect_error,
+                 "producer_id '%.60s' is not 1 to 40 of 0-9 A-Z a-z _", o.producer_id);
+        return NULL;
+    }
+
     herald_client *c = calloc(1, sizeof *c);
     if (!c) goto fail_client;
     c->endpoint = strdup(ep);
     if (!c->endpoint) goto fail_endpoint;
     c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : HC_DEFAULT_TIMEOUT_MS;
-    make_producer(c->producer);
+    if (o.producer_id) {
+        snprintf(c->producer, sizeof c->producer, "%s", o.producer_id);
+        c->own_producer = true;
+    } else {
+        make_producer(c->producer);
+    }
     if (o.key_file && hc_session_load_keys(c, o.key_file, o.broker_key_file, connect_error,
                                            sizeof connect_error) < 0)
         goto fail_keys;
@@ -252,6 +263,16 @@ static int enqueue(herald_client *c, const char *topic, const char *function, co
         memcpy(c->last_error, c->fatal_error, sizeof c->last_error);
         return c->fatal;
     }
+    uint64_t want = o ? o->seq : 0;
+    if (want && !c->own_producer) {
+        hc_set_error(c, "an explicit seq needs herald_options.producer_id");
+        return HERALD_E_INVALID;
+    }
+    if (want && want < c->ob.tail) {
+        hc_set_error(c, "seq %llu is not above the last one this client used (%llu)", (unsigned long long)want,
+                     (unsigned long long)(c->ob.tail - 1));
+        return HERALD_E_INVALID;
+    }
     if ((rc = await_welcome(c))) return rc;
     if (len > c->max_payload) {
         hc_set_error(c, "payload of %zu bytes is larger than the broker's max_payload (%llu bytes)", len,
@@ -271,6 +292,19 @@ static int enqueue(herald_client *c, const char *topic, const char *function, co
                          "no confirm from broker %s within %g s", hc_outbox_live(&c->ob), c->ob.bytes, c->ob.cap,
                          HC_WINDOW_BYTES >> 20, c->endpoint, c->timeout_ms / 1000.0);
         if (rc) return rc;
+    }
+    /* An explicit seq far above the oldest live one waits for the outbox to
+     * empty: the ring holds seqs of one span of at most `window`. */
+    if (want && !hc_outbox_skip_to(&c->ob, want)) {
+        rc = wait_until(c, UNTIL_EMPTY, 0, util_mono_ms() + c->timeout_ms, true);
+        if (rc == HERALD_E_TIMEOUT)
+            hc_set_error(c, "no confirm from broker %s within %g s", c->endpoint, c->timeout_ms / 1000.0);
+        if (rc) return rc;
+        if (want < c->ob.tail || !hc_outbox_skip_to(&c->ob, want)) {   /* a callback published meanwhile */
+            hc_set_error(c, "seq %llu is not above the last one this client used (%llu)",
+                         (unsigned long long)want, (unsigned long long)(c->ob.tail - 1));
+            return HERALD_E_INVALID;
+        }
     }
     const herald_attr *attrs = o ? o->attrs : NULL;
     hc_entry *e = hc_outbox_push(&c->ob, topic ? topic : "", function, attrs, o ? o->nattrs : 0,
@@ -426,6 +460,13 @@ int herald_invoke(herald_client *c, const char *function, const void *payload, s
     if (output_len) *output_len = c->inv_out_len;
     c->inv_out = NULL;
     return 0;
+}
+
+int herald_reconnect(herald_client *c)
+{
+    if (!c) return HERALD_E_INVALID;
+    if (c->fatal) return c->fatal;
+    return hc_session_reopen(c);
 }
 
 int herald_flush(herald_client *c, int timeout_ms)

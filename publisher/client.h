@@ -108,6 +108,10 @@ hc_entry *hc_outbox_push(hc_outbox *ob, const char *topic, const char *function,
                          herald_confirm_fn *cb, void *arg, int64_t now_ms);
 hc_entry *hc_outbox_find(hc_outbox *ob, uint64_t seq);   /* NULL: not live */
 hc_entry *hc_outbox_oldest(hc_outbox *ob);               /* NULL: empty */
+/* The next push gets seq (> every seq pushed so far) instead of tail; the
+ * seqs skipped are never used. false: seq is not above them, or live entries
+ * would span more than cap seqs (wait until the outbox is empty). */
+bool hc_outbox_skip_to(hc_outbox *ob, uint64_t seq);
 /* Removes a live entry (frees its copy) and fills *d. false: seq not live. */
 bool hc_outbox_take(hc_outbox *ob, uint64_t seq, hc_done *d);
 /* Up to max unsent entries, in seq order, into out; marks nothing. */
@@ -124,7 +128,8 @@ void hc_outbox_unsend_all(hc_outbox *ob);
 struct herald_client {
     char *endpoint;                /* owned */
     int timeout_ms;                /* confirm timeout, > 0 */
-    char producer[HC_PRODUCER_LEN + 1];
+    char producer[PROTO_PRODUCER_MAX + 1];   /* random, or herald_options.producer_id */
+    bool own_producer;             /* producer_id was given: explicit seqs are allowed */
     void *ctx;                     /* own zmq context: a client is one thread's */
     void *sock;                    /* DEALER to the publish endpoint */
     void *mon;                     /* PAIR reading sock's monitor events */
@@ -178,6 +183,9 @@ int hc_session_load_keys(herald_client *c, const char *key_file, const char *bro
 /* A new DEALER + monitor, connected (lazily), HELLO queued. 0 or -1 (last_error). */
 int hc_session_open(herald_client *c);
 void hc_session_close(herald_client *c);
+/* A fresh socket, HELLO, and every unconfirmed publish again with its seq
+ * (after a dropped connection, or herald_reconnect). 0 or a status. */
+int hc_session_reopen(herald_client *c);
 /* Sends unsent entries as batches: all of them when force, else only while
  * fewer than 2 batches are in flight or a full batch is waiting. 0 or a status. */
 int hc_session_pump(herald_client *c, bool force);

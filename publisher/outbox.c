@@ -2,7 +2,8 @@
  *
  * Each entry is a private copy (topic, attributes, payload in one allocation),
  * because after a reconnect it is sent again with its original sequence
- * (DESIGN §5). Sequences are handed out here, contiguous from 1, so the ring
+ * (DESIGN §5). Sequences are handed out here, contiguous from 1 (or from a
+ * seq the app chose: hc_outbox_skip_to, the skipped ones never used), so the ring
  * needs no index: the entry of seq s lives at ring[s % cap] while head <= s <
  * tail. A confirmed entry frees its slot at once; head then skips free slots,
  * so confirms may arrive in any order.
@@ -100,6 +101,19 @@ hc_entry *hc_outbox_push(hc_outbox *ob, const char *topic, const char *function,
     e->pub.attrs = nattrs ? pa : NULL;
     e->pub.nattrs = (uint32_t)nattrs;
     return e;
+}
+
+bool hc_outbox_skip_to(hc_outbox *ob, uint64_t seq)
+{
+    if (seq < ob->tail) return false;
+    if (hc_outbox_live(ob) == 0) {   /* nothing between: the ring starts over at seq */
+        ob->head = ob->tail = ob->next_send = seq;
+        return true;
+    }
+    /* the slots of [tail, seq) are free: live entries span fewer than cap seqs */
+    if (seq - ob->head >= ob->cap) return false;
+    ob->tail = seq;
+    return true;
 }
 
 hc_entry *hc_outbox_find(hc_outbox *ob, uint64_t seq)

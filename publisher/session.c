@@ -121,6 +121,11 @@ fail_socket:
 void hc_session_close(herald_client *c)
 {
     if (c->sock) {
+        /* The monitor first: a socket being closed still reports events
+         * (disconnected, closed), and libzmq's IO thread blocks for good
+         * sending one to a monitor whose reader is gone — every socket of
+         * the context, the next one included, would then stop connecting. */
+        zmq_socket_monitor(c->sock, NULL, 0);
         set_int(c->sock, ZMQ_LINGER, 0);   /* close never waits: the outbox holds the copies */
         zmq_close(c->sock);
         c->sock = NULL;
@@ -137,7 +142,7 @@ void hc_session_close(herald_client *c)
  * Confirms still unread on the old socket are dropped on purpose: their
  * publishes go again and come back "already stored" with the same ids, and
  * not reading them here keeps callbacks out of this function. */
-static int reopen(herald_client *c)
+int hc_session_reopen(herald_client *c)
 {
     hc_session_close(c);
     hc_outbox_unsend_all(&c->ob);
@@ -344,7 +349,7 @@ static int drain_monitor(herald_client *c)
             c->handshake_note[0] = '\0';
             break;
         case ZMQ_EVENT_DISCONNECTED:
-            if (c->handshaken) return reopen(c);   /* the new monitor starts empty */
+            if (c->handshaken) return hc_session_reopen(c);   /* the new monitor starts empty */
             break;
         case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
             hc_set_fatal(c, HERALD_E_REFUSED,

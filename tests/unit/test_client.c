@@ -744,3 +744,110 @@ Test(client, callback_may_publish)
     herald_close(&reentrant_client);
     fb_stop(&fb);
 }
+
+/* A stable producer id and explicit sequences (what an event source uses to
+ * re-send after its own restart with the same (producer, seq)). */
+Test(client, producer_id_and_explicit_seq)
+{
+    fake_broker fb;
+    fb_init(&fb, ctx);
+    fb_start(&fb);
+    herald_options o = { .endpoint = fb.endpoint, .timeout_ms = 5000, .window = 4, .producer_id = "fs_photos_1" };
+    herald_client *c = herald_connect(&o);
+    cr_assert_not_null(c, "herald_connect: %s", herald_last_error(NULL));
+    char id[HERALD_ID_MAX];
+    herald_publish_opts po = { .seq = 5 };
+    cr_assert_eq(herald_publish(c, "t", "a", 1, &po, id), 0, "%s", herald_last_error(c));
+    cr_assert_str_eq(id, "id-5");
+    po.seq = 9;   /* a gap: 6-8 are never used */
+    cr_assert_eq(herald_publish(c, "t", "b", 1, &po, id), 0, "%s", herald_last_error(c));
+    cr_assert_str_eq(id, "id-9");
+    cr_assert_eq(herald_publish(c, "t", "c", 1, NULL, id), 0, "%s", herald_last_error(c));
+    cr_assert_str_eq(id, "id-10", "seq 0 is the one after the last: %s", id);
+    /* far above the oldest in flight (more than the window of 4): waits, then goes */
+    for (int i = 0; i < 3; i++) {
+        herald_publish_opts pa = { .seq = 20 + (unsigned)i };
+        cr_assert_eq(herald_publish_async(c, "t", "x", 1, &pa, record, (void *)(intptr_t)i), 0);
+    }
+    herald_publish_opts pa = { .seq = 1000 };
+    cr_assert_eq(herald_publish_async(c, "t", "x", 1, &pa, record, (void *)(intptr_t)3), 0, "%s", herald_last_error(c));
+    cr_assert_eq(herald_flush(c, 5000), 0);
+    cr_assert_eq(rec->n, 4);
+    cr_assert_str_eq(rec->id[2], "id-22");
+    cr_assert_str_eq(rec->id[3], "id-1000");
+    /* a seq not above the last one used is refused locally */
+    po.seq = 1000;
+    cr_assert_eq(herald_publish(c, "t", "d", 1, &po, id), HERALD_E_INVALID);
+    cr_assert(strstr(herald_last_error(c), "not above"), "%s", herald_last_error(c));
+    herald_close(&c);
+    fb_stop(&fb);
+    cr_assert_str_eq(fb.hello_id, "fs_photos_1");
+    cr_assert(!fb.producer_mismatch);
+}
+
+Test(client, explicit_seq_needs_a_producer_id)
+{
+    fake_broker fb;
+    fb_init(&fb, ctx);
+    fb_start(&fb);
+    herald_client *c = connect_to(fb.endpoint, 5000, 0);
+    herald_publish_opts po = { .seq = 7 };
+    cr_assert_eq(herald_publish(c, "t", "a", 1, &po, NULL), HERALD_E_INVALID);
+    cr_assert(strstr(herald_last_error(c), "producer_id"), "%s", herald_last_error(c));
+    herald_close(&c);
+    fb_stop(&fb);
+    herald_options o = { .endpoint = fb.endpoint, .producer_id = "has-dash" };
+    cr_assert_null(herald_connect(&o));
+    cr_assert(strstr(herald_last_error(NULL), "producer_id 'has-dash'"), "%s", herald_last_error(NULL));
+}
+
+Test(client, outbox_skip_to)
+{
+    hc_outbox ob;
+    cr_assert_eq(hc_outbox_init(&ob, 4), 0);
+    cr_assert(hc_outbox_skip_to(&ob, 50), "an empty outbox starts over anywhere above");
+    hc_entry *e = hc_outbox_push(&ob, "t", NULL, NULL, 0, NULL, 0, "ab", 2, NULL, NULL, 0);
+    cr_assert_eq(e->seq, 50);
+    cr_assert(!hc_outbox_skip_to(&ob, 50), "not above the last");
+    cr_assert(!hc_outbox_skip_to(&ob, 54), "would span more than 4 seqs");
+    cr_assert(hc_outbox_skip_to(&ob, 53));
+    e = hc_outbox_push(&ob, "t", NULL, NULL, 0, NULL, 0, "ab", 2, NULL, NULL, 0);
+    cr_assert_eq(e->seq, 53);
+    hc_entry *b[4];
+    cr_assert_eq(hc_outbox_collect(&ob, 4, b), 2, "the gap is not sent");
+    hc_outbox_mark_sent(&ob, b, 2);
+    hc_done d;
+    cr_assert(hc_outbox_take(&ob, 50, &d));
+    cr_assert_eq(ob.head, 53, "head skips the gap");
+    cr_assert(hc_outbox_take(&ob, 53, &d));
+    cr_assert_eq(hc_outbox_live(&ob), 0);
+    hc_outbox_free(&ob);
+}
+
+Test(client, reconnect_sends_every_unconfirmed_publish_again)
+{
+    fake_broker fb;
+    fb_init(&fb, ctx);
+    fb.withhold = true;
+    fb.release_ms = 600000;
+    fb.release_total = 6;   /* the 3 first sends and the 3 re-sends: then every confirm goes out */
+    fb_start(&fb);
+    herald_options o = { .endpoint = fb.endpoint, .timeout_ms = 20000, .producer_id = "src_1" };
+    herald_client *c = herald_connect(&o);
+    cr_assert_not_null(c);
+    for (int i = 0; i < 3; i++) {
+        herald_publish_opts po = { .seq = 10 + (unsigned)i };
+        cr_assert_eq(herald_publish_async(c, "t", "x", 1, &po, record, (void *)(intptr_t)i), 0);
+    }
+    cr_assert_eq(herald_flush(c, 300), HERALD_E_TIMEOUT, "nothing is confirmed yet");
+    cr_assert_eq(herald_reconnect(c), 0, "%s", herald_last_error(c));
+    cr_assert_eq(herald_flush(c, 10000), 0, "%s", herald_last_error(c));
+    cr_assert_eq(rec->n, 3, "each publish once");
+    cr_assert_str_eq(rec->id[0], "id-10");
+    cr_assert_str_eq(rec->id[2], "id-12");
+    herald_close(&c);
+    fb_stop(&fb);
+    cr_assert_eq(fb.hellos, 2, "a fresh connection says HELLO again");
+    cr_assert_eq(fb.entries, 6, "every unconfirmed publish went again");
+    cr_assert(!fb.publish_before_hello);
+}
