@@ -38,41 +38,6 @@ static const char *const known[] = { "name", "type", "path", "bucket", "topic", 
                                      "prefix", "suffix", "ignore", "rescan", "region", "broker", "key",
                                      "broker_key", "state_dir", NULL };
 
-/* A user's string made safe and short for a one-line message. */
-static const char *quote(const char *s, char *buf, size_t size)
-{
-    size_t o = 0;
-    for (size_t i = 0; s[i] && o + 5 < size; i++) {
-        if (i == QUOTE_MAX) {
-            memcpy(buf + o, "...", 3);
-            o += 3;
-            break;
-        }
-        unsigned char ch = (unsigned char)s[i];
-        if (ch < 0x20 || ch == 0x7f)
-            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", ch);
-        else
-            buf[o++] = (char)ch;
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
-static const char *kind(const config_setting_t *s)
-{
-    switch (config_setting_type(s)) {
-    case CONFIG_TYPE_GROUP: return "a group";
-    case CONFIG_TYPE_INT:
-    case CONFIG_TYPE_INT64: return "an integer";
-    case CONFIG_TYPE_FLOAT: return "a float";
-    case CONFIG_TYPE_STRING: return "a string";
-    case CONFIG_TYPE_BOOL: return "a boolean";
-    case CONFIG_TYPE_ARRAY: return "an array";
-    case CONFIG_TYPE_LIST: return "a list";
-    }
-    return "nothing";
-}
-
 /* A string member: 0 absent, 1 read (*out borrowed), -1 reported. */
 static int get_str(cfg_ctx *x, const config_setting_t *g, const char *label, const char *key, bool nonempty,
                    const char **out)
@@ -81,7 +46,7 @@ static int get_str(cfg_ctx *x, const config_setting_t *g, const char *label, con
     if (!s)
         return 0;
     if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-        config_err(x, s, "%s: %s: expected a string, not %s", label, key, kind(s));
+        config_err(x, s, "%s: %s: expected a string, not %s", label, key, cfg_type_name(s));
         return -1;
     }
     const char *v = config_setting_get_string(s);
@@ -142,14 +107,14 @@ static int get_strings(cfg_ctx *x, const config_setting_t *s, const char *label,
 {
     bool one = config_setting_type(s) == CONFIG_TYPE_STRING;
     if (!one && !config_setting_is_array(s) && !config_setting_is_list(s)) {
-        config_err(x, s, "%s: %s: expected a list of strings, not %s", label, key, kind(s));
+        config_err(x, s, "%s: %s: expected a list of strings, not %s", label, key, cfg_type_name(s));
         return -1;
     }
     int n = one ? 1 : config_setting_length(s);
     for (int i = 0; !one && i < n; i++) {
         const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
         if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-            config_err(x, e, "%s: %s[%d]: expected a string, not %s", label, key, i, kind(e));
+            config_err(x, e, "%s: %s[%d]: expected a string, not %s", label, key, i, cfg_type_name(e));
             return -1;
         }
     }
@@ -194,7 +159,7 @@ static void check_events(cfg_ctx *x, const config_setting_t *g, const char *labe
         if (!b && v[i])
             config_err(x, config_setting_type(s) == CONFIG_TYPE_STRING ? s : config_setting_get_elem(s, (unsigned)i),
                        "%s: events: '%s' is not one of ObjectCreated:*, ObjectCreated:Put, ObjectRemoved:*, "
-                       "ObjectRemoved:Delete", label, quote(v[i], q, sizeof q));
+                       "ObjectRemoved:Delete", label, cfg_quote(v[i], q, sizeof q));
         bits |= b;
         free(v[i]);
     }
@@ -238,14 +203,14 @@ static void check_source(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_
     snprintf(label, sizeof label, "sources[%zu]", idx);
     src->line = config_setting_source_line(g);
     if (!config_setting_is_group(g)) {
-        config_err(x, g, "%s: expected a group { name = ...; type = \"fs\"; ... }, not %s", label, kind(g));
+        config_err(x, g, "%s: expected a group { name = ...; type = \"fs\"; ... }, not %s", label, cfg_type_name(g));
         return;
     }
     const char *v;
     if (get_str(x, g, label, "name", true, &v) == 1) {
         if (!proto_valid_name(v))
             config_err(x, config_setting_get_member(g, "name"), "%s: name: '%s' is not 1 to 128 of A-Z a-z 0-9 _ . -",
-                       label, quote(v, q, sizeof q));
+                       label, cfg_quote(v, q, sizeof q));
         else
             src->name = config_strdup(x, v);
     } else if (!config_setting_get_member(g, "name")) {
@@ -268,7 +233,7 @@ static void check_source(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_
         config_err(x, g, "%s: type is missing (type = \"fs\": a watched directory)", label);
     else if (r == 1 && strcmp(v, "fs") != 0)
         config_err(x, config_setting_get_member(g, "type"), "%s: type: '%s' is not a known source type (fs)", label,
-                   quote(v, q, sizeof q));
+                   cfg_quote(v, q, sizeof q));
     else if (r == 1)
         src->type = config_strdup(x, v);
     take_path(x, g, label, "path", &src->path);
@@ -278,7 +243,7 @@ static void check_source(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_
     if (r == 1 && !bucket_ok(v))
         config_err(x, config_setting_get_member(g, "bucket"),
                    "%s: bucket: '%s' is not an S3 bucket name (3 to 63 of a-z 0-9 . -, a letter or digit at each end)",
-                   label, quote(v, q, sizeof q));
+                   label, cfg_quote(v, q, sizeof q));
     else if (r == 1)
         src->bucket = config_strdup(x, v);
     else if (r == 0)
@@ -289,7 +254,7 @@ static void check_source(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_
     } else if (r == 1) {
         const config_setting_t *ts = config_setting_get_member(g, "topic");
         if (!proto_valid_name(v))
-            config_err(x, ts, "%s: topic: '%s' is not a valid topic name", label, quote(v, q, sizeof q));
+            config_err(x, ts, "%s: topic: '%s' is not a valid topic name", label, cfg_quote(v, q, sizeof q));
         else if (x->c->ntopics && !config_topic(x->c, v))   /* only a file with topics can tell a typo */
             config_err(x, ts, "%s: topic: unknown topic '%s'", label, v);
         else
@@ -297,7 +262,7 @@ static void check_source(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_
     }
     const config_setting_t *s = config_setting_get_member(g, "recursive");
     if (s && config_setting_type(s) != CONFIG_TYPE_BOOL)
-        config_err(x, s, "%s: recursive: expected true or false, not %s", label, kind(s));
+        config_err(x, s, "%s: recursive: expected true or false, not %s", label, cfg_type_name(s));
     else if (s)
         src->recursive = config_setting_get_bool(s) != 0;
     check_events(x, g, label, src);
@@ -309,7 +274,7 @@ static void check_source(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_
         double d = integer ? (double)config_setting_get_int64(s)
                  : config_setting_type(s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(s) : -1;
         if (!config_setting_is_number(s)) {
-            config_err(x, s, "%s: rescan: expected a number of seconds, not %s", label, kind(s));
+            config_err(x, s, "%s: rescan: expected a number of seconds, not %s", label, cfg_type_name(s));
         } else if (!config_line_marked(x, s)) {
             if (!isfinite(d) || d < 0 || d > RESCAN_MAX_S)
                 config_err(x, s, "%s: rescan: %g is out of range (0 ≤ rescan ≤ %g; 0: only at start and after "
@@ -327,14 +292,14 @@ static void check_source(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_
             src->region = config_strdup(x, v);
         } else {
             config_err(x, config_setting_get_member(g, "region"), "%s: region: '%s' is not a region name "
-                       "(like us-east-1)", label, quote(v, q, sizeof q));
+                       "(like us-east-1)", label, cfg_quote(v, q, sizeof q));
         }
     }
     if (get_str(x, g, label, "broker", true, &v) == 1) {
         char why[256];
         if (endpoint_check(v, false, why, sizeof why) != 0) {
             config_err(x, config_setting_get_member(g, "broker"), "%s: broker: '%s' %s", label,
-                       quote(v, q, sizeof q), why);
+                       cfg_quote(v, q, sizeof q), why);
         } else {
             free(src->broker);
             src->broker = config_strdup(x, v);
@@ -367,7 +332,7 @@ void config_check_sources(cfg_ctx *x, const config_setting_t *s)
     if (!s)
         return;
     if (!config_setting_is_list(s) && !(config_setting_is_array(s) && config_setting_length(s) == 0)) {
-        config_err(x, s, "sources: expected a list ( { name = ...; type = \"fs\"; ... }, ... ), not %s", kind(s));
+        config_err(x, s, "sources: expected a list ( { name = ...; type = \"fs\"; ... }, ... ), not %s", cfg_type_name(s));
         return;
     }
     size_t n = (size_t)config_setting_length(s);
