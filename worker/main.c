@@ -108,8 +108,6 @@ int main(int argc, char **argv)
         }
     }
     if (optind != argc) { usage(stderr); return 2; }
-    /* First: every later word, ours and our children's, goes there. */
-    if (log_file && hlog_open(log_file) != 0) return 2;
     char ep_why[256];   /* libzmq would keep 16 bits of port 99999 and connect elsewhere */
     if (so.endpoint && endpoint_check(so.endpoint, false, ep_why, sizeof ep_why) != 0) {
         fprintf(stderr, "herald-worker: --broker '%s' %s\n", so.endpoint, ep_why);
@@ -148,6 +146,12 @@ int main(int argc, char **argv)
     int len = snprintf(id, sizeof id, "w%d_", (int)getpid());
     for (int i = 0; i < 8; i++) id[len + i] = alnum[(unsigned char)rnd[i] % 36];
 
+    /* Once the flags and config are judged (their errors belong on the
+     * terminal), before the launcher: its children write there too. */
+    if (log_file && hlog_open(log_file) != 0) {
+        config_destroy(&cfg);
+        return 2;
+    }
     struct sigaction sa = { .sa_handler = on_stop };
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);

@@ -273,3 +273,15 @@ Test(logs, no_delivery_lines_without_verbose)
     wait_line(log, 30000, TS "ex %s 1: second line$", id);
     cr_assert(!has_line(log, " delivery: "));
 }
+
+Test(logs, log_file_that_cannot_be_opened_is_one_line_and_exit_2)
+{
+    char *out = NULL, *err = NULL;
+    int rc = h_run(&env, NULL, &out, &err, "bin/herald-worker", "--broker", env.wrk, "--log",
+                   h_path(&env, "no/such/dir/worker.log"), NULL);
+    cr_assert_eq(rc, 2);
+    cr_assert(err && strstr(err, "herald-worker: --log ") && strstr(err, "No such file or directory"), "%s", err);
+    cr_assert_eq(strchr(err, '\n'), err + strlen(err) - 1, "one line: %s", err);
+    free(out);
+    free(err);
+}
