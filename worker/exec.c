@@ -15,7 +15,8 @@
  * before the result. It owns the payload (written without blocking,
  * interleaved with reading), stdout (6 MiB kept, the rest read, counted and
  * dropped; an ok attempt past 6 MiB reports no output but too_large_text),
- * stderr (last 4 KiB kept) and the deadline (SIGTERM at the timeout, SIGKILL
+ * stderr (last 4 KiB kept, and cut into log lines for main: CH_LOG before
+ * the result, sent without blocking, hlog.h) and the deadline (SIGTERM at the timeout, SIGKILL
  * 1 s later). Invariant: exactly one CH_RESULT per attempt, or none when main
  * closed the channel (a cancel, or an idle supervisor's end: it exits). The
  * handler starts by vfork+execve from a helper that writes only its context

@@ -16,6 +16,9 @@
  * EOF from main: herald_fini, exit 0. State: the read buffer, the held results (shared with the flusher,
  * under its mutex) and the current response (output ≤ 6 MiB, error ≤ 4 KiB;
  * a larger set_output keeps only its size, for too_large_text).
+ * herald_log() lines (hlog.h) are cut and rate-limited here and go out at
+ * once, after the results held before them, as CH_LOG tagged with the job:
+ * a handler that crashes next has still said its piece.
  * The flusher blocks every signal and has a small stack (RLIMIT_DATA counts
  * thread stacks); the handler runs on the main thread. stdout goes to stderr,
  * stdin is /dev/null. RLIMIT_DATA is skipped, with a warning, only when the

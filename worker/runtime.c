@@ -5,7 +5,9 @@
  * its own (rtapi.c; a connection from anything but this process's tree is
  * refused), and starts the process in LAMBDA_TASK_ROOT with RLIMIT_DATA from
  * memory_mb and fds 0–2 only (stdin /dev/null; stdout and stderr one pipe,
- * whose last 4 KiB make the error text of a crash or an init failure).
+ * whose last 4 KiB make the error text of a crash or an init failure, and
+ * whose lines go to main as CH_LOG tagged with the event running when they
+ * were read — none between events; hlog.h).
  * It is the process's child subreaper, so everything the process starts is
  * its to kill.
  *
