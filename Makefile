@@ -45,7 +45,7 @@ WORKER_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out worker/launcher_exe.c,$(wildc
 # herald-launcher: the worker's launcher as a libc-only program (worker/launcher_exe.c)
 LAUNCHER_OBJ := $(B)/worker/launcher_exe.o $(B)/worker/launcher.o $(B)/worker/exec.o $(B)/worker/host.o \
                 $(B)/worker/chan.o $(B)/worker/attrs.o $(B)/worker/runtime.o $(B)/worker/rtapi.o \
-                $(B)/worker/http.o $(B)/worker/peer.o $(B)/proto/util.o
+                $(B)/worker/http.o $(B)/worker/peer.o $(B)/worker/loglines.o $(B)/proto/util.o
 LIBH_OBJ   := $(patsubst %.c,$(B)/%.o,$(filter-out publisher/main.c,$(wildcard publisher/*.c)))
 PUB_OBJ    := $(B)/publisher/main.o
 CTL_OBJ    := $(patsubst %.c,$(B)/%.o,$(wildcard ctl/*.c))

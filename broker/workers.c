@@ -128,6 +128,7 @@ static void send_config(broker_t *b, worker_t *w)
         d->env = (proto_attr *)c->env;   /* same layout: two char * */
         d->nenv = (uint32_t)c->nenv;
         d->runtime = c->runtime;
+        d->log_output = c->log_output;
         if (c->runtime)
             d->rt = (proto_runtime){ .handler = c->rt.handler,
                                      .format = c->rt.format == RT_FORMAT_SNS ? PROTO_RT_SNS : PROTO_RT_RAW,

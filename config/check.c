@@ -716,7 +716,7 @@ static void check_kind(cfg_ctx *x, const config_setting_t *g, const char *label)
 static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cfg_function *f)
 {
     static const char *const known[] = { "name", "exec", "native", "runtime", "timeout", "memory_mb",
-                                         "concurrency", "max_attempts", "backoff", "env", NULL };
+                                         "concurrency", "max_attempts", "backoff", "env", "log_output", NULL };
     f->timeout_s = 30.0;
     f->memory_mb = 128;
     f->max_attempts = 3;
@@ -764,6 +764,7 @@ static void check_function(cfg_ctx *x, const config_setting_t *g, size_t idx, cf
     cfg_get_int32(x, g, &sc, "memory_mb", 16, 10240, &f->memory_mb);
     cfg_get_int32(x, g, &sc, "concurrency", 1, 100000, &f->concurrency);
     cfg_get_int32(x, g, &sc, "max_attempts", 1, 100, &f->max_attempts);
+    cfg_get_bool(x, g, &sc, "log_output", &f->log_output);
     const config_setting_t *b = cfg_get_group(x, g, &sc, "backoff",
                                           "a group { initial = 1.0; max = 300.0; ... }");
     if (b)

@@ -63,6 +63,7 @@ typedef struct {
     int max_attempts;           /* default 3, 1–100 */
     cfg_backoff backoff;
     cfg_pair *env; size_t nenv; /* env names [A-Za-z_][A-Za-z0-9_]*, not HERALD_* */
+    bool log_output;            /* a successful attempt's output goes to the worker's log; default false */
     int line;                   /* line of its group in the file, for messages */
     cfg_loc exec_at, library_at, symbol_at;   /* where exec (or runtime.command), native.library,
                                                  native.symbol are */

@@ -463,17 +463,23 @@ static int dec_runtime(dctx *c, const char *where, const msgpack_object *o, prot
     return 0;
 }
 
-/* 9 elements (a peer older than runtimes) or 10: the 10th is nil for exec
- * and native, the runtime settings for kind "runtime". */
+/* 9 elements (a peer older than runtimes), 10 or 11: the 10th is nil for
+ * exec and native, the runtime settings for kind "runtime"; the 11th,
+ * log_output, a bool (absent: false). */
 static int dec_fndef(dctx *c, const char *where, const msgpack_object *o, proto_fndef *d)
 {
     const msgpack_object *e, *ex;
     uint32_t ne, nex;
-    if (get_array(c, where, "", o, 9, 10, &e, &ne) < 0 ||
+    if (get_array(c, where, "", o, 9, 11, &e, &ne) < 0 ||
         get_str(c, where, "name", &e[0], 1, PROTO_NAME_MAX, STR_NAME, false, &d->name) < 0)
         return -1;
-    d->native = d->runtime = false;
+    d->native = d->runtime = d->log_output = false;
     d->rt = (proto_runtime){ 0 };
+    if (ne == 11) {
+        if (e[10].type != MSGPACK_OBJECT_BOOLEAN)
+            return FAIL(c, where, "log_output", "not a bool");
+        d->log_output = e[10].via.boolean;
+    }
     if (str_is(&e[1], "native"))
         d->native = true;
     else if (str_is(&e[1], "runtime"))
@@ -517,7 +523,7 @@ static int dec_fndef(dctx *c, const char *where, const msgpack_object *o, proto_
             return FAIL(c, where, "runtime", "missing: kind \"runtime\" needs its settings as a 10th element");
         return dec_runtime(c, where, &e[9], &d->rt);
     }
-    if (ne == 10 && e[9].type != MSGPACK_OBJECT_NIL)
+    if (ne >= 10 && e[9].type != MSGPACK_OBJECT_NIL)
         return FAIL(c, where, "runtime", "must be nil for %s", kind);
     return 0;
 }
@@ -1014,7 +1020,9 @@ int proto_encode_config(msgpack_sbuffer *sb, const proto_config *c)
          * for exec and runtime, library+symbol only for native, the runtime
          * settings only for runtime) always holds. runtime wins over native. */
         bool native = d->native && !d->runtime;
-        TRY(msgpack_pack_array(pk, 10));
+        /* 11 only when log_output is set: a worker from before it takes every
+         * other CONFIG as it did */
+        TRY(msgpack_pack_array(pk, d->log_output ? 11 : 10));
         TRY(pack_str(pk, d->name));
         TRY(pack_str(pk, d->runtime ? "runtime" : native ? "native" : "exec"));
         TRY(msgpack_pack_array(pk, native ? 0 : d->nexec));
@@ -1028,15 +1036,17 @@ int proto_encode_config(msgpack_sbuffer *sb, const proto_config *c)
         TRY(pack_strmap(pk, d->env, d->nenv));
         if (!d->runtime) {
             TRY(msgpack_pack_nil(pk));
-            continue;
+        } else {
+            TRY(msgpack_pack_array(pk, 6));
+            TRY(pack_str_or_nil(pk, d->rt.handler));
+            TRY(pack_str(pk, d->rt.format == PROTO_RT_SNS ? "sns" : "raw"));
+            TRY(msgpack_pack_uint32(pk, d->rt.max_invocations));
+            TRY(msgpack_pack_uint32(pk, d->rt.idle_timeout_ms));
+            TRY(msgpack_pack_uint32(pk, d->rt.init_timeout_ms));
+            TRY(msgpack_pack_uint32(pk, d->rt.concurrency));
         }
-        TRY(msgpack_pack_array(pk, 6));
-        TRY(pack_str_or_nil(pk, d->rt.handler));
-        TRY(pack_str(pk, d->rt.format == PROTO_RT_SNS ? "sns" : "raw"));
-        TRY(msgpack_pack_uint32(pk, d->rt.max_invocations));
-        TRY(msgpack_pack_uint32(pk, d->rt.idle_timeout_ms));
-        TRY(msgpack_pack_uint32(pk, d->rt.init_timeout_ms));
-        TRY(msgpack_pack_uint32(pk, d->rt.concurrency));
+        if (d->log_output)
+            TRY(msgpack_pack_true(pk));
     }
     END(sb);
 }

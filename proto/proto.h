@@ -172,6 +172,8 @@ typedef struct {
     uint32_t max_attempts;
     proto_attr *env; uint32_t nenv;
     proto_runtime rt;                        /* when runtime (the wire's 10th element) */
+    bool log_output;                         /* a successful attempt's output goes to the
+                                                worker's log (the wire's 11th element) */
 } proto_fndef;
 
 typedef struct {

@@ -46,6 +46,8 @@ enum {
     CH_RT_EVENT = 'V',   /* main → runtime supervisor: one event */
     CH_RT_READY = 'W',   /* runtime supervisor → main: its process asked for its first event */
     CH_RT_GONE = 'G',    /* runtime supervisor → main: it is stopping, and why (EOF follows) */
+    /* supervisor / host → main: lines the handler wrote (hlog.h) */
+    CH_LOG = 'L',
 };
 
 /* A supervisor's CH_RESULT token: SUP_STAYS when it waits for the next
@@ -373,6 +375,42 @@ static inline bool result_get(const char *body, uint32_t n, runner_result *res)
     res->error = has_err ? err : NULL;
     res->output = rd_bytes(&d, &res->output_len);
     return !d.bad && o < OUT_COUNT;
+}
+
+/* CH_LOG (supervisor / host → main): lines a handler wrote, cleaned and cut
+ * (loglines.c), in the order written, before the CH_RESULT of the delivery
+ * they belong to.
+ *   str message_id ("": none — a runtime between events), u32 attempt (0: none),
+ *   u32 dropped (lines the sender dropped since its last CH_LOG), u32 n, n × bytes line */
+typedef struct {
+    const char *message_id;
+    uint32_t attempt, dropped, n;
+    rd lines;                   /* get: n × bytes, checked (walk with rd_bytes) */
+} chan_log;
+
+/* Appends a CH_LOG of the n lines in `lines` (each written by put_bytes). */
+static inline int chan_log_put(wbuf *b, const char *message_id, uint32_t attempt, uint32_t dropped,
+                               const wbuf *lines, uint32_t n)
+{
+    size_t at = msg_begin(b, CH_LOG);
+    put_str(b, message_id);
+    put_u32(b, attempt);
+    put_u32(b, dropped);
+    put_u32(b, n);
+    wbuf_put(b, lines->p, lines->len);
+    return msg_end(b, at);
+}
+static inline bool chan_log_get(const char *body, uint32_t len, chan_log *m)
+{
+    rd d = { body, len, false };
+    m->message_id = rd_str(&d);
+    m->attempt = rd_u32(&d);
+    m->dropped = rd_u32(&d);
+    m->n = rd_u32(&d);
+    m->lines = d;
+    for (uint32_t i = 0; i < m->n && !d.bad; i++)
+        rd_bytes(&d, NULL);
+    return !d.bad && d.n == 0;
 }
 
 /* --- runtime functions -------------------------------------------------------- */

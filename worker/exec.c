@@ -15,7 +15,8 @@
  * before the result. It owns the payload (written without blocking,
  * interleaved with reading), stdout (6 MiB kept, the rest read, counted and
  * dropped; an ok attempt past 6 MiB reports no output but too_large_text),
- * stderr (last 4 KiB kept) and the deadline (SIGTERM at the timeout, SIGKILL
+ * stderr (last 4 KiB kept, and cut into log lines for main: CH_LOG before
+ * the result, sent without blocking, hlog.h) and the deadline (SIGTERM at the timeout, SIGKILL
  * 1 s later). Invariant: exactly one CH_RESULT per attempt, or none when main
  * closed the channel (a cancel, or an idle supervisor's end: it exits). The
  * handler starts by vfork+execve from a helper that writes only its context
@@ -24,6 +25,7 @@
  */
 #define _GNU_SOURCE
 #include "runner_int.h"
+#include "hlog.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -218,6 +220,7 @@ typedef struct {
     int flags;              /* … and its inode flags (FS_IOC_GETFLAGS), if has_flags */
     bool has_flags;
     wbuf in;                /* requests after the first */
+    loglines log;           /* stderr as log lines for main (its rate spans the attempts) */
 } sup;
 
 static void report(int fd, uint64_t token, proto_outcome o, int64_t started_ms, uint32_t dur_us,
@@ -366,6 +369,7 @@ typedef struct {
     uint64_t out_dropped;   /* stdout bytes past the cap */
     char err[STDERR_KEEP];  /* ring of the last stderr bytes */
     uint64_t errtotal;      /* stderr bytes seen */
+    loglines *log;          /* stderr's lines go there too */
 } capture;
 
 /* Reads what is there: 1 at EOF (fd closed and set to -1), -1 when nothing
@@ -413,6 +417,7 @@ static int drain(int *fd, capture *c, bool is_out)
             for (ssize_t i = 0; i < n; i++)
                 c->err[(c->errtotal + (uint64_t)i) % STDERR_KEEP] = scratch[i];
             c->errtotal += (uint64_t)n;
+            loglines_feed(c->log, scratch, (size_t)n, mono_us());
         }
     }
     return 0;
@@ -490,6 +495,8 @@ typedef struct {
     pid_t pid;
     int in, out, err;       /* our ends of its stdin, stdout, stderr; -1 once closed */
     capture cap;
+    const char *message_id; /* HERALD_MESSAGE_ID and HERALD_ATTEMPT, for its log lines */
+    uint32_t attempt;
     bool timed_out, cancelled;
     siginfo_t si;           /* how it exited (si_pid 0: not seen) */
 } run;
@@ -509,8 +516,13 @@ static bool run_decode(run *u, const char *b, uint32_t n)
     }
     for (uint32_t i = 0; q->argv && i < m->argc; i++)
         q->argv[i] = (char *)chan_strs_next(&m->args);
-    for (uint32_t i = 0; q->fenv && i < nfenv; i++)
-        q->fenv[i] = chan_strs_next(&m->env);
+    for (uint32_t i = 0; q->fenv && i < nfenv; i++) {
+        const char *e = q->fenv[i] = chan_strs_next(&m->env);
+        if (!strncmp(e, "HERALD_MESSAGE_ID=", 18))   /* later entries win, as in the environment */
+            u->message_id = e + 18;
+        else if (!strncmp(e, "HERALD_ATTEMPT=", 15))
+            u->attempt = (uint32_t)strtoul(e + 15, NULL, 10);
+    }
     return ok && q->argv && q->env && q->fenv;
 }
 
@@ -614,6 +626,7 @@ static void run_io(sup *s, run *u)
     int64_t deadline_us = u->m.timeout_ms ? u->t0 + (int64_t)u->m.timeout_ms * 1000 : 0;
     int64_t kill_at_us = 0;
     pid_t pid = u->pid;
+    bool log_waits = false;   /* log lines wait for main to take them */
     for (;;) {
         int64_t now = mono_us();
         if (deadline_us && !u->timed_out && now >= deadline_us) {
@@ -635,14 +648,14 @@ static void run_io(sup *s, run *u)
         }
         struct pollfd pf[5] = {
             { .fd = s->sfd, .events = POLLIN },
-            { .fd = s->rep, .events = POLLIN },
+            { .fd = s->rep, .events = POLLIN | (log_waits ? POLLOUT : 0) },
             { .fd = u->in, .events = POLLOUT },
             { .fd = u->out, .events = POLLIN },
             { .fd = u->err, .events = POLLIN },
         };
         if (poll(pf, 5, tmo) < 0 && errno != EINTR)
             break;
-        if (pf[1].revents) {
+        if (pf[1].revents & ~POLLOUT) {
             /* Main sends nothing while an attempt runs: EOF (or anything
              * else) is a cancel. */
             char c;
@@ -675,6 +688,8 @@ static void run_io(sup *s, run *u)
             drain(&u->out, &u->cap, true);
         if (pf[4].revents && u->err >= 0)
             drain(&u->err, &u->cap, false);
+        if (s->log.nlines || s->log.dropped || log_waits)
+            log_waits = loglines_send(&s->log, s->rep, u->message_id, u->attempt);
         if (pf[0].revents) {
             struct signalfd_siginfo ssi;
             while (read(s->sfd, &ssi, sizeof ssi) > 0)
@@ -760,6 +775,10 @@ static bool run_report(sup *s, run *u, bool clean)
             etext = strdup(exec_killed_by(si->si_status, buf));
         }
     }
+    /* Its last lines, then the result: main logs them as this attempt's. */
+    loglines_end(&s->log, mono_us());
+    loglines_send(&s->log, s->rep, u->message_id, u->attempt);
+    loglines_flush(&s->log, s->rep);
     capture *cap = &u->cap;
     char big[160];
     const char *okerr = NULL;   /* an ok attempt's note: its output is over the cap */
@@ -781,7 +800,7 @@ static bool run_report(sup *s, run *u, bool clean)
  * cancel (main closed the channel) ends the process here. */
 static bool run_one(sup *s, const char *b, uint32_t n)
 {
-    run u = { .pid = -1, .in = -1, .out = -1, .err = -1 };
+    run u = { .pid = -1, .in = -1, .out = -1, .err = -1, .cap.log = &s->log };
     bool more;
     char why[4200];
     if (!run_decode(&u, b, n)) {

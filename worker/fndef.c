@@ -56,6 +56,7 @@ static int def_copy(proto_fndef *d, const proto_fndef *s)
     d->timeout_ms = s->timeout_ms;
     d->memory_mb = s->memory_mb;
     d->max_attempts = s->max_attempts;
+    d->log_output = s->log_output;
     d->library = sdup(s->library, &ok);
     d->symbol = sdup(s->symbol, &ok);
     if (s->nexec && (d->exec = calloc(s->nexec, sizeof *d->exec)))
@@ -222,6 +223,7 @@ int runner_define_why(runner_t *r, const proto_fndef *def, char *why, size_t why
         r->fns = f;
     } else if (def_equal(&f->def, &d)) {
         f->refused = false;   /* the same again (a reconnect): give its start another try */
+        f->def.log_output = d.log_output;   /* main's own business: nothing that runs changes */
         def_free(&d);
         free(library);
         for (uint32_t i = 0; argv && argv[i]; i++)

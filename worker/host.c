@@ -16,6 +16,9 @@
  * EOF from main: herald_fini, exit 0. State: the read buffer, the held results (shared with the flusher,
  * under its mutex) and the current response (output ≤ 6 MiB, error ≤ 4 KiB;
  * a larger set_output keeps only its size, for too_large_text).
+ * herald_log() lines (hlog.h) are cut and rate-limited here and go out at
+ * once, after the results held before them, as CH_LOG tagged with the job:
+ * a handler that crashes next has still said its piece.
  * The flusher blocks every signal and has a small stack (RLIMIT_DATA counts
  * thread stacks); the handler runs on the main thread. stdout goes to stderr,
  * stdin is /dev/null. RLIMIT_DATA is skipped, with a warning, only when the
@@ -23,6 +26,7 @@
  */
 #define _GNU_SOURCE
 #include "runner_int.h"
+#include "hlog.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -47,7 +51,11 @@ typedef struct {
     size_t outlen;
     size_t over;            /* the last set_output's size when over the cap (then out is NULL); 0: none */
     char *err;              /* set_error copy (last PROTO_ERROR_TEXT_MAX bytes); NULL: none */
+    const char *message_id; /* the job's, for herald_log's lines */
+    uint32_t attempt;
 } response;
+
+static void log_line(herald_response *hr, const char *line);
 
 static void set_output(herald_response *hr, const void *data, size_t len)
 {
@@ -115,6 +123,49 @@ __attribute__((noreturn)) static void init_fail(int sock, const char *why)
     _exit(0);
 }
 
+/* Results made and not yet sent, shared by the main thread and the flusher. */
+typedef struct {
+    pthread_mutex_t mu;
+    wbuf held;
+    int64_t held_since;     /* monotonic µs when the oldest held result was made; 0: none */
+    int sock;
+    int tfd;                /* the flusher's alarm clock */
+    bool stop;
+} holder;
+
+/* herald_log's lines: the host's rate, and where they go — into the held
+ * results (so they stay in order with them) and out at once, or straight
+ * to main without a flusher. */
+static loglines hlines;
+static holder *log_holder;
+static int log_sock = -1;
+
+static void send_held(holder *h);
+
+static void log_line(herald_response *hr, const char *line)
+{
+    response *r = (response *)hr;
+    if (!line || log_sock < 0)
+        return;
+    int64_t now = clock_us(CLOCK_MONOTONIC);
+    loglines_feed(&hlines, line, strlen(line), now);
+    loglines_end(&hlines, now);
+    if (!hlines.nlines)
+        return;   /* over the rate: counted, said with the next line or at the job's end */
+    if (log_holder) {
+        pthread_mutex_lock(&log_holder->mu);
+        loglines_frame(&hlines, &log_holder->held, r->message_id, r->attempt);
+        send_held(log_holder);   /* at once: a handler that then crashes has still said it */
+        pthread_mutex_unlock(&log_holder->mu);
+    } else {
+        wbuf b = { 0 };
+        loglines_frame(&hlines, &b, r->message_id, r->attempt);
+        if (!b.failed && launcher_write_all(log_sock, b.p, b.len) < 0)
+            _exit(1);   /* main is gone */
+        wbuf_free(&b);
+    }
+}
+
 /* Runs one job, the count-th, and appends its result to out (the caller
  * writes it). -1 if the job is malformed. */
 static int run_job(wbuf *out, host_slot *slot, uint64_t count, herald_handler_fn *fn,
@@ -133,7 +184,8 @@ static int run_job(wbuf *out, host_slot *slot, uint64_t count, herald_handler_fn
                         .attempt = (int)m.attempt, .max_attempts = (int)m.max_attempts,
                         .attrs = attrs, .nattrs = m.nattrs, .payload = m.payload, .payload_len = m.payload_len };
 
-    response resp = { .pub = { .set_output = set_output, .set_error = set_error } };
+    response resp = { .pub = { .set_output = set_output, .set_error = set_error, .log = log_line },
+                      .message_id = m.message_id, .attempt = m.attempt };
     resp.pub.worker_private = &resp;
     int64_t started_ms = clock_us(CLOCK_REALTIME) / 1000;
     ev.deadline_ms = started_ms + timeout_ms;
@@ -143,6 +195,8 @@ static int run_job(wbuf *out, host_slot *slot, uint64_t count, herald_handler_fn
     int rc = fn(&ev, &resp.pub);
     int64_t d = clock_us(CLOCK_MONOTONIC) - t0;
     atomic_store_explicit(&slot->done, count, memory_order_release);
+    if (hlines.dropped)   /* lines it logged past the rate: counted before its result */
+        loglines_frame(&hlines, out, m.message_id, m.attempt);
 
     proto_outcome o;
     const char *error = NULL;
@@ -178,15 +232,6 @@ static int run_job(wbuf *out, host_slot *slot, uint64_t count, herald_handler_fn
     return ret;
 }
 
-/* Results made and not yet sent, shared by the main thread and the flusher. */
-typedef struct {
-    pthread_mutex_t mu;
-    wbuf held;
-    int64_t held_since;     /* monotonic µs when the oldest held result was made; 0: none */
-    int sock;
-    int tfd;                /* the flusher's alarm clock */
-    bool stop;
-} holder;
 
 static void arm_us(holder *h, int64_t us)
 {
@@ -321,6 +366,8 @@ void host_main(int sock, const char *b, uint32_t n, host_slot *board)
     bool flusher_up = holder_start(&hd, sock, &ft);
     if (!flusher_up)
         LOG_WARN("host %s: no flusher thread: results go out one by one", function);
+    log_holder = flusher_up ? &hd : NULL;
+    log_sock = sock;
     wbuf in = { 0 }, one = { 0 };
     uint64_t count = 0;
     for (;;) {

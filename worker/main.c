@@ -12,7 +12,7 @@
  * (while draining: exit); a HEARTBEAT when due; poll the session's socket and
  * the runner's fd; read what the broker sent; run the runner; send the
  * results. A refused CURVE key, a refused registration or a dead launcher
- * end the worker (exit 1).
+ * end the worker (exit 1). With --log FILE, SIGHUP reopens FILE (logrotate).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -33,14 +33,15 @@ typedef struct {
     char **v; uint32_t n;
 } fnlist;
 
-static volatile sig_atomic_t stop_flag;
+static volatile sig_atomic_t stop_flag, hup_flag;
 static void on_stop(int sig) { (void)sig; stop_flag = 1; }
+static void on_hup(int sig) { (void)sig; hup_flag = 1; }
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: herald-worker --broker ENDPOINT [--functions a,b] [--concurrency N]\n"
                "                     [--root DIR] [--run-dir DIR] [--key FILE --broker-key FILE]\n"
-               "                     [-c FILE] [--verbose] | --version\n");
+               "                     [-c FILE] [--log FILE] [--verbose] | --version\n");
 }
 
 static int split_functions(fnlist *fl, const char *list)
@@ -69,7 +70,7 @@ int main(int argc, char **argv)
     fnlist fl = { 0 };
     int exit_code = -1;
     char id[64] = "", host[256] = "";
-    const char *cfg_path = NULL, *functions = NULL, *root = NULL, *run_dir = NULL;
+    const char *cfg_path = NULL, *functions = NULL, *root = NULL, *run_dir = NULL, *log_file = NULL;
     long concurrency = 0;
     static const struct option opts[] = {
         { "broker", required_argument, NULL, 'b' }, { "functions", required_argument, NULL, 'f' },
@@ -77,7 +78,7 @@ int main(int argc, char **argv)
         { "run-dir", required_argument, NULL, 'd' }, { "config", required_argument, NULL, 'c' },
         { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' },
         { "key", required_argument, NULL, 'K' }, { "broker-key", required_argument, NULL, 'B' },
-        { "version", no_argument, NULL, 'V' },
+        { "version", no_argument, NULL, 'V' }, { "log", required_argument, NULL, 'L' },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -100,6 +101,7 @@ int main(int argc, char **argv)
         case 'v': util_verbose = 1; break;
         case 'K': so.key = optarg; break;
         case 'B': so.broker_key = optarg; break;
+        case 'L': log_file = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("herald-worker %s\n", HERALD_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -144,10 +146,21 @@ int main(int argc, char **argv)
     int len = snprintf(id, sizeof id, "w%d_", (int)getpid());
     for (int i = 0; i < 8; i++) id[len + i] = alnum[(unsigned char)rnd[i] % 36];
 
+    /* Once the flags and config are judged (their errors belong on the
+     * terminal), before the launcher: its children write there too. */
+    if (log_file && hlog_open(log_file) != 0) {
+        config_destroy(&cfg);
+        return 2;
+    }
     struct sigaction sa = { .sa_handler = on_stop };
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    if (log_file) {   /* without --log, SIGHUP is what it always was */
+        struct sigaction hup = { .sa_handler = on_hup };
+        sigemptyset(&hup.sa_mask);
+        sigaction(SIGHUP, &hup, NULL);
+    }
     signal(SIGPIPE, SIG_IGN);
 
     /* before any ZeroMQ thread exists; the lean launcher program lives in
@@ -179,6 +192,10 @@ int main(int argc, char **argv)
     bool draining = false;
     while (exit_code < 0) {
         if (session_failed(s)) { exit_code = 1; break; }   /* the broker refused the registration */
+        if (hup_flag) {
+            hup_flag = 0;
+            hlog_reopen();
+        }
         int64_t now = util_mono_ms();
         if (stop_flag && !draining) {
             draining = true;

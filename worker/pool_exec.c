@@ -24,6 +24,7 @@ struct attempt {
     int kind;               /* OBJ_ATTEMPT */
     attempt *prev, *next;   /* in runner->exec.running or runner->exec.idle; next: the graveyard once dead */
     uint64_t token;         /* of the attempt it runs (busy) */
+    jobctx ctx;             /* … and which delivery that is */
     int fd;                 /* main's end of the supervisor's channel */
     bool dead, idle;
     bool out_armed;         /* EPOLLOUT requested */
@@ -110,26 +111,41 @@ static void attempt_read(runner_t *r, attempt *a)
     const char *body;
     uint32_t n;
     bool bad = false;
-    if (msg_next(&a->in, &body, &n, &bad) && (uint8_t)body[0] == CH_RESULT) {
+    fn *f = a->ctx.f;
+    while (msg_next(&a->in, &body, &n, &bad)) {
+        if ((uint8_t)body[0] == CH_LOG) {   /* the handler's stderr, before its result */
+            if (!hlog_chan(&f->log, f->def.name, body + 1, n - 1)) {
+                bad = true;
+                break;
+            }
+            continue;
+        }
+        if ((uint8_t)body[0] != CH_RESULT) {
+            bad = true;
+            break;
+        }
         runner_result res;
         bool ok = result_get(body + 1, n - 1, &res);
         uint64_t token = a->token;
+        jobctx ctx = a->ctx;   /* the callback may hand a its next attempt */
         /* Before the callback (it may submit): idle, or gone. */
         if (ok && res.token == SUP_STAYS && !eof && wbuf_pending(&a->in) == 0)
             attempt_idle(r, a);
         else
             attempt_end(r, a);
         if (!ok)
-            runner_deliver(r, token, OUT_CRASHED, 0, 0, "runner: malformed result from supervisor", NULL, 0);
+            runner_deliver(r, &ctx, token, OUT_CRASHED, 0, 0, "runner: malformed result from supervisor", NULL, 0);
         else
-            runner_deliver(r, token, res.outcome, res.started_ms, res.duration_us, res.error, res.output, res.output_len);
+            runner_deliver(r, &ctx, token, res.outcome, res.started_ms, res.duration_us, res.error, res.output,
+                           res.output_len);
         attempt_shrink(a);
         return;
     }
     if (eof || bad) {
         uint64_t token = a->token;
+        jobctx ctx = a->ctx;
         attempt_end(r, a);
-        runner_deliver(r, token, OUT_CRASHED, 0, 0, "runner: supervisor died without a result", NULL, 0);
+        runner_deliver(r, &ctx, token, OUT_CRASHED, 0, 0, "runner: supervisor died without a result", NULL, 0);
     }
 }
 
@@ -151,7 +167,7 @@ static bool idle_alive(runner_t *r, attempt *a)
  * supervisor a. false when a turns out to be gone before it got a byte: then
  * it is ended and the attempt is still the caller's to place — not a failed
  * attempt. */
-static bool submit_to_idle(runner_t *r, attempt *a, wbuf *b, uint64_t token)
+static bool submit_to_idle(runner_t *r, attempt *a, wbuf *b, uint64_t token, const jobctx *ctx)
 {
     ssize_t n = send(a->fd, b->p, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -161,6 +177,7 @@ static bool submit_to_idle(runner_t *r, attempt *a, wbuf *b, uint64_t token)
     attempt_unlink(r, a);
     a->idle = false;
     a->token = token;
+    a->ctx = *ctx;
     wbuf_free(&a->out);   /* empty: it was idle */
     a->out = *b;          /* its buffer, not a copy of the payload */
     a->out.off = n > 0 ? (size_t)n : 0;
@@ -191,6 +208,8 @@ int pool_exec_submit(runner_t *r, fn *f, const runner_job *j)
                     .vars = vars, .nvars = 5, .attrs = j->attrs, .nattrs = j->nattrs };
     /* CH_S_RUN to an idle supervisor, else CH_L_EXEC to the launcher: encoded
      * once, again only when an idle one turned out dead after all. */
+    jobctx ctx;
+    jobctx_set(&ctx, f, j);
     wbuf b = { 0 };
     uint8_t type = 0;
     for (;;) {
@@ -209,7 +228,7 @@ int pool_exec_submit(runner_t *r, fn *f, const runner_job *j)
         }
         if (!a)
             break;
-        if (submit_to_idle(r, a, &b, j->token))
+        if (submit_to_idle(r, a, &b, j->token, &ctx))
             return 0;
     }
     /* No idle supervisor: the launcher starts one with this attempt. */
@@ -223,6 +242,7 @@ int pool_exec_submit(runner_t *r, fn *f, const runner_job *j)
     }
     a->kind = OBJ_ATTEMPT;
     a->token = j->token;
+    a->ctx = ctx;
     a->fd = sv[0];
     runner_set_nonblock(sv[0]);
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = a };

@@ -239,7 +239,7 @@ static void host_assign(runner_t *r, host *h, job *j)
     if (h->out.failed) {   /* out of memory: fail the job rather than the host */
         h->out.failed = false;
         LOG_ERROR("runner: out of memory queueing a job");
-        runner_deliver(r, j->token, OUT_RETURNED, 0, 0, "runner: out of memory", NULL, 0);
+        runner_deliver(r, &j->ctx, j->token, OUT_RETURNED, 0, 0, "runner: out of memory", NULL, 0);
         job_free(j);
         return;
     }
@@ -263,7 +263,7 @@ static void fail_queue(runner_t *r, jobq *q, proto_outcome o, const char *why)
 {
     job *j;
     while ((j = jobq_pop(q))) {
-        runner_deliver(r, j->token, o, 0, 0, why, NULL, 0);
+        runner_deliver(r, &j->ctx, j->token, o, 0, 0, why, NULL, 0);
         job_free(j);
     }
 }
@@ -345,7 +345,7 @@ static void host_result(runner_t *r, host *h, const char *body, uint32_t n)
     jobq_pop(&h->sent);
     h->reported++;
     if (h->state != HOST_CANCELLED)
-        runner_deliver(r, j->token, res.outcome, res.started_ms, res.duration_us, res.error, res.output, res.output_len);
+        runner_deliver(r, &j->ctx, j->token, res.outcome, res.started_ms, res.duration_us, res.error, res.output, res.output_len);
     job_free(j);
     if (h->sent.n == 0 && (h->phase == HOST_DRAINING || h->gen != h->f->native.gen)) {
         host_retire(h);
@@ -374,6 +374,9 @@ static void host_read(runner_t *r, host *h)
         }
         case CH_RESULT:
             host_result(r, h, body + 1, n - 1);
+            break;
+        case CH_LOG:   /* herald_log lines, before their job's result */
+            bad = !hlog_chan(&h->f->log, h->f->def.name, body + 1, n - 1);
             break;
         default:
             bad = true;
@@ -452,7 +455,7 @@ static void host_exited(runner_t *r, host *h, int status)
     while ((j = jobq_pop(&h->sent))) {
         count++;
         if (count != culprit) {
-            runner_deliver(r, j->token, OUT_RETURNED, 0, 0, NULL, NULL, 0);
+            runner_deliver(r, &j->ctx, j->token, OUT_RETURNED, 0, 0, NULL, NULL, 0);
             job_free(j);
             continue;
         }
@@ -475,7 +478,7 @@ static void host_exited(runner_t *r, host *h, int status)
             else
                 snprintf(text, sizeof text, "handler ended its host: %s", why);
         }
-        runner_deliver(r, j->token, o, start_wall, dur, text, NULL, 0);
+        runner_deliver(r, &j->ctx, j->token, o, start_wall, dur, text, NULL, 0);
         job_free(j);
     }
 }
@@ -522,6 +525,7 @@ int pool_host_submit(runner_t *r, fn *f, const runner_job *j)
         return -1;
     }
     q->token = j->token;
+    jobctx_set(&q->ctx, f, j);
     q->msg = b.p;
     q->len = b.len;
     jobq_push(&f->native.queue, q);

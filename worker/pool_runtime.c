@@ -88,7 +88,7 @@ static void proc_assign(runner_t *r, rtproc *p, job *j)
         p->out.failed = false;
         p->held = NULL;
         LOG_ERROR("runner: out of memory handing an event to a runtime of %s", p->f->def.name);
-        runner_deliver(r, j->token, OUT_RETURNED, 0, 0, "runner: out of memory", NULL, 0);
+        runner_deliver(r, &j->ctx, j->token, OUT_RETURNED, 0, 0, "runner: out of memory", NULL, 0);
         job_free(j);
         return;
     }
@@ -197,7 +197,7 @@ static void proc_ended(runner_t *r, rtproc *p)
         if (p->accounted) {
             jobq_push_front(&f->rt.queue, j);   /* it was first in line */
         } else {
-            runner_deliver(r, j->token, OUT_CRASHED, 0, 0, "runner: the runtime's supervisor died", NULL, 0);
+            runner_deliver(r, &j->ctx, j->token, OUT_CRASHED, 0, 0, "runner: the runtime's supervisor died", NULL, 0);
             job_free(j);
         }
     }
@@ -230,7 +230,7 @@ static void proc_result(runner_t *r, rtproc *p, const char *body, uint32_t n)
         p->accounted = true;
         proc_close(r, p);   /* EOF: the idle supervisor stops its process */
     }
-    runner_deliver(r, j->token, res.outcome, res.started_ms, res.duration_us, res.error, res.output, res.output_len);
+    runner_deliver(r, &j->ctx, j->token, res.outcome, res.started_ms, res.duration_us, res.error, res.output, res.output_len);
     job_free(j);
 }
 
@@ -256,6 +256,9 @@ static void proc_read(runner_t *r, rtproc *p)
         }
         case CH_RESULT:
             proc_result(r, p, body + 1, n - 1);
+            break;
+        case CH_LOG:   /* its output, tagged with the event it was written in, or none */
+            bad = !hlog_chan(&p->f->log, p->f->def.name, body + 1, n - 1);
             break;
         case CH_RT_GONE: {
             proto_recycle why;
@@ -341,7 +344,7 @@ static void pump(runner_t *r, fn *f)
             /* out of fds or memory: a passing failure, not the function's
              * (as for an exec attempt that cannot start): back to the broker */
             LOG_ERROR("runner: cannot start a runtime of %s: the event goes back", f->def.name);
-            runner_deliver(r, j->token, OUT_RETURNED, 0, 0, NULL, NULL, 0);
+            runner_deliver(r, &j->ctx, j->token, OUT_RETURNED, 0, 0, NULL, NULL, 0);
             job_free(j);
             break;
         }
@@ -366,6 +369,7 @@ int pool_runtime_submit(runner_t *r, fn *f, const runner_job *rj)
         return -1;
     }
     j->token = rj->token;
+    jobctx_set(&j->ctx, f, rj);
     j->msg = b.p;
     j->len = b.len;
     jobq_push(&f->rt.queue, j);
@@ -420,7 +424,7 @@ void pool_runtime_launcher_gone(runner_t *r)
     for (fn *f = r->fns; f; f = f->next) {
         job *j;
         while ((j = jobq_pop(&f->rt.queue))) {
-            runner_deliver(r, j->token, OUT_RETURNED, 0, 0, NULL, NULL, 0);
+            runner_deliver(r, &j->ctx, j->token, OUT_RETURNED, 0, 0, NULL, NULL, 0);
             job_free(j);
         }
     }

@@ -84,11 +84,17 @@ int runner_chan_read(int fd, wbuf *in)
     }
 }
 
-void runner_deliver(runner_t *r, uint64_t token, proto_outcome o, int64_t started_ms,
+void runner_deliver(runner_t *r, const jobctx *c, uint64_t token, proto_outcome o, int64_t started_ms,
                     uint32_t dur_us, const char *error, const void *out, size_t outlen)
 {
     if (r->busy)
         r->busy--;
+    if (c && c->f) {
+        if (o == OUT_OK && outlen && c->f->def.log_output)
+            hlog_output(&c->f->log, c->f->def.name, c->message_id, c->attempt, out, outlen);
+        if (util_verbose)
+            hlog_delivery(c->f->def.name, c->message_id, c->attempt, o, dur_us);
+    }
     runner_result res = { token, o, started_ms, dur_us, error, out, outlen };
     if (r->cb)
         r->cb(r->cbarg, &res);
@@ -383,6 +389,14 @@ int runner_next_timeout_ms(const runner_t *r)
     for (size_t i = 0; i < sizeof each / sizeof each[0]; i++)
         if (each[i] >= 0 && (best < 0 || each[i] < best))
             best = each[i];
+    for (const fn *f = r->fns; f; f = f->next)
+        if (f->log.dropped) {   /* its "N lines dropped" */
+            int64_t left = f->log.told_ms ? f->log.told_ms + HLOG_NOTICE_MS - now : 0;
+            if (left < 0)
+                left = 0;
+            if (best < 0 || left < best)
+                best = left;
+        }
     return best > INT_MAX ? INT_MAX : (int)best;
 }
 
@@ -417,6 +431,10 @@ void runner_dispatch(runner_t *r, runner_result_fn *cb, void *arg)
     pool_host_tick(r, util_mono_ms());
     pool_exec_tick(r, util_mono_ms());
     pool_runtime_tick(r, util_mono_ms());
+    int64_t now = util_mono_ms();
+    for (fn *f = r->fns; f; f = f->next)
+        if (f->log.dropped)
+            hlog_tick(&f->log, f->def.name, now);
     r->in_dispatch = false;
     sweep(r);
 }

@@ -129,4 +129,13 @@ typedef void runner_stats_fn(void *arg, const char *function, const runner_rtsta
  * last call, and zeroes them. */
 void runner_take_stats(runner_t *r, runner_stats_fn *cb, void *arg);
 
+/* --- the worker's log (hlog.c; handler lines: hlog.h) --- */
+
+/* --log FILE: opened (O_APPEND, created 0644) onto fd 2, where every log
+ * line of the worker and of the processes it starts goes. 0, or -1 (said). */
+int hlog_open(const char *path);
+/* SIGHUP: opens the --log file again (after logrotate renamed it). 0, or -1
+ * (said; the old file stays). Without --log, nothing. */
+int hlog_reopen(void);
+
 #endif

@@ -20,6 +20,7 @@
 #define HERALD_RUNNER_CORE_H
 
 #include "runner_int.h"
+#include "hlog.h"
 
 /* What an epoll event's data.ptr points to: the first member says which. */
 enum { OBJ_LAUNCHER = 1, OBJ_ATTEMPT, OBJ_HOST, OBJ_RUNTIME };
@@ -32,12 +33,29 @@ typedef struct host host;
 typedef struct attempt attempt;
 typedef struct rtproc rtproc;
 
+/* Which delivery a job is, for the lines main logs about it (hlog.c):
+ * log_output's and --verbose's. */
+typedef struct {
+    fn *f;
+    char message_id[PROTO_ID_MAX + 1];
+    uint32_t attempt;
+} jobctx;
+
+/* Fills c for j of f (a message id longer than an id is cut: it is a log line). */
+static inline void jobctx_set(jobctx *c, fn *f, const runner_job *j)
+{
+    c->f = f;
+    snprintf(c->message_id, sizeof c->message_id, "%s", j->message_id ? j->message_id : "");
+    c->attempt = j->attempt > 0 ? (uint32_t)j->attempt : 0;
+}
+
 /* A queued job: a native one's CH_H_JOB frame until written into a host, then
  * its place in that host's order; a runtime event's CH_RT_EVENT frame. */
 typedef struct job job;
 struct job {
     job *next;
     uint64_t token;
+    jobctx ctx;
     char *msg;              /* encoded CH_H_JOB frame; NULL once written to a host */
     size_t len;
 };
@@ -91,6 +109,7 @@ struct fn {
     fn_kind kind;           /* from def.native / def.runtime */
     char *path;             /* root-resolved: native's library, exec's program (absolute) */
     bool refused;           /* its handler cannot start (a host's start failed …) */
+    hlog_fn log;            /* its handler lines' rate and drops (hlog.c) */
     struct {                /* FN_EXEC and FN_RUNTIME (pool_exec.c, pool_runtime.c) */
         char **argv;        /* with root-resolved paths, NULL-terminated */
     } exec;
@@ -153,8 +172,9 @@ struct runner {
 
 /* --- runner.c: shared by the pools ---------------------------------------- */
 
-/* Reports a finished job to the caller's callback (one fewer busy). */
-void runner_deliver(runner_t *r, uint64_t token, proto_outcome o, int64_t started_ms,
+/* Reports a finished job (c: which delivery, for the log) to the caller's
+ * callback (one fewer busy). */
+void runner_deliver(runner_t *r, const jobctx *c, uint64_t token, proto_outcome o, int64_t started_ms,
                     uint32_t dur_us, const char *error, const void *out, size_t outlen);
 /* Queues a message to the launcher (b: a whole frame) with an fd to pass
  * (ours to close once sent), or -1. 0, or -1 (nothing was queued). */

@@ -5,7 +5,9 @@
  * its own (rtapi.c; a connection from anything but this process's tree is
  * refused), and starts the process in LAMBDA_TASK_ROOT with RLIMIT_DATA from
  * memory_mb and fds 0–2 only (stdin /dev/null; stdout and stderr one pipe,
- * whose last 4 KiB make the error text of a crash or an init failure).
+ * whose last 4 KiB make the error text of a crash or an init failure, and
+ * whose lines go to main as CH_LOG tagged with the event running when they
+ * were read — none between events; hlog.h).
  * It is the process's child subreaper, so everything the process starts is
  * its to kill.
  *
@@ -25,6 +27,7 @@
 #include "runtime.h"
 #include "peer.h"
 #include "rtapi.h"
+#include "hlog.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -80,6 +83,8 @@ typedef struct {
     /* what the process wrote */
     char tail[STDERR_KEEP];
     uint64_t tailtotal;
+    loglines log;               /* … as log lines for main */
+    bool log_waits;             /* framed lines wait for main to take them */
     wbuf in;                    /* from main */
     bool main_gone;             /* main closed the channel */
     int stop;                   /* -1, or the proto_recycle to stop for */
@@ -100,8 +105,20 @@ static void set_nonblock(int fd)
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
+/* Sends the lines read so far without blocking, tagged with the event
+ * running now, or with none between events. */
+static void log_send(sup *s)
+{
+    bool running = s->ev == EV_RUNNING;
+    s->log_waits = loglines_send(&s->log, s->rep, running ? s->e.message_id : "", running ? s->e.attempt : 0);
+}
+
+/* Any message to main: after the log lines that wait (they came first). */
 static void send_main(sup *s, const wbuf *b)
 {
+    if (s->log_waits && !s->main_gone && loglines_flush(&s->log, s->rep) < 0)
+        s->main_gone = true;
+    s->log_waits = false;
     if (!s->main_gone && !b->failed && launcher_write_all(s->rep, b->p, b->len) < 0)
         s->main_gone = true;
 }
@@ -144,6 +161,8 @@ static void finish_event(sup *s, proto_outcome o, const char *error, const void 
     if (s->ev == EV_NONE)
         return;
     int64_t now = mono_us();
+    loglines_end(&s->log, now);   /* what the event wrote is its, and goes before its result */
+    log_send(s);
     int64_t started_ms = s->ev == EV_RUNNING ? s->ev_start_ms : util_wall_ms();
     int64_t d = s->ev == EV_RUNNING ? now - s->ev_start_us : 0;
     uint32_t dur = d < 0 ? 0 : d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
@@ -322,6 +341,8 @@ static void hand_out(sup *s)
         .body = sns ? body->p : s->e.payload,
         .body_len = sns ? body->len : s->e.payload_len,
     };
+    loglines_end(&s->log, s->ev_start_us);   /* written before the event: not its */
+    log_send(s);
     s->ev = EV_RUNNING;
     s->asking = false;
     s->tailtotal = 0;   /* a crash's text is what this event's run wrote */
@@ -650,7 +671,10 @@ static void read_output(sup *s)
         for (ssize_t i = 0; i < k; i++)
             s->tail[(s->tailtotal + (uint64_t)i) % STDERR_KEEP] = buf[i];
         s->tailtotal += (uint64_t)k;
+        loglines_feed(&s->log, buf, (size_t)k, mono_us());
     }
+    if (s->log.nlines || s->log.dropped)
+        log_send(s);
 }
 
 /* Did the process exit? (Left a zombie: its group cannot be reused until
@@ -717,6 +741,10 @@ __attribute__((noreturn)) static void stop(sup *s, proto_recycle why, bool grace
         }
     }
     kill_tree(s);
+    loglines_end(&s->log, mono_us());   /* its last words */
+    log_send(s);
+    if (!s->main_gone)
+        loglines_flush(&s->log, s->rep);
     if (exec_rmtree(s->dir) < 0)
         LOG_WARN("runtime %s: rm -r %s: %s", s->s.function, s->dir, strerror(errno));
     _exit(0);
@@ -889,7 +917,7 @@ void runtime_supervise(int rep, const char *wdir, const char *b, uint32_t n)
             at = s.idle_since_us + (int64_t)s.s.idle_timeout_ms * 1000;
         struct pollfd pf[4] = {
             { .fd = s.sfd, .events = POLLIN },
-            { .fd = rep, .events = POLLIN },
+            { .fd = rep, .events = POLLIN | (s.log_waits ? POLLOUT : 0) },
             { .fd = s.out, .events = POLLIN },
             { .fd = rtapi_fd(s.api), .events = POLLIN },
         };
@@ -910,7 +938,9 @@ void runtime_supervise(int rep, const char *wdir, const char *b, uint32_t n)
             if (process_exited(&s))
                 process_ended(&s);
         }
-        if (pf[1].revents)
+        if (s.log_waits && (pf[1].revents & POLLOUT))
+            log_send(&s);
+        if (pf[1].revents & ~POLLOUT)
             read_main(&s);
         if (s.main_gone)   /* a cancel, or the worker stopping: what runs is killed */
             stop(&s, PROTO_RECYCLE_SHUTDOWN, s.ev == EV_NONE);

@@ -10,12 +10,19 @@
  *
  * Optional exports: `int herald_init(void)` runs once after dlopen (non-zero:
  * the worker refuses the function); `void herald_fini(void)` runs before exit.
+ *
+ * Logging: herald_log(res, fmt, ...) writes a line to the worker's log,
+ * prefixed with the time, the function, the message id and the attempt
+ * (Lambda's CloudWatch Logs). A host's lines are rate-limited (past the rate
+ * they are dropped and counted, never waited for).
  */
 #ifndef HERALD_HANDLER_H
 #define HERALD_HANDLER_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -38,11 +45,32 @@ struct herald_response {                       /* filled by the worker */
     /* The error text recorded for a failed attempt (copied; last 4 KiB kept). */
     void (*set_error)(herald_response *r, const char *message);
     void *worker_private;
+    /* One log line (or several, at '\n'); herald_log is the way to call it.
+     * NULL in a worker older than herald_log: then nothing is logged. */
+    void (*log)(herald_response *r, const char *line);
 };
 
 enum { HERALD_OK = 0, HERALD_RETRY = 1, HERALD_REJECT = 2 };
 
 typedef int herald_handler_fn(const herald_event *ev, herald_response *res);
+
+#define HERALD_LOG_MAX 2048   /* bytes of one herald_log line; the rest is cut */
+
+/* printf-style: a line to the worker's log, tagged with this delivery. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static inline void herald_log(herald_response *res, const char *fmt, ...)
+{
+    char line[HERALD_LOG_MAX];
+    va_list ap;
+    if (!res || !res->log || !fmt)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    res->log(res, line);
+}
 
 #ifdef __cplusplus
 }

@@ -816,3 +816,15 @@ Test(config, probe_checks_a_runtime_command_like_an_exec_program)
     free(err);
     config_destroy(&c);
 }
+
+Test(config, log_output_is_a_bool_of_a_function_default_false)
+{
+    herald_config *c = string_ok("functions = ( { name = \"f\"; exec = [\"x\"]; log_output = true; },\n"
+                                 "              { name = \"g\"; exec = [\"x\"]; } );\n");
+    cr_assert(c->functions[0].log_output);
+    cr_assert_not(c->functions[1].log_output);
+    config_destroy(&c);
+    char *err = string_fail("functions = ( { name = \"f\"; exec = [\"x\"];\n  log_output = \"yes\"; } );\n");
+    expect_str(err, "t.cfg:2: functions[0] (f): log_output: expected true or false, not a string\n");
+    free(err);
+}

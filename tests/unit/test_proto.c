@@ -1132,8 +1132,12 @@ Test(proto, reject_config_fields)
     free(big);
 }
 
-/* One CONFIG fn element of n (8–11) elements, hand-packed: [name, kind,
- * exec…, env] (8: no env), from 10 on the tenth written by `tenth`, an 11th nil. */
+/* The 11th element tp_config_fn writes (log_output); a 12th is nil. */
+static void (*tp_eleventh)(void);
+
+/* One CONFIG fn element of n (8–12) elements, hand-packed: [name, kind,
+ * exec…, env] (8: no env), from 10 on the tenth written by `tenth`, an 11th by
+ * tp_eleventh (nil when unset), a 12th nil. */
 static void tp_config_fn(const char *kind, int n, void (*tenth)(void))
 {
     tp_sb.size = 0;
@@ -1153,7 +1157,13 @@ static void tp_config_fn(const char *kind, int n, void (*tenth)(void))
         msgpack_pack_map(&tp_pk, 0);
     if (n >= 10)
         tenth();
-    if (n == 11)
+    if (n >= 11) {
+        if (tp_eleventh)
+            tp_eleventh();
+        else
+            msgpack_pack_nil(&tp_pk);
+    }
+    if (n == 12)
         msgpack_pack_nil(&tp_pk);
 }
 
@@ -1223,9 +1233,9 @@ Test(proto, config_runtime_element_and_older_peers)
     tp_config_fn("native", 10, tp_rt);
     tp_reject("CONFIG fn 0: runtime: must be nil for native");
     tp_config_fn("exec", 8, NULL);
-    tp_reject("CONFIG fn 0: 8 elements, want 9..10");
-    tp_config_fn("exec", 11, tp_nil);
-    tp_reject("CONFIG fn 0: 11 elements, want 9..10");
+    tp_reject("CONFIG fn 0: 8 elements, want 9..11");
+    tp_config_fn("exec", 12, tp_nil);
+    tp_reject("CONFIG fn 0: 12 elements, want 9..11");
     static const struct { int bad; const char *why; } cases[] = {
         { 0, "CONFIG fn 0: runtime.handler: not a string or nil" },
         { 10, "CONFIG fn 0: runtime.handler: length 0 out of range 1..128" },
@@ -1656,4 +1666,34 @@ Test(proto, util_clocks_and_random)
     util_random(big, n);
     cr_assert_neq(memcmp(big + n - 64, zero, 64), 0, "the tail of a large request was filled");
     free(big);
+}
+
+static void tp_true(void) { msgpack_pack_true(&tp_pk); }
+
+/* log_output, the 11th element: a bool, absent (9 or 10 elements) false; a
+ * sender writes it only when true, so a worker from before it takes every
+ * CONFIG that does not use it. */
+Test(proto, config_log_output_element)
+{
+    proto_msg m;
+    tp_eleventh = tp_true;
+    tp_config_fn("exec", 11, tp_nil);
+    tp_accept(&m);
+    cr_assert(m.u.config.fns[0].log_output);
+    tp_reencode_same(&m);
+    proto_msg_clear(&m);
+    tp_rt_bad = -1;
+    tp_config_fn("runtime", 11, tp_rt);
+    tp_accept(&m);
+    cr_assert(m.u.config.fns[0].log_output && m.u.config.fns[0].runtime);
+    tp_reencode_same(&m);
+    proto_msg_clear(&m);
+    tp_eleventh = NULL;
+    tp_config_fn("native", 10, tp_nil);
+    tp_accept(&m);
+    cr_assert_not(m.u.config.fns[0].log_output);
+    tp_reencode_same(&m);   /* 10 elements again: nothing for an older worker to refuse */
+    proto_msg_clear(&m);
+    tp_config_fn("exec", 11, tp_nil);
+    tp_reject("CONFIG fn 0: log_output: not a bool");
 }
