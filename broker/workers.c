@@ -9,7 +9,10 @@
  * its last RESULT) ends the session at once. A worker silent for 3 heartbeats is
  * dead; 2 heartbeats later (longer than the worker's own kill deadline, which
  * is 3 heartbeats of silence from the broker) its leases end as `lost` and
- * follow the retry policy. A message from an unknown routing id (say, after a
+ * follow the retry policy. A live worker's lease that outlives the broker's
+ * bound (broker.h LEASE_MARGIN_MS) ends as `timeout`; its slot stays busy
+ * until the late RESULT comes. A message of a type this endpoint does not
+ * take is malformed, registered or not. A message from an unknown routing id (say, after a
  * broker restart) gets an ERROR, and the worker registers again; a BYE or a
  * STATS from one is dropped.
  */
