@@ -3,7 +3,9 @@
 #   make test       unit + integration tests (Criterion), real programs over real sockets
 #   make run        install missing packages, build, run a broker + 2 workers on config/herald.cfg
 #   make demo       a scripted tour: a poison event, its dead letter, a fix, a replay
-#   make install    PREFIX=/usr/local DESTDIR=   (make uninstall: the same files removed)
+#   make install    PREFIX=/usr/local DESTDIR=   programs, libherald, the Python client, man pages,
+#                   systemd units
+#                   (make uninstall: the same files removed)
 #   make SANITIZE=address,undefined test
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -11,7 +13,8 @@ PKGS    := libzmq msgpack sqlite3 libconfig libmicrohttpd
 # Debian 12 packages the build, the tests and the examples need.
 DEB_PKGS := gcc make pkg-config libzmq3-dev libmsgpack-dev libsqlite3-dev libconfig-dev \
             libmicrohttpd-dev libcriterion-dev python3 awscli python3-boto3 curl nodejs \
-            python3-croniter tzdata
+            python3-croniter tzdata man-db chromium chromium-driver python3-selenium \
+            python3-zmq python3-msgpack
 
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
@@ -78,7 +81,14 @@ bin/heraldctl: $(CTL_OBJ) $(B)/broker/dlq.o $(CONFIG_OBJ) lib/libherald.a | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(ZMQ_LIBS) $(SQLITE_LIBS) $(CONFIG_LIBS) $(LDLIBS)
 
 # The gateway is a client: libherald for publish/invoke, ctl's admin client for the rest.
-bin/herald-gateway: $(GW_OBJ) $(B)/ctl/admin.o $(B)/ctl/json.o $(CONFIG_OBJ) lib/libherald.a | bin
+# The web console's static files (console/) are built into the gateway.
+CONSOLE_FILES := $(wildcard console/*)
+$(B)/gateway/console_assets.c: $(CONSOLE_FILES) gateway/embed.sh
+	@mkdir -p $(dir $@)
+	gateway/embed.sh console > $@
+$(B)/gateway/console_assets.o: $(B)/gateway/console_assets.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+bin/herald-gateway: $(GW_OBJ) $(B)/gateway/console_assets.o $(B)/ctl/admin.o $(B)/ctl/json.o $(CONFIG_OBJ) lib/libherald.a | bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libmicrohttpd 2>/dev/null) $(ZMQ_LIBS) $(CONFIG_LIBS) $(LDLIBS)
 
 # Native example handlers depend on include/herald/handler.h only.
@@ -111,6 +121,7 @@ CURVE_SUITES ?= @(spine|failure|heraldctl|workers)/*
 # The runtime suite runs on its own: its Python and Node starts are bursts of
 # CPU that would otherwise land in the timing-sensitive suites beside it.
 test: deps all $(TEST_HANDLERS) $(B)/test-unit $(B)/test-integration $(B)/test-reliability
+	python3 tests/config_doc.py
 	$(B)/test-unit --jobs $(TEST_JOBS)
 	HERALD_ROOT=$(CURDIR) $(B)/test-integration --jobs $(TEST_JOBS) --filter '!(runtime)/*'
 	HERALD_ROOT=$(CURDIR) $(B)/test-integration --jobs $(TEST_JOBS) --filter 'runtime/*'
@@ -192,7 +203,12 @@ fuzz-run: fuzz
 	  else echo "FAILED: $$(grep -m1 -o 'ERROR: [A-Za-z]*Sanitizer: [a-z -]*\|runtime error: .*\|deadly signal' $(B)/fuzz/$$t.log) (see $(B)/fuzz/$$t.log)"; \
 	    fail="$$fail $$t"; fi; \
 	done; if [ -n "$$fail" ]; then echo "fuzz targets that failed:$$fail"; exit 1; fi
-.PHONY: test-reliability test-valgrind test-sanitize fuzz fuzz-run fuzz-corpus
+# The web console's screenshots in docs/, taken by the browser test from a live broker.
+console-screenshots: all $(TEST_HANDLERS) $(B)/test-integration
+	HERALD_ROOT=$(CURDIR) HERALD_CONSOLE_SCREENSHOTS=$(CURDIR)/docs $(B)/test-integration \
+	  --filter 'console/the_pages*'
+
+.PHONY: test-reliability test-valgrind test-sanitize fuzz fuzz-run fuzz-corpus console-screenshots
 
 # --- running ---------------------------------------------------------------
 RUN_CFG ?= config/herald.cfg
@@ -217,9 +233,30 @@ deps:
 # LD_LIBRARY_PATH or ldconfig.
 INST_BIN  := $(notdir $(PROGS))
 INST_INC  := include/herald.h include/herald/handler.h
+# man pages (hand-written roff) and systemd units (docs/SERVICES.md): each
+# unit's @BINDIR@ becomes PREFIX/bin at install time, as herald.pc's prefix does.
+MAN1      := $(wildcard man/*.1)
+MAN3      := $(wildcard man/*.3)
+MAN5      := $(wildcard man/*.5)
+UNITS     := $(patsubst systemd/%.in,%,$(wildcard systemd/*.service.in))
+MANDIR    := $(PREFIX)/share/man
+UNITDIR   := $(PREFIX)/lib/systemd/system
+# The Python client (clients/python/herald) goes where Debian's python3 looks
+# for packages under a prefix: /usr/lib/python3/dist-packages with PREFIX=/usr
+# (/usr/local/lib/python3/dist-packages is on Debian's sys.path too).
+PYDIR     := $(PREFIX)/lib/python3/dist-packages/herald
+PYFILES   := $(wildcard clients/python/herald/*.py)
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec $(DESTDIR)$(PREFIX)/lib/pkgconfig \
-	  $(DESTDIR)$(PREFIX)/include/herald
+	  $(DESTDIR)$(PREFIX)/include/herald $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 \
+	  $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PYDIR)
+	install -m 644 $(PYFILES) $(DESTDIR)$(PYDIR)/
+	install -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/
+	install -m 644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
+	for u in $(UNITS); do \
+	  sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/$$u.in > $(DESTDIR)$(UNITDIR)/$$u && chmod 644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
 	install -m 755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 755 libexec/herald-launcher $(DESTDIR)$(PREFIX)/libexec/
 	install -m 644 lib/libherald.a $(DESTDIR)$(PREFIX)/lib/
@@ -230,12 +267,17 @@ install: all
 	  '$(PREFIX)' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/herald.pc
 	chmod 644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/herald.pc
 
-# Removes exactly what install put there (and include/herald/ once empty).
+# Removes exactly what install put there (and include/herald/ and the Python
+# package's directory once empty).
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(INST_BIN)) $(DESTDIR)$(PREFIX)/libexec/herald-launcher \
 	  $(DESTDIR)$(PREFIX)/lib/libherald.a $(DESTDIR)$(PREFIX)/lib/libherald.so \
-	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/herald.pc $(addprefix $(DESTDIR)$(PREFIX)/,$(INST_INC))
-	rmdir $(DESTDIR)$(PREFIX)/include/herald 2>/dev/null || true
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/herald.pc $(addprefix $(DESTDIR)$(PREFIX)/,$(INST_INC)) \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(MAN3))) \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5))) $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
+	  $(addprefix $(DESTDIR)$(PYDIR)/,$(notdir $(PYFILES)))
+	rm -rf $(DESTDIR)$(PYDIR)/__pycache__
+	rmdir $(DESTDIR)$(PREFIX)/include/herald $(DESTDIR)$(PYDIR) 2>/dev/null || true
 
 clean:
 	rm -rf $(B) bin libexec lib examples/handlers/*.so
@@ -244,8 +286,8 @@ clean:
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 
 # --- benchmarks (docs/PERFORMANCE.md) ----------------------------------------
-#   make bench [RUNS=3]   W1–W3 of ../shared/peers/README.md, B1 backlog, X1 exec: one table
-#   make bench-peers      the peers' harness on redis and on this checkout, same session
+#   make bench [RUNS=3]   W1–W3, B1 backlog, X1–X3 exec and runtimes (docs/PERFORMANCE.md): one table
+#   make bench-peers      a peers harness (PEERS_DIR, not in this repo) on Redis, RabbitMQ, NATS and herald
 RUNS ?= 3
 BENCH_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out bench/bench_handler.c,$(wildcard bench/*.c)))
 bin/herald-bench: $(BENCH_OBJ) lib/libherald.a | bin

@@ -123,6 +123,7 @@ int loop_run(broker_t *b)
         }
         int64_t slot = schedules_run(b);   /* due slots become events in this turn's transaction */
         if (slot >= 0 && slot < timeout) timeout = (long)slot;
+        if (b->sched_dirty) timeout = 0;   /* what fired is committed this turn, not after a wait */
         /* 2. poll */
         if (zmq_poll(items, nitems, timeout) < 0 && zmq_errno() != EINTR) {
             LOG_ERROR("poll: %s", zmq_strerror(zmq_errno()));

@@ -225,15 +225,76 @@ static void free_one(schedule_t *s)
     tz_destroy(&s->tz);
 }
 
+static bool configured(const herald_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nschedules; i++)
+        if (strcmp(cfg->schedules[i].name, name) == 0) return true;
+    return false;
+}
+
+/* Deletes a schedule's row in the open transaction. */
+static int delete_row(broker_t *b, const char *name)
+{
+    if (store_begin(&b->store) != 0) return -1;
+    sqlite3_bind_text(b->sched_del, 1, name, -1, SQLITE_STATIC);
+    b->sched_dirty = true;
+    return step(b->store.db, b->sched_del);
+}
+
+/* s's row from an earlier run, when its spec and zone are still the same:
+ * true and its state in s. */
+static bool load_row(broker_t *b, schedule_t *s)
+{
+    sqlite3_stmt *get = b->sched_get;
+    sqlite3_bind_text(get, 1, s->cfg->name, -1, SQLITE_STATIC);
+    bool same = sqlite3_step(get) == SQLITE_ROW &&
+                strcmp((const char *)sqlite3_column_text(get, 1), s->cfg->spec) == 0 &&
+                strcmp((const char *)sqlite3_column_text(get, 2), s->cfg->timezone) == 0;
+    if (same) {
+        s->id = sqlite3_column_int64(get, 0);
+        s->done = sqlite3_column_int64(get, 3);
+        s->last = sqlite3_column_int64(get, 4);
+        s->fired = (uint64_t)sqlite3_column_int64(get, 5);
+        snprintf(s->producer, sizeof s->producer, "sched_%lld", (long long)s->id);
+        s->next = slot_after(s, s->done);
+    }
+    sqlite3_reset(get);
+    sqlite3_clear_bindings(get);
+    return same;
+}
+
+/* Rows of schedules cfg no longer has (removed by a SIGHUP, or while the broker was down) go. */
+static void drop_unconfigured(broker_t *b, const herald_config *cfg)
+{
+    sqlite3_stmt *names;
+    if (sqlite3_prepare_v2(b->store.db, "SELECT name FROM schedules", -1, &names, NULL) != SQLITE_OK) return;
+    char **gone = NULL;
+    size_t ngone = 0;
+    while (sqlite3_step(names) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(names, 0);
+        if (configured(cfg, name)) continue;
+        char **g = realloc(gone, (ngone + 1) * sizeof *gone);
+        if (!g) break;
+        gone = g;
+        gone[ngone++] = strdup(name);
+    }
+    sqlite3_finalize(names);
+    for (size_t i = 0; i < ngone; i++) {
+        if (gone[i] && delete_row(b, gone[i]) == 0) LOG_INFO("schedule %s: removed", gone[i]);
+        free(gone[i]);
+    }
+    free(gone);
+}
+
 /* Matches the configured schedules with their rows: kept (same spec and
- * zone), changed or new (start now), gone (row deleted). At start, kept
- * ones catch up on what they missed. */
+ * zone: running, or from an earlier run), changed or new (start now, under a
+ * new row), gone (row deleted). At start, kept ones catch up on what they
+ * missed. */
 static int sync(broker_t *b, const herald_config *cfg, bool at_start)
 {
     int64_t now = now_s(b);
     schedule_t *fresh = calloc(cfg->nschedules ? cfg->nschedules : 1, sizeof *fresh);
     if (!fresh) return -1;
-    sqlite3_stmt *get = b->sched_get;
     for (size_t i = 0; i < cfg->nschedules; i++) {
         schedule_t *s = &fresh[i];
         if (compile(s, &cfg->schedules[i]) != 0) goto fail;
@@ -242,70 +303,24 @@ static int sync(broker_t *b, const herald_config *cfg, bool at_start)
             if (strcmp(b->schedules[k].cfg->name, s->cfg->name) == 0) old = &b->schedules[k];
         bool same = false;
         if (old && strcmp(old->cfg->spec, s->cfg->spec) == 0 && strcmp(old->cfg->timezone, s->cfg->timezone) == 0) {
-            /* running and unchanged: its state carries over */
-            tz_t *tz = s->tz;
+            tz_t *tz = s->tz;   /* running and unchanged: its state carries over */
             *s = *old;
             s->cfg = &cfg->schedules[i];
             s->tz = tz;
             same = true;
         } else if (!old) {
-            sqlite3_bind_text(get, 1, s->cfg->name, -1, SQLITE_STATIC);
-            if (sqlite3_step(get) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(get, 1), s->cfg->spec) == 0 &&
-                strcmp((const char *)sqlite3_column_text(get, 2), s->cfg->timezone) == 0) {
-                s->id = sqlite3_column_int64(get, 0);
-                s->done = sqlite3_column_int64(get, 3);
-                s->last = sqlite3_column_int64(get, 4);
-                s->fired = (uint64_t)sqlite3_column_int64(get, 5);
-                snprintf(s->producer, sizeof s->producer, "sched_%lld", (long long)s->id);
-                s->next = slot_after(s, s->done);
-                same = true;
-            }
-            sqlite3_reset(get);
-            sqlite3_clear_bindings(get);
+            same = load_row(b, s);
         }
-        if (!same) {
-            /* the old row (another spec) goes: its ids are never reused */
-            sqlite3_bind_text(b->sched_del, 1, s->cfg->name, -1, SQLITE_STATIC);
-            if (store_begin(&b->store) != 0 || step(b->store.db, b->sched_del) != 0 || start_fresh(b, s, now) != 0)
-                goto fail;
-            if (old || !at_start) LOG_INFO("schedule %s: %s %s from now; next %lld", s->cfg->name, s->cfg->spec,
-                                           old ? "changed, counted" : "added, counted", (long long)s->next);
+        if (!same) {   /* the old row (another spec) goes: its ids are never reused */
+            if (delete_row(b, s->cfg->name) != 0 || start_fresh(b, s, now) != 0) goto fail;
+            if (old || !at_start)
+                LOG_INFO("schedule %s: %s %s from now; next %lld", s->cfg->name, s->cfg->spec,
+                         old ? "changed, counted" : "added, counted", (long long)s->next);
         } else if (at_start) {
             catch_up(b, s, now);
         }
     }
-    /* rows of schedules no longer configured go */
-    for (size_t k = 0; k < b->nschedules; k++) {
-        bool kept = false;
-        for (size_t i = 0; i < cfg->nschedules && !kept; i++) kept = strcmp(cfg->schedules[i].name, b->schedules[k].cfg->name) == 0;
-        if (kept) continue;
-        sqlite3_bind_text(b->sched_del, 1, b->schedules[k].cfg->name, -1, SQLITE_STATIC);
-        if (store_begin(&b->store) != 0 || step(b->store.db, b->sched_del) != 0) goto fail;
-        b->sched_dirty = true;
-        LOG_INFO("schedule %s: removed", b->schedules[k].cfg->name);
-    }
-    if (at_start) {   /* rows left by schedules removed while the broker was down */
-        sqlite3_stmt *names;
-        if (sqlite3_prepare_v2(b->store.db, "SELECT name FROM schedules", -1, &names, NULL) == SQLITE_OK) {
-            char **gone = NULL;
-            size_t ngone = 0;
-            while (sqlite3_step(names) == SQLITE_ROW) {
-                const char *name = (const char *)sqlite3_column_text(names, 0);
-                bool kept = false;
-                for (size_t i = 0; i < cfg->nschedules && !kept; i++) kept = strcmp(cfg->schedules[i].name, name) == 0;
-                char **g = kept ? gone : realloc(gone, (ngone + 1) * sizeof *gone);
-                if (!kept && g) { gone = g; gone[ngone++] = strdup(name); }
-            }
-            sqlite3_finalize(names);
-            for (size_t i = 0; i < ngone; i++) {
-                sqlite3_bind_text(b->sched_del, 1, gone[i], -1, SQLITE_STATIC);
-                if (gone[i] && store_begin(&b->store) == 0) step(b->store.db, b->sched_del);
-                b->sched_dirty = true;
-                free(gone[i]);
-            }
-            free(gone);
-        }
-    }
+    drop_unconfigured(b, cfg);
     for (size_t k = 0; k < b->nschedules; k++) free_one(&b->schedules[k]);   /* kept ones have their own zone */
     free(b->schedules);
     b->schedules = fresh;
@@ -334,7 +349,8 @@ int schedules_open(broker_t *b)
                            &b->sched_get, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "INSERT INTO schedules(name, spec, timezone, done) VALUES (?, ?, ?, ?)", -1,
                            &b->sched_new, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "UPDATE schedules SET done = ?2, next_fire = ?3, last_fire = ?4, fired = ?5 WHERE id = ?1",
+        sqlite3_prepare_v2(db,
+                           "UPDATE schedules SET done = ?2, next_fire = ?3, last_fire = ?4, fired = ?5 WHERE id = ?1",
                            -1, &b->sched_upd, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "DELETE FROM schedules WHERE name = ?", -1, &b->sched_del, NULL) != SQLITE_OK) {
         LOG_ERROR("schedules: %s", sqlite3_errmsg(db));

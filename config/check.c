@@ -978,7 +978,7 @@ static void check_worker(cfg_ctx *x, const config_setting_t *g)
 static void check_gateway(cfg_ctx *x, const config_setting_t *g)
 {
     static const char *const known[] = { "listen", "broker", "admin", "region", "account", "key",
-                                         "broker_key", NULL };
+                                         "broker_key", "console_write", NULL };
     cfg_gateway *gw = &x->c->gateway;
     scope sc = { "gateway.", "gateway" };
     char q[QUOTE_MAX * 4 + 8];
@@ -1020,6 +1020,7 @@ static void check_gateway(cfg_ctx *x, const config_setting_t *g)
     cfg_take_path_at(x, g, &sc, "broker_key", &gw->broker_key, &gw->broker_key_at);
     cfg_key_pair(x, g, &sc, "key", "broker_key");
     cfg_key_pair(x, g, &sc, "broker_key", "key");
+    cfg_get_bool(x, g, &sc, "console_write", &gw->console_write);
 }
 
 /* ---- root ---------------------------------------------------------------------- */

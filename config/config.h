@@ -124,6 +124,7 @@ typedef struct {
     char *account;              /* default 000000000000 */
     char *key, *broker_key;     /* resolved, NULL if absent */
     cfg_loc key_at, broker_key_at;
+    bool console_write;         /* the console may replay and purge dead letters; default false */
 } cfg_gateway;
 
 /* What a schedule does with slots missed while the broker was down (DESIGN §12). */

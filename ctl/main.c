@@ -208,15 +208,16 @@ static int cmd_check(int argc, char **argv, const char *root_arg)
     if (jdoc.json) {
         printf("{\"ok\":true,\"file\":");
         json_string(stdout, argv[1], strlen(argv[1]));
-        printf(",\"functions\":%zu,\"topics\":%zu,\"subscriptions\":%zu,\"root\":", cfg->nfunctions,
-               cfg->ntopics, nsubs);
+        printf(",\"functions\":%zu,\"topics\":%zu,\"subscriptions\":%zu,\"schedules\":%zu,\"root\":",
+               cfg->nfunctions, cfg->ntopics, nsubs, cfg->nschedules);
         if (root) json_string(stdout, root, strlen(root));
         else printf("null");
         printf("}\n");
         jdoc.printed = true;
     } else {
-        printf("%s: ok (%zu functions, %zu topics, %zu subscriptions%s%s)\n", argv[1], cfg->nfunctions,
-               cfg->ntopics, nsubs, root ? "; programs, libraries and keys found with --root " : "", root ? root : "");
+        printf("%s: ok (%zu functions, %zu topics, %zu subscriptions, %zu schedules%s%s)\n", argv[1],
+               cfg->nfunctions, cfg->ntopics, nsubs, cfg->nschedules,
+               root ? "; programs, libraries and keys found with --root " : "", root ? root : "");
     }
     config_destroy(&cfg);
     free(errs);
@@ -797,40 +798,40 @@ static void runtimes(const msgpack_object *fns)
     msgpack_sbuffer_destroy(&sb);
 }
 
-static int cmd_schedules(admin_client *a, bool json)
+/* An admin command without arguments: its result, or NULL after saying why. */
+static const msgpack_object *call_ok(admin_client *a, const char *command)
 {
-    if (admin_call(a, "schedules", NULL, 0) != 0) {
+    if (admin_call(a, command, NULL, 0) != 0) {
         say_error("%s\n", a->error);
-        return 1;
+        return NULL;
     }
     const proto_admin_reply *r = &a->reply.u.admin_reply;
     if (r->status != PROTO_OK) {
         say_error("%s\n", r->error ? r->error : proto_status_name(r->status));
-        return 1;
+        return NULL;
     }
+    return &r->result;
+}
+
+static int cmd_schedules(admin_client *a, bool json)
+{
+    const msgpack_object *result = call_ok(a, "schedules");
+    if (!result) return 1;
     if (json) {
-        json_print(stdout, &r->result);
+        json_print(stdout, result);
         putchar('\n');
         jdoc.printed = true;
         return 0;
     }
     static const char *const cols[] = { "name", "topic", "function", "spec", "timezone", "next", "last", "fired" };
-    table(&r->result, cols, 8);
+    table(result, cols, 8);
     return 0;
 }
 
 static int cmd_stats(admin_client *a, bool json, bool workers_only)
 {
-    if (admin_call(a, "stats", NULL, 0) != 0) {
-        say_error("%s\n", a->error);
-        return 1;
-    }
-    const proto_admin_reply *r = &a->reply.u.admin_reply;
-    if (r->status != PROTO_OK) {
-        say_error("%s\n", r->error ? r->error : proto_status_name(r->status));
-        return 1;
-    }
-    const msgpack_object *st = &r->result;
+    const msgpack_object *st = call_ok(a, "stats");
+    if (!st) return 1;
     if (json) {
         json_print(stdout, workers_only ? mp_get(st, "workers") : st);
         putchar('\n');

@@ -1,7 +1,7 @@
 #!/bin/sh
 # examples/run.sh CONFIG — what `make run` does after building: a broker and
-# two workers on CONFIG, in the foreground, until Ctrl-C (or SIGTERM), which
-# stops all three by PID. Workers take their endpoint from CONFIG's worker
+# two workers on CONFIG (and the HTTP gateway when CONFIG has a gateway group),
+# in the foreground, until Ctrl-C (or SIGTERM), which stops them all by PID. Workers take their endpoint from CONFIG's worker
 # group and resolve handler paths against the repository.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,14 +34,23 @@ for n in 1 2; do
     "$bin/herald-worker" -c "$cfg" --root "$root" &
     pids="$pids $!"
 done
+console=""
+if grep -q '^gateway *=' "$cfg"; then   # the HTTP gateway and its web console, when CONFIG has a gateway group
+    "$bin/herald-gateway" -c "$cfg" &
+    pids="$pids $!"
+    listen=$(sed -n 's/^gateway *=.*listen *= *"\([^"]*\)".*/\1/p' "$cfg")
+    console="  web console: http://${listen:-127.0.0.1:7780}/console/
+"
+fi
 cat <<MSG
 
-herald is running (broker pid $broker; workers: $(echo $pids | cut -d' ' -f2-)). Try, in another terminal:
+herald is running (broker pid $broker; workers and gateway: $(echo $pids | cut -d' ' -f2-)).
+${console}Try, in another terminal:
   bin/herald-publish events 'hello world'
   bin/herald-publish greetings Ada -a lang=fr
   seq 1000 | bin/herald-publish --lines bench
   bin/heraldctl stats
-Ctrl-C stops all three.
+Ctrl-C stops them all.
 
 MSG
 wait "$broker"

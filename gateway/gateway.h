@@ -16,7 +16,8 @@
  * http.c (request bodies, limits, routing, responses), pool.c (broker
  * connections), native.c (/topics, /functions, /healthz), metrics.c
  * (/metrics), form.c (x-www-form-urlencoded), sns.c (SNS Query protocol),
- * lambda.c (Lambda Invoke), s3src.c (S3/MinIO bucket-notification webhooks).
+ * lambda.c (Lambda Invoke), s3src.c (S3/MinIO bucket-notification webhooks),
+ * console.c (the web console and its JSON API).
  */
 #ifndef HERALD_GATEWAY_H
 #define HERALD_GATEWAY_H
@@ -44,6 +45,7 @@ typedef enum {
     ROUTE_SNS,
     ROUTE_LAMBDA,
     ROUTE_S3,                   /* /sources/s3/{topic} */
+    ROUTE_CONSOLE,              /* /console/…, /api/… */
     ROUTE_OTHER,                /* no route: 404 / 405 / 413 before routing */
     ROUTE_COUNT
 } gw_route;
@@ -123,6 +125,11 @@ void pool_give(gw_t *g, herald_client *c, bool broken);
  * -1: unreachable or refused; err says why. timeout_ms bounds the wait. */
 typedef int admin_fn(void *arg, const msgpack_object *result);
 int pool_admin(gw_t *g, const char *command, int timeout_ms, admin_fn *fn, void *arg, char *err, size_t errlen);
+/* The same with packed msgpack args; long_op: a replay or purge, waited for
+ * while the broker answers pings. -1: unreachable; -2: the broker refused it
+ * (err has its words). */
+int pool_admin_args(gw_t *g, const char *command, const void *args, size_t args_len, bool long_op, int timeout_ms,
+                    admin_fn *fn, void *arg, char *err, size_t errlen);
 /* A list of names (the "name" of each map of a stats array: "topics",
  * "functions") as a malloc'ed NULL-terminated array (caller frees with
  * pool_free_names). NULL: the broker did not answer; err says why. */
@@ -175,6 +182,11 @@ void lambda_error(gw_resp *r, int status, const char *type, const char *fmt, ...
 bool s3src_match(const char *path, char *topic, size_t n);
 /* POST: each record of the notification as its own event; GET/HEAD: the probe. */
 void s3src_serve(gw_t *g, gw_req *q, const char *topic, gw_resp *r);
+
+/* ---- console.c: the web console and its JSON API -------------------------------- */
+
+bool console_match(const char *path);   /* /console, /console/…, /api/… */
+void console_serve(gw_t *g, gw_req *q, gw_resp *r);
 
 /* ---- shared small helpers (http.c) ---------------------------------------------- */
 

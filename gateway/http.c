@@ -188,7 +188,7 @@ static void count(gw_t *g, gw_route route, int status)
 void http_counts(gw_t *g, FILE *out)
 {
     static const char *const names[ROUTE_COUNT] = { "publish", "invoke", "healthz", "metrics",
-                                                    "sns", "lambda", "s3", "other" };
+                                                    "sns", "lambda", "s3", "console", "other" };
     fputs("# HELP herald_gateway_requests_total HTTP requests the gateway answered, by route and status.\n"
           "# TYPE herald_gateway_requests_total counter\n", out);
     pthread_mutex_lock(&g->count_lock);
@@ -298,6 +298,9 @@ static void route(gw_t *g, http_conn *h, gw_resp *r)
     } else if (s3src_match(p, name, sizeof name)) {
         r->route = ROUTE_S3;
         s3src_serve(g, q, name, r);
+    } else if (console_match(p)) {
+        r->route = ROUTE_CONSOLE;
+        console_serve(g, q, r);
     } else if (lam) {
         r->route = ROUTE_LAMBDA;
         lambda_serve(g, q, lam + strlen(LAMBDA_PREFIX), r);
@@ -308,7 +311,8 @@ static void route(gw_t *g, http_conn *h, gw_resp *r)
         r->route = ROUTE_OTHER;
         http_json_error(r, 404,
                         "no route for %s %s (routes: POST /topics/TOPIC, POST /functions/FUNCTION/invoke, "
-                        "POST /sources/s3/TOPIC, GET /metrics, GET /healthz, SNS Query actions, Lambda Invoke)", m, p);
+                        "POST /sources/s3/TOPIC, GET /metrics, GET /healthz, GET /console/, /api/…, SNS Query actions, "
+                        "Lambda Invoke)", m, p);
     }
 }
 

@@ -93,7 +93,8 @@ static int admin_connect(gw_t *g, int timeout_ms, char *err, size_t errlen)
     return -1;
 }
 
-int pool_admin(gw_t *g, const char *command, int timeout_ms, admin_fn *fn, void *arg, char *err, size_t errlen)
+int pool_admin_args(gw_t *g, const char *command, const void *args, size_t args_len, bool long_op, int timeout_ms,
+                    admin_fn *fn, void *arg, char *err, size_t errlen)
 {
     int rc = -1;
     pthread_mutex_lock(&g->admin_lock);
@@ -102,7 +103,8 @@ int pool_admin(gw_t *g, const char *command, int timeout_ms, admin_fn *fn, void 
         g->admin_ok = true;
     }
     g->admin.timeout_ms = timeout_ms;
-    if (admin_call(&g->admin, command, NULL, 0) != 0) {
+    if ((long_op ? admin_call_long(&g->admin, command, args, args_len)
+                 : admin_call(&g->admin, command, args, args_len)) != 0) {
         snprintf(err, errlen, "%s", g->admin.error);
         admin_close(&g->admin);   /* a fresh socket next time: no stale queue */
         g->admin_ok = false;
@@ -112,12 +114,18 @@ int pool_admin(gw_t *g, const char *command, int timeout_ms, admin_fn *fn, void 
     if (r->status != PROTO_OK) {
         snprintf(err, errlen, "the broker refused '%s': %s", command,
                  r->error ? r->error : proto_status_name(r->status));
+        rc = -2;
         goto out;
     }
     rc = fn ? fn(arg, &r->result) : 0;
 out:
     pthread_mutex_unlock(&g->admin_lock);
     return rc;
+}
+
+int pool_admin(gw_t *g, const char *command, int timeout_ms, admin_fn *fn, void *arg, char *err, size_t errlen)
+{
+    return pool_admin_args(g, command, NULL, 0, false, timeout_ms, fn, arg, err, errlen) == 0 ? 0 : -1;
 }
 
 typedef struct { const char *list; char **names; } names_arg;

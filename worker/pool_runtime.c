@@ -38,6 +38,7 @@ struct rtproc {
     job *held;                  /* the event it holds (sent), until reported */
     bool accounted;             /* its end is counted (it said CH_RT_GONE, or main retired it):
                                    no crash is charged, an event it holds goes back */
+    bool init_failed;           /* its init failed: counted, and the backoff set, once */
     uint64_t served;            /* events it reported */
     bool out_armed;
     wbuf in, out;
@@ -161,6 +162,16 @@ static void proc_unlink(runner_t *r, rtproc *p)
 }
 
 /* A start failed to initialize: later starts wait, longer each time. */
+static void backoff(fn *f);
+static void init_failed(rtproc *p)
+{
+    if (p->init_failed)
+        return;
+    p->init_failed = true;
+    p->f->rt.init_failures++;
+    backoff(p->f);
+}
+
 static void backoff(fn *f)
 {
     int64_t ms = BACKOFF_FIRST_MS;
@@ -205,6 +216,10 @@ static void proc_result(runner_t *r, rtproc *p, const char *body, uint32_t n)
     job *j = p->held;
     p->held = NULL;
     bool stays = res.token == SUP_STAYS;
+    /* a result before READY is its init's failure: the backoff starts now,
+     * before the freed slot brings the next event (GONE may come later) */
+    if (p->state == RP_STARTING && !stays)
+        init_failed(p);
     if (p->served > 0)
         f->rt.stats.warm++;
     p->served++;
@@ -250,10 +265,8 @@ static void proc_read(runner_t *r, rtproc *p)
             }
             p->accounted = true;
             p->f->rt.stats.recycles[why]++;
-            if (why == PROTO_RECYCLE_INIT_ERROR) {
-                p->f->rt.init_failures++;
-                backoff(p->f);
-            }
+            if (why == PROTO_RECYCLE_INIT_ERROR)
+                init_failed(p);
             p->state = RP_STOPPING;
             break;
         }
@@ -298,7 +311,16 @@ void pool_runtime_on_event(runner_t *r, void *obj, uint32_t events)
         proc_read(r, p);
 }
 
-/* Starts queued events of f on its processes, starting processes as needed. */
+/* Processes of f's current definition still initializing. */
+static int starting(const fn *f)
+{
+    int n = 0;
+    for (const rtproc *p = f->rt.procs; p; p = p->next) n += p->state == RP_STARTING && p->gen == f->rt.gen;
+    return n;
+}
+
+/* Starts queued events of f on its processes, starting processes as needed;
+ * after a failed init, one start at a time until one succeeds. */
 static void pump(runner_t *r, fn *f)
 {
     while (f->rt.queue.n > 0 && !r->broken) {
@@ -311,6 +333,8 @@ static void pump(runner_t *r, fn *f)
             continue;
         }
         if (live_procs(f) >= proc_limit(r, f) || util_mono_ms() < f->rt.backoff_until_ms)
+            break;
+        if (f->rt.init_failures > 0 && starting(f))   /* after a failed init: one trial start at a time */
             break;
         job *j = jobq_pop(&f->rt.queue);
         if (proc_spawn(r, f, j) < 0) {

@@ -177,7 +177,12 @@ static bool broker_answers(void *arg)
 pid_t h_broker(h_env *e)
 {
     pid_t pid = h_start(e, "broker", "bin/herald-broker", "-c", e->cfg, NULL);
-    cr_assert(h_wait(broker_answers, e, 20000), "the broker did not come up (see %s/broker.err)", e->dir);
+    if (!h_wait(broker_answers, e, 20000)) {
+        char *out = NULL, *err = NULL;
+        int rc = h_run(e, NULL, &out, &err, "bin/heraldctl", "--broker", e->adm, "--timeout", "2", "stats", NULL);
+        cr_assert_fail("the broker did not come up: heraldctl stats exits %d: %s; its log:\n%s", rc, err,
+                       h_read(h_path(e, "broker.err"), NULL));
+    }
     return pid;
 }
 
@@ -466,4 +471,48 @@ void h_assert_sub(h_env *e, const char *topic, const char *function, const char 
         cr_assert_fail("subscription %s→%s: %s is %ld, expected %ld; stats: %s", topic, function, key, v, want,
                        st ? st : "(no answer)");
     }
+}
+
+typedef struct { h_env *e; char *url; size_t len; } gw_wait;
+static bool gateway_listening(void *arg)
+{
+    gw_wait *w = arg;
+    char *log = h_read(h_path(w->e, "gateway.err"), NULL);
+    const char *p = log ? strstr(log, "listening on 127.0.0.1:") : NULL;
+    if (p) snprintf(w->url, w->len, "http://127.0.0.1:%d", atoi(p + strlen("listening on 127.0.0.1:")));
+    free(log);
+    return p != NULL;
+}
+
+pid_t h_gateway(h_env *e, char *url, size_t url_len)
+{
+    pid_t pid = h_start(e, "gateway", "bin/herald-gateway", "-c", e->cfg, NULL);
+    gw_wait w = { e, url, url_len };
+    cr_assert(h_wait(gateway_listening, &w, 10000), "the gateway did not say where it listens (see %s/gateway.err)",
+              e->dir);
+    return pid;
+}
+
+int h_curl(h_env *e, char **body, ...)
+{
+    const char *a[15] = { 0 };
+    va_list ap;
+    va_start(ap, body);
+    for (int n = 0; n < 14 && (a[n] = va_arg(ap, const char *)) != NULL; n++)
+        ;
+    va_end(ap);
+    char *out = NULL, *err = NULL;
+    int rc = h_run(e, NULL, &out, &err, "/usr/bin/curl", "-s", "-S", "-w", "\n%{http_code}", a[0], a[1], a[2], a[3],
+                   a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], NULL);
+    int status = -1;
+    char *nl = out ? strrchr(out, '\n') : NULL;
+    if (rc == 0 && nl) {
+        status = atoi(nl + 1);
+        *nl = 0;
+    }
+    if (rc != 0) fprintf(stderr, "curl failed (%d): %s\n", rc, err ? err : "");
+    free(err);
+    if (body) *body = out;
+    else free(out);
+    return status;
 }

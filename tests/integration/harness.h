@@ -92,4 +92,13 @@ long h_fn_stat(h_env *e, const char *function, const char *key);
  * frees), or NULL when it exits non-zero. */
 char *h_ctl(h_env *e, ...);
 
+/* bin/herald-gateway -c e->cfg (log "gateway"), whose config listens on
+ * 127.0.0.1:0: waits until it says where it listens, and writes its base URL
+ * "http://127.0.0.1:PORT" into url. Returns its pid. */
+pid_t h_gateway(h_env *e, char *url, size_t url_len);
+/* /usr/bin/curl -s -S ARGS… (NULL-terminated, at most 14): the HTTP status, or
+ * -1 when curl failed (its words on stderr); *body the response body (caller
+ * frees; body may be NULL). */
+int h_curl(h_env *e, char **body, ...);
+
 #endif

@@ -78,51 +78,13 @@ static void config(void)
     h_config(&env, "os", body);
 }
 
-static bool gateway_listening(void *arg)
-{
-    (void)arg;
-    char *log = h_read(h_path(&env, "gateway.err"), NULL);
-    const char *p = log ? strstr(log, "listening on 127.0.0.1:") : NULL;
-    if (p) snprintf(ep, sizeof ep, "http://127.0.0.1:%d", atoi(p + strlen("listening on 127.0.0.1:")));
-    free(log);
-    return p != NULL;
-}
-
 /* broker + one worker + the gateway. */
 static void start_all(void)
 {
     config();
     h_broker(&env);
     h_worker(&env, NULL, 8);
-    h_start(&env, "gateway", "bin/herald-gateway", "-c", env.cfg, NULL);
-    cr_assert(h_wait(gateway_listening, NULL, 10000), "the gateway did not say where it listens (see %s/gateway.err)",
-              env.dir);
-}
-
-/* curl -s ARGS…; returns the HTTP status (-1 when curl failed), *body the
- * response body (caller frees; may be NULL). At most 14 arguments. */
-static int curl(char **body, ...)
-{
-    const char *a[15] = { 0 };
-    va_list ap;
-    va_start(ap, body);
-    for (int n = 0; n < 14 && (a[n] = va_arg(ap, const char *)) != NULL; n++)
-        ;
-    va_end(ap);
-    char *out = NULL, *err = NULL;
-    int rc = h_run(&env, NULL, &out, &err, "/usr/bin/curl", "-s", "-S", "-w", "\n%{http_code}", a[0], a[1], a[2], a[3],
-                   a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], NULL);
-    int status = -1;
-    char *nl = out ? strrchr(out, '\n') : NULL;
-    if (rc == 0 && nl) {
-        status = atoi(nl + 1);
-        *nl = 0;
-    }
-    if (rc != 0) fprintf(stderr, "curl failed (%d): %s\n", rc, err ? err : "");
-    free(err);
-    if (body) *body = out;
-    else free(out);
-    return status;
+    h_gateway(&env, ep, sizeof ep);
 }
 
 static char *url(const char *path)
@@ -289,7 +251,7 @@ static double sample(const char *text, const char *series)
 static char *scrape(void)
 {
     char *body = NULL;
-    cr_assert_eq(curl(&body, url("/metrics"), NULL), 200, "/metrics: %s", body);
+    cr_assert_eq(h_curl(&env, &body, url("/metrics"), NULL), 200, "/metrics: %s", body);
     check_prometheus(body);
     return body;
 }
@@ -302,7 +264,7 @@ Test(gateway, native_publish_and_invoke_like_herald_publish)
     h_write(h_path(&env, "event.bin"), "native payload");
     char *body = NULL, at[600];
     snprintf(at, sizeof at, "@%s", h_path(&env, "event.bin"));
-    int st = curl(&body, "-X", "POST", "--data-binary", at, url("/topics/t"), "-H", "X-Herald-Attr-kind: x", NULL);
+    int st = h_curl(&env, &body, "-X", "POST", "--data-binary", at, url("/topics/t"), "-H", "X-Herald-Attr-kind: x", NULL);
     cr_assert_eq(st, 202, "POST /topics/t: %d %s", st, body);
     char id[80] = "";
     cr_assert_eq(sscanf(body, "{\"message_id\":\"%79[^\"]\"}", id), 1, "body: %s", body);
@@ -315,21 +277,21 @@ Test(gateway, native_publish_and_invoke_like_herald_publish)
     cr_assert_str_eq(recorded(h_path(&env, "rec.txt"), hp), via_gw);
     cr_assert_str_eq(recorded(h_path(&env, "x.txt"), id), via_gw);
 
-    st = curl(&body, "-X", "POST", "--data-binary", "x", url("/topics/nope"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "--data-binary", "x", url("/topics/nope"), NULL);
     cr_assert_eq(st, 404, "unknown topic: %d %s", st, body);
     cr_assert(strstr(body, "{\"error\":"), "%s", body);
     free(body);
 
     /* synchronous invoke: the output byte for byte */
-    st = curl(&body, "-X", "POST", "--data-binary", "in\tput \"1\"", url("/functions/echo/invoke"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "--data-binary", "in\tput \"1\"", url("/functions/echo/invoke"), NULL);
     cr_assert_eq(st, 200);
     cr_assert_str_eq(body, "in\tput \"1\"");
     free(body);
-    st = curl(&body, "-X", "POST", "--data-binary", "x", url("/functions/fail/invoke"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "--data-binary", "x", url("/functions/fail/invoke"), NULL);
     cr_assert_eq(st, 502, "%d %s", st, body);
     cr_assert(strstr(body, "failing with 3"), "%s", body);
     free(body);
-    st = curl(&body, "-X", "POST", "--data-binary", "x", url("/functions/nope/invoke"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "--data-binary", "x", url("/functions/nope/invoke"), NULL);
     cr_assert_eq(st, 404, "%d %s", st, body);
     free(body);
 }
@@ -582,7 +544,7 @@ static bool metric_reaches(void *arg)
 {
     metric_is *m = arg;
     char *body = NULL;
-    if (curl(&body, url("/metrics"), NULL) != 200) { free(body); return false; }
+    if (h_curl(&env, &body, url("/metrics"), NULL) != 200) { free(body); return false; }
     double v = sample(body, m->series);
     free(body);
     return v == m->want;
@@ -590,14 +552,14 @@ static bool metric_reaches(void *arg)
 
 static bool healthz_is(void *arg)
 {
-    return curl(NULL, url("/healthz"), NULL) == *(int *)arg;
+    return h_curl(&env, NULL, url("/healthz"), NULL) == *(int *)arg;
 }
 
 Test(gateway, metrics_counters_move_by_the_workload_and_healthz_follows_the_broker)
 {
     start_all();
     /* one event first so that every series exists, then a baseline */
-    cr_assert_eq(curl(NULL, "-X", "POST", "--data-binary", "warm", url("/topics/t"), NULL), 202);
+    cr_assert_eq(h_curl(&env, NULL, "-X", "POST", "--data-binary", "warm", url("/topics/t"), NULL), 202);
     metric_is warm = { "herald_subscription_succeeded_total{topic=\"t\",function=\"rec\"}", 1 };
     cr_assert(h_wait(metric_reaches, &warm, 20000));
     char *m0 = scrape();
@@ -608,12 +570,12 @@ Test(gateway, metrics_counters_move_by_the_workload_and_healthz_follows_the_brok
     for (int i = 0; i < 5; i++) {
         char p[16];
         snprintf(p, sizeof p, "m%d", i);
-        int st = i < 3 ? curl(NULL, "-X", "POST", "--data-binary", p, url("/topics/t"), "-H", "X-Herald-Attr-Kind: x", NULL)
-                       : curl(NULL, "-X", "POST", "--data-binary", p, url("/topics/t"), NULL);
+        int st = i < 3 ? h_curl(&env, NULL, "-X", "POST", "--data-binary", p, url("/topics/t"), "-H", "X-Herald-Attr-Kind: x", NULL)
+                       : h_curl(&env, NULL, "-X", "POST", "--data-binary", p, url("/topics/t"), NULL);
         cr_assert_eq(st, 202);
     }
-    for (int i = 0; i < 3; i++) cr_assert_eq(curl(NULL, "-X", "POST", "-d", "e", url("/functions/echo/invoke"), NULL), 200);
-    for (int i = 0; i < 2; i++) cr_assert_eq(curl(NULL, "-X", "POST", "-d", "f", url("/functions/fail/invoke"), NULL), 502);
+    for (int i = 0; i < 3; i++) cr_assert_eq(h_curl(&env, NULL, "-X", "POST", "-d", "e", url("/functions/echo/invoke"), NULL), 200);
+    for (int i = 0; i < 2; i++) cr_assert_eq(h_curl(&env, NULL, "-X", "POST", "-d", "f", url("/functions/fail/invoke"), NULL), 502);
     metric_is done = { "herald_subscription_succeeded_total{topic=\"t\",function=\"rec\"}", 6 };
     cr_assert(h_wait(metric_reaches, &done, 20000), "the events were not all handled");
     metric_is done_x = { "herald_subscription_succeeded_total{topic=\"t\",function=\"only_x\"}",
@@ -667,12 +629,12 @@ Test(gateway, metrics_counters_move_by_the_workload_and_healthz_follows_the_brok
     h_kill(&env, env.pids[0], SIGTERM);   /* start_all started the broker first */
     cr_assert(h_wait(healthz_is, &down, 10000), "/healthz did not turn 503 with the broker down");
     char *m2 = NULL;
-    cr_assert_eq(curl(&m2, url("/metrics"), NULL), 200);
+    cr_assert_eq(h_curl(&env, &m2, url("/metrics"), NULL), 200);
     cr_assert_eq(sample(m2, "herald_broker_up"), 0, "%s", m2);
     free(m2);
     h_broker(&env);
     cr_assert(h_wait(healthz_is, &ok, 15000), "/healthz did not come back to 200 after the broker restarted");
-    cr_assert_eq(curl(NULL, "-X", "POST", "--data-binary", "after", url("/topics/t"), NULL), 202);
+    cr_assert_eq(h_curl(&env, NULL, "-X", "POST", "--data-binary", "after", url("/topics/t"), NULL), 202);
 }
 
 /* ---- 5. 1,000 concurrent publishes; bad requests ---------------------------------------------------- */
@@ -718,11 +680,11 @@ Test(gateway, thousand_concurrent_publishes_and_bad_requests)
 
     /* bad requests: 4xx with a clear message, and the gateway keeps serving */
     char *body = NULL;
-    int st = curl(&body, "-X", "POST", "--data-binary", "Action=Publish&TopicArn=%zz&Message=x", url("/"), NULL);
+    int st = h_curl(&env, &body, "-X", "POST", "--data-binary", "Action=Publish&TopicArn=%zz&Message=x", url("/"), NULL);
     cr_assert_eq(st, 400, "%d %s", st, body);
     cr_assert(strstr(body, "<Code>MalformedQueryString</Code>") && strstr(body, "not followed by two hex digits"), "%s", body);
     free(body);
-    st = curl(&body, "-X", "POST", "--data-binary", "Action=Frobnicate&Version=2010-03-31", url("/"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "--data-binary", "Action=Frobnicate&Version=2010-03-31", url("/"), NULL);
     cr_assert_eq(st, 400, "%d %s", st, body);
     cr_assert(strstr(body, "<Code>InvalidAction</Code>") && strstr(body, "Frobnicate"), "%s", body);
     free(body);
@@ -732,30 +694,30 @@ Test(gateway, thousand_concurrent_publishes_and_bad_requests)
     fclose(f);
     char at[600];
     snprintf(at, sizeof at, "@%s", h_path(&env, "big.bin"));
-    st = curl(&body, "-X", "POST", "--data-binary", at, url("/topics/bulk"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "--data-binary", at, url("/topics/bulk"), NULL);
     cr_assert_eq(st, 413, "%d %s", st, body);
     cr_assert(strstr(body, "max_payload"), "%s", body);
     free(body);
-    st = curl(&body, "-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", at, url("/topics/bulk"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", at, url("/topics/bulk"), NULL);
     cr_assert_eq(st, 413, "chunked: %d %s", st, body);
     free(body);
-    st = curl(&body, "-X", "POST", "--data-binary", at, url("/2015-03-31/functions/echo/invocations"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "--data-binary", at, url("/2015-03-31/functions/echo/invocations"), NULL);
     cr_assert_eq(st, 413, "lambda: %d %s", st, body);
     cr_assert(strstr(body, "Request must be smaller"), "%s", body);
     free(body);
-    st = curl(&body, "-X", "POST", "--data-binary", "x", url("/topics/bad%20name"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "--data-binary", "x", url("/topics/bad%20name"), NULL);
     cr_assert_eq(st, 400, "bad topic name: %d %s", st, body);
     free(body);
-    st = curl(&body, "-X", "POST", "-H", "X-Herald-Delay: soon", "--data-binary", "x", url("/topics/bulk"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "-H", "X-Herald-Delay: soon", "--data-binary", "x", url("/topics/bulk"), NULL);
     cr_assert_eq(st, 400, "bad delay: %d %s", st, body);
     cr_assert(strstr(body, "X-Herald-Delay"), "%s", body);
     free(body);
-    st = curl(&body, "-X", "POST", "--data-binary", "nothing here", url("/elsewhere"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "--data-binary", "nothing here", url("/elsewhere"), NULL);
     cr_assert_eq(st, 404, "%d %s", st, body);
     free(body);
     /* still serving, chunked bodies included */
-    cr_assert_eq(curl(NULL, url("/healthz"), NULL), 200);
-    st = curl(&body, "-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", "chunked ok", url("/topics/t"),
+    cr_assert_eq(h_curl(&env, NULL, url("/healthz"), NULL), 200);
+    st = h_curl(&env, &body, "-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", "chunked ok", url("/topics/t"),
               NULL);
     cr_assert_eq(st, 202, "%d %s", st, body);
     char id[80];
@@ -769,7 +731,7 @@ Test(gateway, thousand_concurrent_publishes_and_bad_requests)
 static bool healthz_ok(void *arg)
 {
     (void)arg;
-    return curl(NULL, url("/healthz"), NULL) == 200;
+    return h_curl(&env, NULL, url("/healthz"), NULL) == 200;
 }
 
 /* A raw HTTP/1.1 connection to the gateway. */
@@ -893,11 +855,10 @@ Test(gateway, curve_gateway_key_in_publishers_and_admins_publishes_and_reads_sta
     h_start(&env, "worker", "bin/herald-worker", "--broker", env.wrk, "--root", env.root, "--run-dir",
             h_path(&env, "runs"), "--key", h_path(&env, "keys/wrk.key"), "--broker-key", h_path(&env, "keys/broker.pub"),
             NULL);
-    h_start(&env, "gateway", "bin/herald-gateway", "-c", env.cfg, NULL);
-    cr_assert(h_wait(gateway_listening, NULL, 10000), "see %s/gateway.err", env.dir);
+    h_gateway(&env, ep, sizeof ep);
     cr_assert(h_wait(healthz_ok, NULL, 20000), "/healthz never answered 200 over CURVE");
     char *out = NULL;
-    int st = curl(&out, "-X", "POST", "--data-binary", "secret", url("/topics/bulk"), NULL);
+    int st = h_curl(&env, &out, "-X", "POST", "--data-binary", "secret", url("/topics/bulk"), NULL);
     cr_assert_eq(st, 202, "%d %s", st, out);
     free(out);
     file_has one = { h_path(&env, "count.txt"), "-", 1 };
@@ -940,15 +901,14 @@ Test(gateway, lambda_invoke_of_an_output_over_6_mib_is_function_response_size_to
     h_config(&env, "os", body);
     h_broker(&env);
     h_worker(&env, NULL, 2);
-    h_start(&env, "gateway", "bin/herald-gateway", "-c", env.cfg, NULL);
-    cr_assert(h_wait(gateway_listening, NULL, 10000), "the gateway did not say where it listens");
+    h_gateway(&env, ep, sizeof ep);
 
     const char *ok[][2] = { { "six", "{}" }, { "nat", "pattern:6291456" } };
     for (int k = 0; k < 2; k++) {
         char path[200], *hdr;
         snprintf(path, sizeof path, "/2015-03-31/functions/%s/invocations", ok[k][0]);
         char *out = NULL;
-        int st = curl(&out, "-D", h_path(&env, "ok.hdr"), "-o", h_path(&env, "ok.out"), "-X", "POST", "--data-binary",
+        int st = h_curl(&env, &out, "-D", h_path(&env, "ok.hdr"), "-o", h_path(&env, "ok.out"), "-X", "POST", "--data-binary",
                       ok[k][1], url(path), NULL);
         cr_assert_eq(st, 200, "%s: %d", ok[k][0], st);
         free(out);
@@ -968,7 +928,7 @@ Test(gateway, lambda_invoke_of_an_output_over_6_mib_is_function_response_size_to
     for (int k = 0; k < 2; k++) {
         char path[200], *out = NULL;
         snprintf(path, sizeof path, "/2015-03-31/functions/%s/invocations", big[k][0]);
-        int st = curl(&out, "-D", h_path(&env, "big.hdr"), "-X", "POST", "--data-binary", big[k][1], url(path), NULL);
+        int st = h_curl(&env, &out, "-D", h_path(&env, "big.hdr"), "-X", "POST", "--data-binary", big[k][1], url(path), NULL);
         char *hdr = h_read(h_path(&env, "big.hdr"), NULL);
         cr_assert_eq(st, 200, "%s: %d %s", big[k][0], st, hdr);
         cr_assert(strcasestr(hdr, "X-Amz-Function-Error: Unhandled"), "%s: no function error: %s", big[k][0], hdr);
@@ -978,7 +938,7 @@ Test(gateway, lambda_invoke_of_an_output_over_6_mib_is_function_response_size_to
         free(hdr);
         free(out);
         snprintf(path, sizeof path, "/functions/%s/invoke", big[k][0]);
-        st = curl(&out, "-X", "POST", "--data-binary", big[k][1], url(path), NULL);
+        st = h_curl(&env, &out, "-X", "POST", "--data-binary", big[k][1], url(path), NULL);
         cr_assert(st == 502 && strstr(out, "Function.ResponseSizeTooLarge") && strlen(out) < 300,
                   "native route, %s: %d %.300s", big[k][0], st, out);
         free(out);
@@ -1000,7 +960,7 @@ Test(gateway, attribute_names_outside_the_key_rule_are_refused)
                  "Action=Publish&Version=2010-03-31&TopicArn=" ARN "t&Message=m&MessageAttributes.entry.1.Name=%s"
                  "&MessageAttributes.entry.1.Value.DataType=String&MessageAttributes.entry.1.Value.StringValue=v",
                  names[i]);
-        int st = curl(&body, "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "--data-binary",
+        int st = h_curl(&env, &body, "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "--data-binary",
                       form, url("/"), NULL);
         cr_assert_eq(st, 400, "name %s: %d %s", names[i], st, body);
         cr_assert(strstr(body, "<Code>InvalidParameterValue</Code>") && strstr(body, "message attribute name"),
@@ -1008,7 +968,7 @@ Test(gateway, attribute_names_outside_the_key_rule_are_refused)
         free(body);
     }
     char *body = NULL;
-    int st = curl(&body, "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "--data-binary",
+    int st = h_curl(&env, &body, "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "--data-binary",
                   "Action=PublishBatch&Version=2010-03-31&TopicArn=" ARN "t"
                   "&PublishBatchRequestEntries.member.1.Id=good&PublishBatchRequestEntries.member.1.Message=a"
                   "&PublishBatchRequestEntries.member.2.Id=bad&PublishBatchRequestEntries.member.2.Message=b"
@@ -1020,7 +980,7 @@ Test(gateway, attribute_names_outside_the_key_rule_are_refused)
     cr_assert(strstr(body, "<Failed><member><Id>bad</Id><Code>InvalidParameterValue</Code>"), "%s", body);
     cr_assert(strstr(body, "<Successful><member><Id>good</Id>"), "%s", body);
     free(body);
-    st = curl(&body, "-X", "POST", "--data-binary", "x", "-H", "X-Herald-Attr-a!b: 1", url("/topics/t"), NULL);
+    st = h_curl(&env, &body, "-X", "POST", "--data-binary", "x", "-H", "X-Herald-Attr-a!b: 1", url("/topics/t"), NULL);
     cr_assert_eq(st, 400, "X-Herald-Attr-a!b: %d %s", st, body);
     cr_assert(strstr(body, "invalid attribute key"), "%s", body);
     free(body);

@@ -56,24 +56,13 @@ static void config(const char *extra)
     h_config_broker(&env, "os", extra, body);
 }
 
-static bool gateway_listening(void *arg)
-{
-    (void)arg;
-    char *log = h_read(h_path(&env, "gateway.err"), NULL);
-    const char *p = log ? strstr(log, "listening on 127.0.0.1:") : NULL;
-    if (p) snprintf(ep, sizeof ep, "http://127.0.0.1:%d", atoi(p + strlen("listening on 127.0.0.1:")));
-    free(log);
-    return p != NULL;
-}
-
 /* broker (+ a worker when worker) + the gateway. */
 static void start_all(const char *extra, bool worker)
 {
     config(extra);
     h_broker(&env);
     if (worker) h_worker(&env, NULL, 4);
-    h_start(&env, "gateway", "bin/herald-gateway", "-c", env.cfg, NULL);
-    cr_assert(h_wait(gateway_listening, NULL, 10000), "see %s/gateway.err", env.dir);
+    h_gateway(&env, ep, sizeof ep);
 }
 
 static char *url(const char *path)
@@ -85,32 +74,6 @@ static char *url(const char *path)
     return b;
 }
 
-/* curl -s ARGS…: the HTTP status (-1 when curl failed); *body the response
- * body (caller frees; may be NULL). At most 10 arguments. */
-static int curl(char **body, ...)
-{
-    const char *a[11] = { 0 };
-    va_list ap;
-    va_start(ap, body);
-    for (int n = 0; n < 10 && (a[n] = va_arg(ap, const char *)) != NULL; n++)
-        ;
-    va_end(ap);
-    char *out = NULL, *err = NULL;
-    int rc = h_run(&env, NULL, &out, &err, "/usr/bin/curl", "-s", "-S", "-w", "\n%{http_code}", a[0], a[1], a[2], a[3],
-                   a[4], a[5], a[6], a[7], a[8], a[9], NULL);
-    int status = -1;
-    char *nl = out ? strrchr(out, '\n') : NULL;
-    if (rc == 0 && nl) {
-        status = atoi(nl + 1);
-        *nl = 0;
-    }
-    if (rc != 0) fprintf(stderr, "curl failed (%d): %s\n", rc, err ? err : "");
-    free(err);
-    if (body) *body = out;
-    else free(out);
-    return status;
-}
-
 /* POST body (as bytes, from a file) to /sources/s3/TOPIC the way MinIO does. */
 static int post(const char *topic, const char *body, char **answer)
 {
@@ -120,7 +83,7 @@ static int post(const char *topic, const char *body, char **answer)
     h_write(h_path(&env, name), body);
     snprintf(at, sizeof at, "@%s", h_path(&env, name));
     snprintf(path, sizeof path, "/sources/s3/%s", topic);
-    return curl(answer, "-X", "POST", "-H", "Content-Type: application/json", "--data-binary", at, url(path), NULL);
+    return h_curl(&env, answer, "-X", "POST", "-H", "Content-Type: application/json", "--data-binary", at, url(path), NULL);
 }
 
 /* One S3 event record as MinIO writes it (compact). */
@@ -226,7 +189,7 @@ Test(gateway_s3, minio_notification_is_one_event_whose_payload_is_its_record)
 
     /* the route is counted under its own label */
     char *m = NULL;
-    cr_assert_eq(curl(&m, url("/metrics"), NULL), 200);
+    cr_assert_eq(h_curl(&env, &m, url("/metrics"), NULL), 200);
     cr_assert(strstr(m, "herald_gateway_requests_total{route=\"s3\",code=\"200\"} 1\n"), "%s", m);
     free(m);
 }
@@ -347,17 +310,17 @@ Test(gateway_s3, unknown_topic_is_404_and_the_probes_answer)
     free(ans);
 
     /* MinIO sends HEAD to its webhook endpoint when the target starts: any answer is "up" */
-    st = curl(&ans, "-I", url("/sources/s3/uploads"), NULL);
+    st = h_curl(&env, &ans, "-I", url("/sources/s3/uploads"), NULL);
     cr_assert_eq(st, 200, "HEAD: %d %s", st, ans);
     free(ans);
-    st = curl(&ans, url("/sources/s3/uploads"), NULL);
+    st = h_curl(&env, &ans, url("/sources/s3/uploads"), NULL);
     cr_assert_eq(st, 200, "GET: %d %s", st, ans);
     cr_assert(strstr(ans, "\"topic\":\"uploads\""), "%s", ans);
     free(ans);
-    st = curl(&ans, url("/sources/s3/nope"), NULL);
+    st = h_curl(&env, &ans, url("/sources/s3/nope"), NULL);
     cr_assert_eq(st, 404, "GET unknown: %d %s", st, ans);
     free(ans);
-    st = curl(&ans, "-X", "PUT", "--data-binary", "{}", url("/sources/s3/uploads"), NULL);
+    st = h_curl(&env, &ans, "-X", "PUT", "--data-binary", "{}", url("/sources/s3/uploads"), NULL);
     cr_assert_eq(st, 405, "PUT: %d %s", st, ans);
     free(ans);
     /* nothing to publish: an empty Records list, S3's s3:TestEvent */

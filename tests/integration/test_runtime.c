@@ -419,6 +419,33 @@ Test(runtime, init_errors_count_an_attempt_and_the_runtime_restarts_with_backoff
     cr_assert_eq(rt_stat("quits", "cold_starts"), 0, "a runtime that never asked for an event counted as started");
 }
 
+/* A runtime that fails its init is started again after 1 s, then 2 s, 4 s…
+ * (up to 30 s): each start writes its time, and the gaps between starts are
+ * at least the backoff (a loaded machine only makes them longer). */
+Test(runtime, a_failing_init_is_restarted_after_1_s_then_doubling)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"quits\"; max_attempts = 1;\n"
+             "  runtime = { command = [\"sh\", \"-c\", \"date +%%s%%N >> %s; exit 1\"]; }; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"quits\"; } ); } );\n",
+             h_path(&env, "starts"));
+    start(body, 2);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(h_run(&env, NULL, NULL, NULL, "bin/herald-publish", "--broker", env.pub, "t", "x", NULL), 0);
+    wait_stat("quits", "recycles.init_error", 4);
+    char **lines;
+    size_t total, n = h_lines_sorted(h_path(&env, "starts"), &lines, &total);
+    cr_assert_geq(n, 4, "%zu starts", n);
+    double want = 1.0;
+    for (size_t i = 1; i < 4; i++, want *= 2) {
+        double gap = (double)(atoll(lines[i]) - atoll(lines[i - 1])) / 1e9;
+        cr_assert_geq(gap, want - 0.05, "start %zu came %.3f s after the one before, not after a %.0f s backoff", i,
+                      gap, want);
+    }
+    h_free_lines(lines, n);
+}
+
 /* --- recycling --------------------------------------------------------------------- */
 
 Test(runtime, max_invocations_recycles_the_process_with_jitter)

@@ -154,10 +154,13 @@ Test(schedules, through_kill_9_of_the_broker_no_slot_is_stored_twice_and_none_is
 
     long long slots[512];
     size_t dups, n = stored_slots("tick", slots, 512, &dups);
-    cr_assert(n >= 5 && n <= 512, "%zu slots stored", n);
-    cr_assert_eq(dups, 0, "%zu slots were stored twice", dups);
+    char *log = h_read(h_path(&env, "broker.err"), NULL);
+    cr_assert(n >= 5 && n <= 512, "%zu slots stored; broker log:\n%s", n, log);
+    cr_assert_eq(dups, 0, "%zu slots were stored twice; broker log:\n%s", dups, log);
     for (size_t i = 1; i < n; i++)
-        cr_assert_eq(slots[i], slots[i - 1] + 1, "slot %lld skipped (after %lld)", slots[i - 1] + 1, slots[i - 1]);
+        cr_assert_eq(slots[i], slots[i - 1] + 1, "slot %lld skipped (after %lld, of %lld to %lld); broker log:\n%s",
+                     slots[i - 1] + 1, slots[i - 1], slots[0], slots[n - 1], log);
+    free(log);
 }
 
 /* Schedules fire "10 minutes later" (the test clock offset) on a restart:
@@ -190,6 +193,71 @@ Test(schedules, missed_slots_follow_catch_up_all_latest_none_and_starting_deadli
     cr_assert_eq(fired("none"), 0, "catch_up none fires none");
     cr_assert_eq(fired("late"), 0, "a slot missed by 5 minutes is past a 60 s starting_deadline");
     cr_assert_eq(fired("intime"), 1, "a slot missed by 5 minutes is within a 3600 s starting_deadline");
+}
+
+Test(schedules, an_at_schedule_fires_once_at_its_time_then_never_again)
+{
+    time_t soon = time(NULL) + 3;
+    struct tm tm;
+    gmtime_r(&soon, &tm);
+    char at[32], body[1024];
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(body, sizeof body,
+             "functions = ( { name = \"f\"; exec = [\"true\"]; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"f\"; } ); } );\n"
+             "schedules = ( { name = \"once\"; at = \"%s\"; topic = \"t\"; },\n"
+             "  { name = \"beat\"; rate = \"1 second\"; topic = \"t\"; } );\n", at);
+    h_config(&env, "os", body);
+    h_broker(&env);
+    wait_fired("once", 1, 20000);
+    long beat = fired("beat");
+    wait_fired("beat", beat + 2, 20000);   /* time went on … */
+    cr_assert_eq(fired("once"), 1, "… and the at schedule fired once");
+    char *out = h_ctl(&env, "schedules", "--json", NULL);
+    char expect[128];
+    snprintf(expect, sizeof expect, "\"next\":null,\"last\":\"%sZ\",\"fired\":1", at);
+    cr_assert(out && strstr(out, expect), "want %s in %s", expect, out);
+    free(out);
+}
+
+/* One schedule's JSON from heraldctl schedules --json (caller frees the text). */
+static char *schedule_json(const char *name)
+{
+    char *out = h_ctl(&env, "schedules", "--json", NULL), anchor[128];
+    snprintf(anchor, sizeof anchor, "{\"name\":\"%s\"", name);
+    char *at = out ? strstr(out, anchor) : NULL;
+    cr_assert(at, "no schedule %s in %s", name, out);
+    char *end = strchr(at, '}');
+    char *one = strndup(at, (size_t)(end - at + 1));
+    free(out);
+    return one;
+}
+
+/* 02:30 every day in Paris, with the broker's schedule clock moved to the
+ * nights of 2027's changes: on 28 March 02:30 does not exist (02:00 CET →
+ * 03:00 CEST), so the next slot is the 29th; on 31 October it happens twice
+ * (03:00 CEST → 02:00 CET), and fires once, at the first. */
+Test(schedules, daylight_saving_skips_a_time_that_does_not_exist_and_fires_a_repeated_one_once)
+{
+    h_config(&env, "os",
+             "functions = ( { name = \"f\"; exec = [\"true\"]; } );\n"
+             "topics = ( { name = \"t\"; subscriptions = ( { function = \"f\"; } ); } );\n"
+             "schedules = ( { name = \"night\"; cron = \"30 2 * * ? *\"; timezone = \"Europe/Paris\"; topic = \"t\"; } );\n");
+    pid_t b = broker_with_offset(1806195540L - (long)time(NULL));   /* 2027-03-28T00:59:00Z, 01:59 CET */
+    char *j = schedule_json("night");
+    cr_assert(strstr(j, "\"next\":\"2027-03-29T00:30:00Z\""), "02:30 on 28 March does not exist: %s", j);
+    free(j);
+    h_kill(&env, b, SIGTERM);
+    char cmd[600];   /* a fresh data dir: the schedule starts at the new clock */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/data'", env.dir);
+    cr_assert_eq(system(cmd), 0);
+    broker_with_offset(1824942598L - (long)time(NULL));   /* 2027-10-31T00:29:58Z, 02:29:58 CEST */
+    wait_fired("night", 1, 20000);
+    j = schedule_json("night");
+    cr_assert(strstr(j, "\"last\":\"2027-10-31T00:30:00Z\",\"fired\":1") &&
+                  strstr(j, "\"next\":\"2027-11-01T01:30:00Z\""),
+              "02:30 CEST fired; 02:30 CET, an hour later, must not: %s", j);
+    free(j);
 }
 
 Test(schedules, a_clock_stepped_back_does_not_fire_past_slots_again)

@@ -342,7 +342,7 @@ Test(config, unknown_top_level_name)
     free(err);
     err = string_fail("\n\nlimits = { a = 1; };\n");
     expect_str(err, "t.cfg:3: unknown setting 'limits' in the top level "
-                    "(known: broker, security, functions, topics, worker, gateway)\n");
+                    "(known: broker, security, functions, topics, schedules, worker, gateway)\n");
     free(err);
 }
 
@@ -386,14 +386,14 @@ Test(config, int32_overflow_without_l)
     expect_str(err, "t.cfg:3: integer 2147483648 does not fit in 32 bits: write it with an L suffix (e.g. 2147483648L)\n"
                     "t.cfg:5: integer -2147483649 does not fit in 32 bits: write it with an L suffix (e.g. -2147483649L)\n"
                     "t.cfg:5: unknown setting 'a' in the top level "
-                    "(known: broker, security, functions, topics, worker, gateway)\n"
+                    "(known: broker, security, functions, topics, schedules, worker, gateway)\n"
                     "t.cfg:5: unknown setting 'b' in the top level "
-                    "(known: broker, security, functions, topics, worker, gateway)\n"
+                    "(known: broker, security, functions, topics, schedules, worker, gateway)\n"
                     "t.cfg:6: unknown setting 'c' in the top level "
-                    "(known: broker, security, functions, topics, worker, gateway)\n"
+                    "(known: broker, security, functions, topics, schedules, worker, gateway)\n"
                     "t.cfg:7: integer 0xFFFFFFFF does not fit in 32 bits: write it with an L suffix (e.g. 0xFFFFFFFFL)\n"
                     "t.cfg:7: unknown setting 'd' in the top level "
-                    "(known: broker, security, functions, topics, worker, gateway)\n");
+                    "(known: broker, security, functions, topics, schedules, worker, gateway)\n");
     free(err);
 }
 
@@ -550,7 +550,7 @@ Test(config, several_errors_all_reported)
         FIX "bad_many.cfg:7: functions[1] (ok): memory_mb: 8 is out of range (16 ≤ memory_mb ≤ 10240)\n"
         FIX "bad_many.cfg:10: topics[0] (t): subscription: unknown function 'missing'\n"
         FIX "bad_many.cfg:12: unknown setting 'colour' in the top level "
-            "(known: broker, security, functions, topics, worker, gateway)\n"
+            "(known: broker, security, functions, topics, schedules, worker, gateway)\n"
         /* one error for a truncated value, not a second about its range */
         FIX "bad_many.cfg:13: integer 3000000000 does not fit in 32 bits: write it with an L suffix (e.g. 3000000000L)\n");
     free(err);
@@ -668,7 +668,7 @@ Test(config, errors_append_to_errbuf)
     herald_config *c = config_load_string("x = 1;\n", "a.cfg", NULL, &err);
     cr_assert_null(c);
     expect_str(err, "before\na.cfg:1: unknown setting 'x' in the top level "
-                    "(known: broker, security, functions, topics, worker, gateway)\n");
+                    "(known: broker, security, functions, topics, schedules, worker, gateway)\n");
     free(err);
 }
 
