@@ -131,39 +131,108 @@ static void pack_stats(broker_t *b, msgpack_packer *pk)
     pk_str(pk, "admin"); msgpack_pack_uint64(pk, b->refused_auth[2]);
 }
 
-/* A string or integer argument of an admin request; NULL / dflt when absent. */
+/* Arguments. Every command lists the arguments it takes and their types;
+ * an argument it does not take, or one of another type, refuses the request
+ * with an error that names it (PROTOCOL.md §4): a misspelt "dry_run" must
+ * never turn into a real purge. nil is the same as leaving an argument out. */
+typedef enum {
+    ARG_NAME,       /* a str that is a name: [A-Za-z0-9_.-]{1,128} */
+    ARG_UINT,       /* a non-negative integer */
+    ARG_NUMBER,     /* a non-negative integer or float */
+    ARG_BOOL,       /* true or false */
+    ARG_IDS,        /* an array of non-negative integers */
+} arg_kind;
+typedef struct { const char *name; arg_kind kind; } arg_spec;
+
+static const char *const arg_kind_name[] = {
+    [ARG_NAME] = "a name ([A-Za-z0-9_.-]{1,128})", [ARG_UINT] = "an integer >= 0",
+    [ARG_NUMBER] = "a number >= 0", [ARG_BOOL] = "a boolean", [ARG_IDS] = "an array of integers >= 0",
+};
+
+/* The commands and what each takes, in the order PROTOCOL.md §4 lists them. */
+static const arg_spec ARGS_NONE[] = { { NULL, 0 } };
+static const arg_spec ARGS_DLQ_LIST[] = { { "function", ARG_NAME }, { "topic", ARG_NAME }, { "limit", ARG_UINT },
+                                          { NULL, 0 } };
+static const arg_spec ARGS_DLQ_SHOW[] = { { "id", ARG_UINT }, { NULL, 0 } };
+static const arg_spec ARGS_DLQ_REPLAY[] = { { "ids", ARG_IDS }, { "all", ARG_BOOL }, { "function", ARG_NAME },
+                                            { "topic", ARG_NAME }, { "rate", ARG_NUMBER }, { "dry_run", ARG_BOOL },
+                                            { NULL, 0 } };
+static const arg_spec ARGS_DLQ_PURGE[] = { { "ids", ARG_IDS }, { "all", ARG_BOOL }, { "function", ARG_NAME },
+                                           { "topic", ARG_NAME }, { "older_than", ARG_UINT },
+                                           { "dry_run", ARG_BOOL }, { NULL, 0 } };
+
+static bool arg_fits(const msgpack_object *o, arg_kind k)
+{
+    switch (k) {
+    case ARG_NAME: return o->type == MSGPACK_OBJECT_STR && proto_valid_name_len(o->via.str.ptr, o->via.str.size);
+    case ARG_UINT: return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX;
+    case ARG_NUMBER:
+        return (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX) ||
+               ((o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32) && o->via.f64 >= 0 &&
+                o->via.f64 <= 1e12);
+    case ARG_BOOL: return o->type == MSGPACK_OBJECT_BOOLEAN;
+    case ARG_IDS:
+        if (o->type != MSGPACK_OBJECT_ARRAY) return false;
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            if (o->via.array.ptr[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                o->via.array.ptr[i].via.u64 > INT64_MAX)
+                return false;
+        return true;
+    }
+    return false;
+}
+
+/* PROTO_OK, or PROTO_E_MALFORMED with err naming the first unknown or
+ * mistyped argument. */
+static uint32_t args_check(const proto_admin *a, const arg_spec *spec, char *err, size_t n)
+{
+    for (uint32_t i = 0; i < a->args.via.map.size; i++) {   /* a map with str keys: the decoder checked */
+        const msgpack_object *k = &a->args.via.map.ptr[i].key, *v = &a->args.via.map.ptr[i].val;
+        const arg_spec *s = spec;
+        while (s->name && !(strlen(s->name) == k->via.str.size && memcmp(s->name, k->via.str.ptr, k->via.str.size) == 0))
+            s++;
+        if (!s->name) {
+            char takes[160] = "";
+            for (const arg_spec *t = spec; t->name; t++)
+                snprintf(takes + strlen(takes), sizeof takes - strlen(takes), "%s%s", t == spec ? "" : ", ", t->name);
+            snprintf(err, n, "%s: unknown argument '%.*s' (%s%s)", a->command,
+                     k->via.str.size > 64 ? 64 : (int)k->via.str.size, k->via.str.ptr,
+                     spec->name ? "it takes " : "it takes no arguments", takes);
+            return PROTO_E_MALFORMED;
+        }
+        if (v->type != MSGPACK_OBJECT_NIL && !arg_fits(v, s->kind)) {
+            snprintf(err, n, "%s: argument '%s' must be %s", a->command, s->name, arg_kind_name[s->kind]);
+            return PROTO_E_MALFORMED;
+        }
+    }
+    return PROTO_OK;
+}
+
+/* An argument args_check accepted; NULL when absent or nil. */
 static const msgpack_object *arg(const proto_admin *a, const char *key)
 {
-    if (a->args.type != MSGPACK_OBJECT_MAP) return NULL;
     size_t kl = strlen(key);
     for (uint32_t i = 0; i < a->args.via.map.size; i++) {
         const msgpack_object *k = &a->args.via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl && memcmp(k->via.str.ptr, key, kl) == 0)
-            return &a->args.via.map.ptr[i].val;
+        if (k->via.str.size == kl && memcmp(k->via.str.ptr, key, kl) == 0)
+            return a->args.via.map.ptr[i].val.type == MSGPACK_OBJECT_NIL ? NULL : &a->args.via.map.ptr[i].val;
     }
     return NULL;
 }
 
-static int arg_str(const proto_admin *a, const char *key, char *buf, size_t n, const char **out)
+static const char *arg_str(const proto_admin *a, const char *key, char *buf, size_t n)
 {
     const msgpack_object *o = arg(a, key);
-    *out = NULL;
-    if (!o || o->type == MSGPACK_OBJECT_NIL) return 0;
-    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= n) return -1;
+    if (!o || o->via.str.size >= n) return NULL;
     memcpy(buf, o->via.str.ptr, o->via.str.size);
     buf[o->via.str.size] = 0;
-    *out = buf;
-    return 0;
+    return buf;
 }
 
-static int arg_int(const proto_admin *a, const char *key, int64_t dflt, int64_t *out)
+static int64_t arg_int(const proto_admin *a, const char *key, int64_t dflt)
 {
     const msgpack_object *o = arg(a, key);
-    *out = dflt;
-    if (!o || o->type == MSGPACK_OBJECT_NIL) return 0;
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > INT64_MAX) return -1;
-    *out = (int64_t)o->via.u64;
-    return 0;
+    return o ? (int64_t)o->via.u64 : dflt;
 }
 
 /* A dlq.list / dlq.show request, parsed (so it can outlive its message). */
@@ -178,19 +247,17 @@ static uint32_t dlq_parse(const proto_admin *a, dlq_req *r, char *err, size_t n)
 {
     memset(r, 0, sizeof *r);
     r->show = strcmp(a->command, "dlq.show") == 0;
+    uint32_t st = args_check(a, r->show ? ARGS_DLQ_SHOW : ARGS_DLQ_LIST, err, n);
+    if (st != PROTO_OK) return st;
     if (!r->show) {
-        const char *fn, *tp;
-        if (arg_str(a, "function", r->function, sizeof r->function, &fn) ||
-            arg_str(a, "topic", r->topic, sizeof r->topic, &tp) || arg_int(a, "limit", 100, &r->limit)) {
-            snprintf(err, n, "dlq.list: bad arguments (function, topic: names; limit: an integer ≥ 0)");
-            return PROTO_E_MALFORMED;
-        }
-        r->has_function = fn != NULL;
-        r->has_topic = tp != NULL;
+        r->has_function = arg_str(a, "function", r->function, sizeof r->function) != NULL;
+        r->has_topic = arg_str(a, "topic", r->topic, sizeof r->topic) != NULL;
+        r->limit = arg_int(a, "limit", 100);
         return PROTO_OK;
     }
-    if (arg_int(a, "id", -1, &r->id) || r->id < 0) {
-        snprintf(err, n, "dlq.show: needs an integer id");
+    r->id = arg_int(a, "id", -1);
+    if (r->id < 0) {
+        snprintf(err, n, "dlq.show: needs the argument 'id' (an integer >= 0)");
         return PROTO_E_MALFORMED;
     }
     return PROTO_OK;
@@ -211,28 +278,41 @@ static uint32_t dlq_run(broker_t *b, const dlq_req *r, msgpack_sbuffer *body, ch
     return rc == 0 ? PROTO_OK : rc == 1 ? PROTO_E_NOT_FOUND : PROTO_E_INTERNAL;
 }
 
-/* Which dead letters a replay/purge request selects: ids, or filters. */
-static int selection(const proto_admin *a, dead_select *sel, int64_t **ids, char *fn, char *tp, size_t n)
+/* Which dead letters a replay/purge request selects: the ids given, or with
+ * all: true every one (narrowed by function, topic, older_than). Neither, or
+ * both, is an error: an empty request must never mean "all". */
+static uint32_t selection(const proto_admin *a, dead_select *sel, int64_t **ids, char *fn, char *tp, size_t len,
+                          char *err, size_t n)
 {
     memset(sel, 0, sizeof *sel);
     *ids = NULL;
-    const msgpack_object *o = arg(a, "ids");
-    if (o && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size) {
-        *ids = calloc(o->via.array.size, sizeof **ids);
-        if (!*ids) return -1;
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
-            if (o->via.array.ptr[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER) return -1;
-            (*ids)[i] = (int64_t)o->via.array.ptr[i].via.u64;
-        }
-        sel->ids = *ids;
-        sel->nids = o->via.array.size;
+    const msgpack_object *o = arg(a, "ids"), *all = arg(a, "all");
+    uint32_t nids = o ? o->via.array.size : 0;
+    sel->all = all && all->via.boolean;
+    if (nids && sel->all) {
+        snprintf(err, n, "%s: give either ids or all: true, not both", a->command);
+        return PROTO_E_MALFORMED;
     }
-    int64_t older = 0;
-    if (arg_str(a, "function", fn, n, &sel->function) || arg_str(a, "topic", tp, n, &sel->topic) ||
-        arg_int(a, "older_than", 0, &older))
-        return -1;
+    if (!nids && !sel->all) {
+        snprintf(err, n, "%s: says which dead letters: ids (a non-empty array) or all: true", a->command);
+        return PROTO_E_MALFORMED;
+    }
+    sel->function = arg_str(a, "function", fn, len);
+    sel->topic = arg_str(a, "topic", tp, len);
+    int64_t older = arg_int(a, "older_than", 0);
+    if (nids && (sel->function || sel->topic || older)) {
+        snprintf(err, n, "%s: function, topic and older_than narrow all: true, not a list of ids", a->command);
+        return PROTO_E_MALFORMED;
+    }
+    if (nids) {
+        *ids = calloc(nids, sizeof **ids);
+        if (!*ids) { snprintf(err, n, "out of memory"); return PROTO_E_INTERNAL; }
+        for (uint32_t i = 0; i < nids; i++) (*ids)[i] = (int64_t)o->via.array.ptr[i].via.u64;
+        sel->ids = *ids;
+        sel->nids = nids;
+    }
     if (older > 0) sel->failed_before_ms = util_wall_ms() - older * 1000;
-    return 0;
+    return PROTO_OK;
 }
 
 typedef struct pending_reply {
@@ -344,15 +424,16 @@ static uint32_t dead_write(broker_t *b, proto_frames *f, const proto_admin *a, b
     dlq_job *j = calloc(1, sizeof *j);
     if (!j) { snprintf(err, n, "out of memory"); return PROTO_E_INTERNAL; }
     j->replay = strcmp(a->command, "dlq.replay") == 0;
-    const msgpack_object *r = arg(a, "rate"), *dry = arg(a, "dry_run");
-    if (r && (r->type == MSGPACK_OBJECT_FLOAT64 || r->type == MSGPACK_OBJECT_FLOAT32)) j->rate = r->via.f64;
-    else if (r && r->type == MSGPACK_OBJECT_POSITIVE_INTEGER) j->rate = (double)r->via.u64;
-    j->dry_run = dry && dry->type == MSGPACK_OBJECT_BOOLEAN && dry->via.boolean;
-    if (selection(a, &j->sel, &j->ids, j->fn, j->tp, sizeof j->fn) != 0 || j->rate < 0) {
+    uint32_t st_args = args_check(a, j->replay ? ARGS_DLQ_REPLAY : ARGS_DLQ_PURGE, err, n);
+    if (st_args == PROTO_OK)
+        st_args = selection(a, &j->sel, &j->ids, j->fn, j->tp, sizeof j->fn, err, n);
+    if (st_args != PROTO_OK) {
         job_free(j);
-        snprintf(err, n, "%s: bad arguments", a->command);
-        return PROTO_E_MALFORMED;
+        return st_args;
     }
+    const msgpack_object *r = arg(a, "rate"), *dry = arg(a, "dry_run");
+    if (r) j->rate = r->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (double)r->via.u64 : r->via.f64;
+    j->dry_run = dry && dry->via.boolean;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(b->store.db, "SELECT coalesce(max(id), 0) FROM dead", -1, &st, NULL) != SQLITE_OK ||
         sqlite3_step(st) != SQLITE_ROW) {
@@ -423,18 +504,19 @@ void admin_handle(broker_t *b, proto_frames *f)
 {
     char err[256];
     proto_msg m;
+    /* a request refused whole is answered with its req / seqs where they read */
     if (f->n < 2 || f->truncated) {
-        reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, "an admin request is one frame (INVOKE: two)");
+        refuse(b, b->adm_sock, f, PROTO_E_MALFORMED, f->truncated ? "too many frames in one message" : "empty message");
         return;
     }
     if (proto_decode(frames_data(f, 1), frames_size(f, 1), &m, err, sizeof err) != 0) {
-        reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
+        refuse(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
         return;
     }
     if ((uint32_t)f->n != 2 + m.nframes) {
         snprintf(err, sizeof err, "%s declares %u payload frames but %d came", proto_type_name(m.type),
                  m.nframes, f->n - 2);
-        reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
+        refuse(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
         proto_msg_clear(&m);
         return;
     }
@@ -455,7 +537,7 @@ void admin_handle(broker_t *b, proto_frames *f)
             if (m.u.publish.pubs[i].topic[0]) {
                 snprintf(err, sizeof err, "PUBLISH to topic '%s' on the admin endpoint: topics are published on the "
                          "publish endpoint (only async invokes are taken here)", m.u.publish.pubs[i].topic);
-                reply_error(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
+                refuse(b, b->adm_sock, f, PROTO_E_MALFORMED, err);
                 proto_msg_clear(&m);
                 return;
             }
@@ -464,7 +546,7 @@ void admin_handle(broker_t *b, proto_frames *f)
         return;
     }
     if (m.type == MSG_HELLO) {
-        send_welcome(b, b->adm_sock, f);
+        hello_answer(b, b->adm_sock, f, &m.u.hello);
         proto_msg_clear(&m);
         return;
     }
@@ -480,7 +562,14 @@ void admin_handle(broker_t *b, proto_frames *f)
     msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
     uint32_t status = PROTO_OK;
     const char *why = NULL;
-    if (strcmp(m.u.admin.command, "stats") == 0) {
+    /* commands without arguments: one that comes with some is refused (dlq.* check their own) */
+    static const char *const bare[] = { "stats", "schedules", "ping", "memory" };
+    for (size_t i = 0; i < sizeof bare / sizeof *bare && status == PROTO_OK; i++)
+        if (strcmp(m.u.admin.command, bare[i]) == 0 && (status = args_check(&m.u.admin, ARGS_NONE, err, sizeof err)))
+            why = err;
+    if (status != PROTO_OK) {
+        /* refused: answered below */
+    } else if (strcmp(m.u.admin.command, "stats") == 0) {
         pack_stats(b, &pk);
     } else if (strcmp(m.u.admin.command, "dlq.list") == 0 || strcmp(m.u.admin.command, "dlq.show") == 0) {
         /* Dead letters staged in the open transaction are not visible to

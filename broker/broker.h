@@ -76,6 +76,18 @@
 /* Dead letters a replay or purge handles per loop turn (admin.c): tens of
  * milliseconds of work, so heartbeats and publishes go on meanwhile. */
 #define DLQ_CHUNK 2000
+/* The broker's backstop on a lease (SQS's visibility timeout): a worker owns
+ * the deadline and kills a handler at the function's timeout, SIGKILL coming
+ * LEASE_KILL_GRACE_MS after SIGTERM (DESIGN §4); a worker that heartbeats but
+ * never does must not keep a delivery forever. A lease ends as `timeout` once
+ *   n × (timeout + LEASE_KILL_GRACE_MS [+ init_timeout for a runtime]) + LEASE_MARGIN_MS + 3 heartbeats
+ * have passed since its dispatch, n being the deliveries the worker held with
+ * it (a worker may queue them for fewer hosts, each starting its clock only
+ * when it starts). The margin covers a RESULT in transit and a busy loop. */
+#define LEASE_KILL_GRACE_MS 1000
+#define LEASE_MARGIN_MS 5000
+/* Leases are checked against their backstop this often (ms). */
+#define LEASE_CHECK_MS 250
 
 typedef struct list_node { struct list_node *prev, *next; } list_node;
 typedef struct { list_node head; size_t n; } list_t;
@@ -113,6 +125,7 @@ typedef struct delivery {
     bool has_history;           /* `failures` rows exist for it (a replay): dropped on success */
     int64_t visible_ms;         /* wall ms: when a RETRY_WAIT delivery becomes ready */
     uint64_t lease;             /* current lease id when INFLIGHT */
+    int64_t lease_end_ms;       /* monotonic: the broker's backstop on that lease (LEASE_MARGIN_MS) */
     worker_t *worker;           /* holder when INFLIGHT */
     size_t heap_pos;            /* index in the timer heap when RETRY_WAIT */
     uint64_t txn;               /* its row was written by this transaction (store.txn_no): a
@@ -195,6 +208,8 @@ struct worker {
     int64_t last_seen_ms;       /* monotonic */
     int64_t last_sent_ms;       /* monotonic, for heartbeats */
     list_t leases;              /* INFLIGHT deliveries it holds */
+    uint64_t *expired; uint32_t nexpired;   /* leases the backstop ended: each keeps its slot
+                                               busy until a (late, ignored) RESULT for it */
 };
 
 /* One PUBLISH message's answers, sent after the commit. */
@@ -232,7 +247,7 @@ typedef struct {
     sqlite3_stmt *load_window, *load_delayed, *min_queue, *min_delayed, *gc_msgs;
     sqlite3_stmt *sweep_queue, *sweep_delayed, *next_msg;
     sqlite3_stmt *upd_delayed, *ins_dead, *ins_failure;
-    sqlite3_stmt *get_refusal, *ins_refusal, *get_dedup, *ins_dedup, *prune[3], *del_failures;
+    sqlite3_stmt *get_refusal, *ins_refusal, *del_refusal, *get_dedup, *ins_dedup, *prune[3], *del_failures;
     sqlite3_stmt *del_queue_range;
     int64_t next_msg_id;        /* ids are ours so they are never reused */
     bool next_id_dirty;         /* write meta.next_msg_id in this transaction (one that
@@ -324,6 +339,7 @@ struct broker {
     int64_t heartbeat_ms;
     int64_t started_ms;                  /* wall */
     int64_t last_gc_ms, last_prune_ms, last_disk_ms;   /* monotonic */
+    int64_t last_lease_check_ms;         /* monotonic: leases checked against their backstop */
     bool disk_alarm;                     /* free space below disk_min_free: refuse publishes */
     int64_t disk_free;                   /* bytes free on data_dir at the last check */
     int64_t backlog;                     /* deliveries stored (queue + delayed) */
@@ -391,6 +407,8 @@ int store_counts(store_t *s, broker_t *b);
 /* 1 and status/text filled when (producer, seq) was refused before; 0 if not. */
 int store_refusal_get(store_t *s, const char *producer, uint64_t seq, uint32_t *status, char *text, size_t n);
 int store_refusal_set(store_t *s, const char *producer, uint64_t seq, uint32_t status, const char *text);
+/* A throttled seq re-sent and now stored: its refusal is forgotten in the same transaction. */
+int store_refusal_clear(store_t *s, const char *producer, uint64_t seq);
 /* 1 and mid filled when (topic, id) was published within DEDUP_WINDOW_MS. */
 int store_dedup_get(store_t *s, const char *topic, const char *id, int64_t now_ms, char *mid, size_t n);
 int store_dedup_set(store_t *s, const char *topic, const char *id, const char *mid, int64_t now_ms);
@@ -456,6 +474,10 @@ void publish_handle(broker_t *b, proto_frames *f);
 /* A decoded PUBLISH from sock (publish, or admin for async invokes): stores
  * its entries and stages the CONFIRM, sent on sock after the commit. */
 void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m);
+/* A PUBLISH refused whole: one CONFIRM entry per seq with status and text,
+ * queued behind the turn's other confirms. Nothing recorded. */
+void publish_refuse(broker_t *b, void *sock, proto_frames *f, const uint64_t *seqs, uint32_t n, uint32_t status,
+                    const char *text);
 bool filter_match(const cfg_subscription *s, const proto_attr *attrs, uint32_t n);
 void confirms_send(broker_t *b, bool committed);
 /* An event the broker makes itself (a schedule's slot), stored like a publish
@@ -507,7 +529,8 @@ int64_t timers_run(broker_t *b, int64_t now_wall);   /* returns ms until the nex
 /* --- deadletter.c: dlq replay / purge (all or nothing, in the turn's transaction) --- */
 typedef struct {
     const int64_t *ids; size_t nids;    /* when nids > 0: exactly these */
-    const char *function, *topic;       /* else all, filtered (NULL: any) */
+    bool all;                           /* else, when set, all, filtered; neither: none */
+    const char *function, *topic;       /* filters of all (NULL: any) */
     int64_t failed_before_ms;           /* purge: failed before this wall time (0: any age) */
     int64_t after_id, max_id;           /* ids in (after_id, max_id] only … */
     int limit;                          /* … at most this many rows per call */
@@ -567,6 +590,11 @@ void auth_close(broker_t *b);
 /* --- loop.c --- */
 int loop_run(broker_t *b);
 void reply_error(broker_t *b, void *sock, proto_frames *f, uint32_t status, const char *text);
+/* refuse.c: a request refused whole — its own reply type with its correlation
+ * (seqs, req) when that can be read, else ERROR (PROTOCOL.md §5). */
+void refuse(broker_t *b, void *sock, proto_frames *f, uint32_t status, const char *text);
+/* refuse.c: WELCOME, or ERROR 1 when the HELLO's role is not this endpoint's. */
+void hello_answer(broker_t *b, void *sock, proto_frames *f, const proto_hello *h);
 void send_welcome(broker_t *b, void *sock, proto_frames *f);
 
 #endif

@@ -23,7 +23,7 @@ static sub_t *sub_by_id(broker_t *b, int64_t id)
     return NULL;
 }
 
-/* Builds the selection's WHERE clause; ids win over filters. */
+/* Builds the selection's WHERE clause: the ids, or all (filtered), or none. */
 static void where(char *sql, size_t n, const dead_select *sel)
 {
     size_t k = strlen(sql);
@@ -32,6 +32,10 @@ static void where(char *sql, size_t n, const dead_select *sel)
         for (size_t i = 0; i < sel->nids && k < n; i++)
             k += (size_t)snprintf(sql + k, n - k, "%s%lld", i ? "," : "", (long long)sel->ids[i]);
         snprintf(sql + k, n - k, ") AND id > ?4 AND id <= ?5");
+        return;
+    }
+    if (!sel->all) {   /* no ids and not all: nothing (admin.c refuses such a request first) */
+        snprintf(sql + k, n - k, " WHERE 0 AND id > ?4 AND id <= ?5");
         return;
     }
     snprintf(sql + k, n - k, " WHERE (?1 IS NULL OR function = ?1) AND (?2 IS NULL OR topic = ?2)"

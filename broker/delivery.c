@@ -61,6 +61,12 @@ void delivery_dispatch(broker_t *b, delivery_t *d, worker_t *w)
     d->worker = w;
     list_push_back(&w->leases, &d->link);
     w->busy++;
+    /* the backstop: w->busy deliveries, this one included, may run one
+     * after another at this worker before this one ends (broker.h) */
+    const cfg_function *c = d->sub->fn->cfg;
+    int64_t each = (int64_t)(c->timeout_s * 1000.0) + LEASE_KILL_GRACE_MS +
+                   (c->runtime ? (int64_t)(c->rt.init_timeout_s * 1000.0) : 0);
+    d->lease_end_ms = util_mono_ms() + (int64_t)w->busy * each + LEASE_MARGIN_MS + 3 * b->heartbeat_ms;
     if (!d->inv) d->sub->inflight++;   /* a sync invoke is no row of any queue */
     d->sub->fn->running++;
 }

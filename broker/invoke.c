@@ -55,16 +55,18 @@ void invoke_handle(broker_t *b, void *sock, proto_frames *f, const proto_msg *m)
         reply(b, sock, rid, rid_len, in->req, PROTO_E_UNKNOWN_FUNCTION, why, "", NULL, 0);
         return;
     }
-    if (!served(b, fn)) {
-        snprintf(why, sizeof why, "no connected worker serves function '%s'", in->function);
-        reply(b, sock, rid, rid_len, in->req, PROTO_E_NO_WORKER, why, "", NULL, 0);
-        return;
-    }
+    /* what the request itself gets wrong before what the moment does: a
+     * payload too large stays too large when a worker comes (PROTOCOL.md INVOKE) */
     size_t len = frames_size(f, 2);
     if ((int64_t)len > b->cfg->broker.max_payload) {
         snprintf(why, sizeof why, "payload of %zu bytes is larger than max_payload (%lld bytes)", len,
                  (long long)b->cfg->broker.max_payload);
         reply(b, sock, rid, rid_len, in->req, PROTO_E_TOO_LARGE, why, "", NULL, 0);
+        return;
+    }
+    if (!served(b, fn)) {
+        snprintf(why, sizeof why, "no connected worker serves function '%s'", in->function);
+        reply(b, sock, rid, rid_len, in->req, PROTO_E_NO_WORKER, why, "", NULL, 0);
         return;
     }
     /* a fresh message id per invoke: "i" + this run's start + a sequence */

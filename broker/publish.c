@@ -7,6 +7,9 @@
  * producer's recorded high-water mark was answered before (the client re-sent
  * it after a reconnect): it gets the same answer — its refusal if it was
  * refused (remembered in `refusals`), else its id — and is not stored again.
+ * `throttled` is the exception: it is not final, so a re-sent throttled seq
+ * is taken again as if new, and once stored its refusal is forgotten in the
+ * same transaction (a later re-send then gets its id).
  * A --dedup-id seen on the same topic within 5 minutes gets the first
  * event's id and is not stored again.
  */
@@ -205,20 +208,21 @@ void publish_handle(broker_t *b, proto_frames *f)
 {
     char err[256];
     proto_msg m;
-    /* part 0: routing id, part 1: header, then the payloads */
+    /* part 0: routing id, part 1: header, then the payloads. A PUBLISH or
+     * INVOKE refused whole is answered with its seqs / req where they read. */
     if (f->n < 2 || f->truncated) {
-        reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED,
-                    f->truncated ? "too many frames in one message" : "empty message");
+        refuse(b, b->pub_sock, f, PROTO_E_MALFORMED,
+               f->truncated ? "too many frames in one message" : "empty message");
         return;
     }
     if (proto_decode(frames_data(f, 1), frames_size(f, 1), &m, err, sizeof err) != 0) {
-        reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, err);
+        refuse(b, b->pub_sock, f, PROTO_E_MALFORMED, err);
         return;
     }
     if ((uint32_t)f->n != 2 + m.nframes) {   /* every type: HELLO takes none, INVOKE one, PUBLISH one per entry */
         snprintf(err, sizeof err, "%s declares %u payload frames but %d came", proto_type_name(m.type),
                  m.nframes, f->n - 2);
-        reply_error(b, b->pub_sock, f, PROTO_E_MALFORMED, err);
+        refuse(b, b->pub_sock, f, PROTO_E_MALFORMED, err);
         proto_msg_clear(&m);
         return;
     }
@@ -228,7 +232,7 @@ void publish_handle(broker_t *b, proto_frames *f)
         return;
     }
     if (m.type == MSG_HELLO) {
-        send_welcome(b, b->pub_sock, f);
+        hello_answer(b, b->pub_sock, f, &m.u.hello);
         proto_msg_clear(&m);
         return;
     }
@@ -247,6 +251,16 @@ void publish_handle(broker_t *b, proto_frames *f)
     proto_msg_clear(&m);
 }
 
+void publish_refuse(broker_t *b, void *sock, proto_frames *f, const uint64_t *seqs, uint32_t n, uint32_t status,
+                    const char *text)
+{
+    pending_confirm *c = confirm_new(sock, frames_data(f, 0), frames_size(f, 0), n);
+    if (!c) return;   /* no reply: the client re-sends, and is refused again */
+    for (uint32_t i = 0; i < n; i++) answer(&c->entries[i], seqs[i], status, "%s", text);
+    *b->confirms_tail = c;
+    b->confirms_tail = &c->next;
+}
+
 void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m)
 {
     const proto_publish *p = &m->u.publish;
@@ -263,14 +277,21 @@ void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m)
         char mid[PROTO_ID_MAX + 1], why[160];
         size_t mid_len = make_mid(mid, p->producer, e->seq);
         uint32_t st;
+        bool again = false;   /* a re-sent seq that was throttled: tried again */
         if (e->seq <= hw) {
             /* a re-send (the client reconnected): refused before → the same
-             * refusal; otherwise stored before → the same id, not stored twice */
-            if (store_refusal_get(&b->store, p->producer, e->seq, &st, why, sizeof why) == 1)
-                answer(&c->entries[i], e->seq, st, "%s", why);
-            else
+             * refusal, except `throttled`, which is not final: that seq is
+             * taken again as if new (stored now, it keeps its message id);
+             * otherwise stored before → the same id, not stored twice */
+            if (store_refusal_get(&b->store, p->producer, e->seq, &st, why, sizeof why) != 1) {
                 answer_id(&c->entries[i], e->seq, mid, mid_len);
-            continue;
+                continue;
+            }
+            if (st != PROTO_E_THROTTLED) {
+                answer(&c->entries[i], e->seq, st, "%s", why);
+                continue;
+            }
+            again = true;
         }
         char key[PROTO_NAME_MAX + 8], first[PROTO_ID_MAX + 1];
         int64_t now = util_wall_ms();
@@ -278,6 +299,7 @@ void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m)
             snprintf(key, sizeof key, "%s%s", e->topic[0] ? "" : "fn:", e->topic[0] ? e->topic : e->function);
             if (store_dedup_get(&b->store, key, e->dedup_id, now, first, sizeof first) == 1) {
                 answer(&c->entries[i], e->seq, PROTO_OK, "%s", first);
+                if (again) store_refusal_clear(&b->store, p->producer, e->seq);
                 if (e->seq > top) top = e->seq;
                 continue;
             }
@@ -288,6 +310,7 @@ void publish_take(broker_t *b, void *sock, proto_frames *f, const proto_msg *m)
         if (st == PROTO_OK) {
             answer_id(&c->entries[i], e->seq, mid, mid_len);
             if (e->dedup_id) store_dedup_set(&b->store, key, e->dedup_id, mid, now);
+            if (again) store_refusal_clear(&b->store, p->producer, e->seq);
         } else {
             answer(&c->entries[i], e->seq, st, "%s", why);
             store_refusal_set(&b->store, p->producer, e->seq, st, why);

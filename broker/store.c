@@ -211,6 +211,7 @@ int store_open(store_t *s, const char *data_dir, cfg_durability durability)
         prep(s, &s->get_refusal, "SELECT status, text FROM refusals WHERE producer=? AND seq=?") ||
         prep(s, &s->ins_refusal, "INSERT OR REPLACE INTO refusals(producer, seq, status, text, created_ms)"
                                  " VALUES(?,?,?,?,?)") ||
+        prep(s, &s->del_refusal, "DELETE FROM refusals WHERE producer=? AND seq=?") ||
         prep(s, &s->get_dedup, "SELECT mid FROM dedup WHERE topic=? AND id=? AND created_ms >= ?") ||
         prep(s, &s->ins_dedup, "INSERT OR REPLACE INTO dedup(topic, id, mid, created_ms) VALUES(?,?,?,?)") ||
         prep(s, &s->prune[0], "DELETE FROM dedup WHERE created_ms < ?") ||
@@ -280,7 +281,7 @@ void store_close(store_t *s)
         &s->del_queue, &s->del_delayed, &s->upd_producer, &s->get_producer, &s->set_meta,
         &s->load_window, &s->load_delayed, &s->min_queue, &s->min_delayed, &s->gc_msgs,
         &s->sweep_queue, &s->sweep_delayed, &s->next_msg, &s->upd_delayed, &s->ins_dead, &s->ins_failure,
-        &s->get_refusal, &s->ins_refusal, &s->get_dedup, &s->ins_dedup,
+        &s->get_refusal, &s->ins_refusal, &s->del_refusal, &s->get_dedup, &s->ins_dedup,
         &s->prune[0], &s->prune[1], &s->prune[2], &s->del_failures, &s->del_queue_range,
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
@@ -615,6 +616,15 @@ int store_refusal_set(store_t *s, const char *producer, uint64_t seq, uint32_t s
     sqlite3_bind_int(st, 3, (int)status);
     sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, util_wall_ms());
+    return step_done(s, st);
+}
+
+int store_refusal_clear(store_t *s, const char *producer, uint64_t seq)
+{
+    if (store_begin(s) != 0) return -1;
+    sqlite3_stmt *st = s->del_refusal;
+    sqlite3_bind_text(st, 1, producer, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (int64_t)seq);
     return step_done(s, st);
 }
 

@@ -9,7 +9,10 @@
  * its last RESULT) ends the session at once. A worker silent for 3 heartbeats is
  * dead; 2 heartbeats later (longer than the worker's own kill deadline, which
  * is 3 heartbeats of silence from the broker) its leases end as `lost` and
- * follow the retry policy. A message from an unknown routing id (say, after a
+ * follow the retry policy. A live worker's lease that outlives the broker's
+ * bound (broker.h LEASE_MARGIN_MS) ends as `timeout`; its slot stays busy
+ * until the late RESULT comes. A message of a type this endpoint does not
+ * take is malformed, registered or not. A message from an unknown routing id (say, after a
  * broker restart) gets an ERROR, and the worker registers again; a BYE or a
  * STATS from one is dropped.
  */
@@ -51,6 +54,7 @@ static void refusals_free(worker_t *w)
 
 void worker_free(worker_t *w)
 {
+    free(w->expired);
     refusals_free(w);
     free(w->refused);
     free(w->id);
@@ -231,7 +235,15 @@ static void worker_results(broker_t *b, worker_t *w, const proto_result *r, prot
     for (uint32_t i = 0; i < r->n; i++) {
         const proto_result_entry *e = &r->rs[i];
         delivery_t *d = lease_get(&b->leases, e->lease);
-        if (!d || d->worker != w) continue;   /* an ended lease: ignored */
+        if (!d || d->worker != w) {   /* an ended lease: ignored */
+            for (uint32_t k = 0; k < w->nexpired; k++)
+                if (w->expired[k] == e->lease) {   /* … its slot is free again */
+                    w->expired[k] = w->expired[--w->nexpired];
+                    w->busy--;
+                    break;
+                }
+            continue;
+        }
         if (d->inv && e->outcome != OUT_RETURNED) {   /* a sync invoke: its output goes back */
             invoke_finish(b, d, (proto_outcome)e->outcome, e->error, e, frames_data(f, 2 + (int)i),
                           frames_size(f, 2 + (int)i));
@@ -265,7 +277,7 @@ void workers_handle(broker_t *b, proto_frames *f)
         return;
     }
     if (m.type == MSG_HELLO) {
-        send_welcome(b, b->wrk_sock, f);
+        hello_answer(b, b->wrk_sock, f, &m.u.hello);
         proto_msg_clear(&m);
         return;
     }
@@ -276,6 +288,14 @@ void workers_handle(broker_t *b, proto_frames *f)
     }
     if (m.type == MSG_ERROR) {   /* refused, never answered (PROTOCOL.md §5) */
         b->dropped[1]++;
+        proto_msg_clear(&m);
+        return;
+    }
+    switch (m.type) {   /* what this endpoint takes; anything else is malformed here, registered or not */
+    case MSG_HEARTBEAT: case MSG_RESULT: case MSG_DRAIN: case MSG_REFUSED: case MSG_STATS: case MSG_BYE: break;
+    default:
+        snprintf(err, sizeof err, "%s is not accepted on the worker endpoint", proto_type_name(m.type));
+        reply_error(b, b->wrk_sock, f, PROTO_E_MALFORMED, err);
         proto_msg_clear(&m);
         return;
     }
@@ -312,8 +332,36 @@ void workers_handle(broker_t *b, proto_frames *f)
     proto_msg_clear(&m);
 }
 
+/* The backstop (broker.h LEASE_MARGIN_MS): a lease past its end is a
+ * `timeout` attempt, and the retry policy applies; a result for it later is
+ * ignored. The worker may still be running it, so its slot stays busy until
+ * that result comes (or the session ends). */
+static void expire_leases(broker_t *b, worker_t *w, int64_t now)
+{
+    int64_t wall = util_wall_ms();
+    list_node *l = w->leases.head.next;
+    while (l != &w->leases.head) {
+        delivery_t *d = container_of(l, delivery_t, link);
+        l = l->next;
+        if (now < d->lease_end_ms) continue;
+        uint64_t *x = realloc(w->expired, (w->nexpired + 1) * sizeof *x);
+        if (x) w->expired = x, x[w->nexpired++] = d->lease;
+        const cfg_function *c = d->sub->fn->cfg;
+        char why[200];
+        snprintf(why, sizeof why, "timeout: no result from worker %s within the broker's bound on a lease (the "
+                 "function's timeout %g s, the kill grace, a margin), so the worker does not enforce it", w->id,
+                 c->timeout_s);
+        LOG_WARN("worker %s (%s pid %u): lease %llu of function %s outlived its bound: ended as timeout", w->id,
+                 w->host, w->pid, (unsigned long long)d->lease, d->sub->fn->name);
+        delivery_fail(b, d, OUT_TIMEOUT, why, NULL, wall);
+        if (x) w->busy++;   /* still taken at the worker */
+    }
+}
+
 void workers_tick(broker_t *b, int64_t now)
 {
+    bool check = now - b->last_lease_check_ms >= LEASE_CHECK_MS;
+    if (check) b->last_lease_check_ms = now;
     for (list_node *n = b->workers.head.next; n != &b->workers.head; n = n->next) {
         worker_t *w = container_of(n, worker_t, link);
         if (w->dead) continue;
@@ -322,6 +370,7 @@ void workers_tick(broker_t *b, int64_t now)
             w->dead = true;
             continue;
         }
+        if (check) expire_leases(b, w, now);
         if (now - w->last_sent_ms >= b->heartbeat_ms) {
             msgpack_sbuffer_clear(&b->sb);
             proto_encode_heartbeat(&b->sb);

@@ -400,9 +400,16 @@ static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
     msgpack_sbuffer_init(&args);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 6);
-    msgpack_pack_str_with_body(&pk, "ids", 3);
-    msgpack_pack_array(&pk, (uint32_t)nids);
+    /* the broker takes exactly these (PROTOCOL.md §4): ids, or all: true
+     * narrowed by the filters; rate for a replay, older_than for a purge */
+    msgpack_pack_map(&pk, 2 + (nids ? 0 : 2) + (replay || !nids ? 1 : 0));
+    if (nids) {
+        msgpack_pack_str_with_body(&pk, "ids", 3);
+        msgpack_pack_array(&pk, (uint32_t)nids);
+    } else {
+        msgpack_pack_str_with_body(&pk, "all", 3);
+        msgpack_pack_true(&pk);
+    }
     for (size_t i = 0; i < nids; i++) {
         char *end;
         long long id = strtoll(argv[2 + i], &end, 10);
@@ -413,11 +420,14 @@ static int cmd_dlq_write(const ctl_opts *o, int argc, char **argv)
         }
         msgpack_pack_int64(&pk, id);
     }
-    pack_filter(&pk, o);
-    msgpack_pack_str_with_body(&pk, "rate", 4);
-    msgpack_pack_double(&pk, o->rate);
-    msgpack_pack_str_with_body(&pk, "older_than", 10);
-    msgpack_pack_int64(&pk, o->older_than);
+    if (!nids) pack_filter(&pk, o);
+    if (replay) {
+        msgpack_pack_str_with_body(&pk, "rate", 4);
+        msgpack_pack_double(&pk, o->rate);
+    } else if (!nids) {
+        msgpack_pack_str_with_body(&pk, "older_than", 10);
+        msgpack_pack_int64(&pk, o->older_than);
+    }
     msgpack_pack_str_with_body(&pk, "dry_run", 7);
     if (o->dry_run) msgpack_pack_true(&pk);
     else msgpack_pack_false(&pk);

@@ -652,6 +652,8 @@ static int dec_admin_reply(dctx *c, const msgpack_object *f)
         get_str(c, "", "error", &f[2], 0, PROTO_ERROR_WIRE_MAX, STR_ANY, true, &a->error) < 0 ||
         check_any(c, "result", &f[3]) < 0)
         return -1;
+    if (a->status == PROTO_OK && f[2].type != MSGPACK_OBJECT_NIL)
+        return FAIL(c, "", "error", "not nil with status 0");
     a->result = f[3];
     keep_object(c, &a->result);
     return 0;
@@ -685,6 +687,8 @@ static int dec_invoke_reply(dctx *c, const msgpack_object *f)
         get_str(c, "", "error", &f[2], 0, PROTO_ERROR_WIRE_MAX, STR_ANY, true, &r->error) < 0 ||
         get_str(c, "", "message_id", &f[3], 0, PROTO_ID_MAX, STR_ANY, false, &r->message_id) < 0)
         return -1;
+    if (r->status == PROTO_OK && f[2].type != MSGPACK_OBJECT_NIL)
+        return FAIL(c, "", "error", "not nil with status 0");
     c->m->nframes = 1;
     return 0;
 }
@@ -1204,4 +1208,45 @@ int proto_encode_invoke_reply(msgpack_sbuffer *sb, const proto_invoke_reply *r)
     TRY(pack_str_or_nil(pk, r->error));
     TRY(pack_str(pk, r->message_id ? r->message_id : ""));
     END(sb);
+}
+
+/* ------------------------------------------------------------------------ */
+
+int proto_peek_ref(const void *frame, size_t len, proto_ref *r)
+{
+    r->nseqs = 0;
+    r->req = 0;
+    if (proto_prescan(frame, len, NULL, 0) < 0) return -1;   /* before msgpack-c allocates */
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    int rc = -1;
+    size_t off = 0;
+    if (msgpack_unpack_next(&up, frame, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) goto out;
+    const msgpack_object *top = &up.data;
+    if (top->type != MSGPACK_OBJECT_ARRAY || top->via.array.size < 3) goto out;
+    const msgpack_object *a = top->via.array.ptr;
+    if (a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 != PROTO_VERSION) goto out;
+    if (str_is(&a[1], "ADMIN") || str_is(&a[1], "INVOKE")) {
+        if (a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER) goto out;
+        r->type = str_is(&a[1], "ADMIN") ? MSG_ADMIN : MSG_INVOKE;
+        r->req = a[2].via.u64;
+        rc = 0;
+    } else if (str_is(&a[1], "PUBLISH")) {
+        if (top->via.array.size < 4 || a[3].type != MSGPACK_OBJECT_ARRAY || a[3].via.array.size == 0 ||
+            a[3].via.array.size > PROTO_MAX_BATCH)
+            goto out;
+        for (uint32_t i = 0; i < a[3].via.array.size; i++) {
+            const msgpack_object *e = &a[3].via.array.ptr[i];
+            if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size < 1 ||
+                e->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || e->via.array.ptr[0].via.u64 == 0)
+                goto out;
+            r->seqs[i] = e->via.array.ptr[0].via.u64;
+        }
+        r->type = MSG_PUBLISH;
+        r->nseqs = a[3].via.array.size;
+        rc = 0;
+    }
+out:
+    msgpack_unpacked_destroy(&up);
+    return rc;
 }

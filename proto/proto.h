@@ -299,6 +299,19 @@ typedef struct proto_msg {
 int proto_decode(const void *frame, size_t len, proto_msg *m, char *err, size_t errlen);
 void proto_msg_clear(proto_msg *m);
 
+/* The correlation of a request refused as a whole (malformed, a wrong frame
+ * count): what its refusal carries so that the client can match it
+ * (PROTOCOL.md §5). Filled from a header frame that proto_decode refused,
+ * when enough of it reads: [1, "PUBLISH", any, [[seq, …], …]] with every
+ * entry's seq a uint ≥ 1, or [1, "ADMIN" | "INVOKE", req, …]. */
+typedef struct {
+    msg_type type;              /* MSG_PUBLISH, MSG_ADMIN or MSG_INVOKE */
+    uint64_t req;               /* ADMIN, INVOKE: the request id */
+    uint64_t seqs[PROTO_MAX_BATCH]; uint32_t nseqs;   /* PUBLISH: each entry's seq, in order */
+} proto_ref;
+/* 0: *r holds the correlation; -1: the frame has none that can be trusted. */
+int proto_peek_ref(const void *frame, size_t len, proto_ref *r);
+
 /* The pre-scan alone: 0 when the bytes are exactly one well-formed msgpack
  * object within the depth cap, whose declared sizes fit in the bytes. */
 int proto_prescan(const void *frame, size_t len, char *err, size_t errlen);

@@ -214,9 +214,11 @@ static void on_welcome(herald_client *c, const proto_welcome *w)
     c->hello_pending = false;
 }
 
-/* An ERROR answers our oldest unanswered request: the HELLO when no WELCOME
- * followed it yet, else the oldest batch in flight (the broker answers each
- * connection in order). */
+/* An ERROR is a refusal that carries no correlation. A broker that can read
+ * a refused PUBLISH's seqs answers with a CONFIRM entry per seq instead
+ * (PROTOCOL.md §5), which finish() matches like any confirm; so an ERROR here
+ * refuses our HELLO when no WELCOME followed it yet, else (an older broker,
+ * or a batch it could not read) our oldest batch in flight. */
 static void on_error(herald_client *c, const proto_error *e)
 {
     int status = hc_status_from_proto(e->status);

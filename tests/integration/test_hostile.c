@@ -5,7 +5,8 @@
  * itself: garbage, truncated and lying msgpack, wrong versions and types, wrong
  * frame counts, too many frames, empty messages, frames over the endpoint's
  * ZMQ_MAXMSGSIZE. Every refused message must get [1, "ERROR", 1, text] where a
- * reply is possible, an oversized frame must cost only its own connection, and
+ * reply is possible (or, for a PUBLISH, ADMIN or INVOKE whose seqs / req still
+ * read, its own reply type with status 1), an oversized frame must cost only its own connection, and
  * the broker must keep serving (a real publish is confirmed, `heraldctl stats`
  * answers) with a flat RSS. libherald must refuse an oversized payload itself.
  *
@@ -253,6 +254,17 @@ static void expect_malformed(void *s, const char *ep, const char *what)
     char got[400];
     bool good = r.ok && r.m.type == MSG_ERROR && r.m.u.error.status == PROTO_E_MALFORMED && r.nframes == 1 &&
                 r.m.u.error.text && r.m.u.error.text[0];
+    /* a request whose seqs / req still read is refused in its own reply
+     * type, so the client can match it (PROTOCOL.md §5) */
+    if (r.ok && r.m.type == MSG_CONFIRM && r.nframes == 1 && r.m.u.confirm.n) {
+        good = true;
+        for (uint32_t i = 0; i < r.m.u.confirm.n; i++)
+            good = good && r.m.u.confirm.entries[i].status == PROTO_E_MALFORMED && r.m.u.confirm.entries[i].text[0];
+    }
+    if (r.ok && r.m.type == MSG_ADMIN_REPLY)
+        good = r.nframes == 1 && r.m.u.admin_reply.status == PROTO_E_MALFORMED && r.m.u.admin_reply.error;
+    if (r.ok && r.m.type == MSG_INVOKE_REPLY)
+        good = r.nframes == 2 && r.m.u.invoke_reply.status == PROTO_E_MALFORMED && r.m.u.invoke_reply.error;
     if (!r.ok)
         snprintf(got, sizeof got, "an undecodable reply (%s)", r.err);
     else if (r.m.type == MSG_ERROR)
@@ -283,7 +295,8 @@ static void expect_welcome(void *s, const char *ep, const char *what)
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    encode_hello(&sb, "hostile_probe", "publisher");
+    /* the role this endpoint serves (PROTOCOL.md HELLO) */
+    encode_hello(&sb, "hostile_probe", strcmp(ep, "worker") == 0 ? "worker" : "publisher");
     send_sb(s, &sb);
     msgpack_sbuffer_destroy(&sb);
     reply r = get_reply(s, REPLY_MS);
@@ -861,16 +874,20 @@ Test(hostile, unknown_topic_is_a_confirm_entry_and_an_invalid_topic_name_is_an_e
         const char *one[1] = { bad[i] };
         r = publish_raw(s, "hostile_u", 1, 10 + i, one);
         cr_assert(r.got && r.ok, "no decodable reply to invalid topic #%zu%s", i, broker_state());
-        cr_assert_eq(r.m.type, MSG_ERROR, "invalid topic #%zu: got %s, expected ERROR", i, proto_type_name(r.m.type));
-        cr_assert_eq(r.m.u.error.status, PROTO_E_MALFORMED, "invalid topic #%zu: status %u: %s", i,
-                     r.m.u.error.status, r.m.u.error.text);
+        /* refused whole, answered with its seq (PROTOCOL.md §5) */
+        cr_assert_eq(r.m.type, MSG_CONFIRM, "invalid topic #%zu: got %s, expected CONFIRM", i, proto_type_name(r.m.type));
+        cr_assert_eq(r.m.u.confirm.n, 1);
+        cr_assert_eq(r.m.u.confirm.entries[0].seq, 10 + i);
+        cr_assert_eq(r.m.u.confirm.entries[0].status, PROTO_E_MALFORMED, "invalid topic #%zu: status %u: %s", i,
+                     r.m.u.confirm.entries[0].status, r.m.u.confirm.entries[0].text);
         proto_msg_clear(&r.m);
     }
     /* topic "" without a function (an async invoke needs one) */
     const char *empty[1] = { "" };
     r = publish_raw(s, "hostile_u", 1, 20, empty);
-    cr_assert(r.got && r.ok && r.m.type == MSG_ERROR && r.m.u.error.status == PROTO_E_MALFORMED,
-              "topic \"\" without a function: expected ERROR malformed");
+    cr_assert(r.got && r.ok && r.m.type == MSG_CONFIRM && r.m.u.confirm.entries[0].seq == 20 &&
+              r.m.u.confirm.entries[0].status == PROTO_E_MALFORMED,
+              "topic \"\" without a function: expected CONFIRM seq 20 malformed");
     proto_msg_clear(&r.m);
     cr_assert_eq(published("t"), p0, "refused publishes were counted");
 
@@ -892,7 +909,8 @@ Test(hostile, unknown_topic_is_a_confirm_entry_and_an_invalid_topic_name_is_an_e
 
 /* PROTOCOL.md §2 Attributes: keys are names ([A-Za-z0-9_.-]{1,128}), so a raw
  * client cannot store one that libherald would refuse: the PUBLISH is
- * malformed (ERROR status 1 naming the entry and the key), nothing of it is
+ * malformed (status 1 naming the entry and the key, in a CONFIRM entry per
+ * seq), nothing of it is
  * stored, and the broker keeps serving. */
 Test(hostile, an_attribute_key_outside_the_name_rule_is_an_error_and_nothing_is_stored)
 {
@@ -914,11 +932,16 @@ Test(hostile, an_attribute_key_outside_the_name_rule_is_an_error_and_nothing_is_
         send_frames(s, f, 3);
         reply r = get_reply(s, REPLY_MS);
         cr_assert(r.got && r.ok, "no decodable reply to attribute key #%zu%s", i, broker_state());
-        cr_assert_eq(r.m.type, MSG_ERROR, "attribute key #%zu: got %s, expected ERROR", i, proto_type_name(r.m.type));
-        cr_assert_eq(r.m.u.error.status, PROTO_E_MALFORMED, "key #%zu: status %u: %s", i, r.m.u.error.status,
-                     r.m.u.error.text);
-        cr_assert(strstr(r.m.u.error.text, "entry 1") && strstr(r.m.u.error.text, "attribute 1 key"),
-                  "key #%zu: the error does not say which: %s", i, r.m.u.error.text);
+        /* refused whole: both seqs answered, status 1, the reason naming the entry */
+        cr_assert_eq(r.m.type, MSG_CONFIRM, "attribute key #%zu: got %s, expected CONFIRM", i, proto_type_name(r.m.type));
+        cr_assert_eq(r.m.u.confirm.n, 2);
+        for (int k = 0; k < 2; k++) {
+            const proto_confirm_entry *e = &r.m.u.confirm.entries[k];
+            cr_assert_eq(e->seq, 10 + 2 * i + (size_t)k);
+            cr_assert_eq(e->status, PROTO_E_MALFORMED, "key #%zu: status %u: %s", i, e->status, e->text);
+            cr_assert(strstr(e->text, "entry 1") && strstr(e->text, "attribute 1 key"),
+                      "key #%zu: the error does not say which: %s", i, e->text);
+        }
         proto_msg_clear(&r.m);
     }
     msgpack_sbuffer_destroy(&sb);
@@ -939,7 +962,7 @@ static void expect_unanswered(void *s, const char *ep, const char *what, const m
     send_sb(s, msg);
     msgpack_sbuffer hello;
     msgpack_sbuffer_init(&hello);
-    encode_hello(&hello, "hostile_probe", "publisher");
+    encode_hello(&hello, "hostile_probe", strcmp(ep, "worker") == 0 ? "worker" : "publisher");
     send_sb(s, &hello);
     msgpack_sbuffer_destroy(&hello);
     reply r = get_reply(s, REPLY_MS);

@@ -259,8 +259,12 @@ Test(security, too_many_frames_from_an_authenticated_publisher_are_refused_witho
         cr_assert(zmq_msg_recv(&m, s, 0) >= 0);
         proto_msg pm;
         cr_assert_eq(proto_decode(zmq_msg_data(&m), zmq_msg_size(&m), &pm, why, sizeof why), 0, "%s", why);
-        cr_assert_eq(pm.type, MSG_ERROR, "expected ERROR, got %s", proto_type_name(pm.type));
-        cr_assert(strstr(pm.u.error.text, "frames"), "refused for its frame count: %s", pm.u.error.text);
+        /* refused whole, with its seq (PROTOCOL.md §5): a CONFIRM entry, status 1 */
+        cr_assert_eq(pm.type, MSG_CONFIRM, "expected CONFIRM, got %s", proto_type_name(pm.type));
+        cr_assert(pm.u.confirm.n == 1 && pm.u.confirm.entries[0].seq == 1 &&
+                  pm.u.confirm.entries[0].status == PROTO_E_MALFORMED, "expected seq 1 refused as malformed");
+        cr_assert(strstr(pm.u.confirm.entries[0].text, "frames"), "refused for its frame count: %s",
+                  pm.u.confirm.entries[0].text);
         proto_msg_clear(&pm);
         zmq_msg_close(&m);
         zmq_close(s);

@@ -792,7 +792,7 @@ Test(broker, paced_replay_fills_one_delayed_window_at_most, .timeout = 60)
              n, (long long)x.s.id);
     cr_assert_eq(sqlite3_exec(x.b.store.db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(x.b.store.db));
     x.s.dead = n;
-    dead_select all = { .max_id = INT64_MAX, .limit = DLQ_CHUNK };
+    dead_select all = { .all = true, .max_id = INT64_MAX, .limit = DLQ_CHUNK };
     dead_result res = { 0 };
     char err[256] = "";
     int64_t now = util_wall_ms(), last_id = 0;
@@ -902,7 +902,7 @@ Test(broker, paced_replay_that_runs_late_never_cuts_below_a_woken_delivery, .tim
              (long long)x.s.id);
     cr_assert_eq(sqlite3_exec(x.b.store.db, sql, NULL, NULL, NULL), SQLITE_OK);
     x.s.dead = 3;
-    dead_select all = { .max_id = INT64_MAX, .limit = DLQ_CHUNK };
+    dead_select all = { .all = true, .max_id = INT64_MAX, .limit = DLQ_CHUNK };
     dead_result res = { 0 };
     char err[256] = "";
     int64_t last_id = 0;
@@ -988,7 +988,7 @@ Test(broker, dlq_purge_chunks_cover_the_request_and_nothing_after_it, .timeout =
     char err[256] = "";
     for (int dry = 1; dry >= 0; dry--) {
         /* asked for when the largest id was 2 * DLQ_CHUNK; 50 more came since */
-        dead_select sel = { .max_id = 2 * DLQ_CHUNK, .limit = DLQ_CHUNK };
+        dead_select sel = { .all = true, .max_id = 2 * DLQ_CHUNK, .limit = DLQ_CHUNK };
         dead_result res = { 0 };
         int64_t last = 0;
         int calls = 0;

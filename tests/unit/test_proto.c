@@ -1522,6 +1522,45 @@ Test(proto, prescan_each_message)
     /* the other types' prescans run in their round-trip tests (tp_all_prefixes_fail) */
 }
 
+/* A success reply carries error nil (PROTOCOL.md ADMIN_REPLY, INVOKE_REPLY):
+ * a decoder refuses status 0 with an error text, and takes a failure's. */
+Test(proto, a_success_reply_with_an_error_text_is_malformed)
+{
+    proto_msg m;
+    tp_sb.size = 0;
+    cr_assert_eq(proto_encode_admin_reply(&tp_sb, 1, 0, "oops", NULL, 0), 0);
+    cr_assert_eq(proto_decode(tp_sb.data, tp_sb.size, &m, tp_err, sizeof tp_err), -1);
+    cr_assert(strstr(tp_err, "error"), "%s", tp_err);
+    tp_sb.size = 0;
+    cr_assert_eq(proto_encode_admin_reply(&tp_sb, 1, PROTO_E_NOT_FOUND, "no such", NULL, 0), 0);
+    cr_assert_eq(proto_decode(tp_sb.data, tp_sb.size, &m, tp_err, sizeof tp_err), 0, "%s", tp_err);
+    proto_msg_clear(&m);
+    tp_sb.size = 0;
+    cr_assert_eq(proto_encode_invoke_reply(&tp_sb, &(proto_invoke_reply){ .req = 1, .status = 0, .error = "x",
+                                                                           .message_id = "" }), 0);
+    cr_assert_eq(proto_decode(tp_sb.data, tp_sb.size, &m, tp_err, sizeof tp_err), -1);
+}
+
+/* The correlation of a refused request is read from what proto_decode refuses. */
+Test(proto, peek_ref_reads_the_seqs_or_req_of_a_malformed_request)
+{
+    proto_ref r;
+    tp_sb.size = 0;
+    proto_pub e[2] = { { .seq = 4, .topic = "bad name" }, { .seq = 9, .topic = "t" } };
+    cr_assert_eq(proto_encode_publish(&tp_sb, &(proto_publish){ .producer = "p", .pubs = e, .npubs = 2 }), 0);
+    cr_assert_eq(proto_peek_ref(tp_sb.data, tp_sb.size, &r), 0);
+    cr_assert(r.type == MSG_PUBLISH && r.nseqs == 2 && r.seqs[0] == 4 && r.seqs[1] == 9);
+    tp_sb.size = 0;
+    cr_assert_eq(proto_encode_admin(&tp_sb, 77, "stats", NULL, 0), 0);
+    cr_assert_eq(proto_peek_ref(tp_sb.data, tp_sb.size, &r), 0);
+    cr_assert(r.type == MSG_ADMIN && r.req == 77);
+    tp_sb.size = 0;
+    cr_assert_eq(proto_encode_hello(&tp_sb, &(proto_hello){ "a", "admin" }), 0);
+    cr_assert_eq(proto_peek_ref(tp_sb.data, tp_sb.size, &r), -1);
+    cr_assert_eq(proto_peek_ref("\x93\x01\xa5" "ADMIN" "\xc0", 8, &r), -1);   /* req nil */
+    cr_assert_eq(proto_peek_ref("\x92\x01", 2, &r), -1);                       /* truncated */
+}
+
 /* ------------------------------------------------------------- names */
 
 Test(proto, names_and_validators)
