@@ -139,6 +139,15 @@ Test(python, broker_sigkill_mid_stream_stores_every_confirmed_publish_once)
                  h_read(h_path(&env, "py.err"), NULL));
 }
 
+/* The worker of the CURVE test is registered and configured: an invoke runs. */
+static bool echo_served(void *arg)
+{
+    (void)arg;
+    return h_run(&env, NULL, NULL, NULL, "bin/heraldctl", "--broker", env.adm, "--timeout", "2", "--key",
+                 h_path(&env, "keys/adm.key"), "--broker-key", h_path(&env, "keys/broker.pub"), "invoke", "echo",
+                 "ready?", NULL) == 0;
+}
+
 Test(python, curve_keys_from_heraldctl_keygen)
 {
     unsetenv("HERALD_KEY");   /* this test makes its own keys, in every mode */
@@ -162,7 +171,8 @@ Test(python, curve_keys_from_heraldctl_keygen)
     h_start(&env, "worker", "bin/herald-worker", "--broker", env.wrk, "--root", env.root, "--run-dir",
             h_path(&env, "runs"), "--concurrency", "1", "--key", h_path(&env, "keys/wrk.key"), "--broker-key",
             h_path(&env, "keys/broker.pub"), NULL);
-    run_case("curve", NULL);   /* its first publish waits for the broker (timeout 5 s) */
+    cr_assert(h_wait(echo_served, NULL, 20000), "the CURVE worker never served echo");
+    run_case("curve", NULL);
 }
 
 Test(python, frozen_broker_re_send_is_answered_with_the_first_id)
