@@ -5,10 +5,11 @@
  * before it is settled: fired or skipped), `next_fire`, `last_fire` and
  * `fired`. A firing stores its event through publish_local() as producer
  * "sched_ID" with the slot's time as its sequence, so its message id is
- * "sched_ID-SLOT" and the producer's high-water mark says it is stored; the
- * row and the mark are written in the turn's transaction with the event. A
- * broker killed at any moment has either all three on disk or none: a slot
- * is never stored twice and never lost. What is staged in memory is applied
+ * "sched_ID-SLOT"; the row, the producer's high-water mark and the event are
+ * written in the turn's transaction. The row's `done` decides what fires,
+ * not the mark: a publisher that named itself "sched_1" must not be able to
+ * silence a schedule. A broker killed at any moment has all three on disk or
+ * none: a slot is never stored twice and never lost. What is staged in memory is applied
  * only after the commit (schedules_committed), so a failed commit fires the
  * same slots again with the same ids.
  *
@@ -40,7 +41,7 @@ static const char *SCHEMA =
     " spec TEXT NOT NULL, timezone TEXT NOT NULL, done INTEGER NOT NULL, next_fire INTEGER,"
     " last_fire INTEGER, fired INTEGER NOT NULL DEFAULT 0);";
 
-int64_t schedule_clock_offset_s(void)
+static int64_t clock_offset_s(void)
 {
     const char *v = getenv("HERALD_TEST_CLOCK_OFFSET");
     return v ? strtoll(v, NULL, 10) : 0;
@@ -340,7 +341,7 @@ fail:
 
 int schedules_open(broker_t *b)
 {
-    b->sched_offset_s = schedule_clock_offset_s();
+    b->sched_offset_s = clock_offset_s();
     if (b->sched_offset_s) LOG_WARN("HERALD_TEST_CLOCK_OFFSET: schedules read the clock %+lld s off (tests only)",
                                     (long long)b->sched_offset_s);
     sqlite3 *db = b->store.db;
