@@ -372,21 +372,16 @@ int schedules_reload(broker_t *b, const herald_config *cfg)
 
 int64_t schedules_run(broker_t *b)
 {
-    int64_t now = now_s(b), soonest = -1;
+    if (b->nschedules == 0) return -1;   /* every loop turn comes here: nothing to read then */
+    int64_t now_ms = util_wall_ms() + b->sched_offset_s * 1000, now = now_ms / 1000, soonest = -1;
     for (size_t i = 0; i < b->nschedules; i++) {
         schedule_t *s = &b->schedules[i];
-        if (s->refused && now < s->retry_at) continue;
-        run_one(b, s, now);
-    }
-    for (size_t i = 0; i < b->nschedules; i++) {
-        schedule_t *s = &b->schedules[i];
-        int64_t next = s->staged ? s->s_next : s->next;
-        if (s->refused) next = s->retry_at;
+        if (!s->refused || now >= s->retry_at) run_one(b, s, now);
+        int64_t next = s->refused ? s->retry_at : s->staged ? s->s_next : s->next;
         if (next && (soonest < 0 || next < soonest)) soonest = next;
     }
     if (soonest < 0) return -1;
-    int64_t ms = soonest * 1000 - (util_wall_ms() + b->sched_offset_s * 1000);
-    return ms < 0 ? 0 : ms;
+    return soonest * 1000 > now_ms ? soonest * 1000 - now_ms : 0;
 }
 
 void schedules_committed(broker_t *b, bool committed)
