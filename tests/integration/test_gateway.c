@@ -868,6 +868,15 @@ Test(gateway, curve_gateway_key_in_publishers_and_admins_publishes_and_reads_sta
     free(m);
 }
 
+static bool worker_registered(void *arg)
+{
+    (void)arg;
+    char *st = h_stats(&env);
+    bool ok = st && strstr(st, "\"workers\":[{");
+    free(st);
+    return ok;
+}
+
 /* A whole file as bytes (h_read stops at a NUL); *len its size. */
 static unsigned char *read_binary(const char *path, size_t *len)
 {
@@ -902,6 +911,7 @@ Test(gateway, lambda_invoke_of_an_output_over_6_mib_is_function_response_size_to
     h_broker(&env);
     h_worker(&env, NULL, 2);
     h_gateway(&env, ep, sizeof ep);
+    cr_assert(h_wait(worker_registered, NULL, 20000), "the worker never registered");   /* invokes need it */
 
     const char *ok[][2] = { { "six", "{}" }, { "nat", "pattern:6291456" } };
     for (int k = 0; k < 2; k++) {
